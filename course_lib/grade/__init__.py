@@ -1,0 +1,1 @@
+"""The exercise grader: `python -m course_lib.grade exNN` and the fixtures of tests/graded/."""

@@ -1,0 +1,134 @@
+"""Small helpers every notebook uses: device choice, seeding, the course mode, an environment report.
+
+The course runs in two modes (see `course_mode`): "fast" (synthetic data, small images, seconds per
+training run; what CI executes) and "full" (real datasets, pretrained encoders, longer schedules).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "get_device",
+    "seed_everything",
+    "course_mode",
+    "data_dir",
+    "count_parameters",
+    "environment_report",
+    "in_colab",
+]
+
+_MODES = ("fast", "full")
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Return the best available device: CUDA, then Apple MPS, then the CPU.
+
+    `prefer` ("cuda", "mps", "cpu") forces a choice and fails loudly when it is not available,
+    so a notebook never silently trains on the CPU when the learner asked for a GPU.
+    """
+    if prefer is not None:
+        if prefer not in ("cuda", "mps", "cpu"):
+            raise ValueError(f"prefer must be 'cuda', 'mps', 'cpu' or None, got {prefer!r}")
+        if prefer == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("prefer='cuda' but torch.cuda.is_available() is False")
+        if prefer == "mps" and not _mps_available():
+            raise RuntimeError("prefer='mps' but the MPS backend is not available")
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated.
+
+    `deterministic=True` also asks cuDNN and PyTorch for deterministic kernels (slower on a GPU;
+    on the CPU the course is deterministic without it).
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def course_mode() -> str:
+    """Return "fast" or "full".
+
+    The `COURSE_MODE` environment variable wins when set; otherwise "full" when CUDA is available
+    and "fast" when not.
+    """
+    value = os.environ.get("COURSE_MODE")
+    if value is not None and value.strip():
+        mode = value.strip().lower()
+        if mode not in _MODES:
+            raise ValueError(f"COURSE_MODE must be 'fast' or 'full', got {value!r}")
+        return mode
+    return "full" if torch.cuda.is_available() else "fast"
+
+
+def data_dir() -> Path:
+    """Where real datasets are cached: `COURSE_DATA_DIR`, default `~/.cache/course_lib`."""
+    value = os.environ.get("COURSE_DATA_DIR")
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "course_lib"
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of `model` (all of them, or only those with `requires_grad`)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def environment_report() -> dict[str, str]:
+    """Versions, device and mode as an ordered dict of strings (notebook 00 prints it)."""
+    import torchvision
+
+    device = get_device()
+    report = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "cuda available": str(torch.cuda.is_available()),
+        "course mode": course_mode(),
+        "data dir": str(data_dir()),
+        "colab": str(in_colab()),
+    }
+    if device.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(device)
+    for name in ("albumentations", "matplotlib"):
+        try:
+            module = __import__(name)
+            report[name] = module.__version__
+        except ImportError:
+            report[name] = "not installed"
+    return report
