@@ -1,0 +1,151 @@
+# %% [markdown]
+# # 00 · Set-up
+#
+# Welcome to **Semantic Segmentation with PyTorch**. This first notebook checks that your
+# environment works, shows which device the course will use, explains the two course modes,
+# and walks you through doing and checking an exercise.
+#
+# Run the cells from top to bottom (`Shift+Enter`). The first cell only does something on
+# Google Colab, where it installs the course package; on your own machine it is a no-op.
+
+# %% [markdown]
+# ## 1. Your environment
+#
+# `course_lib` is the course's companion package: every notebook imports its models, losses,
+# metrics and plotting helpers from it. `environment_report()` collects the versions that matter.
+
+# %%
+from course_lib import utils
+
+for key, value in utils.environment_report().items():
+    if key not in ("platform", "data dir"):
+        print(f"{key:>16}: {value}")
+
+# %% [markdown]
+# ## 2. Device: CPU, CUDA or Apple MPS
+#
+# `get_device()` picks a CUDA GPU when there is one (Colab: *Runtime → Change runtime type → GPU*),
+# then Apple's MPS, then the CPU. Every model and tensor in the course is moved with `.to(device)`,
+# so the same code runs everywhere.
+
+# %%
+import torch
+
+device = utils.get_device()
+x = torch.randn(2, 3, 64, 64, device=device)
+print("device type:", device.type)
+print("a batch of images lives on:", x.device.type, "with shape", tuple(x.shape))
+
+# %% [markdown]
+# ## 3. Fast mode and full mode
+#
+# | mode | when | data | training |
+# |---|---|---|---|
+# | `fast` | no GPU (a laptop CPU, CI) | synthetic scenes and cells, generated in milliseconds, no download | seconds per run, small images and widths |
+# | `full` | a CUDA GPU is present (Colab) | real datasets (Oxford-IIIT Pet, Pascal VOC, medical folders) | pretrained encoders, longer schedules |
+#
+# The mode is chosen automatically; set the environment variable `COURSE_MODE=fast` or
+# `COURSE_MODE=full` to override it. Real datasets are cached in `COURSE_DATA_DIR`
+# (default `~/.cache/course_lib`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import os
+
+os.environ["COURSE_MODE"] = "fast"
+print("course mode with COURSE_MODE=fast:", utils.course_mode())
+os.environ["COURSE_MODE"] = "full"
+print("course mode with COURSE_MODE=full:", utils.course_mode())
+os.environ["COURSE_MODE"] = "fast"
+
+# %% [markdown]
+# Results are reproducible: `seed_everything` seeds Python, NumPy and PyTorch, so the same
+# cell prints the same numbers on every run.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+utils.seed_everything(0)
+first = torch.rand(3)
+utils.seed_everything(0)
+second = torch.rand(3)
+print("same numbers after re-seeding:", torch.equal(first, second))
+
+# %% [markdown]
+# ## 4. The course map
+
+# %%
+from IPython.display import Markdown
+
+from course_lib.course import course_map_markdown
+
+Markdown(course_map_markdown(colab_links=False))
+
+# %% [markdown]
+# ## 5. A first look at the data
+#
+# Fast mode uses two synthetic datasets that need no download: street-like *scenes* with several
+# object classes, and microscopy-like *cells*. Each sample is an image and a mask that gives every
+# pixel a class.
+
+# %%
+import matplotlib.pyplot as plt
+
+from course_lib.data import CellsDataset, ScenesDataset
+from course_lib.viz import colorize
+
+scene_image, scene_mask = ScenesDataset(length=4, image_size=128, seed=0)[0]
+cell_image, cell_mask = CellsDataset(length=4, image_size=128, seed=0)[0]
+
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.8), dpi=80)
+axes[0].imshow(scene_image.permute(1, 2, 0))
+axes[0].set_title("scene image")
+axes[1].imshow(colorize(scene_mask))
+axes[1].set_title("scene mask")
+axes[2].imshow(cell_image[0], cmap="gray")
+axes[2].set_title("cell image")
+axes[3].imshow(colorize(cell_mask))
+axes[3].set_title("cell mask")
+for ax in axes:
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("scene image", tuple(scene_image.shape), scene_image.dtype, "| mask", tuple(scene_mask.shape), scene_mask.dtype)
+print("cell image ", tuple(cell_image.shape), cell_image.dtype, "| mask", tuple(cell_mask.shape), cell_mask.dtype)
+print("scene classes:", ", ".join(ScenesDataset.CLASSES))
+
+# %% [markdown]
+# ## 6. How exercises work
+#
+# Each lesson from 01 on has an exercise file in `exercises/`, for example
+# `exercises/ex01_segmentation_types.py`. It holds functions whose docstrings say what to compute
+# and whose bodies contain a hint and `raise NotImplementedError`. Replace that line with your code.
+#
+# Check your work at any time, from a terminal in the course folder:
+#
+# ```bash
+# python -m course_lib.grade ex01
+# ```
+#
+# or from a notebook cell, as below. The grader runs the graded tests in a separate process (a
+# mistake in your file can never crash this notebook) and prints one row per test: the points you
+# earned, the points possible, and the first line of what went wrong. The instructor also runs
+# hidden tests, so make your functions right, not only the visible cases.
+#
+# Untouched, every exercise scores zero:
+
+# %%
+import subprocess
+import sys
+
+result = subprocess.run([sys.executable, "-m", "course_lib.grade", "ex01"],
+                        capture_output=True, text=True, timeout=300)
+print(result.stdout[-2500:] or result.stderr[-2500:])
+
+# %% [markdown]
+# The reference answers live in `solutions/`; an instructor can check that they earn full marks
+# with `python -m course_lib.grade ex01 --target solutions`.
+#
+# Next: **01 · Segmentation types**.
