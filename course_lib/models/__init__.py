@@ -1,0 +1,33 @@
+"""The segmentation models of the course, built by name with `build_model`.
+
+    from course_lib import models
+    net = models.build_model("unet", in_channels=1, num_classes=2, base_channels=16, depth=3)
+
+Every model takes the keyword arguments `in_channels` and `num_classes` and maps
+`(N, in_channels, H, W)` float images to logits `(N, num_classes, H, W)` for any H, W.
+"""
+
+from torch import nn
+
+from course_lib.models.blocks import ConvBNReLU, DoubleConv, bilinear_kernel
+from course_lib.models.deeplab import ASPP, DeepLabV3, DeepLabV3Plus
+from course_lib.models.unet import UNet
+
+MODELS: dict[str, type[nn.Module]] = {
+    "unet": UNet,
+    "deeplabv3": DeepLabV3,
+    "deeplabv3plus": DeepLabV3Plus,
+}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build the model registered as `name` in `MODELS` with keyword arguments `kwargs`."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, one of {sorted(MODELS)}; got {type(name).__name__}")
+    key = name.lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[key](**kwargs)
+
+
+__all__ = ["MODELS", "build_model", "ConvBNReLU", "DoubleConv", "bilinear_kernel", "UNet", "ASPP", "DeepLabV3", "DeepLabV3Plus"]
