@@ -21,22 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvBNReLU", "DepthwiseSeparableConv", "InvertedResidual", "PyramidPooling",
+from course_lib.models.blocks import ConvBNReLU, check_images, check_positive_int
+
+__all__ = ["DepthwiseSeparableConv", "InvertedResidual", "PyramidPooling",
            "FeatureFusion", "FastSCNN"]
-
-
-class ConvBNReLU(nn.Sequential):
-    """Conv -> BatchNorm -> ReLU; `groups=channels` makes it depthwise."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1, dilation: int = 1):
-        padding = dilation * (kernel_size - 1) // 2
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation=dilation,
-                      groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -47,8 +35,8 @@ class DepthwiseSeparableConv(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__(
-            ConvBNReLU(in_channels, in_channels, 3, stride, groups=in_channels),
-            ConvBNReLU(in_channels, out_channels, 1),
+            ConvBNReLU(in_channels, in_channels, 3, padding=1, stride=stride, groups=in_channels),
+            ConvBNReLU(in_channels, out_channels, 1, padding=0),
         )
 
 
@@ -60,8 +48,8 @@ class InvertedResidual(nn.Module):
         hidden = in_channels * expansion
         self.use_residual = stride == 1 and in_channels == out_channels
         self.block = nn.Sequential(
-            ConvBNReLU(in_channels, hidden, 1),
-            ConvBNReLU(hidden, hidden, 3, stride, groups=hidden),
+            ConvBNReLU(in_channels, hidden, 1, padding=0),
+            ConvBNReLU(hidden, hidden, 3, padding=1, stride=stride, groups=hidden),
             nn.Conv2d(hidden, out_channels, 1, bias=False),  # linear: no ReLU on the narrow output
             nn.BatchNorm2d(out_channels),
         )
@@ -72,7 +60,7 @@ class InvertedResidual(nn.Module):
 
 
 class PyramidPooling(nn.Module):
-    """Pyramid pooling (Zhao et al., PSPNet, 2017): average-pool to b x b grids, project, upsample, concat.
+    """Pyramid pooling (Zhao et al., PSPNet, 2017): pool to b x b grids, project, upsample, concat.
 
     The pooled branches use a 1x1 conv with bias and no BatchNorm: the 1 x 1 branch holds a single
     value per channel and image, so a BatchNorm there could not train with batch size 1.
@@ -86,7 +74,8 @@ class PyramidPooling(nn.Module):
             nn.Sequential(nn.Conv2d(in_channels, branch_channels, 1), nn.ReLU(inplace=True))
             for _ in bins
         )
-        self.project = ConvBNReLU(in_channels + branch_channels * len(bins), out_channels, 1)
+        self.project = ConvBNReLU(in_channels + branch_channels * len(bins), out_channels, 1,
+                                  padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -103,9 +92,9 @@ class FeatureFusion(nn.Module):
 
     def __init__(self, high_channels: int, low_channels: int, out_channels: int, scale: int = 4):
         super().__init__()
-        # The depthwise conv on the upsampled map is dilated by the upsampling factor, as in the paper.
-        self.low_depthwise = ConvBNReLU(low_channels, low_channels, 3, groups=low_channels,
-                                        dilation=scale)
+        # The depthwise conv on the upsampled map is dilated by the upsampling factor (paper).
+        self.low_depthwise = ConvBNReLU(low_channels, low_channels, 3, padding=scale,
+                                        dilation=scale, groups=low_channels)
         self.low_project = nn.Sequential(nn.Conv2d(low_channels, out_channels, 1, bias=False),
                                          nn.BatchNorm2d(out_channels))
         self.high_project = nn.Sequential(nn.Conv2d(high_channels, out_channels, 1, bias=False),
@@ -118,7 +107,7 @@ class FeatureFusion(nn.Module):
 
 
 class FastSCNN(nn.Module):
-    """Fast-SCNN. Defaults are the paper's configuration (Table 1 of Poudel et al.).
+    """Fast-SCNN. Defaults are the paper's configuration (Poudel et al., Table 1).
 
     Args:
         num_classes: number of output classes K.
@@ -139,8 +128,7 @@ class FastSCNN(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("expansion", expansion), ("fusion_channels", fusion_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         for name, value in (("downsample_channels", downsample_channels),
                             ("block_channels", block_channels), ("num_blocks", num_blocks)):
             if len(value) != 3 or any(not isinstance(v, int) or v < 1 for v in value):
@@ -152,7 +140,7 @@ class FastSCNN(nn.Module):
 
         c1, c2, c3 = downsample_channels
         self.learning_to_downsample = nn.Sequential(
-            ConvBNReLU(in_channels, c1, 3, stride=2),
+            ConvBNReLU(in_channels, c1, 3, padding=1, stride=2),
             DepthwiseSeparableConv(c1, c2, stride=2),
             DepthwiseSeparableConv(c2, c3, stride=2),
         )
@@ -160,7 +148,8 @@ class FastSCNN(nn.Module):
         width = c3
         for out_channels, count, stride in zip(block_channels, num_blocks, (2, 2, 1)):
             for i in range(count):
-                blocks.append(InvertedResidual(width, out_channels, stride if i == 0 else 1, expansion))
+                first_stride = stride if i == 0 else 1
+                blocks.append(InvertedResidual(width, out_channels, first_stride, expansion))
                 width = out_channels
         self.global_features = nn.Sequential(*blocks, PyramidPooling(width, width))
         self.fusion = FeatureFusion(c3, width, fusion_channels, scale=4)
@@ -172,18 +161,19 @@ class FastSCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        check_images(x, self.in_channels)
         size = x.shape[-2:]
         high = self.learning_to_downsample(x)  # (N, c3, H/8, W/8): spatial detail
-        low_h, low_w = (math.ceil(math.ceil(n / 2) / 2) for n in high.shape[-2:])  # 2 stride-2 convs
+        # The bottlenecks halve the map twice more (stride-2 convs round up).
+        low_h, low_w = (math.ceil(math.ceil(n / 2) / 2) for n in high.shape[-2:])
         if self.training and x.shape[0] * low_h * low_w < 2:
             raise ValueError(
                 f"in train mode FastSCNN needs more than one value per channel at 1/32 resolution "
                 f"for BatchNorm; got batch {x.shape[0]} of {tuple(size)} images (1/32 map "
-                f"{low_h}x{low_w}): use a batch of at least 2, images larger than 32 pixels, or model.eval()"
+                f"{low_h}x{low_w}): use a batch of at least 2, images larger than 32 pixels, "
+                f"or model.eval()"
             )  # (N, c3, H/8, W/8): spatial detail
         low = self.global_features(high)  # (N, C_global, H/32, W/32): context
         fused = self.fusion(high, low)  # (N, fusion_channels, H/8, W/8)
         logits = self.classifier(fused)  # (N, K, H/8, W/8)
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (N, K, H, W)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

@@ -1,4 +1,4 @@
-"""A small SegFormer (Xie et al., 2021, arXiv:2105.15203): hierarchical transformer + all-MLP decoder.
+"""A small SegFormer (Xie et al., 2021, arXiv:2105.15203): hierarchical transformer, MLP decoder.
 
 (N, in_channels, H, W) float -> logits (N, num_classes, H, W), for any H, W (odd sizes too).
 
@@ -7,7 +7,8 @@ Encoder (the "Mix Transformer", paper Sec. 3.1), four stages at 1/4, 1/8, 1/16 a
   (7x7 stride 4, then 3x3 stride 2), so neighbouring patches share pixels;
 - efficient self-attention: keys and values come from a map shrunk R x R times by a conv with
   kernel = stride = R (the "spatial reduction"), so attention costs (HW)^2 / R^2 instead of (HW)^2;
-- Mix-FFN: a depthwise 3x3 conv inside the MLP gives the tokens their position, no positional encoding.
+- Mix-FFN: a depthwise 3x3 conv inside the MLP tells the tokens where they are, in place of a
+  positional encoding.
 Decoder (Sec. 3.2): each stage is projected to the same width by a linear layer (a 1x1 conv),
 upsampled to 1/4, concatenated, fused by another linear layer and classified.
 
@@ -20,12 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.models.blocks import check_images, check_positive_int
+
 __all__ = ["OverlapPatchEmbed", "EfficientSelfAttention", "MixFFN", "TransformerBlock",
            "MixTransformerStage", "AllMLPDecoder", "SegFormer"]
 
 
 class OverlapPatchEmbed(nn.Module):
-    """Strided conv with kernel > stride, then LayerNorm: (N, C_in, H, W) -> tokens (N, h*w, C), (h, w)."""
+    """Strided conv with kernel > stride, then LayerNorm.
+
+    (N, C_in, H, W) -> tokens (N, h*w, C) and the token grid size (h, w).
+    """
 
     def __init__(self, in_channels: int, embed_dim: int, patch_size: int, stride: int):
         super().__init__()
@@ -104,7 +110,7 @@ class TransformerBlock(nn.Module):
 
 
 class MixTransformerStage(nn.Module):
-    """Patch embedding, `depth` transformer blocks, LayerNorm; returns a feature map (N, C, h, w)."""
+    """Patch embedding, `depth` transformer blocks, LayerNorm; returns a map (N, C, h, w)."""
 
     def __init__(self, in_channels: int, dim: int, depth: int, num_heads: int, sr_ratio: int,
                  mlp_ratio: int, patch_size: int, stride: int):
@@ -125,7 +131,8 @@ class MixTransformerStage(nn.Module):
 class AllMLPDecoder(nn.Module):
     """Project every stage to `channels`, upsample to the 1/4 map, concatenate, fuse, classify."""
 
-    def __init__(self, in_channels: tuple[int, ...], channels: int, num_classes: int, dropout: float):
+    def __init__(self, in_channels: tuple[int, ...], channels: int, num_classes: int,
+                 dropout: float):
         super().__init__()
         self.project = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.fuse = nn.Sequential(
@@ -174,15 +181,16 @@ class SegFormer(nn.Module):
         super().__init__()
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("mlp_ratio", mlp_ratio), ("decoder_channels", decoder_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         for name, value in (("embed_dims", embed_dims), ("depths", depths),
                             ("num_heads", num_heads), ("sr_ratios", sr_ratios)):
             if len(value) != 4 or any(not isinstance(v, int) or v < 1 for v in value):
-                raise ValueError(f"{name} must be four positive ints (one per stage), got {value!r}")
+                raise ValueError(f"{name} must be four positive ints (one per stage), "
+                                 f"got {value!r}")
         for dim, heads in zip(embed_dims, num_heads):
             if dim % heads != 0:
-                raise ValueError(f"embed_dims {embed_dims} must be divisible by num_heads {num_heads}")
+                raise ValueError(f"embed_dims {embed_dims} must be divisible by "
+                                 f"num_heads {num_heads}, stage by stage")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.num_classes = num_classes
@@ -198,8 +206,7 @@ class SegFormer(nn.Module):
         self.decoder = AllMLPDecoder(embed_dims, decoder_channels, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        check_images(x, self.in_channels)
         features = []
         out = x
         for stage in self.stages:
