@@ -1,6 +1,8 @@
 """Datasets of the course: synthetic data that needs no download, folders of images and masks,
 and the real datasets of full mode."""
 
+from course_lib.data.folder import SegmentationFolder
+from course_lib.data.split import train_val_indices, train_val_split
 from course_lib.data.synthetic import CellsDataset, ScenesDataset
 
-__all__ = ["ScenesDataset", "CellsDataset"]
+__all__ = ["ScenesDataset", "CellsDataset", "SegmentationFolder", "train_val_indices", "train_val_split"]

@@ -1,0 +1,339 @@
+"""A dataset of your own: a folder of images and a folder of PNG masks, paired by file stem.
+
+    images/cat_001.jpg  <->  masks/cat_001.png        (mask_suffix="" , the default)
+    images/ISIC_0001.jpg <-> masks/ISIC_0001_segmentation.png   (mask_suffix="_segmentation")
+
+Masks are stored in one of four ways, all decoded to an `(H, W)` int64 label map:
+- "index":   8/16-bit grayscale PNG whose pixel value is the class id (optionally remapped by
+             `value_to_class`, e.g. {0: 0, 128: 1, 255: 2});
+- "palette": palette PNG (mode "P", the Pascal VOC format): the palette index is the class id and
+             the colours are only for display;
+- "rgb":     colour PNG, decoded through `color_to_class`, e.g. {(0, 0, 0): 0, (255, 0, 0): 1};
+- "binary":  0/255 (or 0/1) masks, the usual medical format (Kvasir-SEG, ISIC), mapped to 0/1.
+`mask_format="auto"` picks "rgb" when `color_to_class` is given, "palette" when every mask is a
+palette PNG, "binary" when every mask holds only 0 and 255 (and `num_classes` is None or 2 and no
+`value_to_class` is given), else "index".
+
+The folder is checked on construction: an image without a mask and a mask without an image,
+unreadable or truncated files, image/mask sizes that differ, masks that are not PNG and labels
+outside `[0, num_classes)` other than `ignore_index`. Each problem names the file. `strict=True`
+raises a ValueError; `strict=False` keeps the good pairs and lists the problems in `.problems`.
+
+Contract (as the synthetic datasets): `image, mask = ds[i]`, image `(C, H, W)` float32 in [0, 1]
+(C = 3 for image_mode "RGB", 1 for "L"), mask `(H, W)` int64. With `transform`, the dataset calls
+`transform(image=(H, W, C) float32 numpy, mask=(H, W) int64 numpy)` and returns its "image" and "mask".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+__all__ = ["SegmentationFolder", "IMAGE_EXTENSIONS", "MASK_FORMATS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MASK_FORMATS = ("auto", "index", "palette", "rgb", "binary")
+_IMAGE_MODES = ("RGB", "L")
+
+
+class SegmentationFolder(Dataset):
+    """Images and masks in two folders, paired by stem, validated on construction (see module doc)."""
+
+    def __init__(
+        self,
+        image_dir: str | Path,
+        mask_dir: str | Path,
+        transform: Callable | None = None,
+        num_classes: int | None = None,
+        mask_format: str = "auto",
+        color_to_class: Mapping[tuple[int, int, int], int] | None = None,
+        value_to_class: Mapping[int, int] | None = None,
+        ignore_index: int = 255,
+        image_mode: str = "RGB",
+        strict: bool = True,
+        mask_suffix: str = "",
+    ):
+        self.image_dir = _existing_dir(image_dir, "image_dir")
+        self.mask_dir = _existing_dir(mask_dir, "mask_dir")
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+        if image_mode not in _IMAGE_MODES:
+            raise ValueError(f"image_mode must be 'RGB' or 'L', got {image_mode!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
+            raise ValueError(f"ignore_index must be a non-negative int, got {ignore_index!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable as transform(image=..., mask=...), got {transform!r}")
+        self.color_to_class = _check_color_table(color_to_class, mask_format)
+        self.value_to_class = _check_value_table(value_to_class, mask_format)
+        self.transform = transform
+        self.ignore_index = ignore_index
+        self.image_mode = image_mode
+        self.mask_suffix = mask_suffix
+        self._requested_format = mask_format
+        self._requested_classes = num_classes
+        self.samples, self.problems, self.mask_format, self.num_classes = self._scan()
+        if self.problems and strict:
+            more = len(self.problems) - 1
+            tail = f"\n(and {more} more; SegmentationFolder(..., strict=False).problems lists them all)" if more else ""
+            raise ValueError(f"{self.problems[0]}{tail}")
+
+    def validate(self) -> list[str]:
+        """Check the folders again and return every problem found (an empty list when all is well)."""
+        return self._scan()[1]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        image_path, mask_path = self.samples[index]
+        with Image.open(image_path) as pil:
+            image = np.asarray(pil.convert(self.image_mode), dtype=np.float32) / 255.0
+        if image.ndim == 2:
+            image = image[:, :, None]  # (H, W, 1)
+        mask = self._decode_mask(mask_path)  # (H, W) int64
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            return out["image"], out["mask"]
+        return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask)
+
+    def __repr__(self) -> str:
+        return (f"SegmentationFolder({len(self)} pairs, mask_format={self.mask_format!r}, "
+                f"num_classes={self.num_classes}, image_dir={str(self.image_dir)!r})")
+
+    # -- scanning ---------------------------------------------------------------------------------
+
+    def _scan(self) -> tuple[list[tuple[Path, Path]], list[str], str, int]:
+        problems: list[str] = []
+        images = _by_stem(self.image_dir, IMAGE_EXTENSIONS, "", problems)
+        masks = _by_stem(self.mask_dir, (".png",), self.mask_suffix, problems)
+        for path in sorted(self.mask_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.suffix.lower() != ".png":
+                problems.append(f"{path}: masks must be PNG files (lossless); convert it, thresholding "
+                                f"binary masks at 128 if it was saved as JPEG")
+        for stem in sorted(images.keys() - masks.keys()):
+            problems.append(f"{images[stem]}: image has no mask {stem}{self.mask_suffix}.png in {self.mask_dir}")
+        for stem in sorted(masks.keys() - images.keys()):
+            problems.append(f"{masks[stem]}: mask has no image named {stem}.* in {self.image_dir}")
+
+        summaries = {}
+        for stem in sorted(images.keys() & masks.keys()):
+            summary = self._summarise_pair(images[stem], masks[stem], problems)
+            if summary is not None:
+                summaries[stem] = summary
+        mask_format = self._resolve_format(summaries.values())
+
+        labels_by_stem: dict[str, set[int]] = {}
+        for stem, (mode, values) in summaries.items():
+            labels, problem = self._labels_of(masks[stem], mode, values, mask_format)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                labels_by_stem[stem] = labels
+        num_classes = self._resolve_num_classes(mask_format, set().union(*labels_by_stem.values()))
+        good: list[tuple[Path, Path]] = []
+        for stem, labels in labels_by_stem.items():
+            bad = sorted(v for v in labels if v >= num_classes and v != self.ignore_index)
+            if bad:
+                problems.append(f"{masks[stem]}: mask labels {bad[:8]} outside [0, {num_classes}) and not "
+                                f"ignore_index={self.ignore_index}; fix num_classes, value_to_class or ignore_index")
+            else:
+                good.append((images[stem], masks[stem]))
+        if not good and not problems:
+            problems.append(f"{self.image_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+        return good, problems, mask_format, num_classes
+
+    def _summarise_pair(self, image_path: Path, mask_path: Path, problems: list[str]):
+        """(mask mode, unique values or colours) of a readable, size-matched pair, else None."""
+        try:
+            with Image.open(image_path) as pil:
+                pil.load()
+                image_size = pil.size
+        except Exception as error:  # PIL raises several types for broken files
+            problems.append(f"{image_path}: unreadable or truncated image ({error})")
+            return None
+        try:
+            with Image.open(mask_path) as pil:
+                pil.load()
+                mode, mask_size = pil.mode, pil.size
+                array = np.asarray(pil)
+        except Exception as error:
+            problems.append(f"{mask_path}: unreadable or truncated mask ({error})")
+            return None
+        if mask_size != image_size:
+            problems.append(f"{mask_path}: mask size {mask_size[0]}x{mask_size[1]} differs from image "
+                            f"{image_path.name} size {image_size[0]}x{image_size[1]} (width x height)")
+            return None
+        if mode in ("RGB", "RGBA"):
+            rgb = array[:, :, :3]
+            if (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all():
+                return "gray", frozenset(np.unique(rgb[:, :, 0]).tolist())
+            colours = np.unique(rgb.reshape(-1, 3), axis=0)
+            return "rgb", frozenset(tuple(int(c) for c in colour) for colour in colours)
+        if mode == "LA":
+            array = array[:, :, 0]
+        if array.ndim != 2:
+            problems.append(f"{mask_path}: mask mode {mode!r} is not a single-channel label map")
+            return None
+        return ("palette" if mode == "P" else "gray"), frozenset(np.unique(array).astype(np.int64).tolist())
+
+    def _resolve_format(self, summaries) -> str:
+        if self._requested_format != "auto":
+            return self._requested_format
+        summaries = list(summaries)
+        if self.color_to_class is not None:
+            return "rgb"
+        if summaries and all(mode == "palette" for mode, _ in summaries):
+            return "palette"
+        binary_allowed = self.value_to_class is None and self._requested_classes in (None, 2)
+        if (binary_allowed and summaries and all(mode == "gray" and values <= {0, 255} for mode, values in summaries)
+                and any(255 in values for _, values in summaries)):
+            return "binary"
+        return "index"
+
+    def _labels_of(self, mask_path: Path, mode: str, values: frozenset, mask_format: str):
+        """Class labels a mask decodes to, or a problem message."""
+        if mask_format == "rgb":
+            if mode != "rgb" and mode != "gray":
+                return set(), f"{mask_path}: mask_format='rgb' needs a colour PNG, got a {mode} PNG"
+            colours = values if mode == "rgb" else {(v, v, v) for v in values}
+            unknown = sorted(c for c in colours if c not in self.color_to_class)
+            if unknown:
+                return set(), (f"{mask_path}: colours {unknown[:5]} are not in color_to_class; "
+                               f"add them to the table (map them to ignore_index={self.ignore_index} to skip them)")
+            return {self.color_to_class[c] for c in colours}, None
+        if mode == "rgb":
+            return set(), (f"{mask_path}: is a colour mask; pass color_to_class={{(r, g, b): class_id, ...}} "
+                           f"or save it as an index or palette PNG")
+        if mask_format == "palette" and mode != "palette":
+            return set(), f"{mask_path}: mask_format='palette' needs a palette PNG (mode 'P'), got a grayscale PNG"
+        if mask_format == "binary":
+            if not values <= {0, 1, 255} or {1, 255} <= values:
+                return set(), (f"{mask_path}: binary mask has values {sorted(values)[:8]}, expected 0/255 or 0/1; "
+                               f"a mask saved as JPEG must be thresholded, other encodings need value_to_class")
+            return {1 if v else 0 for v in values}, None
+        if self.value_to_class is not None:
+            unknown = sorted(v for v in values if v not in self.value_to_class and v != self.ignore_index)
+            if unknown:
+                return set(), f"{mask_path}: mask values {unknown[:8]} are not in value_to_class"
+            return {self.value_to_class.get(v, v) for v in values}, None
+        return set(values), None
+
+    def _resolve_num_classes(self, mask_format: str, labels: set[int]) -> int:
+        if self._requested_classes is not None:
+            return self._requested_classes
+        if mask_format == "binary":
+            return 2
+        real = [v for v in labels if v != self.ignore_index]
+        return max(real) + 1 if real else 1
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def _decode_mask(self, mask_path: Path) -> np.ndarray:
+        with Image.open(mask_path) as pil:
+            mode = pil.mode
+            array = np.asarray(pil)
+        if mode in ("RGB", "RGBA"):
+            rgb = array[:, :, :3].astype(np.int64)  # (H, W, 3)
+            if self.mask_format == "rgb":
+                return _lookup(rgb[:, :, 0] * 65536 + rgb[:, :, 1] * 256 + rgb[:, :, 2],
+                               self._colour_keys(), mask_path)
+            values = rgb[:, :, 0]  # a gray mask saved as RGB: the three channels agree
+        elif mode == "LA":
+            values = array[:, :, 0].astype(np.int64)
+        else:
+            values = array.astype(np.int64)  # (H, W)
+        if self.mask_format == "rgb":
+            return _lookup(values * 65793, self._colour_keys(), mask_path)  # gray v -> colour (v, v, v)
+        if self.mask_format == "binary":
+            return (values > 0).astype(np.int64)
+        if self.value_to_class is not None:
+            table = dict(self.value_to_class)
+            table.setdefault(self.ignore_index, self.ignore_index)
+            return _lookup(values, table, mask_path)
+        return values
+
+    def _colour_keys(self) -> dict[int, int]:
+        """color_to_class with each (r, g, b) packed into one integer r * 65536 + g * 256 + b."""
+        return {r * 65536 + g * 256 + b: label for (r, g, b), label in self.color_to_class.items()}
+
+
+def _lookup(keys: np.ndarray, table: dict[int, int], path: Path) -> np.ndarray:
+    """Map every entry of `keys` through `table` (vectorised with a sorted search)."""
+    source = np.array(sorted(table), dtype=np.int64)
+    target = np.array([table[k] for k in source.tolist()], dtype=np.int64)
+    position = np.clip(np.searchsorted(source, keys), 0, len(source) - 1)
+    if not (source[position] == keys).all():
+        raise ValueError(f"{path}: mask holds values missing from the class table (file changed since loading?)")
+    return target[position]
+
+
+def _existing_dir(path, name: str) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"{name} must be a path, got {type(path).__name__}")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name} {str(folder)!r} is not a folder")
+    return folder
+
+
+def _by_stem(folder: Path, extensions: tuple[str, ...], suffix: str, problems: list[str]) -> dict[str, Path]:
+    """{stem without suffix: path} of the files of `folder` with one of `extensions`."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in extensions:
+            continue
+        stem = path.stem
+        if suffix:
+            if not stem.endswith(suffix):
+                problems.append(f"{path}: mask name does not end with mask_suffix {suffix!r}")
+                continue
+            stem = stem[: -len(suffix)]
+        if stem in found:
+            problems.append(f"{path}: two files share the stem {stem!r} ({found[stem].name} and {path.name})")
+            continue
+        found[stem] = path
+    return found
+
+
+def _check_color_table(table, mask_format: str):
+    if table is None:
+        if mask_format == "rgb":
+            raise ValueError("mask_format='rgb' needs color_to_class={(r, g, b): class_id, ...}")
+        return None
+    if mask_format not in ("auto", "rgb"):
+        raise ValueError(f"color_to_class only applies to mask_format 'rgb' or 'auto', got {mask_format!r}")
+    if not isinstance(table, Mapping) or not table:
+        raise TypeError(f"color_to_class must be a non-empty dict {{(r, g, b): class_id}}, got {table!r}")
+    checked = {}
+    for colour, label in table.items():
+        if (not isinstance(colour, tuple) or len(colour) != 3
+                or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in colour)):
+            raise ValueError(f"color_to_class keys must be (r, g, b) tuples of ints in [0, 255], got {colour!r}")
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
+            raise ValueError(f"color_to_class[{colour}] must be a non-negative class id, got {label!r}")
+        checked[tuple(int(c) for c in colour)] = int(label)
+    return checked
+
+
+def _check_value_table(table, mask_format: str):
+    if table is None:
+        return None
+    if mask_format not in ("auto", "index", "palette"):
+        raise ValueError(f"value_to_class applies to mask_format 'index', 'palette' or 'auto', got {mask_format!r}")
+    if not isinstance(table, Mapping) or not table:
+        raise TypeError(f"value_to_class must be a non-empty dict {{stored_value: class_id}}, got {table!r}")
+    checked = {}
+    for value, label in table.items():
+        for name, number in (("key", value), ("value", label)):
+            if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 0:
+                raise ValueError(f"value_to_class {name}s must be non-negative ints, got {value!r}: {label!r}")
+        checked[int(value)] = int(label)
+    return checked

@@ -1,0 +1,218 @@
+"""Tests for course_lib.data.folder.SegmentationFolder on tiny folders written by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from course_lib.data.folder import SegmentationFolder
+
+
+def make_image(seed: int, size=(12, 16), channels: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = size + (channels,) if channels > 1 else size
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def write_pair(root: Path, stem: str, mask: np.ndarray, *, image_ext=".png", mask_mode=None,
+               palette=None, mask_name=None, image=None) -> tuple[Path, Path]:
+    (root / "images").mkdir(exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    image = make_image(len(stem), mask.shape[:2]) if image is None else image
+    image_path = root / "images" / f"{stem}{image_ext}"
+    Image.fromarray(image).save(image_path)
+    pil = Image.fromarray(mask) if mask_mode is None else Image.fromarray(mask, mode=mask_mode)
+    if palette is not None:
+        pil = Image.fromarray(mask.astype(np.uint8), mode="L").convert("P")
+        pil.putpalette(palette)
+    mask_path = root / "masks" / (mask_name or f"{stem}.png")
+    pil.save(mask_path)
+    return image_path, mask_path
+
+
+def folder(root: Path, **kwargs) -> SegmentationFolder:
+    return SegmentationFolder(root / "images", root / "masks", **kwargs)
+
+
+def test_index_masks_round_trip_with_mixed_image_extensions(tmp_path):
+    rng = np.random.default_rng(0)
+    masks = {}
+    for i, ext in enumerate([".png", ".jpg", ".bmp"]):
+        mask = rng.integers(0, 3, (12, 16)).astype(np.uint8)
+        mask[0, :4] = 255
+        masks[f"s{i}"] = mask
+        write_pair(tmp_path, f"s{i}", mask, image_ext=ext)
+    ds = folder(tmp_path)
+    assert len(ds) == 3 and ds.mask_format == "index" and ds.num_classes == 3
+    for i in range(3):
+        image, mask = ds[i]
+        assert image.shape == (3, 12, 16) and image.dtype == torch.float32
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        stem = ds.samples[i][1].stem
+        torch.testing.assert_close(mask, torch.from_numpy(masks[stem].astype(np.int64)))
+
+
+def test_png_image_values_are_exactly_scaled(tmp_path):
+    raw = make_image(5)
+    write_pair(tmp_path, "a", np.zeros((12, 16), np.uint8), image=raw)
+    image, _ = folder(tmp_path, num_classes=2)[0]
+    torch.testing.assert_close(image, torch.from_numpy(raw.transpose(2, 0, 1).astype(np.float32) / 255))
+
+
+def test_grayscale_images(tmp_path):
+    write_pair(tmp_path, "a", np.zeros((12, 16), np.uint8), image=make_image(1, channels=1))
+    image, _ = folder(tmp_path, image_mode="L", num_classes=2)[0]
+    assert image.shape == (1, 12, 16)
+
+
+def test_palette_masks_decode_to_indices(tmp_path):
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [200, 200, 200] * 253
+    mask = np.array([[0, 1, 2, 255]] * 3, dtype=np.uint8)
+    write_pair(tmp_path, "voc", mask, palette=palette)
+    ds = folder(tmp_path)
+    assert ds.mask_format == "palette" and ds.num_classes == 3
+    torch.testing.assert_close(ds[0][1], torch.from_numpy(mask.astype(np.int64)))
+
+
+def test_rgb_masks_with_colour_table(tmp_path):
+    table = {(0, 0, 0): 0, (255, 0, 0): 1, (0, 0, 255): 2}
+    labels = np.array([[0, 1, 2, 1]] * 3)
+    colours = np.array([(0, 0, 0), (255, 0, 0), (0, 0, 255)], dtype=np.uint8)[labels]  # (H, W, 3)
+    write_pair(tmp_path, "a", colours)
+    ds = folder(tmp_path, color_to_class=table)
+    assert ds.mask_format == "rgb" and ds.num_classes == 3
+    torch.testing.assert_close(ds[0][1], torch.from_numpy(labels))
+
+
+def test_rgb_mask_without_table_or_with_unknown_colour_is_reported(tmp_path):
+    colours = np.zeros((3, 4, 3), np.uint8)
+    colours[0, 0] = (10, 20, 30)
+    _, mask_path = write_pair(tmp_path, "a", colours)
+    with pytest.raises(ValueError, match="color_to_class") as info:
+        folder(tmp_path)
+    assert str(mask_path) in str(info.value)
+    with pytest.raises(ValueError, match=r"\(10, 20, 30\)"):
+        folder(tmp_path, color_to_class={(0, 0, 0): 0})
+
+
+def test_binary_0_255_masks_become_0_1(tmp_path):
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:7, 5:9] = 255
+    write_pair(tmp_path, "lesion", mask)
+    write_pair(tmp_path, "empty", np.zeros((12, 16), np.uint8))
+    ds = folder(tmp_path)
+    assert ds.mask_format == "binary" and ds.num_classes == 2
+    got = {ds.samples[i][1].stem: ds[i][1] for i in range(2)}
+    torch.testing.assert_close(got["lesion"], torch.from_numpy((mask > 0).astype(np.int64)))
+    assert got["empty"].sum() == 0
+
+
+def test_binary_values_in_jpeg_style_mask_are_reported(tmp_path):
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:7, 5:9] = 255
+    mask[3, 5] = 250  # what lossy compression leaves behind
+    write_pair(tmp_path, "a", mask)
+    with pytest.raises(ValueError, match="binary mask has values"):
+        folder(tmp_path, mask_format="binary")
+
+
+def test_zero_255_with_more_classes_is_an_index_mask_with_ignore(tmp_path):
+    mask = np.zeros((12, 16), np.uint8)
+    mask[0] = 255
+    write_pair(tmp_path, "a", mask)
+    ds = folder(tmp_path, num_classes=3)
+    assert ds.mask_format == "index"
+    assert set(ds[0][1].unique().tolist()) == {0, 255}
+
+
+def test_value_to_class_mapping(tmp_path):
+    mask = np.array([[0, 100, 200, 255]] * 3, dtype=np.uint8)
+    write_pair(tmp_path, "a", mask)
+    ds = folder(tmp_path, value_to_class={0: 0, 100: 1, 200: 2})
+    torch.testing.assert_close(ds[0][1], torch.tensor([[0, 1, 2, 255]] * 3))
+    with pytest.raises(ValueError, match=r"\[200\] are not in value_to_class"):
+        folder(tmp_path, value_to_class={0: 0, 100: 1})
+
+
+def test_mask_suffix_pairs_isic_style_names(tmp_path):
+    write_pair(tmp_path, "ISIC_001", np.zeros((12, 16), np.uint8), mask_name="ISIC_001_segmentation.png")
+    ds = folder(tmp_path, mask_suffix="_segmentation", num_classes=2)
+    assert len(ds) == 1 and ds.samples[0][0].stem == "ISIC_001"
+
+
+def test_every_problem_names_its_file_and_strict_false_keeps_good_pairs(tmp_path):
+    good = np.zeros((12, 16), np.uint8)
+    write_pair(tmp_path, "good", good)
+    lonely_image, _ = write_pair(tmp_path, "lonely_image", good)
+    (tmp_path / "masks" / "lonely_image.png").unlink()
+    _, lonely_mask = write_pair(tmp_path, "lonely_mask", good)
+    (tmp_path / "images" / "lonely_mask.png").unlink()
+    _, wrong_size = write_pair(tmp_path, "wrong_size", good, image=make_image(2, (10, 16)))
+    _, out_of_range = write_pair(tmp_path, "out_of_range", np.full((12, 16), 7, np.uint8))
+    truncated, _ = write_pair(tmp_path, "truncated", good, image=make_image(3, (64, 64)))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    jpeg_mask = tmp_path / "masks" / "jpeg_mask.jpg"
+    Image.fromarray(good).save(jpeg_mask)
+
+    with pytest.raises(ValueError) as info:
+        folder(tmp_path, num_classes=3)
+    assert "strict=False" in str(info.value)
+
+    ds = folder(tmp_path, num_classes=3, strict=False)
+    assert [p[0].stem for p in ds.samples] == ["good"]
+    expected = {lonely_image: "has no mask", lonely_mask: "has no image", wrong_size: "differs from image",
+                out_of_range: "outside [0, 3)", truncated: "truncated", jpeg_mask: "must be PNG"}
+    assert len(ds.problems) == len(expected)
+    for path, phrase in expected.items():
+        assert any(str(path) in p and phrase in p for p in ds.problems), f"no problem for {path.name}: {ds.problems}"
+    assert ds.validate() == ds.problems
+
+
+def test_transform_gets_albumentations_style_arguments(tmp_path):
+    write_pair(tmp_path, "a", np.ones((12, 16), np.uint8))
+    calls = []
+
+    def transform(*, image, mask):
+        calls.append((image.dtype, image.shape, mask.dtype, mask.shape))
+        return {"image": torch.from_numpy(image.transpose(2, 0, 1)), "mask": torch.from_numpy(mask)}
+
+    image, mask = folder(tmp_path, num_classes=2, transform=transform)[0]
+    assert calls == [(np.float32, (12, 16, 3), np.int64, (12, 16))]
+    assert image.shape == (3, 12, 16) and mask.dtype == torch.int64
+
+
+def test_works_with_course_transforms_and_a_dataloader(tmp_path):
+    from course_lib.transforms import train_transforms
+
+    for i in range(4):
+        write_pair(tmp_path, f"s{i}", np.random.default_rng(i).integers(0, 2, (12, 16)).astype(np.uint8))
+    ds = folder(tmp_path, transform=train_transforms(8, seed=0))
+    images, masks = next(iter(DataLoader(ds, batch_size=4)))
+    assert images.shape == (4, 3, 8, 8) and masks.shape == (4, 8, 8) and masks.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [(dict(mask_format="jpeg"), ValueError, "mask_format"),
+     (dict(mask_format="rgb"), ValueError, "color_to_class"),
+     (dict(image_mode="CMYK"), ValueError, "image_mode"),
+     (dict(num_classes=0), ValueError, "num_classes"),
+     (dict(ignore_index=-1), ValueError, "ignore_index"),
+     (dict(value_to_class={0: 0}, mask_format="binary"), ValueError, "value_to_class"),
+     (dict(color_to_class={(0, 0): 0}), ValueError, "color_to_class"),
+     (dict(transform="flip"), TypeError, "transform")],
+)
+def test_bad_arguments(tmp_path, kwargs, error, match):
+    write_pair(tmp_path, "a", np.zeros((12, 16), np.uint8))
+    with pytest.raises(error, match=match):
+        folder(tmp_path, **kwargs)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image_dir"):
+        SegmentationFolder(tmp_path / "nope", tmp_path)
