@@ -1,0 +1,362 @@
+"""The training engine: one epoch of training, a data-set evaluation, and `fit` that runs both.
+
+Plain functions, no trainer class: a learner can read the loop top to bottom.
+
+    history = engine.fit(model, train_loader, val_loader, epochs=10, loss_fn=loss,
+                         num_classes=2, checkpoint="runs/demo/last.pt")
+
+Tensor contract: loaders yield `(images, targets)` with images `(N, C, H, W)` float and targets
+`(N, H, W)` int64; the model returns logits `(N, K, H, W)` (or `(N, 1, H, W)` for a binary model,
+then `num_classes=2`); `loss_fn(logits, targets)` returns a scalar.
+
+What `fit` adds around the two loops:
+- AdamW by default and a per-step learning-rate schedule (`schedules`: DeepLab's poly, cosine,
+  linear warm-up);
+- mixed precision on CUDA (bfloat16 when the GPU supports it, else float16 with a GradScaler);
+  full float32 on the CPU;
+- gradient clipping, early stopping on a validation metric, history of every epoch;
+- a checkpoint after each epoch (atomic, with optimiser, scheduler, scaler and RNG states) and
+  `resume=` that continues to exactly the result of an uninterrupted run;
+- a guard that stops on a NaN/inf loss before the bad step reaches the weights, leaving the last
+  good checkpoint on disk;
+- `torch.distributed` awareness: the same function runs under torchrun with DDP (see
+  `course_lib.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from course_lib import distributed
+from course_lib.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from course_lib.metrics import ConfusionMatrix, summarize
+from course_lib.schedules import SCHEDULES, build_scheduler
+from course_lib.utils import get_device, seed_everything
+
+__all__ = [
+    "NonFiniteLossError",
+    "resolve_amp",
+    "train_one_epoch",
+    "evaluate",
+    "fit",
+]
+
+_MONITORS = {"miou": "max", "dice": "max", "dice_foreground": "max", "pixel_accuracy": "max",
+             "val_loss": "min"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; raised before the optimiser step, weights are untouched."""
+
+
+def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` on `device`, or None for full float32.
+
+    amp: "auto" (bf16 on a GPU that supports it, else fp16; off on the CPU), "bf16", "fp16",
+    or "off" / False / None.
+    """
+    device = torch.device(device)
+    if amp in ("off", False, None):
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ValueError(f"amp='fp16' needs a CUDA device, got {device}; use 'bf16' or 'off'")
+        return torch.float16
+    raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    """None -> on in a terminal or a notebook, off when output goes to a log file (CI)."""
+    if not distributed.is_main_process():
+        return False
+    if progress is None:
+        return sys.stdout.isatty() or _in_notebook()
+    return bool(progress)
+
+
+def _in_notebook() -> bool:
+    """True inside a running Jupyter kernel (not merely when IPython is importable)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError("a loader must yield (images, targets) pairs; got "
+                        f"{type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}")
+    return batch[0], batch[1]
+
+
+def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+                    device: torch.device | str, *, scheduler: Any = None, scaler: Any = None,
+                    amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
+                    channels_last: bool = False, progress: bool | None = False,
+                    description: str = "train") -> float:
+    """One pass over `loader` with an optimiser step per batch; returns the mean loss per image.
+
+    The scheduler (if any) is stepped after every optimiser step. A NaN/inf loss raises
+    `NonFiniteLossError` before `backward`, so the weights keep their last finite values.
+    Under torch.distributed the returned mean is over the images of all processes.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    image_count = torch.zeros((), dtype=torch.float64, device=device)
+    bar = tqdm(loader, desc=description, leave=False, disable=not _progress_enabled(progress))
+    for step, batch in enumerate(bar):
+        images, targets = _unpack(batch)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            logits = model(images)  # (N, K, H, W)
+            loss = loss_fn(logits, targets)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(f"the loss is {loss.item()} at batch {step} of this epoch")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach().double() * images.shape[0]
+        image_count += images.shape[0]
+        if bar.disable is False:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    distributed.all_reduce_sum(loss_sum)
+    distributed.all_reduce_sum(image_count)
+    if image_count.item() == 0:
+        raise ValueError("the training loader yielded no batch")
+    return float(loss_sum / image_count)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | str, *,
+             loss_fn: Callable | None = None, ignore_index: int | None = None,
+             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+             progress: bool | None = False) -> dict:
+    """Data-set metrics from one confusion matrix accumulated over every batch (and process).
+
+    Returns a dict with "miou", "iou_per_class", "dice" (mean over classes), "dice_per_class",
+    "dice_foreground" (mean over classes 1..K-1), "pixel_accuracy", precision/recall per class,
+    "confusion_matrix" (K, K) int64 on the CPU, and "loss" (mean per image) when `loss_fn` is given.
+    Summing counts first is what makes these data-set numbers: averaging per-batch scores would
+    weigh a batch with a few pixels of a class as much as one full of them.
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    image_count = torch.zeros((), dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(loader, desc="evaluate", leave=False, disable=not _progress_enabled(progress))
+    for batch in bar:
+        images, targets = _unpack(batch)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            logits = model(images)  # (N, K, H, W)
+            if loss_fn is not None:
+                loss_sum += loss_fn(logits, targets).double() * images.shape[0]
+        image_count += images.shape[0]
+        matrix.update(logits.float(), targets)
+    model.train(was_training)
+    matrix.all_reduce()
+    distributed.all_reduce_sum(loss_sum)
+    distributed.all_reduce_sum(image_count)
+    cm = matrix.compute().cpu()  # (K, K)
+    results = summarize(cm)
+    foreground = torch.tensor(results["dice_per_class"][1:], dtype=torch.float64)
+    foreground = foreground[~torch.isnan(foreground)]
+    results["dice_foreground"] = float(foreground.mean()) if foreground.numel() else math.nan
+    results["confusion_matrix"] = cm
+    if loss_fn is not None:
+        results["loss"] = float(loss_sum / image_count) if image_count.item() else math.nan
+    return results
+
+
+def _loader_generators(loader) -> dict[str, torch.Generator]:
+    """Generators that decide the shuffling of `loader` (restored on resume)."""
+    found = {}
+    if getattr(loader, "generator", None) is not None:
+        found["loader"] = loader.generator
+    if getattr(getattr(loader, "sampler", None), "generator", None) is not None:
+        found["sampler"] = loader.sampler.generator
+    return found
+
+
+def _is_better(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def _epochs_since_best(values: list[float], mode: str, min_delta: float) -> tuple[float | None, int]:
+    best, stale = None, 0
+    for value in values:
+        if _is_better(value, best, mode, min_delta):
+            best, stale = value, 0
+        else:
+            stale += 1
+    return best, stale
+
+
+def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Callable,
+        num_classes: int, optimizer: torch.optim.Optimizer | None = None,
+        device: torch.device | str | None = None, lr: float = 1e-3, weight_decay: float = 1e-4,
+        schedule: str = "poly", warmup_steps: int = 0, amp: str | bool | None = "auto",
+        grad_clip: float | None = None, early_stopping: int | None = None, monitor: str = "miou",
+        min_delta: float = 0.0, ignore_index: int | None = None, checkpoint: str | Path | None = None,
+        resume: str | Path | None = None, seed: int | None = None, channels_last: bool = False,
+        progress: bool | None = None, verbose: bool = False, model_name: str | None = None,
+        model_kwargs: dict | None = None, extra: dict | None = None) -> dict[str, list]:
+    """Train for `epochs` epochs, evaluating on `val_loader` after each; returns the history.
+
+    history: dict of per-epoch lists "epoch", "lr" (at the end of the epoch), "train_loss",
+    "val_loss", "miou", "dice", "dice_foreground", "pixel_accuracy", "iou_per_class",
+    "dice_per_class".
+
+    optimizer: default AdamW(lr, weight_decay). schedule: "poly" | "cosine" | "constant", stepped
+    per batch, with `warmup_steps` of linear warm-up. amp: see `resolve_amp`. early_stopping: stop
+    after that many epochs without improvement of `monitor` (one of "miou", "dice",
+    "dice_foreground", "pixel_accuracy", "val_loss"). checkpoint: file written (atomically, by
+    rank 0) after every epoch. resume: a checkpoint of this run; training continues from its epoch
+    with the optimiser, scheduler, scaler, history and RNG states it holds, so 2 + 2 epochs give
+    the weights and history of 4 straight epochs. seed: `seed_everything(seed)` first (seed the
+    model's initialisation yourself, before building it). progress: tqdm bars (None = auto).
+    verbose: one printed line per epoch. model_name / model_kwargs / extra are stored in the
+    checkpoint so that `models.build_model(model_name, **model_kwargs)` rebuilds the model.
+    """
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if monitor not in _MONITORS:
+        raise ValueError(f"monitor must be one of {tuple(_MONITORS)}, got {monitor!r}")
+    if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
+        raise ValueError(f"early_stopping must be a positive int (patience in epochs) or None, "
+                         f"got {early_stopping!r}")
+    if len(train_loader) == 0:
+        raise ValueError("train_loader is empty: no batch to train on")
+    if seed is not None:
+        seed_everything(seed)
+    device = get_device() if device is None else torch.device(device)
+    amp_dtype = resolve_amp(amp, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = len(train_loader)
+    scheduler = build_scheduler(optimizer, schedule, total_steps=epochs * steps_per_epoch,
+                                warmup_steps=warmup_steps)
+    use_scaler = amp_dtype == torch.float16
+    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
+    generators = _loader_generators(train_loader)
+    history: dict[str, list] = {key: [] for key in (
+        "epoch", "lr", "train_loss", "val_loss", "miou", "dice", "dice_foreground",
+        "pixel_accuracy", "iou_per_class", "dice_per_class")}
+    start_epoch = 0
+    if resume is not None:
+        # The schedule follows this call's arguments (a run may be extended to more epochs);
+        # only its step count comes from the checkpoint, whose load overwrites the factor's fields.
+        schedule_settings = dict(vars(scheduler.lr_lambdas[0]))
+        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler,
+                                scaler=scaler, map_location=device)
+        vars(scheduler.lr_lambdas[0]).update(schedule_settings)
+        start_epoch, history = state["epoch"], state["history"]
+        restore_rng_state(state["rng"], generators)
+    mode = _MONITORS[monitor]
+    best, stale = _epochs_since_best(history.get(monitor, []), mode, min_delta)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    show = _progress_enabled(progress)
+    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
+                     disable=not show)
+    for epoch in epoch_bar:
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        try:
+            train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device,
+                                         scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
+                                         grad_clip=grad_clip, channels_last=channels_last,
+                                         progress=show, description=f"epoch {epoch + 1}")
+        except NonFiniteLossError as error:
+            if checkpoint is not None and checkpoint.exists():
+                last_good = history["epoch"][-1] if history["epoch"] else start_epoch
+                kept = f"the last good checkpoint {checkpoint} (epoch {last_good}) is kept"
+            else:
+                kept = "no checkpoint was written (pass checkpoint= to keep one)"
+            raise NonFiniteLossError(
+                f"training stopped in epoch {epoch + 1}: {error}; {kept}. Lower the learning rate, "
+                f"set grad_clip, or check the data and the loss for invalid values.") from error
+        results = evaluate(model, val_loader, num_classes, device, loss_fn=loss_fn,
+                           ignore_index=ignore_index, amp_dtype=amp_dtype,
+                           channels_last=channels_last, progress=show)
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  "train_loss": train_loss, "val_loss": results["loss"], "miou": results["miou"],
+                  "dice": results["dice"], "dice_foreground": results["dice_foreground"],
+                  "pixel_accuracy": results["pixel_accuracy"],
+                  "iou_per_class": results["iou_per_class"],
+                  "dice_per_class": results["dice_per_class"]}
+        for key, value in record.items():
+            history.setdefault(key, []).append(value)
+        if show:
+            epoch_bar.set_postfix(loss=f"{train_loss:.4f}", miou=f"{results['miou']:.3f}")
+        if verbose and distributed.is_main_process():
+            print(f"epoch {epoch + 1}/{epochs}  train_loss {train_loss:.4f}  "
+                  f"val_loss {results['loss']:.4f}  miou {results['miou']:.4f}  "
+                  f"dice {results['dice']:.4f}  lr {record['lr']:.2e}", flush=True)
+        if checkpoint is not None and distributed.is_main_process():
+            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, epoch=epoch + 1, history=history,
+                            rng=capture_rng_state(generators), model_name=model_name,
+                            model_kwargs=model_kwargs, extra=extra)
+        value = record[monitor]
+        if _is_better(value, best, mode, min_delta):
+            best, stale = value, 0
+        else:
+            stale += 1
+        if early_stopping is not None and stale >= early_stopping:
+            if verbose and distributed.is_main_process():
+                print(f"early stopping: {monitor} did not improve for {stale} epochs "
+                      f"(best {best:.4f})", flush=True)
+            break
+    epoch_bar.close()
+    distributed.barrier()
+    return history

@@ -1,0 +1,300 @@
+"""Training engine: loops checked against direct computations, fit features, smoke runs per model."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_lib import engine, models
+from course_lib.checkpoint import load_checkpoint
+
+
+class TinyNet(nn.Module):
+    """Two convolutions with dropout, so that shuffling and RNG state both matter for resume."""
+
+    def __init__(self, in_channels=1, num_classes=2, dropout=0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.drop = nn.Dropout2d(dropout)
+        self.conv2 = nn.Conv2d(4, num_classes, 1)
+
+    def forward(self, x):
+        return self.conv2(self.drop(torch.relu(self.conv1(x))))
+
+
+def _threshold_data(n=10, size=8, seed=0):
+    """Images whose bright pixels are class 1: a task a tiny conv net learns in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, size, size, generator=g)
+    targets = (images[:, 0] > 0.5).long()
+    return images, targets
+
+
+def _loader(images, targets, batch_size=4, shuffle=False):
+    return DataLoader(TensorDataset(images, targets), batch_size=batch_size, shuffle=shuffle)
+
+
+def _brute_force_iou(pred, target, num_classes):
+    ious = []
+    for c in range(num_classes):
+        inter = ((pred == c) & (target == c)).sum().item()
+        union = ((pred == c) | (target == c)).sum().item()
+        ious.append(inter / union if union else math.nan)
+    return ious
+
+
+def test_train_one_epoch_returns_mean_loss_per_image():
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, targets = _threshold_data(n=5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights fixed: losses comparable
+    loss = engine.train_one_epoch(model, _loader(images, targets, batch_size=2),
+                                  nn.CrossEntropyLoss(), optimizer, "cpu")
+    expected = nn.CrossEntropyLoss()(model(images), targets).item()  # batches of 2, 2, 1
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_train_one_epoch_steps_scheduler_per_batch_and_learns():
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, targets = _threshold_data(n=12)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    loader = _loader(images, targets, batch_size=4)
+    first = engine.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu",
+                                   scheduler=scheduler)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 3)
+    for _ in range(5):
+        last = engine.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu")
+    assert last < first
+
+
+def test_gradient_clipping_bounds_the_update():
+    torch.manual_seed(0)
+    model = TinyNet()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    images, targets = _threshold_data(n=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    engine.train_one_epoch(model, _loader(images, targets, batch_size=4),
+                           nn.CrossEntropyLoss(), optimizer, "cpu", grad_clip=1e-3)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_evaluate_accumulates_instead_of_averaging_batches():
+    class Lookup(nn.Module):
+        """Returns fixed logits for the images it was built with (identified by their first value)."""
+
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+            self.anchor = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return self.logits[x[:, 0, 0, 0].long()] + 0 * self.anchor
+
+    # Image 0: a large class-1 region, predicted perfectly. Image 1: one class-1 pixel, missed.
+    target = torch.zeros(2, 4, 4, dtype=torch.long)
+    target[0, :, :3] = 1
+    target[1, 0, 0] = 1
+    pred = target.clone()
+    pred[1, 0, 0] = 0
+    logits = nn.functional.one_hot(pred, 2).permute(0, 3, 1, 2).float()
+    images = torch.arange(2).float().view(2, 1, 1, 1).expand(2, 1, 4, 4).contiguous()
+    results = engine.evaluate(Lookup(logits), _loader(images, target, batch_size=1), 2, "cpu")
+    expected = _brute_force_iou(pred, target, 2)
+    assert results["iou_per_class"] == pytest.approx(expected)
+    assert results["miou"] == pytest.approx(sum(expected) / 2)
+    per_batch = [sum(_brute_force_iou(pred[i], target[i], 2)) / 2 for i in range(2)]
+    assert abs(sum(per_batch) / 2 - results["miou"]) > 0.05, "the case must separate the two"
+    dice1 = 2 * 12 / (12 + 13)
+    assert results["dice_per_class"][1] == pytest.approx(dice1)
+    assert results["dice_foreground"] == pytest.approx(dice1)
+    assert results["pixel_accuracy"] == pytest.approx(31 / 32)
+    assert results["confusion_matrix"].tolist() == [[19, 0], [1, 12]]
+
+
+def test_evaluate_loss_and_ignore_index():
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, targets = _threshold_data(n=6)
+    targets[:, 0, :] = 255
+    results = engine.evaluate(model, _loader(images, targets, batch_size=4), 2, "cpu",
+                              loss_fn=nn.CrossEntropyLoss(ignore_index=255), ignore_index=255)
+    assert int(results["confusion_matrix"].sum()) == 6 * 7 * 8
+    with torch.no_grad():
+        full = nn.CrossEntropyLoss(ignore_index=255, reduction="none")(model(images), targets)
+        per_image = full.sum((1, 2)) / (targets != 255).sum((1, 2))
+    assert results["loss"] == pytest.approx(per_image.mean().item(), rel=1e-6)
+
+
+def _fit(model, epochs, loader, val_loader, lr=0.02, **kwargs):
+    return engine.fit(model, loader, val_loader, epochs=epochs, loss_fn=nn.CrossEntropyLoss(),
+                      num_classes=2, device="cpu", lr=lr, progress=False, **kwargs)
+
+
+def test_fit_history_and_learning():
+    torch.manual_seed(0)
+    images, targets = _threshold_data(n=16)
+    history = _fit(TinyNet(), 8, _loader(images, targets), _loader(images, targets), lr=0.1)
+    for key in ("epoch", "lr", "train_loss", "val_loss", "miou", "dice", "pixel_accuracy"):
+        assert len(history[key]) == 8, key
+    assert history["epoch"] == list(range(1, 9))
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert history["miou"][-1] > 0.8
+    assert history["lr"][-1] < history["lr"][0]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _LossThatDiesAt:
+    """Cross-entropy that raises after `calls` calls: a run killed in the middle of an epoch."""
+
+    def __init__(self, calls):
+        self.calls = calls
+        self.loss = nn.CrossEntropyLoss()
+
+    def __call__(self, logits, targets):
+        self.calls -= 1
+        if self.calls < 0:
+            raise _Interrupt
+        return self.loss(logits, targets)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    images, targets = _threshold_data(n=12)
+
+    def run(loss_fn, **kwargs):
+        torch.manual_seed(3)
+        model = TinyNet(dropout=0.2)
+        history = engine.fit(model, _loader(images, targets, batch_size=4, shuffle=True),
+                             _loader(images, targets, batch_size=6), epochs=4, loss_fn=loss_fn,
+                             num_classes=2, device="cpu", lr=0.02, progress=False, seed=11,
+                             schedule="poly", warmup_steps=2, **kwargs)
+        return model, history
+
+    straight, straight_history = run(nn.CrossEntropyLoss())
+    path = tmp_path / "last.pt"
+    with pytest.raises(_Interrupt):  # 2 epochs of 3 train + 2 val batches, then 1 more batch
+        run(_LossThatDiesAt(2 * (3 + 2) + 1), checkpoint=path)
+    assert load_checkpoint(path)["epoch"] == 2
+    resumed, resumed_history = run(nn.CrossEntropyLoss(), checkpoint=path, resume=path)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=lambda m: f"{name} after resume: {m}")
+    assert resumed_history == straight_history
+    assert load_checkpoint(path)["epoch"] == 4
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    images, targets = _threshold_data(n=8)
+    torch.manual_seed(0)
+    model = TinyNet()
+    path = tmp_path / "c.pt"
+    _fit(model, 2, _loader(images, targets), _loader(images, targets), checkpoint=path)
+    history = _fit(model, 3, _loader(images, targets), _loader(images, targets), resume=path)
+    assert history["epoch"] == [1, 2, 3]
+    assert history["lr"][-1] == pytest.approx(0.0, abs=1e-12), "poly decays to 0 over 3 epochs"
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+    images, targets = _threshold_data(n=8)
+    torch.manual_seed(0)
+    model = TinyNet()
+
+    class NanAfter:
+        def __init__(self, calls):
+            self.calls = calls
+
+        def __call__(self, logits, targets):
+            self.calls -= 1
+            loss = nn.functional.cross_entropy(logits, targets)
+            return loss * float("nan") if self.calls < 0 else loss
+
+    path = tmp_path / "last.pt"
+    # epoch 1: 2 train + 2 val batches are fine; the 1st train batch of epoch 2 gives NaN.
+    with pytest.raises(engine.NonFiniteLossError, match=r"epoch 2.*loss is nan.*last good checkpoint.*epoch 1"):
+        engine.fit(model, _loader(images, targets), _loader(images, targets), epochs=3,
+                   loss_fn=NanAfter(4), num_classes=2, device="cpu", progress=False, checkpoint=path)
+    saved = load_checkpoint(path)
+    assert saved["epoch"] == 1
+    for key, value in saved["model"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=lambda m: f"{key}: {m}")
+        assert torch.isfinite(value).all()
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    images, targets = _threshold_data(n=8)
+    torch.manual_seed(0)
+    history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=10,
+                         loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu", progress=False,
+                         optimizer=torch.optim.SGD(TinyNet().parameters(), lr=0.1),  # not the model's
+                         early_stopping=2, monitor="val_loss")
+    assert history["epoch"] == [1, 2, 3], "no improvement after epoch 1: stop after 2 more"
+
+
+def test_fit_bf16_autocast_on_cpu_runs():
+    images, targets = _threshold_data(n=4)
+    torch.manual_seed(0)
+    history = _fit(TinyNet(), 1, _loader(images, targets), _loader(images, targets), amp="bf16")
+    assert math.isfinite(history["train_loss"][0])
+
+
+def test_resolve_amp():
+    assert engine.resolve_amp("auto", torch.device("cpu")) is None
+    assert engine.resolve_amp("off", "cpu") is None
+    assert engine.resolve_amp("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16' needs a CUDA device"):
+        engine.resolve_amp("fp16", "cpu")
+    with pytest.raises(ValueError, match="amp must be"):
+        engine.resolve_amp("half", "cpu")
+
+
+def test_progress_is_off_when_output_is_not_a_terminal(capsys):
+    images, targets = _threshold_data(n=4)
+    engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=1,
+               loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu", verbose=True)
+    captured = capsys.readouterr()
+    assert "it/s" not in captured.err and "%|" not in captured.err
+    assert captured.out.startswith("epoch 1/1  train_loss ")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 0}, "epochs must be a positive int"),
+    ({"schedule": "step"}, "schedule must be one of"),
+    ({"monitor": "iou"}, "monitor must be one of"),
+    ({"early_stopping": 0}, "early_stopping must be"),
+])
+def test_fit_rejects_bad_arguments(kwargs, match):
+    images, targets = _threshold_data(n=4)
+    arguments = dict(epochs=1, loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu") | kwargs
+    with pytest.raises(ValueError, match=match):
+        engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), **arguments)
+
+
+TINY_CONFIGS = {
+    "unet": {"base_channels": 4, "depth": 2},
+    "fcn": {"backbone": "resnet18"},
+    "deeplabv3": {"backbone": "resnet18"},
+    "deeplabv3plus": {"backbone": "resnet18"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_model_one_batch_then_two_epochs(name):
+    torch.manual_seed(0)
+    model = models.build_model(name, in_channels=3, num_classes=3, **TINY_CONFIGS.get(name, {}))
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 32, 32, generator=g)
+    targets = torch.randint(0, 3, (4, 32, 32), generator=g)
+    loader = _loader(images, targets, batch_size=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    one = engine.train_one_epoch(model, [(images[:2], targets[:2])], nn.CrossEntropyLoss(),
+                                 optimizer, "cpu")
+    assert math.isfinite(one)
+    history = engine.fit(model, loader, loader, epochs=2, loss_fn=nn.CrossEntropyLoss(),
+                         num_classes=3, device="cpu", progress=False)
+    assert len(history["miou"]) == 2 and all(math.isfinite(v) for v in history["train_loss"])
