@@ -216,3 +216,15 @@ def test_bad_arguments(tmp_path, kwargs, error, match):
 def test_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="image_dir"):
         SegmentationFolder(tmp_path / "nope", tmp_path)
+
+
+def test_check_files_false_pairs_names_and_checks_labels_when_loading(tmp_path):
+    write_pair(tmp_path, "a", np.full((12, 16), 5, np.uint8))
+    _, orphan = write_pair(tmp_path, "b", np.zeros((12, 16), np.uint8))
+    (tmp_path / "images" / "b.png").unlink()
+    ds = folder(tmp_path, check_files=False, mask_format="index", num_classes=3, strict=False)
+    assert len(ds) == 1 and any(str(orphan) in p for p in ds.problems)
+    with pytest.raises(ValueError, match=r"a\.png: mask labels \[5\] outside \[0, 3\)"):
+        ds[0]
+    with pytest.raises(ValueError, match="check_files=False"):
+        folder(tmp_path, check_files=False, num_classes=3)

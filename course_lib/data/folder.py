@@ -18,6 +18,8 @@ The folder is checked on construction: an image without a mask and a mask withou
 unreadable or truncated files, image/mask sizes that differ, masks that are not PNG and labels
 outside `[0, num_classes)` other than `ignore_index`. Each problem names the file. `strict=True`
 raises a ValueError; `strict=False` keeps the good pairs and lists the problems in `.problems`.
+Checking decodes every file once; for thousands of large photographs `check_files=False` only
+pairs the names (give `mask_format` and `num_classes`) and each sample is checked when loaded.
 
 Contract (as the synthetic datasets): `image, mask = ds[i]`, image `(C, H, W)` float32 in [0, 1]
 (C = 3 for image_mode "RGB", 1 for "L"), mask `(H, W)` int64. With `transform`, the dataset calls
@@ -57,6 +59,7 @@ class SegmentationFolder(Dataset):
         image_mode: str = "RGB",
         strict: bool = True,
         mask_suffix: str = "",
+        check_files: bool = True,
     ):
         self.image_dir = _existing_dir(image_dir, "image_dir")
         self.mask_dir = _existing_dir(mask_dir, "mask_dir")
@@ -77,6 +80,10 @@ class SegmentationFolder(Dataset):
         self.ignore_index = ignore_index
         self.image_mode = image_mode
         self.mask_suffix = mask_suffix
+        if not check_files and (mask_format == "auto" or num_classes is None):
+            raise ValueError("check_files=False reads no mask on construction, so give mask_format "
+                             f"and num_classes explicitly (got mask_format={mask_format!r}, num_classes={num_classes!r})")
+        self.check_files = check_files
         self._requested_format = mask_format
         self._requested_classes = num_classes
         self.samples, self.problems, self.mask_format, self.num_classes = self._scan()
@@ -99,6 +106,10 @@ class SegmentationFolder(Dataset):
         if image.ndim == 2:
             image = image[:, :, None]  # (H, W, 1)
         mask = self._decode_mask(mask_path)  # (H, W) int64
+        invalid = (mask >= self.num_classes) & (mask != self.ignore_index)
+        if invalid.any():
+            raise ValueError(f"{mask_path}: mask labels {sorted(set(mask[invalid].tolist()))[:8]} outside "
+                             f"[0, {self.num_classes}) and not ignore_index={self.ignore_index}")
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             return out["image"], out["mask"]
@@ -123,6 +134,9 @@ class SegmentationFolder(Dataset):
         for stem in sorted(masks.keys() - images.keys()):
             problems.append(f"{masks[stem]}: mask has no image named {stem}.* in {self.image_dir}")
 
+        if not self.check_files:
+            pairs = [(images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys())]
+            return pairs, problems, self._requested_format, self._requested_classes
         summaries = {}
         for stem in sorted(images.keys() & masks.keys()):
             summary = self._summarise_pair(images[stem], masks[stem], problems)
