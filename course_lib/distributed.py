@@ -110,6 +110,10 @@ def cleanup_distributed() -> None:
 
 def wrap_model(model: nn.Module, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
     """Move `model` to `device` and wrap it in DDP (optionally converting BatchNorm to SyncBatchNorm)."""
+    device = torch.device(device)
+    if sync_batchnorm and device.type != "cuda":
+        raise ValueError(f"sync_batchnorm=True needs CUDA devices (PyTorch's SyncBatchNorm runs on "
+                         f"GPUs only), got device {device}; leave it False on the CPU")
     if not is_distributed():
         return model.to(device)
     if sync_batchnorm:

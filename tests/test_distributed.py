@@ -1,0 +1,104 @@
+"""DDP on the CPU: two gloo processes launched by torchrun run `engine.fit`; their metrics must
+equal a single-process evaluation of the checkpoint they wrote."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_lib import distributed, engine
+from course_lib.checkpoint import load_checkpoint
+
+WORKER = textwrap.dedent('''
+    import json, sys
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    from course_lib import distributed, engine
+
+    out = sys.argv[1]
+    context = distributed.setup_distributed("gloo")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(17, 1, 12, 12, generator=g)
+    targets = (images[:, 0] > 0.5).long()
+    train_set = TensorDataset(images[:10], targets[:10])
+    val_set = TensorDataset(images[10:], targets[10:])           # 7 images: shards of 4 and 3
+    train_loader, val_loader = distributed.distributed_loaders(train_set, val_set, batch_size=2)
+    model = distributed.wrap_model(model, context.device)
+    history = engine.fit(model, train_loader, val_loader, epochs=2, loss_fn=nn.CrossEntropyLoss(),
+                         num_classes=2, device=context.device, lr=0.05, progress=False,
+                         checkpoint=out + "/last.pt")
+    results = engine.evaluate(model, val_loader, 2, context.device, loss_fn=nn.CrossEntropyLoss())
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    with open(f"{out}/rank{context.rank}.json", "w") as f:
+        json.dump({"world_size": context.world_size, "history": history,
+                   "val_images_here": len(val_loader.sampler),
+                   "cm": results["confusion_matrix"].tolist(), "miou": results["miou"],
+                   "loss": results["loss"], "weights": weights.tolist()}, f)
+    distributed.cleanup_distributed()
+''')
+
+
+@pytest.mark.timeout(180)
+def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(script), str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert sorted(r["val_images_here"] for r in ranks) == [3, 4], "no sample repeated or dropped"
+    assert ranks[0]["weights"] == ranks[1]["weights"], "DDP keeps the copies identical"
+    assert ranks[0]["history"] == ranks[1]["history"]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    saved = load_checkpoint(tmp_path / "last.pt", model=model)
+    assert saved["epoch"] == 2 and saved["history"] == ranks[0]["history"]
+    g = torch.Generator().manual_seed(1)
+    images = torch.rand(17, 1, 12, 12, generator=g)
+    targets = (images[:, 0] > 0.5).long()
+    single = engine.evaluate(model, DataLoader(TensorDataset(images[10:], targets[10:]), batch_size=5),
+                             2, "cpu", loss_fn=nn.CrossEntropyLoss())
+    assert single["confusion_matrix"].sum() == 7 * 12 * 12
+    for rank in ranks:
+        assert rank["cm"] == single["confusion_matrix"].tolist()
+        assert rank["miou"] == pytest.approx(single["miou"], rel=1e-12)
+        assert rank["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    assert ranks[0]["history"]["miou"][-1] == pytest.approx(single["miou"], rel=1e-12)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == ["last.pt"]
+
+
+def test_helpers_outside_torch_distributed():
+    assert not distributed.is_distributed()
+    assert distributed.get_rank() == 0 and distributed.get_world_size() == 1
+    assert distributed.is_main_process()
+    value = torch.tensor([3.0])
+    assert distributed.all_reduce_sum(value) is value and value.item() == 3.0
+    context = distributed.setup_distributed() if "RANK" not in os.environ else None
+    assert context is None or (context.rank, context.world_size) == (0, 1)
+
+
+def test_shard_sampler_partitions_without_padding():
+    data = list(range(11))
+    shards = [list(distributed.ShardSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(sum(shards, [])) == data
+    assert [len(distributed.ShardSampler(data, 3, r)) for r in range(3)] == [4, 4, 3]
+    with pytest.raises(ValueError, match="rank must be in"):
+        distributed.ShardSampler(data, num_replicas=2, rank=2)
+
+
+def test_sync_batchnorm_on_cpu_is_refused_clearly():
+    with pytest.raises(ValueError, match="sync_batchnorm=True needs CUDA"):
+        distributed.wrap_model(nn.BatchNorm2d(2), torch.device("cpu"), sync_batchnorm=True)
