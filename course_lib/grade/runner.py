@@ -1,73 +1,132 @@
-"""Load a learner's exercise file and call into it (in-process version).
+"""A handle on a learner's exercise file, for the graded tests (the `exercise` fixture).
 
-`open_exercise(name, target)` returns an `ExerciseHandle`; see tests/graded/conftest.py for the
-contract the graded tests rely on.
+`open_exercise(name, target)` returns an `ExerciseHandle`. The learner's code never runs in the
+calling process: every call goes to a worker process (`client.WorkerClient`), one per exercise,
+reused across calls. A missing file, a file that does not import, a missing function, an
+exception, an endless loop or a crash all come back as `LearnerError` (an AssertionError, so the
+test fails) whose first line tells the learner what happened.
+
+    exercise.some_function(*args, **kwargs)   # the learner's function, run in the worker
+    exercise.probe("name", *args)             # course_lib.grade.probes.exNN.name(module, *args)
+
+Arguments and results are plain data (see `wire.py`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
+import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-__all__ = ["repo_root", "resolve_exercise_path", "open_exercise", "ExerciseHandle"]
+from course_lib.grade.client import LearnerError, WorkerClient
+from course_lib.grade.layout import CourseLayout, default_layout, repo_root
+from course_lib.grade.limits import Limits
+from course_lib.grade.stubs import MarkerError, task_names
+
+__all__ = ["repo_root", "course_layout", "resolve_exercise_path", "open_exercise", "ExerciseHandle", "LearnerError"]
 
 
-def repo_root() -> Path:
-    """The course checkout that holds exercises/ and solutions/ (the parent of course_lib/)."""
-    return Path(__file__).resolve().parents[2]
+def course_layout() -> CourseLayout:
+    """The course being graded: COURSE_GRADE_ROOT if set, else this checkout."""
+    root = os.environ.get("COURSE_GRADE_ROOT")
+    return CourseLayout(Path(root).resolve()) if root else default_layout()
 
 
-def resolve_exercise_path(name: str, target: str) -> Path:
+def resolve_exercise_path(name: str, target: str, layout: CourseLayout | None = None) -> Path:
     """Path of exercise `name` (e.g. "ex01_segmentation_types") in `target`.
 
     `target` is "exercises", "solutions", or a folder that holds `<name>.py`.
     """
+    layout = layout or course_layout()
     if target in ("exercises", "solutions"):
-        folder = repo_root() / target
+        folder = layout.exercises if target == "exercises" else layout.solutions
     else:
         folder = Path(target).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"--target {target!r} is not a folder")
+            raise FileNotFoundError(f"--target {target!r} is not a folder; expected exercises, solutions or a folder")
     return folder / f"{name}.py"
 
 
-class ExerciseHandle:
-    """Calls functions of a learner's module; attribute access returns a callable."""
+def _task_names(name: str, layout: CourseLayout) -> list[str]:
+    for folder in (layout.solutions, layout.exercises):
+        path = folder / f"{name}.py"
+        if path.is_file():
+            try:
+                return task_names(path.read_text(encoding="utf-8"), filename=str(path))
+            except (MarkerError, SyntaxError, UnicodeDecodeError):
+                continue
+    return []
 
-    def __init__(self, name: str, path: Path, module: ModuleType):
+
+def _forbidden_roots(layout: CourseLayout) -> list[str]:
+    roots = [str(layout.solutions), str(layout.hidden_tests)]
+    extra = os.environ.get("COURSE_GRADE_FORBIDDEN", "")
+    roots += [part for part in extra.split(os.pathsep) if part]
+    return roots
+
+
+def _local_probes(name: str, layout: CourseLayout) -> Path | None:
+    """A course-local probe file `<root>/probes/exNN.py` (the grader's demo course has one)."""
+    path = layout.root / "probes" / f"{name.split('_')[0]}.py"
+    return path if path.is_file() else None
+
+
+class ExerciseHandle:
+    """Calls into a learner's module through a worker; attribute access returns a callable."""
+
+    def __init__(self, name: str, path: Path, client: WorkerClient | None, problem: str | None = None):
         self._name = name
         self._path = path
-        self._module = module
+        self._client = client
+        self._problem = problem
+
+    def _request(self, op: str, target: str, args: tuple, kwargs: dict) -> Any:
+        __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
+        if self._problem is not None:
+            raise LearnerError(self._problem)
+        return self._client.request(op, target, args, kwargs)
 
     def __getattr__(self, function_name: str):
         if function_name.startswith("_"):
             raise AttributeError(function_name)
-        function = getattr(self._module, function_name, None)
-        if function is None or not callable(function):
-            raise AttributeError(f"{self._path.name} has no function {function_name!r}")
-        return function
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
+            return self._request("call", function_name, args, kwargs)
+
+        call.__name__ = function_name
+        return call
 
     def probe(self, probe_name: str, *args: Any, **kwargs: Any) -> Any:
         """Run trusted probe `course_lib.grade.probes.<exNN>.<probe_name>` on the learner's module."""
-        probes = importlib.import_module(f"course_lib.grade.probes.{self._name.split('_')[0]}")
-        return getattr(probes, probe_name)(self._module, *args, **kwargs)
+        __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
+        return self._request("probe", probe_name, args, kwargs)
+
+    @property
+    def worker(self) -> WorkerClient | None:
+        """The worker client (None when the file could not be read)."""
+        return self._client
 
     def close(self) -> None:
-        sys.modules.pop(f"_graded_{self._name}", None)
+        if self._client is not None:
+            self._client.close()
 
 
-def open_exercise(name: str, target: str = "exercises") -> ExerciseHandle:
-    """Import the learner's file for exercise `name` from `target` under a private module name."""
-    path = resolve_exercise_path(name, target)
-    if not path.is_file():
-        raise FileNotFoundError(f"exercise file not found: {path}")
-    module_name = f"_graded_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return ExerciseHandle(name, path, module)
+def open_exercise(name: str, target: str = "exercises", limits: Limits | None = None) -> ExerciseHandle:
+    """Handle on exercise `name` in `target`; problems with the file surface when it is called."""
+    layout = course_layout()
+    path = resolve_exercise_path(name, target, layout)
+    if not path.is_file() or path.is_symlink():
+        return ExerciseHandle(name, path, None, problem=f"{path.name} is missing (looked in {path.parent})")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return ExerciseHandle(name, path, None, problem=f"{path.name} is not UTF-8 text ({error.reason})")
+    client = WorkerClient(
+        name, path.resolve(), source,
+        task_names=_task_names(name, layout),
+        forbidden_roots=_forbidden_roots(layout),
+        limits=limits or Limits.from_env(),
+        probes_path=_local_probes(name, layout),
+    )
+    return ExerciseHandle(name, path, client)

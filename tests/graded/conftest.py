@@ -5,24 +5,11 @@ Each graded test module names its exercise with a module-level constant, e.g.
 handle on the learner's file chosen by `--target`:
 
     exercise.some_function(*args)       # calls the learner's function, returns its result
-    exercise.probe("name", *args)       # runs the trusted probe course_lib.grade.probes.name(module, *args)
+    exercise.probe("name", *args)       # runs the trusted probe course_lib.grade.probes.exNN.name(module, *args)
 
-Arguments and results are plain data only (tensors, arrays, numbers, strings, lists, tuples, dicts),
-so the same tests run unchanged when the grader executes learner code in a separate process.
+The learner's code runs in a separate worker process (course_lib/grade/worker.py), never in the
+pytest process, so arguments and results are plain data only (tensors, arrays, numbers, strings,
+lists, tuples, dicts).
 """
 
-from __future__ import annotations
-
-import pytest
-
-from course_lib.grade.runner import open_exercise
-
-
-@pytest.fixture(scope="module")
-def exercise(request):
-    name = getattr(request.module, "EXERCISE", None)
-    if name is None:
-        raise RuntimeError(f"{request.module.__name__} must define EXERCISE = 'exNN_topic'")
-    handle = open_exercise(name, target=request.config.getoption("--target"))
-    yield handle
-    handle.close()
+from course_lib.grade.fixtures import exercise  # noqa: F401  (the fixture)

@@ -1,0 +1,102 @@
+"""The grader's command line.
+
+Learner (public tests of one exercise, a points table):
+
+    python -m course_lib.grade ex01 [--target exercises|solutions|PATH] [--json]
+
+Instructor (a whole class, see docs/grading.md):
+
+    python -m course_lib.grade --submissions DIR --out OUT [--workers N] [--hidden]
+    python -m course_lib.grade --package OUT      (Gradescope autograder zip, GitHub Classroom workflow)
+
+Exit status: 0 when every test passed, 1 otherwise, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from course_lib.grade.layout import CourseLayout
+from course_lib.grade.runner import course_layout
+from course_lib.grade.session import run_tests
+from course_lib.grade.table import earned, format_table
+
+__all__ = ["grade_exercise", "main"]
+
+
+def grade_exercise(exercise: str, target: str = "exercises", *, hidden: bool = False,
+                   layout: CourseLayout | None = None) -> dict:
+    """Grade one exercise of `target`; returns {"exercise", "tests", "score", "max_score", "status"}.
+
+    Safe to call from a notebook: the tests run in a separate pytest process and the learner's
+    code in a worker process below it, so nothing the learner wrote can stop the kernel.
+    """
+    layout = layout or course_layout()
+    name = layout.resolve(exercise)
+    if target not in ("exercises", "solutions") and not Path(target).is_dir():
+        raise ValueError(f"target={target!r} is not a folder; expected exercises, solutions or a folder path")
+    target_value = target if target in ("exercises", "solutions") else str(Path(target).resolve())
+    result = run_tests(layout.test_files(name, hidden=hidden), target_value, layout)
+    return {
+        "exercise": name,
+        "tests": result.tests,
+        "score": sum(earned(t) for t in result.tests),
+        "max_score": sum(float(t["points"]) for t in result.tests),
+        "status": result.status,
+        "log": result.log if result.status != "ok" or not result.tests else "",
+    }
+
+
+def _learner(args: argparse.Namespace) -> int:
+    try:
+        graded = grade_exercise(args.exercise, args.target)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: v for k, v in graded.items() if k != "log"}, indent=1))
+    else:
+        print(format_table(graded["exercise"], graded["tests"]))
+        if graded["status"] != "ok" or not graded["tests"]:
+            print(f"\nThe test run ended with status {graded['status']!r}; last lines of its log:")
+            print("\n".join(graded["log"].splitlines()[-15:]))
+    all_passed = graded["tests"] and all(t["outcome"] == "passed" for t in graded["tests"])
+    return 0 if all_passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib.grade", description="Grade course exercises.")
+    parser.add_argument("exercise", nargs="?", help="exercise to check, e.g. ex01")
+    parser.add_argument("--target", default="exercises", help="exercises | solutions | PATH (default: exercises)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--submissions", type=Path, help="folder with one folder or zip per student")
+    parser.add_argument("--out", type=Path, help="where the class reports go")
+    parser.add_argument("--workers", type=int, default=1, help="students graded in parallel")
+    parser.add_argument("--hidden", action="store_true", help="also run the hidden tests")
+    parser.add_argument("--exercises", nargs="*", help="grade only these exercises (default: all)")
+    parser.add_argument("--package", type=Path, metavar="OUT", help="write the Gradescope and GitHub Classroom files")
+    args = parser.parse_args(argv)
+    if args.package:
+        from course_lib.grade.package import write_packages
+
+        for path in write_packages(course_layout(), args.package):
+            print(f"wrote {path}")
+        return 0
+    if args.submissions:
+        if args.out is None:
+            parser.error("--submissions needs --out")
+        from course_lib.grade.bulk import grade_class
+
+        summary = grade_class(args.submissions, args.out, workers=args.workers, hidden=args.hidden,
+                              exercises=args.exercises)
+        return 0 if summary["errors"] == 0 else 1
+    if not args.exercise:
+        parser.error("name an exercise (e.g. ex01) or use --submissions DIR --out OUT")
+    return _learner(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The grader's side of a worker: start it, send calls, enforce wall-clock limits, replace it.
+
+`WorkerClient` owns one worker process for one learner file. The worker is started lazily, loads
+the file once and serves every call of the exercise (the torch import is paid once). A call that
+runs past `Limits.call_timeout`, or a worker that dies (os._exit, a crash, the memory limit), is
+reported as `LearnerError` with a one-line reason; the process group is killed and the next call
+starts a fresh worker. A file that cannot be imported (syntax error, exception, endless loop at
+import) fails every call at once with the same reason, without retrying. When the calls of an
+exercise have used `Limits.exercise_timeout` seconds in all, further calls fail immediately.
+
+Nothing from the worker is unpickled: answers are wire frames of plain data (`wire.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from course_lib.grade import wire
+from course_lib.grade.limits import Limits
+
+__all__ = ["LearnerError", "WorkerClient", "worker_environment"]
+
+
+class LearnerError(AssertionError):
+    """A learner's call that did not produce an answer; the message's first line says why."""
+
+
+def worker_environment(home: str) -> dict[str, str]:
+    """Minimal environment of a worker: CPU only, one thread, private home and temp folder."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",
+        "COURSE_MODE": os.environ.get("COURSE_MODE", "fast"),
+    }
+    return env
+
+
+class WorkerClient:
+    """Runs the calls of one exercise in a killable worker process.
+
+    `source` is the learner's file text (read here, so the worker never opens the folder it came
+    from); `task_names` are the functions and classes the exercise asks for; `forbidden_roots`
+    are folders the worker may not read.
+    """
+
+    def __init__(self, exercise: str, path: Path, source: str, *, task_names: list[str],
+                 forbidden_roots: list[str], limits: Limits, probes_path: Path | None = None):
+        self.exercise = exercise
+        self.path = Path(path)
+        self.source = source
+        self.task_names = list(task_names)
+        self.forbidden_roots = [str(Path(root).resolve()) for root in forbidden_roots]
+        self.limits = limits
+        self.probes_path = str(probes_path) if probes_path else None
+        self.spent = 0.0
+        self.starts = 0
+        self.peak_rss_kb = 0
+        self._process: subprocess.Popen | None = None
+        self._home: str | None = None
+        self._broken: str | None = None
+        self._reused: dict[str, str] = {}
+
+    # -- process management -------------------------------------------------------------------
+    def _start(self) -> None:
+        self._home = tempfile.mkdtemp(prefix=f"grade-{self.exercise.split('_')[0]}-")
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "course_lib.grade.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cwd=self._home, env=worker_environment(self._home), start_new_session=True,
+        )
+        self.starts += 1
+        limits = {name: getattr(self.limits, name) for name in
+                  ("call_timeout", "exercise_timeout", "startup_timeout", "memory_mb", "file_mb")}
+        setup = {"path": str(self.path), "exercise": self.exercise, "source": self.source,
+                 "task_names": self.task_names, "forbidden_roots": self.forbidden_roots, "limits": limits,
+                 "probes_path": self.probes_path}
+        try:
+            ready = self._exchange(setup, self.limits.startup_timeout, what="importing the file")
+        except LearnerError as error:
+            self._broken = f"{self.path.name} could not be imported: {error}"
+            raise LearnerError(self._broken) from None
+        if not ready["ready"]["ok"]:
+            message = ready["ready"]["error"]
+            detail = ready["ready"].get("detail")
+            self._broken = f"{self.path.name} could not be imported: {message}" + (f"\n{detail}" if detail else "")
+            self._stop()
+            raise LearnerError(self._broken)
+        self._reused = ready["reused"]
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    process.kill()
+            process.wait()
+            self._note_peak(process.pid)
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
+
+    def _note_peak(self, pid: int) -> None:
+        """Largest resident set of any worker (RUSAGE_CHILDREN after wait, in KiB)."""
+        import resource
+
+        self.peak_rss_kb = max(self.peak_rss_kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+    def _exchange(self, message: Any, timeout: float, what: str) -> Any:
+        """Send `message`, wait at most `timeout` seconds for the answer; LearnerError otherwise."""
+        process = self._process
+        result: dict[str, Any] = {}
+
+        def read() -> None:
+            try:
+                result["value"] = wire.read_frame(process.stdout)
+            except BaseException as error:  # noqa: BLE001  (reported below)
+                result["error"] = error
+
+        try:
+            wire.write_frame(process.stdin, message)
+        except (BrokenPipeError, OSError):
+            pass  # the reader sees the closed pipe and reports the dead worker
+        reader = threading.Thread(target=read, daemon=True)
+        started = time.monotonic()
+        reader.start()
+        reader.join(timeout)
+        self.spent += time.monotonic() - started
+        if reader.is_alive():
+            self._stop()
+            reader.join(5)
+            raise LearnerError(f"timed out after {timeout:.0f} s while {what} (an endless loop?)")
+        if "error" in result:
+            code = process.poll()
+            if code is None:
+                try:
+                    code = process.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = None
+            self._stop()
+            error = result["error"]
+            if isinstance(error, EOFError):
+                reason = _describe_exit(code)
+                raise LearnerError(f"the worker running the file stopped while {what}: {reason}")
+            raise LearnerError(f"the worker sent an unreadable answer while {what}: {error}")
+        return result["value"]
+
+    # -- public API --------------------------------------------------------------------------
+    def request(self, op: str, name: str, args: tuple, kwargs: dict) -> Any:
+        """Run `op` ("call" or "probe") `name` with plain-data arguments; return the answer."""
+        __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
+        if self._broken:
+            raise LearnerError(self._broken)
+        remaining = self.limits.exercise_timeout - self.spent
+        if remaining <= 0:
+            raise LearnerError(
+                f"the time budget of {self.limits.exercise_timeout:.0f} s for {self.exercise} is used up"
+            )
+        if self._process is None or self._process.poll() is not None:
+            self._stop()
+            self._start()
+        label = f"{self.exercise.split('_')[0]}.{name}"
+        timeout = min(self.limits.call_timeout, remaining)
+        answer = self._exchange({"op": op, "name": name, "args": list(args), "kwargs": dict(kwargs)},
+                                timeout, what=f"running {label}")
+        if not answer["ok"]:
+            detail = answer.get("detail")
+            raise LearnerError(answer["error"] + (f"\n{detail}" if detail else ""))
+        return answer["value"]
+
+    def close(self) -> None:
+        self._stop()
+
+    def __enter__(self) -> "WorkerClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        hints = {"SIGKILL": " (killed: the memory or CPU limit?)", "SIGXCPU": " (CPU time limit)",
+                 "SIGSEGV": " (a crash in native code)"}
+        return f"killed by {name}{hints.get(name, '')}"
+    return f"it exited with status {code} (sys.exit or os._exit in the learner's code?)"

@@ -1,0 +1,93 @@
+"""Resource limits for the worker that runs learner code, and where their values come from.
+
+Every limit has a default suited to the course's exercises on a laptop CPU and can be lowered
+(or raised) with an environment variable, which is how the grader's own tests keep a bad
+submission down to a few seconds:
+
+| limit | variable | default |
+|---|---|---|
+| wall clock per call | COURSE_GRADE_CALL_TIMEOUT | 120 s |
+| wall clock per exercise (all calls) | COURSE_GRADE_EXERCISE_TIMEOUT | 600 s |
+| start-up of a worker (torch import, learner import) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
+| memory (RLIMIT_DATA) | COURSE_GRADE_MEMORY_MB | 4096 MiB |
+| largest file written, console output included (RLIMIT_FSIZE) | COURSE_GRADE_FILE_MB | 64 MiB |
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from dataclasses import dataclass
+
+__all__ = ["Limits", "apply_in_worker"]
+
+
+def _number(variable: str, default: float) -> float:
+    raw = os.environ.get(variable)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a number; expected seconds or MiB, e.g. 30") from None
+    if value <= 0:
+        raise ValueError(f"{variable}={raw!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits of one worker; `from_env()` reads the COURSE_GRADE_* variables."""
+
+    call_timeout: float = 120.0
+    exercise_timeout: float = 600.0
+    startup_timeout: float = 120.0
+    memory_mb: float = 4096.0
+    file_mb: float = 64.0
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        return cls(
+            call_timeout=_number("COURSE_GRADE_CALL_TIMEOUT", cls.call_timeout),
+            exercise_timeout=_number("COURSE_GRADE_EXERCISE_TIMEOUT", cls.exercise_timeout),
+            startup_timeout=_number("COURSE_GRADE_STARTUP_TIMEOUT", cls.startup_timeout),
+            memory_mb=_number("COURSE_GRADE_MEMORY_MB", cls.memory_mb),
+            file_mb=_number("COURSE_GRADE_FILE_MB", cls.file_mb),
+        )
+
+    @property
+    def cpu_seconds(self) -> int:
+        """CPU-time limit of a worker: its whole exercise budget plus the start-up."""
+        return int(self.exercise_timeout + self.startup_timeout) + 1
+
+
+def apply_in_worker(limits: Limits) -> None:
+    """Lower this process's limits (hard limits too, so learner code cannot raise them again)."""
+
+    def lower(kind: int, value: int) -> None:
+        _, hard = resource.getrlimit(kind)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(kind, (value, value))
+
+    cpu = limits.cpu_seconds
+    _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2 if cpu_hard == resource.RLIM_INFINITY else min(cpu + 2, cpu_hard)))
+    lower(resource.RLIMIT_CORE, 0)
+    lower(resource.RLIMIT_FSIZE, int(limits.file_mb * 2**20))
+    current_data = _data_in_use()
+    lower(resource.RLIMIT_DATA, current_data + int(limits.memory_mb * 2**20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write raises OSError instead of killing
+
+
+def _data_in_use() -> int:
+    """Bytes of this process's data segment now (VmData), so the limit counts from here."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,87 @@
+"""pytest plugin that records each graded test's outcome for the grader (`-p course_lib.grade.plugin`).
+
+It writes a JSON report to the path in COURSE_GRADE_REPORT, rewritten atomically after every test,
+so a run that is killed part-way still leaves the outcomes it reached. A test counts as `passed`
+only when its set-up, call and tear-down all passed; skipped, xfailed and errored tests earn nothing.
+Each record: nodeid, exercise, points (from `@pytest.mark.points`), outcome, message (first line of
+the failure), output (the failure text, truncated) and duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from course_lib.grade.client import LearnerError
+from course_lib.grade.files import write_text_atomic
+
+OUTPUT_LIMIT = 4000
+_records: dict[str, dict] = {}
+_order: list[str] = []
+
+
+def _report_path() -> Path | None:
+    raw = os.environ.get("COURSE_GRADE_REPORT")
+    return Path(raw) if raw else None
+
+
+def _save() -> None:
+    path = _report_path()
+    if path is not None:
+        write_text_atomic(path, json.dumps({"tests": [_records[n] for n in _order]}, indent=1))
+
+
+def _message(report: pytest.TestReport, call_excinfo) -> tuple[str, str]:
+    if call_excinfo is not None:
+        error = call_excinfo.value
+        if isinstance(error, LearnerError):
+            text = str(error)
+        else:
+            text = f"{type(error).__name__}: {error}".strip()
+    else:
+        text = str(report.longrepr or "")
+    lines = [line for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else report.outcome
+    output = text if len(text) <= OUTPUT_LIMIT else text[:OUTPUT_LIMIT] + "\n... (output truncated)"
+    return first[:300], output
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        marker = item.get_closest_marker("points")
+        points = float(marker.args[0]) if marker and marker.args else 0.0
+        exercise = getattr(item.module, "EXERCISE", None) if hasattr(item, "module") else None
+        _records[item.nodeid] = {"nodeid": item.nodeid, "name": item.name, "exercise": exercise,
+                                 "points": points, "outcome": "missing", "message": "did not run",
+                                 "output": "", "duration": 0.0}
+        _order.append(item.nodeid)
+    _save()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    record = _records.get(item.nodeid)
+    if record is None:
+        return
+    record["duration"] = round(record["duration"] + report.duration, 3)
+    if report.when == "call" and hasattr(report, "wasxfail"):
+        record["outcome"], record["message"] = "xfail", "expected to fail (xfail earns nothing)"
+    elif report.passed:
+        if report.when == "call" and record["outcome"] in ("missing", "running"):
+            record["outcome"], record["message"] = "passed", ""
+        elif report.when == "setup":
+            record["outcome"] = "running"
+    elif report.skipped:
+        record["outcome"], record["message"] = "skipped", "skipped (earns nothing)"
+    else:
+        first, output = _message(report, call.excinfo)
+        record["outcome"] = "failed" if report.when == "call" else "error"
+        record["message"], record["output"] = first, output
+    if report.when == "teardown" and record["outcome"] == "running":
+        record["outcome"], record["message"] = "error", "the test did not report a result"
+    _save()

@@ -1,0 +1,89 @@
+"""Run graded test files in a fresh pytest process and read back what each test earned.
+
+`run_tests(files, target)` starts `python -m pytest -p course_lib.grade.plugin ...` in its own
+process group, with the graded copy chosen by `target`, waits at most `timeout` seconds, and
+returns one record per collected test (see plugin.py). The pytest process is trusted: it imports
+the tests and course_lib, and sends every learner call to a worker (runner.py). When the pytest
+process itself dies or overruns, the tests it had not finished are reported as `missing`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_lib.grade.layout import CourseLayout
+from course_lib.grade.limits import Limits
+
+__all__ = ["SessionResult", "run_tests"]
+
+
+@dataclass
+class SessionResult:
+    """Outcome of one pytest run: per-test records, and how the run itself ended."""
+
+    tests: list[dict] = field(default_factory=list)
+    status: str = "ok"  # ok | timeout | crash
+    log: str = ""
+
+
+def _limits_env(limits: Limits) -> dict[str, str]:
+    return {
+        "COURSE_GRADE_CALL_TIMEOUT": str(limits.call_timeout),
+        "COURSE_GRADE_EXERCISE_TIMEOUT": str(limits.exercise_timeout),
+        "COURSE_GRADE_STARTUP_TIMEOUT": str(limits.startup_timeout),
+        "COURSE_GRADE_MEMORY_MB": str(limits.memory_mb),
+        "COURSE_GRADE_FILE_MB": str(limits.file_mb),
+    }
+
+
+def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: Limits | None = None,
+              timeout: float | None = None, forbidden: list[Path] = (), log_limit: int = 20000) -> SessionResult:
+    """Run the graded tests `files` against `target` ("exercises", "solutions" or a folder)."""
+    limits = limits or Limits.from_env()
+    if not files:
+        return SessionResult(tests=[], status="ok", log="no graded test files")
+    if timeout is None:
+        timeout = len(files) * (limits.exercise_timeout + limits.startup_timeout) + 60
+    with tempfile.TemporaryDirectory(prefix="grade-session-") as scratch:
+        report = Path(scratch) / "report.json"
+        log_path = Path(scratch) / "pytest.log"
+        env = dict(os.environ)
+        for key in [k for k in env if k.startswith("COURSE_GRADE_")]:
+            del env[key]
+        env.update(_limits_env(limits))
+        env.update({
+            "COURSE_GRADE_REPORT": str(report),
+            "COURSE_GRADE_TARGET": str(target),
+            "COURSE_GRADE_ROOT": str(layout.root),
+            "COURSE_GRADE_FORBIDDEN": os.pathsep.join([scratch, *map(str, forbidden)]),
+            "COURSE_MODE": env.get("COURSE_MODE", "fast"),
+        })
+        command = [
+            sys.executable, "-m", "pytest", "-p", "course_lib.grade.plugin", "-q", "-p", "no:cacheprovider",
+            "--rootdir", str(layout.root), "-o", f"timeout={int(limits.exercise_timeout + limits.startup_timeout) + 30}",
+            "-W", "ignore::pytest.PytestConfigWarning", *map(str, files),
+        ]
+        status = "ok"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=layout.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                status = "timeout"
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if status == "ok" and process.returncode not in (0, 1):
+            status = "crash" if not report.is_file() else status
+        tests = json.loads(report.read_text(encoding="utf-8"))["tests"] if report.is_file() else []
+        if process.returncode not in (0, 1) and status == "ok" and any(t["outcome"] == "missing" for t in tests):
+            status = "crash"
+        raw = log_path.read_bytes()[-log_limit:].decode("utf-8", errors="replace")
+    return SessionResult(tests=tests, status=status, log=raw)

@@ -1,0 +1,1 @@
+from course_lib.grade.fixtures import exercise  # noqa: F401
