@@ -2,7 +2,9 @@
 and the real datasets of full mode."""
 
 from course_lib.data.folder import SegmentationFolder
+from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation, medical_dataset
 from course_lib.data.split import train_val_indices, train_val_split
 from course_lib.data.synthetic import CellsDataset, ScenesDataset
 
-__all__ = ["ScenesDataset", "CellsDataset", "SegmentationFolder", "train_val_indices", "train_val_split"]
+__all__ = ["ScenesDataset", "CellsDataset", "SegmentationFolder", "train_val_indices", "train_val_split",
+           "OxfordPetSegmentation", "PascalVOCSegmentation", "medical_dataset"]
