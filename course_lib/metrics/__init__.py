@@ -10,6 +10,7 @@ Conventions (absent classes give NaN and are left out of means; rows of a confus
 the target) are documented in each submodule.
 """
 
+from course_lib.metrics.boundary import boundary_band, boundary_f1, boundary_iou
 from course_lib.metrics.confusion import ConfusionMatrix, confusion_matrix
 from course_lib.metrics.matrix_metrics import (
     dice_per_class,
@@ -24,6 +25,14 @@ from course_lib.metrics.matrix_metrics import (
     summarize,
 )
 from course_lib.metrics.panoptic import panoptic_quality
+from course_lib.metrics.surface import (
+    average_surface_distance,
+    dice_per_image,
+    hausdorff_distance,
+    iou_per_image,
+    mask_surface,
+    surface_distances,
+)
 
 __all__ = [
     "confusion_matrix",
@@ -38,5 +47,14 @@ __all__ = [
     "mean_class_accuracy",
     "frequency_weighted_iou",
     "summarize",
+    "dice_per_image",
+    "iou_per_image",
+    "mask_surface",
+    "surface_distances",
+    "hausdorff_distance",
+    "average_surface_distance",
+    "boundary_band",
+    "boundary_iou",
+    "boundary_f1",
     "panoptic_quality",
 ]
