@@ -6,7 +6,7 @@ Learner (public tests of one exercise, a points table):
 
 Instructor (a whole class, see docs/grading.md):
 
-    python -m course_lib.grade --submissions DIR --out OUT [--workers N] [--hidden]
+    python -m course_lib.grade --submissions DIR --out OUT [--workers N] [--hidden] [--manifest FILE]
     python -m course_lib.grade --package OUT      (Gradescope autograder zip, GitHub Classroom workflow)
 
 Exit status: 0 when every test passed, 1 otherwise, 2 on a usage error.
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="students graded in parallel")
     parser.add_argument("--hidden", action="store_true", help="also run the hidden tests")
     parser.add_argument("--exercises", nargs="*", help="grade only these exercises (default: all)")
+    parser.add_argument("--manifest", type=Path, help="use this manifest instead of running the solutions first")
     parser.add_argument("--package", type=Path, metavar="OUT", help="write the Gradescope and GitHub Classroom files")
     args = parser.parse_args(argv)
     if args.package:
@@ -89,10 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             parser.error("--submissions needs --out")
         from course_lib.grade.bulk import grade_class
+        from course_lib.grade.manifest import ManifestError
 
-        summary = grade_class(args.submissions, args.out, workers=args.workers, hidden=args.hidden,
-                              exercises=args.exercises)
-        return 0 if summary["errors"] == 0 else 1
+        try:
+            grade_class(args.submissions, args.out, workers=args.workers, hidden=args.hidden,
+                        exercises=args.exercises, manifest_path=args.manifest)
+        except (ValueError, ManifestError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if not args.exercise:
         parser.error("name an exercise (e.g. ex01) or use --submissions DIR --out OUT")
     return _learner(args)
