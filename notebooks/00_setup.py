@@ -1,3 +1,12 @@
+# %%
+# Course set-up cell: on Google Colab, clone the course and install course_lib; elsewhere do nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/course"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/semantic-segmentation-course/semantic-segmentation-course", "/content/course"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
+    sys.path.insert(0, "/content/course")
+
 # %% [markdown]
 # # 00 · Set-up
 #
