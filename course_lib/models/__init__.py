@@ -11,12 +11,18 @@ from torch import nn
 
 from course_lib.models.blocks import ConvBNReLU, DoubleConv, bilinear_kernel
 from course_lib.models.deeplab import ASPP, DeepLabV3, DeepLabV3Plus
+from course_lib.models.fastscnn import FastSCNN
+from course_lib.models.fcn import FCN
+from course_lib.models.segformer import SegFormer
 from course_lib.models.unet import UNet
 
 MODELS: dict[str, type[nn.Module]] = {
     "unet": UNet,
+    "fcn": FCN,
     "deeplabv3": DeepLabV3,
     "deeplabv3plus": DeepLabV3Plus,
+    "fastscnn": FastSCNN,
+    "segformer": SegFormer,
 }
 
 
@@ -30,4 +36,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
     return MODELS[key](**kwargs)
 
 
-__all__ = ["MODELS", "build_model", "ConvBNReLU", "DoubleConv", "bilinear_kernel", "UNet", "ASPP", "DeepLabV3", "DeepLabV3Plus"]
+__all__ = [
+    "MODELS", "build_model", "ConvBNReLU", "DoubleConv", "bilinear_kernel",
+    "UNet", "FCN", "ASPP", "DeepLabV3", "DeepLabV3Plus", "FastSCNN", "SegFormer",
+]

@@ -1,0 +1,229 @@
+"""Fully Convolutional Networks (Long, Shelhamer and Darrell, 2015, "Fully Convolutional Networks for
+Semantic Segmentation"). `(N, in_channels, H, W)` float -> logits `(N, num_classes, H, W)`, any H, W.
+
+A classifier becomes a segmenter when its fully connected layers are read as convolutions (fc6 is a
+7x7 convolution over pool5, fc7 a 1x1 convolution): it then slides over an image of any size and
+returns a coarse score map at 1/32 of the resolution. Upsampling that map 32x gives FCN-32s.
+FCN-16s and FCN-8s add finer predictions: a 1x1 "score" convolution on pool4 (1/16) and pool3 (1/8)
+is added to the 2x-upsampled coarser scores before the last upsampling (section 4.2).
+
+Alignment of the fused maps, exact for every input size:
+- `backbone="vgg16"` follows the paper: conv1_1 pads the image by 100 pixels, poolings round up, and
+  every fused map is cropped at the paper's fixed offsets (5 for pool4, 9 for pool3; 19, 27, 31 for
+  the final 32s, 16s, 8s outputs). The offsets are fixed because every layer maps coordinates by the
+  same affine rule whatever the image size; the 100-pixel pad makes every map large enough.
+- `backbone="resnet18"|"resnet34"|"resnet50"` (torchvision encoders, "same" padding): a pixel `y` of a
+  stride-`s` map sits at image pixel `s * y`. A transposed convolution with kernel `2f - 1`, stride `f`
+  and padding `f - 1` places input pixel `y` at output pixel `f * y` and interpolates linearly in
+  between, and `output_size` makes its output exactly as large as the finer map: no crop needed.
+
+The upsampling layers are transposed convolutions initialised with `bilinear_kernel` and learned;
+the skip score layers start at zero, so FCN-16s/8s begin as FCN-32s and learn to use the skips.
+`backbone_weights` is passed to torchvision (e.g. "DEFAULT" downloads ImageNet weights); the default
+None builds a randomly initialised encoder and never touches the network.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from course_lib.models.blocks import bilinear_kernel, check_images, check_positive_int
+
+__all__ = ["VARIANTS", "BACKBONES", "PAPER_OFFSETS", "crop", "fuse_skip", "VGG16Encoder",
+           "ResNetEncoder", "FCN"]
+
+VARIANTS = ("32s", "16s", "8s")
+BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50")
+
+# Crop offsets of the paper's Caffe models (VGG16 encoder with a 100-pixel pad on conv1_1).
+PAPER_OFFSETS = {"pool4": 5, "pool3": 9, "32s": 19, "16s": 27, "8s": 31}
+
+_VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+def crop(x: torch.Tensor, size: tuple[int, int], offset: int = 0) -> torch.Tensor:
+    """The `size = (h, w)` window of `x (..., H, W)` whose top-left corner is at `(offset, offset)`."""
+    h, w = size
+    if offset < 0 or offset + h > x.shape[-2] or offset + w > x.shape[-1]:
+        raise ValueError(
+            f"cannot crop a {h}x{w} window at offset {offset} from a map of size "
+            f"{x.shape[-2]}x{x.shape[-1]}"
+        )
+    return x[..., offset:offset + h, offset:offset + w]
+
+
+def fuse_skip(upsampled: torch.Tensor, skip_scores: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """One FCN skip fusion: `upsampled (N, K, h, w)` plus the aligned window of `skip_scores`.
+
+    `skip_scores (N, K, h', w')` are the class scores of a finer encoder map; the window of size
+    `(h, w)` starting at `offset` covers the same image region as `upsampled`.
+    """
+    if upsampled.shape[:2] != skip_scores.shape[:2]:
+        raise ValueError(
+            f"upsampled {tuple(upsampled.shape)} and skip_scores {tuple(skip_scores.shape)} must "
+            "agree in batch size and number of classes"
+        )
+    return upsampled + crop(skip_scores, upsampled.shape[-2:], offset)  # (N, K, h, w)
+
+
+def _first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt RGB filters `(C_out, 3, k, k)` to `in_channels` inputs: their mean, rescaled.
+
+    The rescaling keeps the response to a grey image (the same value in every channel) unchanged.
+    """
+    mean = weight.mean(dim=1, keepdim=True)  # (C_out, 1, k, k)
+    return mean.repeat(1, in_channels, 1, 1) * (3 / in_channels)
+
+
+class VGG16Encoder(nn.Module):
+    """VGG16 convolutions with fc6/fc7 as convolutions; returns pool3, pool4 and fc7 maps.
+
+    Shapes for an (N, C, H, W) input (the 100-pixel pad enlarges every map, ceil-mode pooling):
+    pool3 (N, 256, ~(H+198)/8), pool4 (N, 512, ~(H+198)/16), fc7 (N, 4096, ~(H+198)/32 - 6).
+    """
+
+    channels = (256, 512, 4096)
+
+    def __init__(self, in_channels: int = 3, weights: str | None = None):
+        super().__init__()
+        stages = []
+        channels = in_channels
+        for widths in _VGG16_STAGES:
+            layers: list[nn.Module] = []
+            for width in widths:
+                padding = 100 if not stages and not layers else 1  # conv1_1 pads by 100 (paper)
+                layers += [nn.Conv2d(channels, width, 3, padding=padding), nn.ReLU(inplace=True)]
+                channels = width
+            layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))  # Caffe pooling rounds up
+            stages.append(layers)
+        self.to_pool3 = nn.Sequential(*stages[0], *stages[1], *stages[2])
+        self.to_pool4 = nn.Sequential(*stages[3])
+        self.to_pool5 = nn.Sequential(*stages[4])
+        # fc6 / fc7 of the classifier, read as convolutions (section 3.1)
+        self.fc6 = nn.Sequential(nn.Conv2d(512, 4096, 7), nn.ReLU(inplace=True), nn.Dropout(0.5))
+        self.fc7 = nn.Sequential(nn.Conv2d(4096, 4096, 1), nn.ReLU(inplace=True), nn.Dropout(0.5))
+        if weights is not None:
+            self._load_torchvision(weights, in_channels)
+
+    def _load_torchvision(self, weights: str, in_channels: int) -> None:
+        vgg = torchvision.models.vgg16(weights=weights)
+        ours = [m for m in self.modules() if isinstance(m, nn.Conv2d)]
+        theirs = [m for m in vgg.features if isinstance(m, nn.Conv2d)]
+        theirs += [vgg.classifier[0], vgg.classifier[3]]  # Linear 25088 -> 4096 and 4096 -> 4096
+        with torch.no_grad():
+            for index, (mine, source) in enumerate(zip(ours, theirs)):
+                weight = source.weight.view_as(mine.weight)  # a Linear layer is a conv over 7x7
+                if index == 0 and in_channels != 3:
+                    weight = _first_conv_weight(weight, in_channels)
+                mine.weight.copy_(weight)
+                mine.bias.copy_(source.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pool3 = self.to_pool3(x)  # (N, 256, H3, W3)
+        pool4 = self.to_pool4(pool3)  # (N, 512, H4, W4)
+        fc7 = self.fc7(self.fc6(self.to_pool5(pool4)))  # (N, 4096, H5 - 6, W5 - 6)
+        return pool3, pool4, fc7
+
+
+class ResNetEncoder(nn.Module):
+    """A torchvision ResNet without its pooling and classifier; returns the 1/8, 1/16, 1/32 maps."""
+
+    def __init__(self, name: str = "resnet18", in_channels: int = 3, weights: str | None = None):
+        super().__init__()
+        resnet = getattr(torchvision.models, name)(weights=weights)
+        if in_channels != 3:
+            conv = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            if weights is not None:
+                with torch.no_grad():
+                    conv.weight.copy_(_first_conv_weight(resnet.conv1.weight, in_channels))
+            resnet.conv1 = conv
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        expansion = 4 if name == "resnet50" else 1
+        self.channels = (128 * expansion, 256 * expansion, 512 * expansion)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.layer1(self.stem(x))  # (N, 64 e, H/4, W/4), sizes rounded up
+        c3 = self.layer2(x)  # (N, 128 e, H/8, W/8)
+        c4 = self.layer3(c3)  # (N, 256 e, H/16, W/16)
+        c5 = self.layer4(c4)  # (N, 512 e, H/32, W/32)
+        return c3, c4, c5
+
+
+class FCN(nn.Module):
+    """FCN-32s, FCN-16s or FCN-8s on a VGG16 (the paper) or ResNet encoder."""
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        variant: str = "8s",
+        backbone: str = "vgg16",
+        in_channels: int = 3,
+        backbone_weights: str | None = None,
+    ):
+        super().__init__()
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        self.variant = variant
+        self.backbone = backbone
+        self.paper_alignment = backbone == "vgg16"
+        if self.paper_alignment:
+            self.encoder = VGG16Encoder(in_channels, backbone_weights)
+        else:
+            self.encoder = ResNetEncoder(backbone, in_channels, backbone_weights)
+        c3, c4, c5 = self.encoder.channels
+
+        self.score_fr = nn.Conv2d(c5, num_classes, 1)  # the classifier, at 1/32
+        if variant in ("16s", "8s"):
+            self.score_pool4 = self._zero_conv(c4, num_classes)
+            self.upscore2 = self._upsampler(2)
+        if variant == "8s":
+            self.score_pool3 = self._zero_conv(c3, num_classes)
+            self.upscore_pool4 = self._upsampler(2)
+        self.upscore_final = self._upsampler({"32s": 32, "16s": 16, "8s": 8}[variant])
+
+    @staticmethod
+    def _zero_conv(in_channels: int, num_classes: int) -> nn.Conv2d:
+        conv = nn.Conv2d(in_channels, num_classes, 1)
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        return conv
+
+    def _upsampler(self, factor: int) -> nn.ConvTranspose2d:
+        """Learnable `factor`x upsampling initialised to bilinear interpolation (no bias)."""
+        k = self.num_classes
+        if self.paper_alignment:  # the paper: kernel 2f, no padding, crop afterwards
+            up = nn.ConvTranspose2d(k, k, 2 * factor, stride=factor, bias=False)
+        else:  # pixel y -> pixel f * y, linear in between
+            up = nn.ConvTranspose2d(k, k, 2 * factor - 1, stride=factor, padding=factor - 1, bias=False)
+        with torch.no_grad():
+            up.weight.copy_(bilinear_kernel(k, k, up.kernel_size[0]))
+        return up
+
+    def _upsample(self, layer: nn.ConvTranspose2d, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """Upsample `x`; with ResNet encoders the output has exactly `size`, with VGG16 it is larger."""
+        if self.paper_alignment:
+            return layer(x)
+        return layer(x, output_size=size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x, self.in_channels)
+        size = x.shape[-2:]
+        offsets = PAPER_OFFSETS if self.paper_alignment else dict.fromkeys(PAPER_OFFSETS, 0)
+        pool3, pool4, top = self.encoder(x)
+        score = self.score_fr(top)  # (N, K, h32, w32)
+        if self.variant in ("16s", "8s"):
+            score = self._upsample(self.upscore2, score, pool4.shape[-2:])  # (N, K, h16, w16)
+            score = fuse_skip(score, self.score_pool4(pool4), offsets["pool4"])
+        if self.variant == "8s":
+            score = self._upsample(self.upscore_pool4, score, pool3.shape[-2:])  # (N, K, h8, w8)
+            score = fuse_skip(score, self.score_pool3(pool3), offsets["pool3"])
+        score = self._upsample(self.upscore_final, score, size)  # (N, K, >= H, >= W)
+        return crop(score, size, offsets[self.variant])  # (N, K, H, W)
