@@ -41,19 +41,19 @@ def test_confusion_matrix_hand_computed():
     num_classes=st.integers(1, 6),
     shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5)),
     seed=st.integers(0, 2**16),
-    use_ignore=st.booleans(),
+    ignore_index=st.sampled_from([None, 255, -1, 0, 6]),
 )
-def test_confusion_matrix_matches_loop(num_classes, shape, seed, use_ignore):
+def test_confusion_matrix_matches_loop(num_classes, shape, seed, ignore_index):
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, num_classes, shape, generator=g)
     pred = torch.randint(0, num_classes, shape, generator=g)
-    ignore_index = 255 if use_ignore else None
-    if use_ignore:
-        target[torch.rand(shape, generator=g) < 0.3] = 255
+    if ignore_index is not None:
+        target[torch.rand(shape, generator=g) < 0.3] = ignore_index
     got = confusion_matrix(pred, target, num_classes, ignore_index=ignore_index)
     expected = brute_force_confusion(pred, target, num_classes, ignore_index)
     torch.testing.assert_close(got, expected)
-    assert got.sum() == (target != 255).sum()
+    counted = target.numel() if ignore_index is None else int((target != ignore_index).sum())
+    assert int(got.sum()) == counted
 
 
 def test_confusion_matrix_from_logits_is_argmax():
@@ -91,6 +91,9 @@ def test_confusion_matrix_input_errors_name_the_problem():
         confusion_matrix(pred, target, 3, ignore_index=255)
     with pytest.raises(ValueError, match=r"target has values \[-1\]"):
         confusion_matrix(pred, torch.tensor([[0, -1, 1]]), 3)
+    with pytest.raises(ValueError, match=r"target has values \[3, 300\]"):
+        confusion_matrix(torch.zeros(1, 4, dtype=torch.long), torch.tensor([[3, 255, 300, 0]]), 3,
+                         ignore_index=255)
     with pytest.raises(ValueError, match=r"pred has values \[5\]"):
         confusion_matrix(torch.tensor([[0, 5, 1]]), torch.tensor([[0, 1, 1]]), 3)
     with pytest.raises(TypeError, match="target must hold integer"):

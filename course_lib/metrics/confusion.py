@@ -69,8 +69,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     outside [0, num_classes) raise a ValueError that lists the offending values.
 
     Implementation: each pair becomes one integer `target * K + pred` and a single `bincount`
-    counts them all; ignored pixels go to an extra bin that is dropped, so no masked copy of the
-    batch is made. Works on any device; only two scalars travel to the host for the range checks.
+    counts them all. Ignored pixels (ignore_index >= K, e.g. 255) land in bins past K*K that are
+    dropped, so no masked copy of the batch is made. Works on any device; only a few scalars
+    travel to the host for the range checks.
     """
     _check_num_classes(num_classes)
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
@@ -87,7 +88,7 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if labels.device != target.device:
         raise ValueError(f"pred is on {labels.device} but target is on {target.device}")
     k = num_classes
-    t = target.reshape(-1).long()  # (P,)
+    t = target.reshape(-1).long()  # (P,) a view when target is already int64
     p = labels.reshape(-1).long()  # (P,)
     if t.numel() == 0:
         return torch.zeros(k, k, dtype=torch.int64, device=target.device)
@@ -97,23 +98,31 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
             bad = (p < 0) | (p >= k)
             raise ValueError(f"pred has values {_offending_values(p, bad)} outside [0, {k}) "
                              f"(num_classes={k})")
-    if ignore_index is None:
-        t_min, t_max = torch.aminmax(t)
-        if t_min.item() < 0 or t_max.item() >= k:
-            bad = (t < 0) | (t >= k)
-            raise ValueError(f"target has values {_offending_values(t, bad)} but num_classes={k}; "
-                             f"set num_classes or ignore_index")
-        index = t * k + p  # (P,) in [0, K*K)
-    else:
-        ignored = t == ignore_index
-        index = torch.where(ignored, k * k, t * k + p)  # (P,) in [0, K*K], K*K = dropped bin
-        i_min, i_max = torch.aminmax(torch.where(ignored, 0, t))
-        if i_min.item() < 0 or i_max.item() >= k:
-            bad = ((t < 0) | (t >= k)) & ~ignored
-            raise ValueError(f"target has values {_offending_values(t, bad)} that are neither in "
-                             f"[0, {k}) nor ignore_index={ignore_index}; set num_classes or ignore_index")
-    counts = torch.bincount(index, minlength=k * k + 1)  # (K*K + 1,)
+    ignore = ignore_index
+    if ignore is not None and ignore < k:
+        t = torch.where(t == ignore, k, t)  # give an ignore label inside [0, K) its own row K
+        ignore = k
+    t_min, t_max = (v.item() for v in torch.aminmax(t))
+    if t_min < 0 or (t_max >= k and t_max != ignore):
+        _raise_bad_target(t, k, ignore, ignore_index)
+    # Valid pixels land in [0, K*K); ignored pixels in the block [ignore*K, ignore*K + K).
+    index = torch.add(p, t, alpha=k)  # (P,) = target * K + pred in one pass
+    counts = torch.bincount(index, minlength=k * k)  # (max(K, ignore + 1) * K,)
+    if counts.numel() > k * k and counts[k * k:].sum() != counts[ignore * k: ignore * k + k].sum():
+        _raise_bad_target(t, k, ignore, ignore_index)
     return counts[: k * k].view(k, k)
+
+
+def _raise_bad_target(t: torch.Tensor, k: int, ignore: int | None, ignore_index: int | None) -> None:
+    """Slow path, only on error: list the target values that are neither classes nor ignored."""
+    bad = (t < 0) | (t >= k)
+    if ignore is not None:
+        bad &= t != ignore
+    if ignore_index is None:
+        raise ValueError(f"target has values {_offending_values(t, bad)} but num_classes={k}; "
+                         f"set num_classes or ignore_index")
+    raise ValueError(f"target has values {_offending_values(t, bad)} that are neither in [0, {k}) "
+                     f"nor ignore_index={ignore_index}; set num_classes or ignore_index")
 
 
 class ConfusionMatrix:
