@@ -1,0 +1,621 @@
+"""The command line: `python -m course_lib train | evaluate | predict`.
+
+    python -m course_lib train --model unet --dataset cells --epochs 5 --out runs/demo
+    python -m course_lib train --images DIR --masks DIR [--val-images DIR --val-masks DIR]
+    python -m course_lib evaluate --checkpoint runs/demo/last.pt [--dataset cells]
+    python -m course_lib predict --checkpoint runs/demo/last.pt --input DIR --output DIR
+    torchrun --nproc_per_node=4 -m course_lib train --distributed ...   # several GPUs
+
+A thin layer over `engine.fit`, `engine.evaluate` and `inference`: it builds the data set and the
+model from the options (or from the checkpoint, which records the model name, its constructor
+arguments, the data settings and the class names), then writes its results atomically:
+`last.pt` (checkpoint), `metrics.json`, `curves.png` and `predictions.png` (the worst validation
+images). Options left unset take the defaults of the course mode (`utils.course_mode`): fast mode
+trains small models on synthetic data in seconds on a CPU, full mode uses larger images, models
+and schedules. Bad options end with a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+__all__ = ["PRESETS", "SYNTHETIC", "REAL", "main", "build_parser", "train_settings"]
+
+SYNTHETIC = ("cells", "scenes")
+REAL = ("pets", "voc")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# Defaults per (dataset family, course mode). The fast cells preset is the course's quality
+# target: U-Net, BCE + Dice, Dice >= 0.90 on the validation split in well under a minute of CPU
+# (measured by benchmarks/bench_quality.py).
+PRESETS = {
+    ("cells", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=8, depth=3,
+                            lr=5e-3, batch_size=8, epochs=6),
+    ("scenes", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=16, depth=3,
+                             lr=3e-3, batch_size=8, epochs=8),
+    ("folder", "fast"): dict(image_size=128, num_train=None, num_val=None, base_channels=16,
+                             depth=3, lr=3e-3, batch_size=8, epochs=10),
+    ("cells", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32, depth=4,
+                            lr=1e-3, batch_size=16, epochs=30),
+    ("scenes", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32,
+                             depth=4, lr=1e-3, batch_size=16, epochs=30),
+    ("folder", "full"): dict(image_size=256, num_train=None, num_val=None, base_channels=32,
+                             depth=4, lr=1e-3, batch_size=16, epochs=40),
+    ("real", "fast"): dict(image_size=128, num_train=None, num_val=None, base_channels=16,
+                           depth=3, lr=1e-3, batch_size=8, epochs=2),
+    ("real", "full"): dict(image_size=256, num_train=None, num_val=None, base_channels=32,
+                           depth=4, lr=3e-4, batch_size=16, epochs=30),
+}
+_ENCODER_MODELS = ("fcn", "deeplabv3", "deeplabv3plus")
+_LOSSES = ("auto", "ce", "dice", "ce_dice", "bce_dice", "focal", "lovasz")
+
+
+class UsageError(Exception):
+    """A problem with the options: reported on one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of the usage block
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# --------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m course_lib",
+                     description="Train, evaluate and apply the segmentation models of the course.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                     metavar="{train,evaluate,predict}")
+
+    train = commands.add_parser("train", help="train a model and write checkpoint, metrics, plots",
+                                description="Train a model; unset options take the defaults of the "
+                                            "course mode (COURSE_MODE=fast|full).")
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", choices=SYNTHETIC + REAL, default=None,
+                      help="synthetic 'cells' (default, binary, grayscale) or 'scenes' (6 classes), "
+                           "or a real data set of full mode: 'pets' (Oxford-IIIT Pet trimaps) or "
+                           "'voc' (Pascal VOC 2012); ignored when --images is given")
+    data.add_argument("--images", type=Path, help="folder of training images (your own data)")
+    data.add_argument("--masks", type=Path, help="folder of training masks, paired by file stem")
+    data.add_argument("--val-images", type=Path, help="folder of validation images (optional)")
+    data.add_argument("--val-masks", type=Path, help="folder of validation masks (optional)")
+    data.add_argument("--val-fraction", type=float, default=0.2,
+                      help="share of the data held out for validation when no validation folders "
+                           "are given (default 0.2)")
+    data.add_argument("--num-classes", type=int,
+                      help="number of classes of folder data (default: read from the masks)")
+    data.add_argument("--grayscale", action="store_true",
+                      help="read folder images as one-channel grayscale")
+    data.add_argument("--image-size", type=int, help="training crop / synthetic image size (pixels)")
+    data.add_argument("--num-train", type=int, help="number of synthetic training images")
+    data.add_argument("--num-val", type=int, help="number of synthetic validation images")
+    data.add_argument("--download", action="store_true",
+                      help="allow downloading a real data set into COURSE_DATA_DIR")
+    data.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
+
+    model = train.add_argument_group("model")
+    model.add_argument("--model", default="unet",
+                       help="model name from course_lib.models.MODELS (default unet)")
+    model.add_argument("--base-channels", type=int, help="U-Net width of the first level")
+    model.add_argument("--depth", type=int, help="U-Net number of poolings")
+    model.add_argument("--backbone", help="encoder of fcn/deeplabv3/deeplabv3plus "
+                                          "(default resnet18 in fast mode, resnet50 in full mode)")
+    model.add_argument("--pretrained", action="store_true",
+                       help="start the encoder from ImageNet weights (downloads them once)")
+
+    optim = train.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, help="number of epochs")
+    optim.add_argument("--batch-size", type=int, help="images per batch (per process)")
+    optim.add_argument("--lr", type=float, help="peak learning rate of AdamW")
+    optim.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    optim.add_argument("--loss", choices=_LOSSES, default="auto",
+                       help="auto = bce_dice for two classes (one output channel), ce_dice otherwise")
+    optim.add_argument("--schedule", choices=("poly", "cosine", "constant"), default="poly",
+                       help="learning-rate schedule, stepped per batch (default poly, as DeepLab)")
+    optim.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps")
+    optim.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                       help="mixed precision (auto: bf16/fp16 on CUDA, off on the CPU)")
+    optim.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    optim.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop after PATIENCE epochs without a better validation mIoU")
+
+    run = train.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=Path("runs/demo"),
+                     help="output folder for last.pt, metrics.json, curves.png, predictions.png")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: best available")
+    run.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--distributed", action="store_true",
+                     help="DistributedDataParallel; launch with torchrun --nproc_per_node=N")
+    run.add_argument("--sync-batchnorm", action="store_true",
+                     help="with --distributed on GPUs: synchronise BatchNorm statistics")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a checkpoint on a validation set",
+                                   description="Evaluate a checkpoint on the validation data it "
+                                               "was trained with, or on other data.")
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="a last.pt written by train")
+    evaluate.add_argument("--dataset", choices=SYNTHETIC + REAL,
+                          help="evaluate on this data set (default: the one of the checkpoint)")
+    evaluate.add_argument("--images", type=Path, help="folder of images to evaluate on")
+    evaluate.add_argument("--masks", type=Path, help="folder of the matching masks")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    evaluate.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: best available")
+    evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    evaluate.add_argument("--download", action="store_true", help="allow downloading a real data set")
+
+    predict = commands.add_parser("predict", help="colour masks and overlays for a folder of images",
+                                  description="Segment every image of a folder; writes NAME_mask.png "
+                                              "(colours), NAME_overlay.png and NAME_labels.png "
+                                              "(class ids).")
+    predict.add_argument("--checkpoint", type=Path, required=True, help="a last.pt written by train")
+    predict.add_argument("--input", type=Path, required=True, help="folder of images")
+    predict.add_argument("--output", type=Path, required=True, help="folder for the results")
+    predict.add_argument("--window", type=int,
+                         help="sliding-window size for large images (default: the training size)")
+    predict.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1)")
+    predict.add_argument("--tta", action="store_true", help="average with the horizontal flip")
+    predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: best available")
+    return parser
+
+
+# ------------------------------------------------------------------------------------ file output
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path: Path, content: dict) -> None:
+    _atomic_write_bytes(path, json.dumps(_jsonable(content), indent=2, allow_nan=True).encode())
+
+
+def _write_figure(path: Path, figure) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(figure)
+    _atomic_write_bytes(path, buffer.getvalue())
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    _atomic_write_bytes(path, buffer.getvalue())
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def train_settings(args: argparse.Namespace, mode: str) -> dict:
+    """The effective settings: explicit options win over the preset of (dataset family, mode)."""
+    family = "folder" if args.images is not None else (args.dataset or "cells")
+    family = "real" if family in REAL else family
+    settings = dict(PRESETS[(family, mode)])
+    for key in settings:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    for key in ("image_size", "base_channels", "depth", "epochs", "batch_size"):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
+    for key in ("num_train", "num_val"):
+        if settings[key] is not None and settings[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
+    if not settings["lr"] > 0:
+        raise UsageError(f"--lr must be > 0, got {settings['lr']!r}")
+    return settings
+
+
+def _materialise(dataset: Dataset) -> TensorDataset:
+    """Render a synthetic data set once (it is deterministic) instead of once per epoch."""
+    images, masks = zip(*(dataset[i] for i in range(len(dataset))))
+    return TensorDataset(torch.stack(images), torch.stack(masks))
+
+
+def _synthetic(name: str, length: int, image_size: int, seed: int) -> Dataset:
+    from course_lib.data import CellsDataset, ScenesDataset
+
+    cls = CellsDataset if name == "cells" else ScenesDataset
+    return cls(length=length, image_size=image_size, seed=seed)
+
+
+def _data_spec(args, settings) -> dict:
+    """What a checkpoint records to rebuild the validation data (plain values only)."""
+    if args.images is not None:
+        return {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
+                "val_images": str(args.val_images) if args.val_images else None,
+                "val_masks": str(args.val_masks) if args.val_masks else None,
+                "val_fraction": args.val_fraction, "grayscale": args.grayscale,
+                "num_classes": args.num_classes, "image_size": settings["image_size"],
+                "seed": args.seed}
+    name = args.dataset or "cells"
+    return {"kind": name, "image_size": settings["image_size"], "num_train": settings["num_train"],
+            "num_val": settings["num_val"], "seed": args.seed, "val_fraction": args.val_fraction}
+
+
+def _folder_datasets(spec: dict, train: bool):
+    from course_lib.data import SegmentationFolder, train_val_split
+    from course_lib.transforms import train_transforms, val_transforms
+
+    mean, std = _normalisation(spec)
+    size = spec["image_size"]
+    image_mode = "L" if spec["grayscale"] else "RGB"
+    common = dict(num_classes=spec["num_classes"], image_mode=image_mode)
+    if (spec["val_images"] is None) != (spec["val_masks"] is None):
+        raise UsageError("give both --val-images and --val-masks, or neither")
+    train_t = train_transforms(size, mean=mean, std=std, seed=spec["seed"]) if train else None
+    val_t = val_transforms(size, mean=mean, std=std)
+    if spec["val_images"] is not None:
+        val_set = SegmentationFolder(spec["val_images"], spec["val_masks"], val_t, **common)
+        train_set = SegmentationFolder(spec["images"], spec["masks"], train_t, **common) if train else None
+    else:
+        plain = SegmentationFolder(spec["images"], spec["masks"], train_t, **common)
+        evaluation = SegmentationFolder(spec["images"], spec["masks"], val_t, **common)
+        train_set, val_set = train_val_split(plain, spec["val_fraction"], spec["seed"],
+                                             val_dataset=evaluation)
+        common["num_classes"] = plain.num_classes
+        return train_set, val_set, plain.num_classes, None
+    return train_set, val_set, val_set.num_classes, None
+
+
+def _real_datasets(spec: dict, train: bool, download: bool):
+    from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation
+    from course_lib.transforms import train_transforms, val_transforms
+
+    size = spec["image_size"]
+    train_t = train_transforms(size, seed=spec["seed"]) if train else None
+    val_t = val_transforms(size)
+    if spec["kind"] == "pets":
+        val_set = OxfordPetSegmentation(split="test", transform=val_t, download=download)
+        train_set = (OxfordPetSegmentation(split="trainval", transform=train_t, download=download)
+                     if train else None)
+        return train_set, val_set, 3, ("background", "pet", "boundary")
+    val_set = PascalVOCSegmentation(image_set="val", transform=val_t, download=download)
+    train_set = PascalVOCSegmentation(image_set="train", transform=train_t, download=download) if train else None
+    return train_set, val_set, PascalVOCSegmentation.num_classes, tuple(PascalVOCSegmentation.CLASSES)
+
+
+def _normalisation(spec: dict):
+    """(mean, std) of the model input, or (None, None) for synthetic data used as it is."""
+    if spec["kind"] in SYNTHETIC:
+        return None, None
+    if spec["kind"] == "folder" and spec.get("grayscale"):
+        return (0.5,), (0.25,)
+    from course_lib.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_datasets(spec: dict, train: bool = True, download: bool = False):
+    """(train_set or None, val_set, num_classes, class_names or None) for a data spec."""
+    if spec["kind"] in SYNTHETIC:
+        from course_lib.data import CellsDataset, ScenesDataset
+
+        cls = CellsDataset if spec["kind"] == "cells" else ScenesDataset
+        total = spec["num_train"] + spec["num_val"]
+        full = _materialise(_synthetic(spec["kind"], total, spec["image_size"], spec["seed"]))
+        train_set = torch.utils.data.Subset(full, range(spec["num_train"])) if train else None
+        val_set = torch.utils.data.Subset(full, range(spec["num_train"], total))
+        return train_set, val_set, cls.num_classes, tuple(cls.CLASSES)
+    if spec["kind"] == "folder":
+        return _folder_datasets(spec, train)
+    return _real_datasets(spec, train, download)
+
+
+# ------------------------------------------------------------------------------------------ model
+
+def _model_kwargs(args, settings, in_channels: int, out_channels: int, mode: str) -> dict:
+    from course_lib.models import MODELS
+
+    if args.model not in MODELS:
+        raise UsageError(f"--model must be one of {', '.join(sorted(MODELS))}, got {args.model!r}")
+    kwargs = {"in_channels": in_channels, "num_classes": out_channels}
+    if args.model == "unet":
+        kwargs |= {"base_channels": settings["base_channels"], "depth": settings["depth"]}
+    if args.model in _ENCODER_MODELS:
+        kwargs["backbone"] = args.backbone or ("resnet18" if mode == "fast" else "resnet50")
+    elif args.backbone is not None:
+        raise UsageError(f"--backbone applies to {', '.join(_ENCODER_MODELS)}, not {args.model}")
+    if args.pretrained and args.model not in _ENCODER_MODELS:
+        raise UsageError(f"--pretrained needs a model with an ImageNet encoder "
+                         f"({', '.join(_ENCODER_MODELS)}), got {args.model}")
+    return kwargs
+
+
+def _build_loss(name: str, num_classes: int, ignore_index: int):
+    from course_lib import losses
+
+    if name == "bce_dice":
+        return losses.BCEDiceLoss(ignore_index=ignore_index)
+    if name == "ce_dice":
+        return losses.CEDiceLoss(ignore_index=ignore_index)
+    if name == "ce":
+        return losses.CrossEntropyLoss(ignore_index=ignore_index)
+    if name == "dice":
+        return losses.DiceLoss(mode="multiclass", ignore_index=ignore_index)
+    if name == "focal":
+        return losses.FocalLoss(ignore_index=ignore_index)
+    return losses.LovaszLoss(ignore_index=ignore_index)
+
+
+def _rebuild_model(checkpoint: dict):
+    from course_lib.models import build_model
+
+    if not checkpoint.get("model_name"):
+        raise UsageError("the checkpoint does not record its model name; was it written by "
+                         "`python -m course_lib train`?")
+    model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------- train
+
+def _worst_gallery(model, val_set, num_classes: int, device, class_names, mean, std, count: int = 4):
+    """image | ground truth | prediction for the validation images with the lowest mIoU."""
+    from course_lib import metrics, viz
+    from course_lib.inference import predict
+
+    scored = []
+    for index in range(min(len(val_set), 64)):
+        image, mask = val_set[index]
+        prediction = predict(model, image.to(device)).cpu()  # (H, W)
+        score = metrics.mean_iou(metrics.confusion_matrix(prediction, mask, num_classes,
+                                                          ignore_index=255))
+        scored.append((score if not math.isnan(score) else 1.0, index, image, mask, prediction))
+    scored.sort(key=lambda item: item[0])
+    chosen = scored[:count]
+    images = torch.stack([item[2] for item in chosen])
+    if mean is not None:
+        from course_lib.transforms import denormalize
+
+        images = denormalize(images, mean, std)
+    masks = torch.stack([item[3] for item in chosen])
+    masks = torch.where(masks == 255, torch.zeros_like(masks), masks)
+    predictions = torch.stack([item[4] for item in chosen])
+    figure = viz.show_grid(images, masks, predictions, class_names=class_names, max_rows=count)
+    figure.suptitle("lowest-mIoU validation images", y=1.02)
+    return figure
+
+
+def _train(args) -> int:
+    from course_lib import distributed, engine, viz
+    from course_lib.utils import course_mode, get_device, seed_everything
+
+    mode = course_mode()
+    if args.images is None and (args.masks or args.val_images or args.val_masks):
+        raise UsageError("--masks / --val-images / --val-masks need --images")
+    if args.images is not None and args.masks is None:
+        raise UsageError("--images needs --masks (a folder of masks paired by file stem)")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    settings = train_settings(args, mode)
+    if args.images is None and settings["num_train"] is None:
+        raise UsageError(f"--dataset {args.dataset} has no preset size; give --num-train and --num-val")
+    spec = _data_spec(args, settings)
+    context = distributed.setup_distributed() if args.distributed else None
+    device = context.device if context else get_device(args.device)
+    seed_everything(args.seed)
+    train_set, val_set, num_classes, class_names = build_datasets(spec, train=True,
+                                                                 download=args.download)
+    loss_name = args.loss if args.loss != "auto" else ("bce_dice" if num_classes == 2 else "ce_dice")
+    if loss_name == "bce_dice" and num_classes != 2:
+        raise UsageError(f"--loss bce_dice is for two classes, the data has {num_classes}")
+    out_channels = 1 if loss_name == "bce_dice" else num_classes
+    in_channels = int(val_set[0][0].shape[0])
+    kwargs = _model_kwargs(args, settings, in_channels, out_channels, mode)
+    from course_lib.models import build_model
+
+    build_kwargs = dict(kwargs)
+    if args.pretrained:
+        build_kwargs["backbone_weights"] = "DEFAULT"
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, **build_kwargs)
+    if context is not None:
+        model = distributed.wrap_model(model, device, sync_batchnorm=args.sync_batchnorm)
+        train_loader, val_loader = distributed.distributed_loaders(
+            train_set, val_set, settings["batch_size"], seed=args.seed, num_workers=args.workers)
+    else:
+        generator = torch.Generator().manual_seed(args.seed)
+        train_loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True,
+                                  generator=generator, num_workers=args.workers, drop_last=len(train_set) > settings["batch_size"])
+        val_loader = DataLoader(val_set, batch_size=settings["batch_size"], num_workers=args.workers)
+    mean, std = _normalisation(spec)
+    out = args.out
+    checkpoint = out / "last.pt"
+    if args.resume and not checkpoint.is_file():
+        raise UsageError(f"--resume: no checkpoint at {checkpoint}")
+    main_process = distributed.is_main_process()
+    if main_process:
+        print(f"training {args.model} on {spec['kind']} ({len(train_set)} train / {len(val_set)} val "
+              f"images, {num_classes} classes, {settings['image_size']} px) for {settings['epochs']} "
+              f"epochs on {device}, loss {loss_name}, mode {mode}", flush=True)
+    history = engine.fit(
+        model, train_loader, val_loader, epochs=settings["epochs"],
+        loss_fn=_build_loss(loss_name, num_classes, 255), num_classes=num_classes, device=device,
+        lr=settings["lr"], weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_steps=args.warmup_steps, amp=args.amp, grad_clip=args.grad_clip,
+        early_stopping=args.early_stopping, ignore_index=255, checkpoint=checkpoint,
+        resume=checkpoint if args.resume else None, seed=args.seed,
+        progress=False if args.no_progress else None, verbose=True, model_name=args.model,
+        model_kwargs=kwargs, extra={"data": spec, "class_names": class_names, "mean": mean,
+                                    "std": std, "num_classes": num_classes, "loss": loss_name})
+    final = engine.evaluate(model, val_loader, num_classes, device, ignore_index=255)
+    if main_process:
+        bare = model.module if hasattr(model, "module") else model
+        summary = {key: final[key] for key in ("miou", "dice", "dice_foreground", "pixel_accuracy",
+                                               "iou_per_class", "dice_per_class")}
+        _write_json(out / "metrics.json", {
+            "model": args.model, "model_kwargs": kwargs, "data": spec, "class_names": class_names,
+            "loss": loss_name, "settings": settings, "device": str(device), "final": summary,
+            "confusion_matrix": final["confusion_matrix"], "history": history})
+        _write_figure(out / "curves.png", viz.plot_history(
+            {k: history[k] for k in ("train_loss", "val_loss", "miou", "dice")}))
+        _write_figure(out / "predictions.png", _worst_gallery(bare, val_set, num_classes, device,
+                                                             class_names, mean, std))
+        print(f"validation: miou {final['miou']:.4f}  dice {final['dice']:.4f}  "
+              f"foreground dice {final['dice_foreground']:.4f}  "
+              f"pixel accuracy {final['pixel_accuracy']:.4f}", flush=True)
+        print(f"wrote {checkpoint}, {out / 'metrics.json'}, {out / 'curves.png'}, "
+              f"{out / 'predictions.png'}", flush=True)
+    if context is not None:
+        distributed.cleanup_distributed()
+    return 0
+
+
+# -------------------------------------------------------------------------------- evaluate, predict
+
+def _load(path: Path, device) -> dict:
+    from course_lib.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, map_location=device)
+
+
+def _evaluate(args) -> int:
+    from course_lib import engine
+    from course_lib.utils import get_device
+
+    if (args.images is None) != (args.masks is None):
+        raise UsageError("give both --images and --masks, or neither")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = get_device(args.device)
+    checkpoint = _load(args.checkpoint, device)
+    extra = checkpoint.get("extra", {})
+    spec = dict(extra.get("data") or {})
+    if not spec:
+        raise UsageError("the checkpoint records no data settings; pass --images and --masks")
+    if args.images is not None:
+        spec = {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
+                "val_images": str(args.images), "val_masks": str(args.masks), "val_fraction": 0.2,
+                "grayscale": spec.get("grayscale", False) or spec.get("kind") == "cells",
+                "num_classes": extra.get("num_classes"), "image_size": spec.get("image_size", 128),
+                "seed": 0}
+    elif args.dataset is not None and args.dataset != spec.get("kind"):
+        spec = {"kind": args.dataset, "image_size": spec.get("image_size", 128),
+                "num_train": 1, "num_val": spec.get("num_val") or 32, "seed": 12345}
+    _, val_set, num_classes, class_names = build_datasets(spec, train=False, download=args.download)
+    model = _rebuild_model(checkpoint).to(device)
+    loader = DataLoader(val_set, batch_size=args.batch_size)
+    results = engine.evaluate(model, loader, num_classes, device, ignore_index=255)
+    names = class_names or tuple(f"class {i}" for i in range(num_classes))
+    print(f"{checkpoint['model_name']} on {spec['kind']} ({len(val_set)} images)")
+    print(f"  miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
+          f"pixel accuracy {results['pixel_accuracy']:.4f}")
+    for name, iou, dice in zip(names, results["iou_per_class"], results["dice_per_class"]):
+        print(f"  {name:<12} iou {iou:.4f}  dice {dice:.4f}")
+    if args.json is not None:
+        _write_json(args.json, results)
+    return 0
+
+
+def _read_image(path: Path, in_channels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as pil:
+            array = np.asarray(pil.convert("L" if in_channels == 1 else "RGB"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UsageError(f"cannot read image {path}: {error}") from error
+    return (array[:, :, None] if array.ndim == 2 else array) / 255.0  # (H, W, C) in [0, 1]
+
+
+def _predict(args) -> int:
+    from course_lib import viz
+    from course_lib.inference import predict, sliding_window
+    from course_lib.utils import get_device
+
+    if not args.input.is_dir():
+        raise UsageError(f"--input {args.input} is not a folder")
+    if not 0.0 <= args.overlap < 1.0:
+        raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
+    files = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise UsageError(f"--input {args.input} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+    device = get_device(args.device)
+    checkpoint = _load(args.checkpoint, device)
+    extra = checkpoint.get("extra", {})
+    model = _rebuild_model(checkpoint).to(device)
+    in_channels = checkpoint["model_kwargs"].get("in_channels", 3)
+    window = args.window or (extra.get("data") or {}).get("image_size", 256)
+    if window < 1:
+        raise UsageError(f"--window must be >= 1, got {window}")
+    mean, std = extra.get("mean"), extra.get("std")
+    for path in files:
+        array = _read_image(path, in_channels)  # (H, W, C)
+        image = torch.from_numpy(array.transpose(2, 0, 1).copy())  # (C, H, W)
+        model_input = image
+        if mean is not None:
+            shape = (-1, 1, 1)
+            model_input = (image - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+        if max(image.shape[-2:]) > window:
+            labels = sliding_window(model, model_input.to(device), window, args.overlap,
+                                    output="labels", tta=args.tta).cpu()
+        else:
+            labels = predict(model, model_input.to(device), tta=args.tta).cpu()  # (H, W)
+        labels_u8 = labels.numpy().astype(np.uint8)
+        _write_png(args.output / f"{path.stem}_labels.png", labels_u8)
+        _write_png(args.output / f"{path.stem}_mask.png", viz.colorize(labels_u8))
+        _write_png(args.output / f"{path.stem}_overlay.png", viz.overlay(image, labels_u8))
+    print(f"wrote masks and overlays of {len(files)} images to {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m course_lib`; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        command = {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command]
+        return command(args)
+    except UsageError as error:
+        print(f"python -m course_lib: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+        message = " ".join(str(error).split())
+        print(f"python -m course_lib: error: {type(error).__name__}: {message}", file=sys.stderr)
+        return 2
