@@ -44,7 +44,8 @@ def student_status(rows: list[dict], session_status: str, accepted_files: int) -
         return "crash"
     if "timed out" in messages or "time budget" in messages:
         return "timeout"
-    if "could not be imported" in messages or any(r["outcome"] == "missing" for r in rows):
+    ran = [r for r in rows if not r["message"].endswith("was not submitted")]
+    if "could not be imported" in messages or any(r["outcome"] == "missing" for r in ran):
         return "error"
     return "ok" if all(r["outcome"] == "passed" for r in rows) else "partial"
 

@@ -216,7 +216,7 @@ def _serve(request, module, probes, watch, learner_file, exercise, reused, viola
         return {"ok": False, "error": f"{exercise.split('_')[0]}.{where} is not implemented yet (NotImplementedError)"}
     except BaseException as error:  # noqa: BLE001  (SystemExit, KeyboardInterrupt included)
         refused = violations()[seen:]
-        reason = f"; the grader refused {refused[0]}" if refused else ""
+        reason = f"; the grader refused {refused[0]}" if refused and "the grader forbids" not in str(error) else ""
         return {"ok": False, "error": f"{label} raised {_first_line(error)}{reason}",
                 "detail": _learner_trace(error, learner_file)}
     if watch.hits:
