@@ -23,7 +23,8 @@ pairs the names (give `mask_format` and `num_classes`) and each sample is checke
 
 Contract (as the synthetic datasets): `image, mask = ds[i]`, image `(C, H, W)` float32 in [0, 1]
 (C = 3 for image_mode "RGB", 1 for "L"), mask `(H, W)` int64. With `transform`, the dataset calls
-`transform(image=(H, W, C) float32 numpy, mask=(H, W) int64 numpy)` and returns its "image" and "mask".
+`transform(image=(H, W, C) float32 numpy, mask=(H, W) int64 numpy)` and returns its "image" and
+"mask".
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _IMAGE_MODES = ("RGB", "L")
 
 
 class SegmentationFolder(Dataset):
-    """Images and masks in two folders, paired by stem, validated on construction (see module doc)."""
+    """Images and masks in two folders, paired by stem, checked on construction (see module doc)."""
 
     def __init__(
         self,
@@ -67,13 +68,13 @@ class SegmentationFolder(Dataset):
             raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
         if image_mode not in _IMAGE_MODES:
             raise ValueError(f"image_mode must be 'RGB' or 'L', got {image_mode!r}")
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
+        if num_classes is not None and not _is_count(num_classes, minimum=1):
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
+        if not _is_count(ignore_index, minimum=0):
             raise ValueError(f"ignore_index must be a non-negative int, got {ignore_index!r}")
         if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable as transform(image=..., mask=...), got {transform!r}")
+            raise TypeError("transform must be callable as transform(image=..., mask=...), "
+                            f"got {transform!r}")
         self.color_to_class = _check_color_table(color_to_class, mask_format)
         self.value_to_class = _check_value_table(value_to_class, mask_format)
         self.transform = transform
@@ -82,18 +83,20 @@ class SegmentationFolder(Dataset):
         self.mask_suffix = mask_suffix
         if not check_files and (mask_format == "auto" or num_classes is None):
             raise ValueError("check_files=False reads no mask on construction, so give mask_format "
-                             f"and num_classes explicitly (got mask_format={mask_format!r}, num_classes={num_classes!r})")
+                             f"and num_classes explicitly (got mask_format={mask_format!r}, "
+                             f"num_classes={num_classes!r})")
         self.check_files = check_files
         self._requested_format = mask_format
         self._requested_classes = num_classes
         self.samples, self.problems, self.mask_format, self.num_classes = self._scan()
         if self.problems and strict:
             more = len(self.problems) - 1
-            tail = f"\n(and {more} more; SegmentationFolder(..., strict=False).problems lists them all)" if more else ""
+            tail = (f"\n(and {more} more; SegmentationFolder(..., strict=False).problems "
+                    "lists them all)" if more else "")
             raise ValueError(f"{self.problems[0]}{tail}")
 
     def validate(self) -> list[str]:
-        """Check the folders again and return every problem found (an empty list when all is well)."""
+        """Check the folders again and return every problem found (empty when all is well)."""
         return self._scan()[1]
 
     def __len__(self) -> int:
@@ -108,8 +111,9 @@ class SegmentationFolder(Dataset):
         mask = self._decode_mask(mask_path)  # (H, W) int64
         invalid = (mask >= self.num_classes) & (mask != self.ignore_index)
         if invalid.any():
-            raise ValueError(f"{mask_path}: mask labels {sorted(set(mask[invalid].tolist()))[:8]} outside "
-                             f"[0, {self.num_classes}) and not ignore_index={self.ignore_index}")
+            bad = sorted(set(mask[invalid].tolist()))[:8]
+            raise ValueError(f"{mask_path}: mask labels {bad} outside [0, {self.num_classes}) and "
+                             f"not ignore_index={self.ignore_index}")
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             return out["image"], out["mask"]
@@ -127,10 +131,11 @@ class SegmentationFolder(Dataset):
         masks = _by_stem(self.mask_dir, (".png",), self.mask_suffix, problems)
         for path in sorted(self.mask_dir.iterdir()):
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.suffix.lower() != ".png":
-                problems.append(f"{path}: masks must be PNG files (lossless); convert it, thresholding "
-                                f"binary masks at 128 if it was saved as JPEG")
+                problems.append(f"{path}: masks must be PNG files (lossless); convert it, "
+                                "thresholding binary masks at 128 if it was saved as JPEG")
         for stem in sorted(images.keys() - masks.keys()):
-            problems.append(f"{images[stem]}: image has no mask {stem}{self.mask_suffix}.png in {self.mask_dir}")
+            expected = f"{stem}{self.mask_suffix}.png"
+            problems.append(f"{images[stem]}: image has no mask {expected} in {self.mask_dir}")
         for stem in sorted(masks.keys() - images.keys()):
             problems.append(f"{masks[stem]}: mask has no image named {stem}.* in {self.image_dir}")
 
@@ -156,12 +161,14 @@ class SegmentationFolder(Dataset):
         for stem, labels in labels_by_stem.items():
             bad = sorted(v for v in labels if v >= num_classes and v != self.ignore_index)
             if bad:
-                problems.append(f"{masks[stem]}: mask labels {bad[:8]} outside [0, {num_classes}) and not "
-                                f"ignore_index={self.ignore_index}; fix num_classes, value_to_class or ignore_index")
+                problems.append(f"{masks[stem]}: mask labels {bad[:8]} outside [0, {num_classes}) "
+                                f"and not ignore_index={self.ignore_index}; fix num_classes, "
+                                "value_to_class or ignore_index")
             else:
                 good.append((images[stem], masks[stem]))
         if not good and not problems:
-            problems.append(f"{self.image_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
+            extensions = ", ".join(IMAGE_EXTENSIONS)
+            problems.append(f"{self.image_dir}: no image files ({extensions}) found")
         return good, problems, mask_format, num_classes
 
     def _summarise_pair(self, image_path: Path, mask_path: Path, problems: list[str]):
@@ -182,8 +189,9 @@ class SegmentationFolder(Dataset):
             problems.append(f"{mask_path}: unreadable or truncated mask ({error})")
             return None
         if mask_size != image_size:
-            problems.append(f"{mask_path}: mask size {mask_size[0]}x{mask_size[1]} differs from image "
-                            f"{image_path.name} size {image_size[0]}x{image_size[1]} (width x height)")
+            problems.append(f"{mask_path}: mask size {mask_size[0]}x{mask_size[1]} differs from "
+                            f"image {image_path.name} size {image_size[0]}x{image_size[1]} "
+                            "(width x height)")
             return None
         if mode in ("RGB", "RGBA"):
             rgb = array[:, :, :3]
@@ -196,7 +204,8 @@ class SegmentationFolder(Dataset):
         if array.ndim != 2:
             problems.append(f"{mask_path}: mask mode {mode!r} is not a single-channel label map")
             return None
-        return ("palette" if mode == "P" else "gray"), frozenset(np.unique(array).astype(np.int64).tolist())
+        values = frozenset(np.unique(array).astype(np.int64).tolist())
+        return ("palette" if mode == "P" else "gray"), values
 
     def _resolve_format(self, summaries) -> str:
         if self._requested_format != "auto":
@@ -207,8 +216,8 @@ class SegmentationFolder(Dataset):
         if summaries and all(mode == "palette" for mode, _ in summaries):
             return "palette"
         binary_allowed = self.value_to_class is None and self._requested_classes in (None, 2)
-        if (binary_allowed and summaries and all(mode == "gray" and values <= {0, 255} for mode, values in summaries)
-                and any(255 in values for _, values in summaries)):
+        zero_255 = all(mode == "gray" and values <= {0, 255} for mode, values in summaries)
+        if binary_allowed and summaries and zero_255 and any(255 in v for _, v in summaries):
             return "binary"
         return "index"
 
@@ -221,20 +230,25 @@ class SegmentationFolder(Dataset):
             unknown = sorted(c for c in colours if c not in self.color_to_class)
             if unknown:
                 return set(), (f"{mask_path}: colours {unknown[:5]} are not in color_to_class; "
-                               f"add them to the table (map them to ignore_index={self.ignore_index} to skip them)")
+                               "add them to the table (map them to "
+                               f"ignore_index={self.ignore_index} to skip them)")
             return {self.color_to_class[c] for c in colours}, None
         if mode == "rgb":
-            return set(), (f"{mask_path}: is a colour mask; pass color_to_class={{(r, g, b): class_id, ...}} "
-                           f"or save it as an index or palette PNG")
+            return set(), (f"{mask_path}: is a colour mask; pass color_to_class="
+                           "{(r, g, b): class_id, ...} or save it as an index or palette PNG")
         if mask_format == "palette" and mode != "palette":
-            return set(), f"{mask_path}: mask_format='palette' needs a palette PNG (mode 'P'), got a grayscale PNG"
+            return set(), (f"{mask_path}: mask_format='palette' needs a palette PNG (mode 'P'), "
+                           "got a grayscale PNG")
         if mask_format == "binary":
             if not values <= {0, 1, 255} or {1, 255} <= values:
-                return set(), (f"{mask_path}: binary mask has values {sorted(values)[:8]}, expected 0/255 or 0/1; "
-                               f"a mask saved as JPEG must be thresholded, other encodings need value_to_class")
+                found = sorted(values)[:8]
+                return set(), (f"{mask_path}: binary mask has values {found}, expected "
+                               "0/255 or 0/1; a mask saved as JPEG must be thresholded, other "
+                               "encodings need value_to_class")
             return {1 if v else 0 for v in values}, None
         if self.value_to_class is not None:
-            unknown = sorted(v for v in values if v not in self.value_to_class and v != self.ignore_index)
+            known = set(self.value_to_class) | {self.ignore_index}
+            unknown = sorted(v for v in values if v not in known)
             if unknown:
                 return set(), f"{mask_path}: mask values {unknown[:8]} are not in value_to_class"
             return {self.value_to_class.get(v, v) for v in values}, None
@@ -265,7 +279,8 @@ class SegmentationFolder(Dataset):
         else:
             values = array.astype(np.int64)  # (H, W)
         if self.mask_format == "rgb":
-            return _lookup(values * 65793, self._colour_keys(), mask_path)  # gray v -> colour (v, v, v)
+            # gray v is the colour (v, v, v): v * 65536 + v * 256 + v = v * 65793
+            return _lookup(values * 65793, self._colour_keys(), mask_path)
         if self.mask_format == "binary":
             return (values > 0).astype(np.int64)
         if self.value_to_class is not None:
@@ -285,7 +300,8 @@ def _lookup(keys: np.ndarray, table: dict[int, int], path: Path) -> np.ndarray:
     target = np.array([table[k] for k in source.tolist()], dtype=np.int64)
     position = np.clip(np.searchsorted(source, keys), 0, len(source) - 1)
     if not (source[position] == keys).all():
-        raise ValueError(f"{path}: mask holds values missing from the class table (file changed since loading?)")
+        raise ValueError(f"{path}: mask holds values missing from the class table "
+                         "(file changed since the dataset was built?)")
     return target[position]
 
 
@@ -298,7 +314,8 @@ def _existing_dir(path, name: str) -> Path:
     return folder
 
 
-def _by_stem(folder: Path, extensions: tuple[str, ...], suffix: str, problems: list[str]) -> dict[str, Path]:
+def _by_stem(folder: Path, extensions: tuple[str, ...], suffix: str,
+             problems: list[str]) -> dict[str, Path]:
     """{stem without suffix: path} of the files of `folder` with one of `extensions`."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -311,7 +328,8 @@ def _by_stem(folder: Path, extensions: tuple[str, ...], suffix: str, problems: l
                 continue
             stem = stem[: -len(suffix)]
         if stem in found:
-            problems.append(f"{path}: two files share the stem {stem!r} ({found[stem].name} and {path.name})")
+            problems.append(f"{path}: two files share the stem {stem!r} "
+                            f"({found[stem].name} and {path.name})")
             continue
         found[stem] = path
     return found
@@ -323,16 +341,20 @@ def _check_color_table(table, mask_format: str):
             raise ValueError("mask_format='rgb' needs color_to_class={(r, g, b): class_id, ...}")
         return None
     if mask_format not in ("auto", "rgb"):
-        raise ValueError(f"color_to_class only applies to mask_format 'rgb' or 'auto', got {mask_format!r}")
+        raise ValueError("color_to_class only applies to mask_format 'rgb' or 'auto', "
+                         f"got {mask_format!r}")
     if not isinstance(table, Mapping) or not table:
-        raise TypeError(f"color_to_class must be a non-empty dict {{(r, g, b): class_id}}, got {table!r}")
+        raise TypeError("color_to_class must be a non-empty dict {(r, g, b): class_id}, "
+                        f"got {table!r}")
     checked = {}
     for colour, label in table.items():
         if (not isinstance(colour, tuple) or len(colour) != 3
                 or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in colour)):
-            raise ValueError(f"color_to_class keys must be (r, g, b) tuples of ints in [0, 255], got {colour!r}")
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
-            raise ValueError(f"color_to_class[{colour}] must be a non-negative class id, got {label!r}")
+            raise ValueError("color_to_class keys must be (r, g, b) tuples of ints in [0, 255], "
+                             f"got {colour!r}")
+        if not _is_count(label, minimum=0):
+            raise ValueError(f"color_to_class[{colour}] must be a non-negative class id, "
+                             f"got {label!r}")
         checked[tuple(int(c) for c in colour)] = int(label)
     return checked
 
@@ -341,13 +363,20 @@ def _check_value_table(table, mask_format: str):
     if table is None:
         return None
     if mask_format not in ("auto", "index", "palette"):
-        raise ValueError(f"value_to_class applies to mask_format 'index', 'palette' or 'auto', got {mask_format!r}")
+        raise ValueError("value_to_class applies to mask_format 'index', 'palette' or 'auto', "
+                         f"got {mask_format!r}")
     if not isinstance(table, Mapping) or not table:
-        raise TypeError(f"value_to_class must be a non-empty dict {{stored_value: class_id}}, got {table!r}")
+        raise TypeError("value_to_class must be a non-empty dict {stored_value: class_id}, "
+                        f"got {table!r}")
     checked = {}
     for value, label in table.items():
-        for name, number in (("key", value), ("value", label)):
-            if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 0:
-                raise ValueError(f"value_to_class {name}s must be non-negative ints, got {value!r}: {label!r}")
+        if not (_is_count(value, minimum=0) and _is_count(label, minimum=0)):
+            raise ValueError("value_to_class keys and values must be non-negative ints, "
+                             f"got {value!r}: {label!r}")
         checked[int(value)] = int(label)
     return checked
+
+
+def _is_count(value, minimum: int) -> bool:
+    """True for an int (Python or NumPy, not bool) that is at least `minimum`."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
