@@ -54,8 +54,9 @@ __all__ = [
 ]
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
 )
 
 
@@ -82,27 +83,32 @@ class OxfordPetSegmentation(Dataset):
         if split not in ("trainval", "test"):
             raise ValueError(f"split must be 'trainval' or 'test', got {split!r}")
         if boundary not in ("class", "ignore"):
-            raise ValueError(f"boundary must be 'class' (3 classes) or 'ignore' (2 classes), got {boundary!r}")
+            raise ValueError("boundary must be 'class' (3 classes) or 'ignore' (2 classes), "
+                             f"got {boundary!r}")
         root = Path(root).expanduser() if root is not None else data_dir()
         base = root / "oxford-iiit-pet"
-        needed = [base / "images", base / "annotations" / "trimaps", base / "annotations" / f"{split}.txt"]
-        if not download and not all(path.exists() for path in needed):
+        images, trimaps = base / "images", base / "annotations" / "trimaps"
+        split_file = base / "annotations" / f"{split}.txt"
+        if not download and not all(path.exists() for path in (images, trimaps, split_file)):
             raise FileNotFoundError(
-                f"Oxford-IIIT Pet not found: expected {needed[0]}/*.jpg, {needed[1]}/*.png and {needed[2]}. "
-                f"Pass download=True (about 800 MB), or download images.tar.gz and annotations.tar.gz from "
-                f"{self.URL} and extract both into {base}. Set COURSE_DATA_DIR to use another folder."
+                f"Oxford-IIIT Pet not found: expected {images}/*.jpg, {trimaps}/*.png and "
+                f"{split_file}. Pass download=True (about 800 MB), or download images.tar.gz and "
+                f"annotations.tar.gz from {self.URL} and extract both into {base}. "
+                "Set COURSE_DATA_DIR to use another folder."
             )
         self._pets = _with_download_hint(
-            lambda: OxfordIIITPet(str(root), split=split, target_types="segmentation", download=download),
+            lambda: OxfordIIITPet(str(root), split=split, target_types="segmentation",
+                                  download=download),
             f"Oxford-IIIT Pet ({self.URL}) into {base}",
         )
         self.transform = transform
         self.ignore_index = ignore_index
         self.boundary = boundary
-        self.classes = ("background", "pet", "boundary") if boundary == "class" else ("background", "pet")
+        self.classes = ("background", "pet") + (("boundary",) if boundary == "class" else ())
         self.num_classes = len(self.classes)
         band = 2 if boundary == "class" else ignore_index
-        # trimap value -> label: 0 (unused) -> ignore, 1 pet -> 1, 2 background -> 0, 3 band -> 2 or ignore
+        # trimap value -> label: 0 (unused) -> ignore, 1 pet -> 1, 2 background -> 0,
+        # 3 band -> 2 or ignore
         self._lookup = np.array([ignore_index, 1, 0, band], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -163,12 +169,13 @@ class PascalVOCSegmentation(Dataset):
     def __getitem__(self, index: int):
         image, target = self._voc[index]
         if target.mode != "P":
-            raise ValueError(f"{self._voc.masks[index]}: expected a palette PNG (mode 'P'), got mode {target.mode!r}")
+            raise ValueError(f"{self._voc.masks[index]}: expected a palette PNG (mode 'P'), "
+                             f"got mode {target.mode!r}")
         mask = np.asarray(target, dtype=np.int64)  # (H, W) palette indices = class ids
         bad = (mask >= self.num_classes) & (mask != self.ignore_index)
         if bad.any():
-            raise ValueError(f"{self._voc.masks[index]}: labels {sorted(set(mask[bad].tolist()))[:8]} "
-                             f"outside [0, 21) and not 255")
+            found = sorted(set(mask[bad].tolist()))[:8]
+            raise ValueError(f"{self._voc.masks[index]}: labels {found} outside [0, 21), not 255")
         return _sample(image, mask, self.transform)
 
 
@@ -184,6 +191,8 @@ class MedicalRecipe(NamedTuple):
     jpeg_masks: bool = False  # masks shipped as JPEG: thresholded once into <mask_dir>_png
 
 
+_ISIC_BUCKET = "https://isic-challenge-data.s3.amazonaws.com/2018"
+
 MEDICAL_DATASETS: dict[str, MedicalRecipe] = {
     "kvasir-seg": MedicalRecipe(
         title="Kvasir-SEG (1000 colonoscopy images with polyp masks, about 45 MB)",
@@ -197,8 +206,8 @@ MEDICAL_DATASETS: dict[str, MedicalRecipe] = {
         title="ISIC 2018 Task 1 (2594 dermoscopy images with lesion masks, about 11 GB)",
         homepage="https://challenge.isic-archive.com/data/#2018",
         archives=(
-            ("https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task1-2_Training_Input.zip", None),
-            ("https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task1_Training_GroundTruth.zip", None),
+            (f"{_ISIC_BUCKET}/ISIC2018_Task1-2_Training_Input.zip", None),
+            (f"{_ISIC_BUCKET}/ISIC2018_Task1_Training_GroundTruth.zip", None),
         ),
         image_dir="ISIC2018_Task1-2_Training_Input",
         mask_dir="ISIC2018_Task1_Training_GroundTruth",
@@ -240,11 +249,13 @@ def medical_dataset(
         )
     if recipe.jpeg_masks:
         masks = _threshold_jpeg_masks(masks, masks.with_name(masks.name + "_png"))
-    return SegmentationFolder(images, masks, transform=transform, num_classes=2, mask_format="binary",
-                              mask_suffix=recipe.mask_suffix, check_files=check_files)
+    return SegmentationFolder(images, masks, transform=transform, num_classes=2,
+                              mask_format="binary", mask_suffix=recipe.mask_suffix,
+                              check_files=check_files)
 
 
-def download_file(url: str, destination: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
+def download_file(url: str, destination: str | Path, sha256: str | None = None,
+                  timeout: float = 60.0) -> Path:
     """Download `url` to `destination` atomically; verify its SHA-256 when `sha256` is given.
 
     The bytes go to `<destination>.part` and are renamed only when complete and verified, so an
@@ -254,7 +265,8 @@ def download_file(url: str, destination: str | Path, sha256: str | None = None, 
     if destination.exists():
         if sha256 is None or _sha256_of(destination) == sha256.lower():
             return destination
-        raise ValueError(f"{destination} exists but its SHA-256 differs from {sha256}; delete it and retry")
+        raise ValueError(f"{destination} exists but its SHA-256 differs from {sha256}; "
+                         "delete it and retry")
     partial = destination.with_name(destination.name + ".part")
     digest = hashlib.sha256()
     try:
@@ -275,7 +287,7 @@ def download_file(url: str, destination: str | Path, sha256: str | None = None, 
 
 
 def extract_archive(archive: str | Path, destination: str | Path) -> Path:
-    """Extract a .zip or .tar(.gz) into `destination` through a temporary folder (all or nothing)."""
+    """Extract a .zip or .tar(.gz) into `destination` via a temporary folder (all or nothing)."""
     archive, destination = Path(archive), Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=destination, prefix=".extract-") as scratch:
@@ -326,7 +338,8 @@ def _sample(image: Image.Image, mask: np.ndarray, transform: Callable | None):
     if transform is not None:
         out = transform(image=array, mask=mask)
         return out["image"], out["mask"]
-    return torch.from_numpy(array.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.int64))
+    image_chw = torch.from_numpy(array.transpose(2, 0, 1).copy())  # (3, H, W)
+    return image_chw, torch.from_numpy(mask.astype(np.int64))
 
 
 def _sha256_of(path: Path) -> str:
