@@ -51,7 +51,8 @@ class SegmentationTransform:
     masks). `in_channels` is the number of image channels the normalisation expects.
     """
 
-    def __init__(self, transforms: Sequence[A.BasicTransform], in_channels: int, seed: int | None = None):
+    def __init__(self, transforms: Sequence[A.BasicTransform], in_channels: int,
+                 seed: int | None = None):
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         self.in_channels = in_channels
@@ -61,8 +62,9 @@ class SegmentationTransform:
         image = _as_float_image(image)  # (H, W, C) float32 in [0, 1]
         if image.shape[2] != self.in_channels:
             raise ValueError(
-                f"image has {image.shape[2]} channels but this pipeline normalises {self.in_channels}; "
-                f"build it with mean/std of length {image.shape[2]} (e.g. dataset_stats(dataset))"
+                f"image has {image.shape[2]} channels but this pipeline normalises "
+                f"{self.in_channels}; build it with mean/std of length {image.shape[2]} "
+                "(e.g. from dataset_stats(dataset))"
             )
         mask = _as_label_mask(mask, image.shape[:2])  # (H, W) int32
         out = self.pipeline(image=image, mask=mask)
@@ -96,13 +98,14 @@ def train_transforms(
     height, width = _check_size(size)
     _check_stats(mean, std)
     _check_label(ignore_index, "ignore_index")
-    for name, p in (("hflip", hflip), ("vflip", vflip), ("distortion", distortion), ("color", color)):
+    probabilities = {"hflip": hflip, "vflip": vflip, "distortion": distortion, "color": color}
+    for name, p in probabilities.items():
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} is a probability and must lie in [0, 1], got {p!r}")
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
     if rotate < 0:
-        raise ValueError(f"rotate is the largest rotation in degrees and must be >= 0, got {rotate!r}")
+        raise ValueError(f"rotate is the largest rotation in degrees, >= 0, got {rotate!r}")
     borders = dict(border_mode=cv2.BORDER_CONSTANT, fill=0.0, fill_mask=ignore_index)
     nearest = dict(interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
     steps: list[A.BasicTransform] = [
@@ -121,7 +124,8 @@ def train_transforms(
             A.GridDistortion(num_steps=5, distort_limit=0.25, **nearest, **borders),
         ], p=distortion))
     if color > 0:
-        steps.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.03, p=color))
+        steps.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.03,
+                                   p=color))
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0), ToTensorV2()]
     return SegmentationTransform(steps, in_channels=len(mean), seed=seed)
 
@@ -132,7 +136,7 @@ def val_transforms(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> SegmentationTransform:
-    """Evaluation pipeline: optional resize to `size` (mask nearest-neighbour), normalise, to tensors."""
+    """Evaluation: optional resize to `size` (mask nearest-neighbour), normalise, to tensors."""
     _check_stats(mean, std)
     steps: list[A.BasicTransform] = []
     if size is not None:
@@ -143,7 +147,8 @@ def val_transforms(
     return SegmentationTransform(steps, in_channels=len(mean))
 
 
-def dataset_stats(dataset, max_samples: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def dataset_stats(dataset, max_samples: int | None = None,
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of a dataset's images (no transform applied).
 
     `dataset[i]` must return `(image, ...)` with image `(C, H, W)` in [0, 1]; every pixel of the
@@ -152,29 +157,32 @@ def dataset_stats(dataset, max_samples: int | None = None) -> tuple[tuple[float,
     """
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if count < 1:
-        raise ValueError(f"dataset_stats needs at least one image, got {count} (len(dataset)={len(dataset)})")
+        raise ValueError(f"dataset_stats needs at least one image, got max_samples={max_samples} "
+                         f"and len(dataset)={len(dataset)}")
     total = total_sq = None
     pixels = 0
     for index in range(count):
         image = torch.as_tensor(dataset[index][0], dtype=torch.float64)  # (C, H, W)
         if image.ndim != 3:
-            raise ValueError(f"dataset[{index}] image must be (C, H, W), got shape {tuple(image.shape)}")
+            raise ValueError(f"dataset[{index}] image must be (C, H, W), "
+                             f"got shape {tuple(image.shape)}")
         flat = image.flatten(1)  # (C, H*W)
         total = flat.sum(1) if total is None else total + flat.sum(1)
         total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
         pixels += flat.shape[1]
     mean = total / pixels
     std = (total_sq / pixels - mean**2).clamp_min(0).sqrt()
-    return tuple(round(float(m), 4) for m in mean), tuple(round(max(float(s), 1e-3), 4) for s in std)
+    std = std.clamp_min(1e-3)  # a constant channel would divide by zero
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
 
 
 def denormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
                 std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """Undo `Normalize` for display: `(C, H, W)` or `(N, C, H, W)` -> same shape, clipped to [0, 1]."""
+    """Undo `Normalize` for display: `(C, H, W)` or `(N, C, H, W)`, clipped to [0, 1]."""
     _check_stats(mean, std)
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
-        raise ValueError(f"image must be a (C, H, W) or (N, C, H, W) tensor, got {type(image).__name__} "
-                         f"of shape {tuple(getattr(image, 'shape', ()))}")
+        raise ValueError("image must be a (C, H, W) or (N, C, H, W) tensor, got "
+                         f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
     channels = image.shape[-3]
     if channels != len(mean):
         raise ValueError(f"image has {channels} channels but mean/std have {len(mean)} values")
@@ -202,24 +210,30 @@ def _as_label_mask(mask, image_hw: tuple[int, int]) -> np.ndarray:
     if not isinstance(mask, np.ndarray):
         raise TypeError(f"mask must be a numpy array (H, W), got {type(mask).__name__}")
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"mask must be an (H, W) integer array, got shape {mask.shape} dtype {mask.dtype}")
+        raise ValueError(f"mask must be an (H, W) integer array, got shape {mask.shape} "
+                         f"dtype {mask.dtype}")
     if mask.shape != image_hw:
         raise ValueError(f"mask shape {mask.shape} differs from image size {image_hw}")
     if mask.size and (mask.min() < 0 or mask.max() > np.iinfo(np.int32).max):
-        raise ValueError(f"mask labels must be non-negative, got range [{mask.min()}, {mask.max()}]")
+        raise ValueError(f"mask labels must be non-negative int32 values, "
+                         f"got range [{mask.min()}, {mask.max()}]")
     return mask.astype(np.int32)  # OpenCV warps int32, not int64
 
 
 def _check_size(size) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    pair = tuple(size) if isinstance(size, (tuple, list)) else ()
+    positive = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
+    if len(pair) != 2 or not positive:
         raise ValueError(f"size must be a positive int or (height, width), got {size!r}")
     return pair
 
 
 def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
     if len(mean) != len(std) or len(mean) == 0:
-        raise ValueError(f"mean and std must have one value per channel, got mean={mean!r}, std={std!r}")
+        raise ValueError("mean and std must have one value per channel, "
+                         f"got mean={mean!r}, std={std!r}")
     if any(s <= 0 for s in std):
         raise ValueError(f"std values must be positive, got {std!r}")
 

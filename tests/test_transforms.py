@@ -1,4 +1,4 @@
-"""Tests for course_lib.transforms: labels stay valid, image and mask stay aligned, dtypes, errors."""
+"""Tests for course_lib.transforms: valid labels, aligned image and mask, dtypes, errors."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def test_bilinear_mask_interpolation_would_invent_labels():
     image, mask = blocky_sample(0)
     mask = np.where(mask == 1, 3, 0).astype(np.uint8)  # labels {0, 3}
     out = A.Resize(37, 37, mask_interpolation=cv2.INTER_LINEAR)(image=image, mask=mask)
-    assert set(np.unique(out["mask"]).tolist()) - {0, 3}, "linear resizing should create labels 1 and 2"
+    invented = set(np.unique(out["mask"]).tolist()) - {0, 3}
+    assert invented, "linear resizing should create labels 1 and 2"
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -120,13 +121,14 @@ def test_val_pipeline_normalises_and_denormalize_inverts_it():
     expected = torch.from_numpy(((image - mean) / std).transpose(2, 0, 1))
     torch.testing.assert_close(out["image"], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["mask"], torch.from_numpy(mask).long())
-    torch.testing.assert_close(T.denormalize(out["image"]), torch.from_numpy(image.transpose(2, 0, 1)),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(T.denormalize(out["image"]),
+                               torch.from_numpy(image.transpose(2, 0, 1)), rtol=1e-5, atol=1e-5)
 
 
 def test_uint8_images_are_rescaled():
     image = np.full((8, 8, 3), 255, dtype=np.uint8)
-    out = T.val_transforms(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))(image=image, mask=np.zeros((8, 8), int))
+    identity = T.val_transforms(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    out = identity(image=image, mask=np.zeros((8, 8), int))
     torch.testing.assert_close(out["image"], torch.ones(3, 8, 8))
 
 
@@ -153,8 +155,9 @@ def test_bad_inputs_raise_clear_errors():
         transform(image=image, mask=np.zeros((16, 16), np.float32))
     with pytest.raises(TypeError, match="numpy"):
         transform(image=torch.zeros(16, 16, 3), mask=np.zeros((16, 16), int))
-    with pytest.raises(ValueError, match="size"):
-        T.train_transforms(0)
+    for size in (0, 1.5, (32,), (32, 0), "32"):
+        with pytest.raises(ValueError, match="size"):
+            T.train_transforms(size)
     with pytest.raises(ValueError, match="hflip"):
         T.train_transforms(32, hflip=1.5)
     with pytest.raises(ValueError, match="mean and std"):
@@ -171,8 +174,10 @@ def test_import_and_use_emit_no_warnings():
         "from course_lib import transforms as T\n"
         "t = T.train_transforms(32, distortion=1.0, vflip=0.5, color=1.0, seed=0)\n"
         "t(image=np.zeros((40, 40, 3), np.float32), mask=np.zeros((40, 40), np.int64))\n"
-        "T.val_transforms(32)(image=np.zeros((40, 40, 3), np.float32), mask=np.zeros((40, 40), np.int64))\n"
+        "v = T.val_transforms(32)\n"
+        "v(image=np.zeros((40, 40, 3), np.float32), mask=np.zeros((40, 40), np.int64))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
