@@ -30,14 +30,15 @@ def median_ms(function, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--samples", type=int, default=40)
     args = parser.parse_args()
     size, n = args.size, args.samples
     torch.set_num_threads(1)
 
-    rand_ms = median_ms(lambda i: torch.from_numpy(np.random.rand(3, size, size).astype(np.float32)), n)
+    rand_ms = median_ms(lambda i: torch.from_numpy(np.random.rand(3, size, size).astype("f4")), n)
     cached = [torch.rand(3, size, size) for _ in range(4)]
     cached_ms = median_ms(lambda i: cached[i % 4].clone(), n)
     print(f"{size}x{size}, median of {n} samples, 1 thread")

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["semantic_from_instances", "instances_from_semantic", "encode_panoptic", "decode_panoptic"]
+__all__ = ["semantic_from_instances", "instances_from_semantic", "encode_panoptic",
+           "decode_panoptic"]
 
 IGNORE_INDEX = 255
 
@@ -47,12 +48,14 @@ def _back(tensor: torch.Tensor, was_numpy: bool):
 
 
 def _check_divisor(label_divisor: int) -> int:
-    if isinstance(label_divisor, bool) or not isinstance(label_divisor, (int, np.integer)) or label_divisor < 1:
+    is_int = isinstance(label_divisor, (int, np.integer)) and not isinstance(label_divisor, bool)
+    if not is_int or label_divisor < 1:
         raise ValueError(f"label_divisor must be a positive int, got {label_divisor!r}")
     return int(label_divisor)
 
 
-def semantic_from_instances(instances, instance_classes: Mapping[int, int] | Sequence[int] | torch.Tensor):
+def semantic_from_instances(instances,
+                            instance_classes: Mapping[int, int] | Sequence[int] | torch.Tensor):
     """Class mask from an instance map and its class table: (H, W) -> (H, W) int64.
 
     `instance_classes[k]` is the class of the pixels with instance id k: a sequence, array or
@@ -69,8 +72,10 @@ def semantic_from_instances(instances, instance_classes: Mapping[int, int] | Seq
                 raise ValueError(f"instance_classes keys must be instance ids >= 0, got {key!r}")
             table[key] = int(value)
     else:
-        table = torch.as_tensor(np.asarray(instance_classes) if not isinstance(instance_classes, torch.Tensor)
-                                else instance_classes.detach().cpu())
+        if isinstance(instance_classes, torch.Tensor):
+            table = instance_classes.detach().cpu()
+        else:
+            table = torch.as_tensor(np.asarray(instance_classes))
         if table.ndim != 1 or table.is_floating_point() or table.dtype == torch.bool:
             raise ValueError("instance_classes must be a 1-D integer table indexed by instance id, "
                              f"got shape {tuple(table.shape)} and dtype {table.dtype}")
@@ -86,7 +91,7 @@ def semantic_from_instances(instances, instance_classes: Mapping[int, int] | Seq
 
 
 def instances_from_semantic(mask, classes: Iterable[int] | None = None, connectivity: int = 4):
-    """Instance map from a class mask by connected components, class by class: (H, W) -> (H, W) int64.
+    """Instance map from a class mask by connected components per class: (H, W) -> (H, W) int64.
 
     Each connected region of pixels of one class becomes one instance. Ids are 1..n, numbered
     class by class in ascending class order, and within a class in the raster order of each
@@ -109,7 +114,8 @@ def instances_from_semantic(mask, classes: Iterable[int] | None = None, connecti
     instances = np.zeros(array.shape, np.int64)
     next_id = 1
     for class_id in classes:
-        components, count = ndimage.label(array == class_id, structure=structure)  # (H, W), ids 1..count
+        # (H, W) with ids 1..count, one per connected region of this class
+        components, count = ndimage.label(array == class_id, structure=structure)
         region = components > 0
         instances[region] = components[region] + (next_id - 1)
         next_id += count
@@ -127,10 +133,12 @@ def encode_panoptic(semantic, instances, label_divisor: int = 1000):
     classes, was_numpy = _as_long(semantic, "semantic")
     ids, _ = _as_long(instances, "instances")
     if classes.shape != ids.shape:
-        raise ValueError(f"semantic has shape {tuple(classes.shape)} but instances has {tuple(ids.shape)}")
+        raise ValueError(f"semantic has shape {tuple(classes.shape)} "
+                         f"but instances has {tuple(ids.shape)}")
     if ids.numel() and ids.max() >= label_divisor:
-        raise ValueError(f"instances has ids up to {int(ids.max())} but label_divisor={label_divisor}; "
-                         "use a label_divisor larger than the largest instance id")
+        raise ValueError(f"instances has ids up to {int(ids.max())} but "
+                         f"label_divisor={label_divisor}; use a label_divisor larger than the "
+                         "largest instance id")
     return _back(classes * label_divisor + ids.to(classes.device), was_numpy)
 
 

@@ -3,7 +3,8 @@ panoptic colouring, training curves.
 
 Every function accepts torch tensors (CPU or GPU, with or without grad) or numpy arrays.
     mask       (H, W) integer class ids in [0, 255]           -> colorize: (H, W, 3) uint8
-    image      (3, H, W) / (1, H, W) tensor-style or (H, W, 3) / (H, W) array, float in [0, 1] or uint8
+    image      (3, H, W) / (1, H, W) as tensors, or (H, W, 3) / (H, W) as arrays;
+               float in [0, 1] or uint8
     instances  (H, W) integer, 0 = no object                  -> colorize_instances: (H, W, 3) uint8
     panoptic   (H, W) integer, class_id * label_divisor + instance_id
 The palette is the one of PASCAL VOC (Everingham et al., 2010): class 0 black, 255 (void) cream.
@@ -85,7 +86,8 @@ def _image_hwc(image, name: str = "image") -> np.ndarray:
     elif array.ndim == 2:
         array = array[..., None]
     else:
-        raise ValueError(f"{name} must be (C, H, W), (H, W, C) or (H, W), got shape {tuple(array.shape)}")
+        raise ValueError(f"{name} must be (C, H, W), (H, W, C) or (H, W), "
+                         f"got shape {tuple(array.shape)}")
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
     elif np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_:
@@ -172,7 +174,8 @@ def colorize_panoptic(panoptic, label_divisor: int = 1000, boundaries: bool = Tr
     ids = _label_map(panoptic, "panoptic", max_value=256 * label_divisor - 1)
     classes, instance_ids = ids // label_divisor, ids % label_divisor  # (H, W), (H, W)
     rgb = PALETTE[classes].astype(np.float32)
-    factor = np.where(instance_ids > 0, 0.55 + 0.9 * ((instance_ids * 0.618033988749895) % 1.0), 1.0)
+    spread = (instance_ids * 0.618033988749895) % 1.0  # golden-ratio steps: neighbours differ
+    factor = np.where(instance_ids > 0, 0.55 + 0.9 * spread, 1.0)
     rgb = np.clip(rgb * factor[..., None] + 40.0 * (instance_ids > 0)[..., None], 0, 255)
     rgb = rgb.astype(np.uint8)
     if boundaries:
@@ -186,7 +189,8 @@ def legend_handles(class_names: Sequence[str], class_ids: Sequence[int] | None =
     from matplotlib.patches import Patch
 
     ids = range(len(class_names)) if class_ids is None else class_ids
-    return [Patch(facecolor=palette[i] / 255.0, edgecolor="gray", label=class_names[i]) for i in ids]
+    return [Patch(facecolor=palette[i] / 255.0, edgecolor="gray", label=class_names[i])
+            for i in ids]
 
 
 def _batch(x, name: str) -> list:
@@ -219,12 +223,13 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
             predictions = predictions.argmax(1)  # logits (N, K, H, W) -> (N, H, W)
         predictions = _batch(predictions, "predictions")
         if len(predictions) != len(images):
-            raise ValueError(f"predictions has {len(predictions)} samples but images has {len(images)}")
+            raise ValueError(f"predictions has {len(predictions)} samples "
+                             f"but images has {len(images)}")
         columns.append(predictions)
     titles = list(titles or ["image", "ground truth", "prediction"])[: len(columns)]
     rows = min(len(images), max_rows)
-    fig, axes = plt.subplots(rows, len(columns), figsize=(cell_size * len(columns), cell_size * rows),
-                             squeeze=False)
+    figsize = (cell_size * len(columns), cell_size * rows)
+    fig, axes = plt.subplots(rows, len(columns), figsize=figsize, squeeze=False)
     names = ["images", "masks", "predictions"]
     seen: set[int] = set()
     for r in range(rows):
@@ -246,6 +251,10 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
     return fig
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
 def plot_history(history: dict, figsize: tuple[float, float] = (9.0, 3.2)):
     """Training curves from a history dict of per-epoch lists: losses left, other metrics right.
 
@@ -257,8 +266,7 @@ def plot_history(history: dict, figsize: tuple[float, float] = (9.0, 3.2)):
     if not isinstance(history, dict):
         raise TypeError(f"history must be a dict of per-epoch lists, got {type(history).__name__}")
     curves = {k: [float(v) for v in values] for k, values in history.items()
-              if isinstance(values, (list, tuple)) and values
-              and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)}
+              if isinstance(values, (list, tuple)) and values and all(map(_is_number, values))}
     if not curves:
         raise ValueError(f"history has no list of numbers to plot; keys: {sorted(history)}")
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=figsize)

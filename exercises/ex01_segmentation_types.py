@@ -41,7 +41,8 @@ def connected_components(binary: torch.Tensor, connectivity: int = 4) -> tuple[t
     """
     # HINT: go over the pixels row by row. At a True pixel that has no label yet, take a new label
     # HINT: and flood its region with a queue (collections.deque): pop a pixel, label its unlabelled
-    # HINT: True neighbours (inside the image) and push them. Python lists (tensor.tolist()) are fast.
+    # HINT: True neighbours (inside the image) and push them. Python lists (tensor.tolist()) are
+    # HINT: much faster to index one pixel at a time than tensors.
     raise NotImplementedError
 
 
@@ -68,7 +69,8 @@ def encode_panoptic(semantic: torch.Tensor, instances: torch.Tensor,
     raise NotImplementedError
 
 
-def decode_panoptic(panoptic: torch.Tensor, label_divisor: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_panoptic(panoptic: torch.Tensor,
+                    label_divisor: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Split panoptic ids into (semantic, instances), both (H, W) int64."""
     # HINT: integer division gives the class, the remainder the instance id.
     raise NotImplementedError

@@ -48,7 +48,8 @@ def connected_components(binary: torch.Tensor, connectivity: int = 4) -> tuple[t
     # BEGIN SOLUTION
     # HINT: go over the pixels row by row. At a True pixel that has no label yet, take a new label
     # HINT: and flood its region with a queue (collections.deque): pop a pixel, label its unlabelled
-    # HINT: True neighbours (inside the image) and push them. Python lists (tensor.tolist()) are fast.
+    # HINT: True neighbours (inside the image) and push them. Python lists (tensor.tolist()) are
+    # HINT: much faster to index one pixel at a time than tensors.
     if connectivity == 4:
         steps = [(-1, 0), (1, 0), (0, -1), (0, 1)]
     elif connectivity == 8:
@@ -70,7 +71,8 @@ def connected_components(binary: torch.Tensor, connectivity: int = 4) -> tuple[t
                 cy, cx = queue.popleft()
                 for dy, dx in steps:
                     ny, nx = cy + dy, cx + dx
-                    if 0 <= ny < height and 0 <= nx < width and pixels[ny][nx] and not labels[ny][nx]:
+                    inside = 0 <= ny < height and 0 <= nx < width
+                    if inside and pixels[ny][nx] and not labels[ny][nx]:
                         labels[ny][nx] = count
                         queue.append((ny, nx))
     return torch.tensor(labels, dtype=torch.int64).reshape(height, width), count
@@ -108,12 +110,14 @@ def encode_panoptic(semantic: torch.Tensor, instances: torch.Tensor,
     # BEGIN SOLUTION
     # HINT: one line of tensor arithmetic, after checking instances.max() < label_divisor.
     if instances.numel() and int(instances.max()) >= label_divisor:
-        raise ValueError(f"instance id {int(instances.max())} does not fit label_divisor={label_divisor}")
+        raise ValueError(f"instance id {int(instances.max())} does not fit "
+                         f"label_divisor={label_divisor}")
     return semantic.long() * label_divisor + instances.long()
     # END SOLUTION
 
 
-def decode_panoptic(panoptic: torch.Tensor, label_divisor: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_panoptic(panoptic: torch.Tensor,
+                    label_divisor: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Split panoptic ids into (semantic, instances), both (H, W) int64."""
     # BEGIN SOLUTION
     # HINT: integer division gives the class, the remainder the instance id.

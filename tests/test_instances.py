@@ -39,14 +39,16 @@ def flood_fill_reference(mask: np.ndarray, classes, connectivity: int) -> np.nda
                     cy, cx = queue.popleft()
                     for dy, dx in NEIGHBOURS[connectivity]:
                         ny, nx = cy + dy, cx + dx
-                        if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] == class_id and not out[ny, nx]:
+                        inside = 0 <= ny < height and 0 <= nx < width
+                        if inside and mask[ny, nx] == class_id and not out[ny, nx]:
                             out[ny, nx] = next_id
                             queue.append((ny, nx))
                 next_id += 1
     return out
 
 
-masks = arrays(np.int64, st.tuples(st.integers(1, 9), st.integers(1, 9)), elements=st.integers(0, 3))
+masks = arrays(np.int64, st.tuples(st.integers(1, 9), st.integers(1, 9)),
+               elements=st.integers(0, 3))
 
 
 @settings(max_examples=60, deadline=None)
@@ -74,7 +76,8 @@ def test_hand_computed_case_4_vs_8_connectivity():
 def test_classes_argument_background_and_void():
     mask = np.array([[0, 1, 255], [3, 1, 255]])
     np.testing.assert_array_equal(instances_from_semantic(mask), [[0, 1, 0], [2, 1, 0]])
-    np.testing.assert_array_equal(instances_from_semantic(mask, classes=[3]), [[0, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(instances_from_semantic(mask, classes=[3]),
+                                  [[0, 0, 0], [1, 0, 0]])
     np.testing.assert_array_equal(instances_from_semantic(mask, classes=[]), np.zeros((2, 3)))
 
 
@@ -155,12 +158,15 @@ def test_panoptic_round_trip_random(semantic, divisor, data):
         (lambda: instances_from_semantic(np.zeros((2, 2), np.float32)), TypeError, "integer"),
         (lambda: instances_from_semantic(np.zeros((1, 2, 2), np.int64)), ValueError, r"\(H, W\)"),
         (lambda: instances_from_semantic(np.full((2, 2), -1)), ValueError, "non-negative"),
-        (lambda: instances_from_semantic(np.zeros((2, 2), np.int64), connectivity=6), ValueError, "4 or 8"),
+        (lambda: instances_from_semantic(np.zeros((2, 2), np.int64), connectivity=6),
+         ValueError, "4 or 8"),
         (lambda: instances_from_semantic([[1, 2]]), TypeError, "list"),
-        (lambda: encode_panoptic(np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)), ValueError, "shape"),
+        (lambda: encode_panoptic(np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)),
+         ValueError, "shape"),
         (lambda: encode_panoptic(np.zeros((1, 1), np.int64), np.full((1, 1), 10), label_divisor=10),
          ValueError, "label_divisor"),
-        (lambda: decode_panoptic(np.zeros((1, 1), np.int64), label_divisor=0), ValueError, "label_divisor"),
+        (lambda: decode_panoptic(np.zeros((1, 1), np.int64), label_divisor=0),
+         ValueError, "label_divisor"),
     ],
 )
 def test_bad_input(call, error, match):

@@ -130,7 +130,7 @@ def test_classic_scene_two_cars_and_a_person_where_the_cars_merge():
     car, person = ScenesDataset.CLASSES.index("car"), ScenesDataset.CLASSES.index("person")
     assert instances[mask == car].unique().numel() == 2
     assert instances[mask == person].unique().numel() == 1
-    assert ndimage.label((mask == car).numpy())[1] == 1, "the two cars must touch in the classic scene"
+    assert ndimage.label((mask == car).numpy())[1] == 1, "the two cars must touch"
     torch.testing.assert_close(classic_scene(128)[0], image, rtol=0, atol=0)
 
 

@@ -40,7 +40,8 @@ def _check_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
     if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size):
         raise ValueError(f"image_size must hold ints, got {image_size!r}")
     if min(size) < _MIN_SIZE:
-        raise ValueError(f"image_size must be at least {_MIN_SIZE} pixels per side, got {image_size!r}")
+        raise ValueError(f"image_size must be at least {_MIN_SIZE} pixels per side, "
+                         f"got {image_size!r}")
     return int(size[0]), int(size[1])
 
 
@@ -120,8 +121,9 @@ def _draw_person(yy, xx, rng, bottom, center, height, paint):
                  bottom - 0.45 * height, center + 0.14 * height)
     arms = _box(yy, xx, bottom - 0.78 * height, center - 0.2 * height,
                 bottom - 0.5 * height, center + 0.2 * height) & ~torso
-    legs = (_box(yy, xx, bottom - 0.47 * height, center - 0.12 * height, bottom, center - 0.02 * height)
-            | _box(yy, xx, bottom - 0.47 * height, center + 0.02 * height, bottom, center + 0.12 * height))
+    hip = bottom - 0.47 * height
+    legs = (_box(yy, xx, hip, center - 0.12 * height, bottom, center - 0.02 * height)
+            | _box(yy, xx, hip, center + 0.02 * height, bottom, center + 0.12 * height))
     shirt = rng.random(3).astype(np.float32) * 0.8 + 0.1
     paint(torso | arms, shirt)
     paint(head, np.array([0.93, 0.75, 0.6], np.float32) * rng.uniform(0.6, 1.0))
@@ -129,7 +131,8 @@ def _draw_person(yy, xx, rng, bottom, center, height, paint):
 
 
 def _draw_tree(yy, xx, rng, bottom, center, height, paint):
-    trunk = _box(yy, xx, bottom - 0.5 * height, center - 0.06 * height, bottom, center + 0.06 * height)
+    half = 0.06 * height
+    trunk = _box(yy, xx, bottom - 0.5 * height, center - half, bottom, center + half)
     crown = _ellipse(yy, xx, bottom - 0.65 * height, center, 0.35 * height, 0.28 * height)
     paint(trunk, np.array([0.4, 0.25, 0.1], np.float32) * rng.uniform(0.8, 1.2))
     paint(crown, np.array([0.05, 0.35, 0.08], np.float32) * rng.uniform(0.8, 1.2), texture=1.2)
@@ -142,14 +145,14 @@ _SIZE = {_CAR: 0.16, _PERSON: 0.32, _TREE: 0.45}  # object height at the bottom 
 def render_scene(rng: np.random.Generator, height: int, width: int,
                  objects: list[tuple[int, float, float]] | None = None,
                  layout: tuple[float, float, float] | None = None):
-    """Draw one street scene with `rng`; returns numpy (image (H, W, 3), mask (H, W), instances (H, W)).
+    """Draw one street scene with `rng`: numpy (image (H, W, 3), mask (H, W), instances (H, W)).
 
     `objects` is an optional list of (class_id, bottom, center) in fractions of the image height
     and width (class_id in car, person, tree) and `layout` an optional (horizon, road_top,
     road_bottom) in fractions of the height; by default both are drawn at random.
 
     Drawing paints integer "layers" (one per coloured part) into a canvas and looks the colours
-    up once at the end, which keeps the work per shape to one boolean (H, W) mask.
+    up once at the end; each object is drawn only inside a window around it.
     """
     yy = np.arange(height, dtype=np.float32)[:, None]  # (H, 1)
     xx = np.arange(width, dtype=np.float32)[None, :]  # (1, W)
@@ -166,13 +169,13 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
     colors = [np.array([0.35, 0.6, 0.95], np.float32)]  # layer 0: sky, lighter towards the horizon
     textures = [0.0]  # strength of the noise texture on each layer
 
-    def paint(region, color, label=None, instance=0, texture=0.0):
-        layer[region] = len(colors)
+    def paint(region, color, label=None, instance=0, texture=0.0, window=(slice(None),) * 2):
+        layer[window][region] = len(colors)
         colors.append(np.asarray(color, np.float32))
         textures.append(texture)
         if label is not None:
-            mask[region] = label
-            instances[region] = instance
+            mask[window][region] = label
+            instances[window][region] = instance
 
     sky = (yy < horizon * height) & (xx >= 0)  # (H, W)
     paint(~sky, [0.3, 0.55, 0.2], label=_BACKGROUND, texture=0.35)
@@ -185,31 +188,39 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
 
     if objects is None:
         objects = []
+        ground = 1 - horizon
         for _ in range(rng.integers(1, 4)):
-            objects.append((_CAR, rng.uniform(road_top + 0.1 * (road_bottom - road_top), road_bottom),
-                            rng.uniform(0.1, 0.9)))
+            bottom = rng.uniform(road_top + 0.1 * (road_bottom - road_top), road_bottom)
+            objects.append((_CAR, bottom, rng.uniform(0.1, 0.9)))
         for _ in range(rng.integers(1, 4)):
-            objects.append((_PERSON, rng.uniform(horizon + 0.15 * (1 - horizon), 1.0), rng.uniform(0.05, 0.95)))
+            bottom = rng.uniform(horizon + 0.15 * ground, 1.0)
+            objects.append((_PERSON, bottom, rng.uniform(0.05, 0.95)))
         for _ in range(rng.integers(1, 3)):
-            objects.append((_TREE, rng.uniform(horizon + 0.05 * (1 - horizon), road_top), rng.uniform(0.05, 0.95)))
-    objects = sorted(objects, key=lambda o: o[1])  # far (high in the image) first: near objects occlude
+            bottom = rng.uniform(horizon + 0.05 * ground, road_top)
+            objects.append((_TREE, bottom, rng.uniform(0.05, 0.95)))
+    objects = sorted(objects, key=lambda o: o[1])  # far (high in the image) first: near occlude far
 
     for instance_id, (class_id, bottom, center) in enumerate(objects, start=1):
         depth = (bottom - horizon) / (1 - horizon)  # 0 at the horizon, 1 at the bottom edge
         size = _SIZE[class_id] * height * (0.35 + 0.8 * depth)
+        bottom, center = bottom * height, center * width  # in pixels
+        y0, y1 = max(int(bottom - 1.05 * size) - 2, 0), min(int(bottom) + 2, height)
+        x0, x1 = max(int(center - 1.3 * size) - 2, 0), min(int(center + 1.3 * size) + 2, width)
+        window = (slice(y0, y1), slice(x0, x1))  # every part of the object lies inside
 
         def paint_part(region, color, label=True, texture=0.0):
-            """A part of the object; details such as a car window keep the label of what is below."""
-            paint(region, color, class_id if label else None, instance_id, texture)
+            """A part of the object; a detail such as a car window keeps the label below it."""
+            paint(region, color, class_id if label else None, instance_id, texture, window)
 
-        _DRAW[class_id](yy, xx, rng, bottom * height, center * width, size, paint_part)
+        _DRAW[class_id](yy[y0:y1], xx[:, x0:x1], rng, bottom, center, size, paint_part)
 
     visible = np.flatnonzero(np.bincount(instances.ravel(), minlength=len(objects) + 1))
     relabel = np.zeros(len(objects) + 1, np.int64)
     relabel[visible] = np.arange(len(visible))  # consecutive ids 1..n for the visible objects
     instances = relabel[instances]
 
-    noise = _smooth_noise(rng, height, width, cell=max(2.0, max(height, width) / 40)) - 0.5  # (H, W)
+    cell = max(2.0, max(height, width) / 40)
+    noise = _smooth_noise(rng, height, width, cell) - 0.5  # (H, W)
     shade = 1.0 + np.asarray(textures, np.float32)[layer] * noise  # (H, W)
     image = np.stack(colors)[layer] * shade[..., None]  # (H, W, 3)
     image += (sky * (0.6 / height) * yy)[..., None]  # the sky lightens towards the horizon

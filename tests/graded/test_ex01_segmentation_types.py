@@ -52,12 +52,14 @@ def expect_value_error(call, what: str) -> None:
         call()
     except LearnerError as error:
         first_line = str(error).splitlines()[0]
-        assert "raised ValueError" in first_line, f"{what} should raise ValueError; instead: {first_line}"
+        assert "raised ValueError" in first_line, (
+            f"{what} should raise ValueError; instead: {first_line}")
         return
     pytest.fail(f"{what} should raise ValueError, but it returned normally")
 
 
-def random_mask(seed: int, shape=(14, 17), num_classes: int = 3, density: float = 0.45) -> torch.Tensor:
+def random_mask(seed: int, shape=(14, 17), num_classes: int = 3,
+                density: float = 0.45) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     classes = torch.randint(1, num_classes + 1, shape, generator=generator)
     keep = torch.rand(shape, generator=generator) < density
@@ -119,7 +121,8 @@ def test_connected_components_diagonal_4_vs_8(exercise):
                            [0, 0, 1, 0]], dtype=torch.bool)
     for connectivity, regions in ((4, 4), (8, 1)):
         labels, count = exercise.connected_components(binary, connectivity)
-        assert count == regions, (f"with connectivity={connectivity} the mask {binary.int().tolist()} "
+        assert count == regions, (f"with connectivity={connectivity} the mask "
+                                  f"{binary.int().tolist()} "
                                   f"has {regions} regions, you returned count={count}")
         problem = partition_problem(labels, scipy_components(binary, connectivity)[0])
         assert problem is None, f"connectivity={connectivity}: {problem}"
@@ -133,7 +136,8 @@ def test_connected_components_match_scipy(exercise, connectivity):
         expected, regions = scipy_components(binary, connectivity)
         labels, count = exercise.connected_components(binary, connectivity)
         assert count == regions, (f"random mask (seed {seed}, connectivity {connectivity}): "
-                                  f"scipy.ndimage.label finds {regions} regions, you returned {count}")
+                                  f"scipy.ndimage.label finds {regions} regions, "
+                                  f"you returned {count}")
         problem = partition_problem(labels, expected)
         assert problem is None, f"random mask (seed {seed}, connectivity {connectivity}): {problem}"
         ids = sorted(set(labels[labels > 0].tolist()))
@@ -178,8 +182,9 @@ def test_instances_from_semantic_neighbouring_classes_stay_apart(exercise):
                          [0, 0, 0, 3]])
     got = exercise.instances_from_semantic(mask, [3, 4], 8)
     problem = partition_problem(got, expected_instances(mask, [3, 4], 8))
-    assert problem is None, ("a car (3) next to a person (4) are two instances, and the lone car pixel "
-                             f"at (2, 3) touches no other car pixel, so it is a third: {problem}")
+    assert problem is None, ("a car (3) next to a person (4) are two instances, and the lone "
+                             "car pixel at (2, 3) touches no other car pixel, so it is a third: "
+                             f"{problem}")
 
 
 @pytest.mark.points(1)
@@ -205,7 +210,8 @@ def test_encode_panoptic_small_case(exercise):
     got = exercise.encode_panoptic(semantic, instances)
     torch.testing.assert_close(got, expected, msg=lambda m: f"label_divisor=1000: {m}")
     got = exercise.encode_panoptic(semantic, instances, 10)
-    torch.testing.assert_close(got, semantic * 10 + instances, msg=lambda m: f"label_divisor=10: {m}")
+    torch.testing.assert_close(got, semantic * 10 + instances,
+                               msg=lambda m: f"label_divisor=10: {m}")
 
 
 @pytest.mark.points(1)
@@ -214,13 +220,16 @@ def test_decode_panoptic_inverts_encode(exercise):
     semantic = torch.randint(0, 20, (9, 11), generator=generator)
     instances = torch.randint(0, 37, (9, 11), generator=generator)
     for divisor in (37, 256, 1000):
-        got_semantic, got_instances = exercise.decode_panoptic(semantic * divisor + instances, divisor)
-        torch.testing.assert_close(got_semantic, semantic, msg=lambda m: f"classes, divisor {divisor}: {m}")
+        panoptic = semantic * divisor + instances
+        got_semantic, got_instances = exercise.decode_panoptic(panoptic, divisor)
+        torch.testing.assert_close(got_semantic, semantic,
+                                   msg=lambda m: f"classes, divisor {divisor}: {m}")
         torch.testing.assert_close(got_instances, instances,
                                    msg=lambda m: f"instance ids, divisor {divisor}: {m}")
 
 
 @pytest.mark.points(1)
 def test_encode_panoptic_rejects_ids_that_do_not_fit(exercise):
-    expect_value_error(lambda: exercise.encode_panoptic(torch.tensor([[1, 2]]), torch.tensor([[0, 10]]), 10),
+    semantic, instances = torch.tensor([[1, 2]]), torch.tensor([[0, 10]])
+    expect_value_error(lambda: exercise.encode_panoptic(semantic, instances, 10),
                        "instance id 10 with label_divisor=10")
