@@ -32,6 +32,7 @@ from course_lib.grade.reports import (fallback_results, feedback_markdown, grade
 from course_lib.grade.runner import course_layout
 from course_lib.grade.session import run_tests
 from course_lib.grade.table import earned
+from course_lib.grade.zygote import Zygote
 
 __all__ = ["grade_student", "grade_class", "student_folder_name"]
 
@@ -43,7 +44,7 @@ def student_folder_name(student: str) -> str:
 
 
 def grade_student(intake: Intake, layout: CourseLayout, manifest: dict, out: Path, *, forbidden: list[Path],
-                  limits: Limits) -> dict:
+                  limits: Limits, zygote: str | None = None) -> dict:
     """Grade one student's accepted files; write their reports; return their gradebook row."""
     folder = out / student_folder_name(intake.student)
     write_text_atomic(folder / "results.json",
@@ -54,7 +55,7 @@ def grade_student(intake: Intake, layout: CourseLayout, manifest: dict, out: Pat
         intake.write(Path(copy))
         files = [f for name in manifest["exercises"] for f in layout.test_files(name, hidden=manifest["hidden"])]
         if intake.files:
-            result = run_tests(files, copy, layout, limits=limits, forbidden=forbidden)
+            result = run_tests(files, copy, layout, limits=limits, forbidden=forbidden, zygote=zygote)
             records, session_status = result.tests, result.status
     rows = merge_with_manifest(manifest, records)
     for row in rows:
@@ -114,6 +115,12 @@ def grade_class(submissions: Path, out: Path, *, workers: int = 1, hidden: bool 
         raise ValueError(f"out={str(out)!r} must be outside submissions={str(submissions)!r}")
     out.mkdir(parents=True, exist_ok=True)
     names = [layout.resolve(e) for e in exercises] if exercises else layout.exercise_names()
+    with Zygote() as zygote:
+        return _grade_all(submissions, out, workers, hidden, names, layout, limits, manifest_path, progress, zygote)
+
+
+def _grade_all(submissions: Path, out: Path, workers: int, hidden: bool, names: list[str], layout: CourseLayout,
+               limits: Limits, manifest_path: Path | None, progress: bool, zygote: Zygote) -> dict:
     if manifest_path is not None:
         manifest = load_manifest(manifest_path)
         if manifest["hidden"] != hidden or any(n not in manifest["exercises"] for n in names):
@@ -121,7 +128,7 @@ def grade_class(submissions: Path, out: Path, *, workers: int = 1, hidden: bool 
                              f"hidden={manifest['hidden']}; rebuild it for this run")
         manifest = {**manifest, "exercises": names, "tests": [t for t in manifest["tests"] if t["exercise"] in names]}
     else:
-        manifest = build_manifest(layout, names, hidden=hidden, limits=limits)
+        manifest = build_manifest(layout, names, hidden=hidden, limits=limits, zygote=zygote.socket_path)
     save_manifest(manifest, out / "manifest.json")
     forbidden = [out, submissions] + ([Path(manifest_path).resolve()] if manifest_path else [])
     entries = sorted(p for p in submissions.iterdir() if not p.name.startswith("."))
@@ -134,7 +141,7 @@ def grade_class(submissions: Path, out: Path, *, workers: int = 1, hidden: bool 
         bar = tqdm(total=len(entries), desc="grading", unit="student", file=sys.stderr)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(grade_student, take_in(entry, names), layout, manifest, out, forbidden=forbidden,
-                               limits=limits): entry for entry in entries}
+                               limits=limits, zygote=zygote.socket_path): entry for entry in entries}
         for future in as_completed(futures):
             rows.append(future.result())
             if bar is not None:

@@ -73,19 +73,41 @@ class WorkerClient:
         self.spent = 0.0
         self.starts = 0
         self.peak_rss_kb = 0
-        self._process: subprocess.Popen | None = None
+        self._process = None  # subprocess.Popen or zygote.ChildHandle
+        self._stdin = self._stdout = None
         self._home: str | None = None
         self._broken: str | None = None
         self._reused: dict[str, str] = {}
 
     # -- process management -------------------------------------------------------------------
-    def _start(self) -> None:
+    def _spawn(self) -> None:
+        """Start a worker: forked from the zygote when COURSE_GRADE_ZYGOTE names one, else a new interpreter."""
         self._home = tempfile.mkdtemp(prefix=f"grade-{self.exercise.split('_')[0]}-")
-        self._process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "course_lib.grade.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd=self._home, env=worker_environment(self._home), start_new_session=True,
-        )
+        zygote = os.environ.get("COURSE_GRADE_ZYGOTE")
+        if zygote:
+            from course_lib.grade.zygote import spawn_child
+
+            request_read, request_write = os.pipe()
+            answer_read, answer_write = os.pipe()
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                self._process = spawn_child(zygote, "worker", cwd=self._home, env=worker_environment(self._home),
+                                            args=[], fds=[request_read, answer_write, null])
+            finally:
+                for fd in (request_read, answer_write, null):
+                    os.close(fd)
+            self._stdin = os.fdopen(request_write, "wb")
+            self._stdout = os.fdopen(answer_read, "rb")
+        else:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-m", "course_lib.grade.worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                cwd=self._home, env=worker_environment(self._home), start_new_session=True,
+            )
+            self._stdin, self._stdout = self._process.stdin, self._process.stdout
+
+    def _start(self) -> None:
+        self._spawn()
         self.starts += 1
         limits = {name: getattr(self.limits, name) for name in
                   ("call_timeout", "exercise_timeout", "startup_timeout", "memory_mb", "file_mb")}
@@ -112,24 +134,21 @@ class WorkerClient:
                 try:
                     os.killpg(process.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
-                    process.kill()
+                    try:
+                        os.kill(process.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
             process.wait()
-            self._note_peak(process.pid)
-            for stream in (process.stdin, process.stdout):
+            for stream in (self._stdin, self._stdout):
                 if stream is not None:
                     try:
                         stream.close()
                     except OSError:
                         pass
+            self._stdin = self._stdout = None
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
-
-    def _note_peak(self, pid: int) -> None:
-        """Largest resident set of any worker (RUSAGE_CHILDREN after wait, in KiB)."""
-        import resource
-
-        self.peak_rss_kb = max(self.peak_rss_kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
     def _exchange(self, message: Any, timeout: float, what: str) -> Any:
         """Send `message`, wait at most `timeout` seconds for the answer; LearnerError otherwise."""
@@ -138,12 +157,12 @@ class WorkerClient:
 
         def read() -> None:
             try:
-                result["value"] = wire.read_frame(process.stdout)
+                result["value"] = wire.read_frame(self._stdout)
             except BaseException as error:  # noqa: BLE001  (reported below)
                 result["error"] = error
 
         try:
-            wire.write_frame(process.stdin, message)
+            wire.write_frame(self._stdin, message)
         except (BrokenPipeError, OSError):
             pass  # the reader sees the closed pipe and reports the dead worker
         reader = threading.Thread(target=read, daemon=True)
@@ -188,6 +207,7 @@ class WorkerClient:
         timeout = min(self.limits.call_timeout, remaining)
         answer = self._exchange({"op": op, "name": name, "args": list(args), "kwargs": dict(kwargs)},
                                 timeout, what=f"running {label}")
+        self.peak_rss_kb = max(self.peak_rss_kb, int(answer.get("rss_kb", 0)))
         if not answer["ok"]:
             detail = answer.get("detail")
             raise LearnerError(answer["error"] + (f"\n{detail}" if detail else ""))

@@ -51,11 +51,11 @@ def tests_sha256(layout: CourseLayout, exercises: list[str], hidden: bool = True
 
 
 def build_manifest(layout: CourseLayout, exercises: list[str] | None = None, *, hidden: bool = True,
-                   limits: Limits | None = None) -> dict:
+                   limits: Limits | None = None, zygote: str | None = None) -> dict:
     """Run the graded tests on solutions/ and describe each test; ManifestError if one fails."""
     exercises = exercises if exercises is not None else layout.exercise_names()
     files = _graded_files(layout, exercises, hidden)
-    result = run_tests(files, "solutions", layout, limits=limits)
+    result = run_tests(files, "solutions", layout, limits=limits, zygote=zygote)
     failing = [t for t in result.tests if t["outcome"] != "passed"]
     if result.status != "ok" or failing or not result.tests:
         lines = [f"{t['nodeid']}: {t['outcome']}: {t['message']}" for t in failing[:10]]

@@ -2,7 +2,7 @@
 
 `run_tests(files, target)` starts `python -m pytest -p course_lib.grade.plugin ...` in its own
 process group, with the graded copy chosen by `target`, waits at most `timeout` seconds, and
-returns one record per collected test (see plugin.py). The pytest process is trusted: it imports
+returns one record per collected test (see plugin.py); with a zygote the process is forked. The pytest process is trusted: it imports
 the tests and course_lib, and sends every learner call to a worker (runner.py). When the pytest
 process itself dies or overruns, the tests it had not finished are reported as `missing`.
 """
@@ -44,8 +44,13 @@ def _limits_env(limits: Limits) -> dict[str, str]:
 
 
 def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: Limits | None = None,
-              timeout: float | None = None, forbidden: list[Path] = (), log_limit: int = 20000) -> SessionResult:
-    """Run the graded tests `files` against `target` ("exercises", "solutions" or a folder)."""
+              timeout: float | None = None, forbidden: list[Path] = (), log_limit: int = 20000,
+              zygote: str | None = None) -> SessionResult:
+    """Run the graded tests `files` against `target` ("exercises", "solutions" or a folder).
+
+    With `zygote` (a `zygote.Zygote.socket_path`) the pytest process and its workers are forked
+    from that zygote instead of starting new interpreters.
+    """
     limits = limits or Limits.from_env()
     if not files:
         return SessionResult(tests=[], status="ok", log="no graded test files")
@@ -65,20 +70,35 @@ def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: L
             "COURSE_GRADE_FORBIDDEN": os.pathsep.join([scratch, *map(str, forbidden)]),
             "COURSE_MODE": env.get("COURSE_MODE", "fast"),
         })
-        command = [
-            sys.executable, "-m", "pytest", "-p", "course_lib.grade.plugin", "-q", "-p", "no:cacheprovider",
+        pytest_args = [
+            "-p", "course_lib.grade.plugin", "-q", "-p", "no:cacheprovider",
             "--rootdir", str(layout.root), "-o", f"timeout={int(limits.exercise_timeout + limits.startup_timeout) + 30}",
             "-W", "ignore::pytest.PytestConfigWarning", *map(str, files),
         ]
         status = "ok"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=layout.root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            if zygote:
+                from course_lib.grade.zygote import spawn_child
+
+                env["COURSE_GRADE_ZYGOTE"] = zygote
+                null = os.open(os.devnull, os.O_RDONLY)
+                try:
+                    process = spawn_child(zygote, "session", cwd=str(layout.root), env=env, args=pytest_args,
+                                          fds=[null, log.fileno(), log.fileno()])
+                finally:
+                    os.close(null)
+            else:
+                process = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], cwd=layout.root, env=env,
+                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 status = "timeout"
-                os.killpg(process.pid, signal.SIGKILL)
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 process.wait()
         if status == "ok" and process.returncode not in (0, 1):
             status = "crash" if not report.is_file() else status

@@ -28,7 +28,7 @@ BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 HINT = "# HINT:"
 
-_LOOKS_LIKE_MARKER = re.compile(r"#\s*(BEGIN|END)\b.*SOLUTION", re.IGNORECASE)
+_LOOKS_LIKE_MARKER = re.compile(r"#\s*(BEGIN|END)\b.*SOLUTION.*", re.IGNORECASE)
 
 
 class MarkerError(ValueError):

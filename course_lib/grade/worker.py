@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import sys
 import traceback
 import types
@@ -179,6 +180,7 @@ def main() -> None:
         except EOFError:
             return
         answer = _serve(request, module, probes, watch, learner_file, exercise, reused, violations, wire)
+        answer["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             wire.write_frame(answers, answer)
         except BaseException as error:  # noqa: BLE001  (an answer that is not plain data)
