@@ -92,6 +92,17 @@ def test_deeper_resnet_encoders(backbone, channels):
             assert model(torch.rand(1, 3, 33, 35)).shape == (1, 2, 33, 35)
 
 
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+def test_small_encoder_variants_return_input_size(variant):
+    model = FCN(num_classes=3, variant=variant, backbone="small", in_channels=1).eval()
+    assert model.encoder.channels == (64, 96, 128)
+    with torch.no_grad():
+        for size in [(1, 1), (31, 65), (96, 96)]:
+            assert model(torch.rand(2, 1, *size)).shape == (2, 3, *size)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        FCN(num_classes=3, backbone="small", backbone_weights="DEFAULT")
+
+
 def test_skip_score_layers_start_at_zero_so_8s_starts_as_32s():
     torch.manual_seed(0)
     fcn8 = FCN(num_classes=3, variant="8s", backbone="resnet18").eval()

@@ -12,7 +12,8 @@ Alignment of the fused maps, exact for every input size:
   every fused map is cropped at the paper's fixed offsets (5 for pool4, 9 for pool3; 19, 27, 31 for
   the final 32s, 16s, 8s outputs). The offsets are fixed because every layer maps coordinates by the
   same affine rule whatever the image size; the 100-pixel pad makes every map large enough.
-- `backbone="resnet18"|"resnet34"|"resnet50"` (torchvision encoders, "same" padding): a pixel `y` of a
+- `backbone="resnet18"|"resnet34"|"resnet50"` (torchvision encoders) and `backbone="small"` (five
+  stages of two 3x3 `ConvBNReLU`, the first with stride 2, for CPU lessons), "same" padding: a pixel `y` of a
   stride-`s` map sits at image pixel `s * y`. A transposed convolution with kernel `2f - 1`, stride `f`
   and padding `f - 1` places input pixel `y` at output pixel `f * y` and interpolates linearly in
   between, and `output_size` makes its output exactly as large as the finer map: no crop needed.
@@ -20,7 +21,8 @@ Alignment of the fused maps, exact for every input size:
 The upsampling layers are transposed convolutions initialised with `bilinear_kernel` and learned;
 the skip score layers start at zero, so FCN-16s/8s begin as FCN-32s and learn to use the skips.
 `backbone_weights` is passed to torchvision (e.g. "DEFAULT" downloads ImageNet weights); the default
-None builds a randomly initialised encoder and never touches the network.
+None builds a randomly initialised encoder and never touches the network ("small" has no
+pretrained weights).
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import torch
 import torchvision
 from torch import nn
 
-from course_lib.models.blocks import bilinear_kernel, check_images, check_positive_int
+from course_lib.models.blocks import ConvBNReLU, bilinear_kernel, check_images, check_positive_int
 
 __all__ = ["VARIANTS", "BACKBONES", "PAPER_OFFSETS", "crop", "fuse_skip", "VGG16Encoder",
-           "ResNetEncoder", "FCN"]
+           "ResNetEncoder", "SmallEncoder", "FCN"]
 
 VARIANTS = ("32s", "16s", "8s")
-BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50")
+BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "small")
 
 # Crop offsets of the paper's Caffe models (VGG16 encoder with a 100-pixel pad on conv1_1).
 PAPER_OFFSETS = {"pool4": 5, "pool3": 9, "32s": 19, "16s": 27, "8s": 31}
@@ -153,8 +155,37 @@ class ResNetEncoder(nn.Module):
         return c3, c4, c5
 
 
+class SmallEncoder(nn.Module):
+    """Five stages `ConvBNReLU(stride 2) -> ConvBNReLU`; returns the 1/8, 1/16, 1/32 maps.
+
+    A few hundred thousand parameters: FCN experiments that train in seconds on a CPU. A 3x3 conv
+    with stride 2 and padding 1 centres output pixel `y` on input pixel `2 y`, as in a ResNet.
+    """
+
+    def __init__(self, in_channels: int = 3, widths: tuple[int, ...] = (16, 32, 64, 96, 128)):
+        super().__init__()
+        if len(widths) != 5:
+            raise ValueError(f"widths must list 5 stage widths (strides 2 to 32), got {widths!r}")
+        stages = []
+        channels = in_channels
+        for width in widths:
+            stages.append(nn.Sequential(ConvBNReLU(channels, width, 3, padding=1, stride=2),
+                                        ConvBNReLU(width, width, 3, padding=1)))
+            channels = width
+        self.to_c3 = nn.Sequential(*stages[:3])
+        self.to_c4 = stages[3]
+        self.to_c5 = stages[4]
+        self.channels = tuple(widths[2:])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c3 = self.to_c3(x)  # (N, w3, H/8, W/8), sizes rounded up
+        c4 = self.to_c4(c3)  # (N, w4, H/16, W/16)
+        c5 = self.to_c5(c4)  # (N, w5, H/32, W/32)
+        return c3, c4, c5
+
+
 class FCN(nn.Module):
-    """FCN-32s, FCN-16s or FCN-8s on a VGG16 (the paper) or ResNet encoder."""
+    """FCN-32s, FCN-16s or FCN-8s on a VGG16 (the paper), ResNet or small encoder."""
 
     def __init__(
         self,
@@ -176,6 +207,11 @@ class FCN(nn.Module):
         self.paper_alignment = backbone == "vgg16"
         if self.paper_alignment:
             self.encoder = VGG16Encoder(in_channels, backbone_weights)
+        elif backbone == "small":
+            if backbone_weights is not None:
+                raise ValueError(f"backbone='small' has no pretrained weights, got backbone_weights="
+                                 f"{backbone_weights!r}; use None or a ResNet/VGG16 backbone")
+            self.encoder = SmallEncoder(in_channels)
         else:
             self.encoder = ResNetEncoder(backbone, in_channels, backbone_weights)
         c3, c4, c5 = self.encoder.channels
