@@ -34,8 +34,7 @@ from matplotlib.patches import Rectangle
 from torchvision.ops import masks_to_boxes
 
 from course_lib import metrics, viz
-from course_lib.data import CellsDataset, ScenesDataset
-from course_lib.data.synthetic import classic_scene
+from course_lib.data import CellsDataset, ScenesDataset, classic_scene
 from course_lib.instances import (decode_panoptic, encode_panoptic, instances_from_semantic,
                                   semantic_from_instances)
 from course_lib.utils import course_mode, seed_everything

@@ -7,8 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from course_lib.data import CellsDataset, ScenesDataset
-from course_lib.data.synthetic import classic_scene
+from course_lib.data import CellsDataset, ScenesDataset, classic_scene
 
 DATASETS = [ScenesDataset, CellsDataset]
 
@@ -55,7 +54,7 @@ def test_other_index_or_seed_gives_another_sample(cls):
     assert not torch.equal(image0, other_seed)
 
 
-def test_scene_global_determinism_does_not_touch_global_rng():
+def test_sampling_leaves_the_global_generators_alone():
     torch.manual_seed(0)
     np.random.seed(0)
     expected_torch, expected_np = torch.rand(1), np.random.rand()
