@@ -31,7 +31,8 @@ from course_lib.transforms import train_transforms
 def loader_images_per_second(dataset, batch_size: int, num_workers: int, epochs: int) -> float:
     """Images per second over `epochs` passes, after one untimed pass that starts the workers."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0))
+                        persistent_workers=num_workers > 0,
+                        generator=torch.Generator().manual_seed(0))
     for _ in loader:
         pass
     start = time.perf_counter()
@@ -41,7 +42,8 @@ def loader_images_per_second(dataset, batch_size: int, num_workers: int, epochs:
     return epochs * len(dataset) / (time.perf_counter() - start)
 
 
-def train_images_per_second(size: int, batch_size: int, num_classes: int, steps: int) -> tuple[float, int]:
+def train_images_per_second(size: int, batch_size: int, num_classes: int,
+                            steps: int) -> tuple[float, int]:
     """Images per second of a U-Net training step (median step time) and the parameter count."""
     torch.manual_seed(0)
     model = UNet(in_channels=3, num_classes=num_classes, base_channels=16, depth=3)
@@ -61,7 +63,8 @@ def train_images_per_second(size: int, batch_size: int, num_classes: int, steps:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -76,8 +79,8 @@ def main() -> None:
     baseline = loader_images_per_second(plain, batch, 0, args.epochs)
     rows = [("no augmentation, 0 workers (baseline)", baseline)]
     for workers in (0, 2):
-        rows.append((f"train_transforms, {workers} workers", loader_images_per_second(augmented, batch, workers,
-                                                                                   args.epochs)))
+        speed = loader_images_per_second(augmented, batch, workers, args.epochs)
+        rows.append((f"train_transforms, {workers} workers", speed))
     train_ips, params = train_images_per_second(size, batch, ScenesDataset.num_classes, args.steps)
 
     print(f"{size}x{size} images, batch {batch}, {n} images x {args.epochs} epochs, "

@@ -60,8 +60,10 @@ def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse"
                          (median-frequency balancing, Eigen & Fergus, 2015). With an even number
                          of classes the median is the mean of the two middle values.
     A class that never appears gets weight 0.0 in both methods.
-    Raises ValueError for an unknown method.
+    Raises ValueError for an unknown method, or a label outside [0, num_classes) and not
+    ignore_index.
     """
     # HINT: torch.bincount(masks[valid], minlength=num_classes) counts pixels per class; for
-    # HINT: "median", loop over the images and add an image's pixel count to P_k for every class in it.
+    # HINT: "median", loop over the images and add an image's pixel count to P_k for every
+    # HINT: class that appears in it.
     raise NotImplementedError

@@ -38,12 +38,14 @@ def resize_and_flip(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, in
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
     if mask.ndim != 2 or mask.shape != image.shape[1:]:
-        raise ValueError(f"mask must be (H, W) = {tuple(image.shape[1:])}, got shape {tuple(mask.shape)}")
+        raise ValueError(f"mask must be (H, W) = {tuple(image.shape[1:])}, "
+                         f"got shape {tuple(mask.shape)}")
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"size must be two positive ints (H_out, W_out), got {size!r}")
     out_image = F.interpolate(image[None].float(), size=tuple(size), mode="bilinear",
                               align_corners=False)[0]  # (C, H_out, W_out)
-    out_mask = F.interpolate(mask[None, None].float(), size=tuple(size), mode="nearest")[0, 0].long()
+    out_mask = F.interpolate(mask[None, None].float(), size=tuple(size),
+                             mode="nearest")[0, 0].long()  # (H_out, W_out)
     if hflip:
         out_image = torch.flip(out_image, dims=[-1])
         out_mask = torch.flip(out_mask, dims=[-1])
@@ -83,15 +85,21 @@ def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse"
                          (median-frequency balancing, Eigen & Fergus, 2015). With an even number
                          of classes the median is the mean of the two middle values.
     A class that never appears gets weight 0.0 in both methods.
-    Raises ValueError for an unknown method.
+    Raises ValueError for an unknown method, or a label outside [0, num_classes) and not
+    ignore_index.
     """
     # BEGIN SOLUTION
     # HINT: torch.bincount(masks[valid], minlength=num_classes) counts pixels per class; for
-    # HINT: "median", loop over the images and add an image's pixel count to P_k for every class in it.
+    # HINT: "median", loop over the images and add an image's pixel count to P_k for every
+    # HINT: class that appears in it.
     if method not in ("inverse", "median"):
         raise ValueError(f"method must be 'inverse' or 'median', got {method!r}")
     valid = masks != ignore_index
-    counts = torch.bincount(masks[valid].long(), minlength=num_classes)[:num_classes].double()  # (K,)
+    outside = valid & ((masks < 0) | (masks >= num_classes))
+    if outside.any():
+        raise ValueError(f"masks hold labels {sorted(set(masks[outside].tolist()))} outside "
+                         f"[0, {num_classes}) and not ignore_index={ignore_index}")
+    counts = torch.bincount(masks[valid].long(), minlength=num_classes).double()  # (K,)
     present = counts > 0
     weights = torch.zeros(num_classes, dtype=torch.float64)
     if method == "inverse":
@@ -99,7 +107,7 @@ def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse"
         return weights.float()
     image_pixels = torch.zeros(num_classes, dtype=torch.float64)  # P_k
     for mask, keep in zip(masks, valid):
-        in_image = torch.bincount(mask[keep].long(), minlength=num_classes)[:num_classes] > 0
+        in_image = torch.bincount(mask[keep].long(), minlength=num_classes) > 0  # (K,)
         image_pixels[in_image] += keep.sum()
     frequency = counts[present] / image_pixels[present]
     median = torch.quantile(frequency, 0.5)

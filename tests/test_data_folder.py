@@ -61,7 +61,8 @@ def test_png_image_values_are_exactly_scaled(tmp_path):
     raw = make_image(5)
     write_pair(tmp_path, "a", np.zeros((12, 16), np.uint8), image=raw)
     image, _ = folder(tmp_path, num_classes=2)[0]
-    torch.testing.assert_close(image, torch.from_numpy(raw.transpose(2, 0, 1).astype(np.float32) / 255))
+    expected = torch.from_numpy(raw.transpose(2, 0, 1).astype(np.float32) / 255)  # (3, H, W)
+    torch.testing.assert_close(image, expected)
 
 
 def test_grayscale_images(tmp_path):
@@ -140,7 +141,8 @@ def test_value_to_class_mapping(tmp_path):
 
 
 def test_mask_suffix_pairs_isic_style_names(tmp_path):
-    write_pair(tmp_path, "ISIC_001", np.zeros((12, 16), np.uint8), mask_name="ISIC_001_segmentation.png")
+    write_pair(tmp_path, "ISIC_001", np.zeros((12, 16), np.uint8),
+               mask_name="ISIC_001_segmentation.png")
     ds = folder(tmp_path, mask_suffix="_segmentation", num_classes=2)
     assert len(ds) == 1 and ds.samples[0][0].stem == "ISIC_001"
 
@@ -165,11 +167,13 @@ def test_every_problem_names_its_file_and_strict_false_keeps_good_pairs(tmp_path
 
     ds = folder(tmp_path, num_classes=3, strict=False)
     assert [p[0].stem for p in ds.samples] == ["good"]
-    expected = {lonely_image: "has no mask", lonely_mask: "has no image", wrong_size: "differs from image",
-                out_of_range: "outside [0, 3)", truncated: "truncated", jpeg_mask: "must be PNG"}
+    expected = {lonely_image: "has no mask", lonely_mask: "has no image",
+                wrong_size: "differs from image", out_of_range: "outside [0, 3)",
+                truncated: "truncated", jpeg_mask: "must be PNG"}
     assert len(ds.problems) == len(expected)
     for path, phrase in expected.items():
-        assert any(str(path) in p and phrase in p for p in ds.problems), f"no problem for {path.name}: {ds.problems}"
+        found = any(str(path) in p and phrase in p for p in ds.problems)
+        assert found, f"no problem reported for {path.name}: {ds.problems}"
     assert ds.validate() == ds.problems
 
 
@@ -190,7 +194,8 @@ def test_works_with_course_transforms_and_a_dataloader(tmp_path):
     from course_lib.transforms import train_transforms
 
     for i in range(4):
-        write_pair(tmp_path, f"s{i}", np.random.default_rng(i).integers(0, 2, (12, 16)).astype(np.uint8))
+        mask = np.random.default_rng(i).integers(0, 2, (12, 16)).astype(np.uint8)
+        write_pair(tmp_path, f"s{i}", mask)
     ds = folder(tmp_path, transform=train_transforms(8, seed=0))
     images, masks = next(iter(DataLoader(ds, batch_size=4)))
     assert images.shape == (4, 3, 8, 8) and masks.shape == (4, 8, 8) and masks.dtype == torch.int64

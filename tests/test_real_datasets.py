@@ -55,7 +55,8 @@ def test_pet_trimap_maps_to_three_classes(tmp_path):
     ds = OxfordPetSegmentation(pet_tree(tmp_path))
     assert len(ds) == 2 and ds.num_classes == 3
     image, mask = ds[0]
-    assert image.shape == (3, 5, 7) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
+    assert image.shape == (3, 5, 7) and image.dtype == torch.float32
+    assert 0 <= image.min() <= image.max() <= 1
     expected = torch.tensor([[0, 0, 2, 1, 1, 2, 0]] * 5)
     torch.testing.assert_close(mask, expected)
 

@@ -37,7 +37,8 @@ def test_resize_mask_is_nearest_neighbour(exercise, in_size, out_size):
     image, mask = labelled_pair(*in_size)
     _, got = exercise.resize_and_flip(image, mask, out_size, False)
     expected = nearest_by_formula(mask, out_size)
-    torch.testing.assert_close(got, expected, msg=lambda m: f"mask resized {in_size} -> {out_size}: {m}")
+    torch.testing.assert_close(got, expected,
+                               msg=lambda m: f"mask resized {in_size} -> {out_size}: {m}")
 
 
 @pytest.mark.points(1)
@@ -46,7 +47,8 @@ def test_resize_never_invents_labels(exercise):
     for size in [(9, 13), (4, 5), (17, 3)]:
         _, got = exercise.resize_and_flip(image, mask, size, True)
         invented = set(got.unique().tolist()) - {0, 3, 7, 255}
-        assert not invented, f"resizing to {size} created labels {sorted(invented)} that were not in the mask"
+        assert not invented, (f"resizing to {size} created labels {sorted(invented)} "
+                              "that were not in the mask")
 
 
 @pytest.mark.points(1)
@@ -63,7 +65,8 @@ def test_flip_keeps_image_and_mask_aligned(exercise):
     image, mask = labelled_pair(7, 9, seed=3)
     plain_image, plain_mask = exercise.resize_and_flip(image, mask, (7, 9), False)
     flipped_image, flipped_mask = exercise.resize_and_flip(image, mask, (7, 9), True)
-    torch.testing.assert_close(plain_mask, mask, msg=lambda m: f"same size, no flip: mask unchanged: {m}")
+    torch.testing.assert_close(plain_mask, mask,
+                               msg=lambda m: f"same size, no flip: mask unchanged: {m}")
     torch.testing.assert_close(flipped_mask, mask.flip(-1), msg=lambda m: f"flipped mask: {m}")
     torch.testing.assert_close(flipped_image, image.flip(-1), msg=lambda m: f"flipped image: {m}")
     # the first image channel stores the label: it must still agree with the mask after the flip
@@ -94,7 +97,8 @@ def test_one_hot_matches_a_loop_over_classes(exercise):
             expected[n, k] = (mask[n] == k).float()
     torch.testing.assert_close(got, expected, msg=lambda m: f"one_hot of a (2, 5, 6) batch: {m}")
     single = exercise.one_hot(mask[1], 4)
-    torch.testing.assert_close(single, expected[1], msg=lambda m: f"one_hot of one (5, 6) mask: {m}")
+    torch.testing.assert_close(single, expected[1],
+                               msg=lambda m: f"one_hot of one (5, 6) mask: {m}")
 
 
 @pytest.mark.points(1)
