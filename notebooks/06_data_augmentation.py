@@ -98,7 +98,8 @@ class PairedFolder(Dataset):
         return len(self.images)
 
     def __getitem__(self, index):
-        image = np.asarray(Image.open(self.images[index]).convert("RGB"), dtype=np.float32) / 255  # (H, W, 3)
+        rgb = Image.open(self.images[index]).convert("RGB")
+        image = np.asarray(rgb, dtype=np.float32) / 255  # (H, W, 3) in [0, 1]
         mask = np.asarray(Image.open(self.masks[index]), dtype=np.int64)  # palette index = class id
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
@@ -132,7 +133,8 @@ print("mask identical to the generated one:", torch.equal(mask, scenes[3][1]))
 from course_lib.data import SegmentationFolder
 
 folder = SegmentationFolder(workdir / "scenes" / "images", workdir / "scenes" / "masks")
-print("pairs:", len(folder), "| mask format:", folder.mask_format, "| num_classes:", folder.num_classes)
+print("pairs:", len(folder), "| mask format:", folder.mask_format,
+      "| num_classes:", folder.num_classes)
 print("same sample as our class:", all(torch.equal(a, b) for a, b in zip(folder[3], ours[3])))
 
 # %% [markdown]
@@ -143,11 +145,12 @@ print("same sample as our class:", all(torch.equal(a, b) for a, b in zip(folder[
 # NBVAL_CHECK_OUTPUT
 broken = workdir / "broken"
 shutil.copytree(workdir / "scenes", broken)
-(broken / "masks" / "scene_01.png").unlink()                                   # an image without mask
-Image.fromarray(np.full((SIZE, SIZE), 9, np.uint8)).save(broken / "masks" / "scene_02.png")  # label 9
-Image.fromarray(np.zeros((64, 64), np.uint8)).save(broken / "masks" / "scene_03.png")         # wrong size
+(broken / "masks" / "scene_01.png").unlink()  # an image without its mask
+label_nine = np.full((SIZE, SIZE), 9, np.uint8)  # a class that does not exist
+Image.fromarray(label_nine).save(broken / "masks" / "scene_02.png")
+Image.fromarray(np.zeros((64, 64), np.uint8)).save(broken / "masks" / "scene_03.png")  # wrong size
 data = (broken / "images" / "scene_04.png").read_bytes()
-(broken / "images" / "scene_04.png").write_bytes(data[: len(data) // 3])          # a truncated file
+(broken / "images" / "scene_04.png").write_bytes(data[: len(data) // 3])  # a truncated file
 
 checked = SegmentationFolder(broken / "images", broken / "masks", num_classes=6, strict=False)
 print("usable pairs:", len(checked))
@@ -165,12 +168,16 @@ for sub in ("images", "masks"):
     (workdir / "cells" / sub).mkdir(parents=True)
 for i in range(len(cells)):
     image, mask = cells[i]
-    Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(workdir / "cells" / "images" / f"c{i}.png")
-    Image.fromarray((mask.numpy() * 255).astype(np.uint8)).save(workdir / "cells" / "masks" / f"c{i}.png")
+    gray = (image[0].numpy() * 255).round().astype(np.uint8)  # (H, W)
+    Image.fromarray(gray).save(workdir / "cells" / "images" / f"c{i}.png")
+    zero_255 = (mask.numpy() * 255).astype(np.uint8)  # nucleus stored as 255
+    Image.fromarray(zero_255).save(workdir / "cells" / "masks" / f"c{i}.png")
 
-cell_folder = SegmentationFolder(workdir / "cells" / "images", workdir / "cells" / "masks", image_mode="L")
+cell_folder = SegmentationFolder(workdir / "cells" / "images", workdir / "cells" / "masks",
+                                 image_mode="L")
 image, mask = cell_folder[0]
-print("stored values:", np.unique(np.asarray(Image.open(workdir / "cells" / "masks" / "c0.png"))).tolist())
+stored = np.asarray(Image.open(workdir / "cells" / "masks" / "c0.png"))
+print("stored values:", np.unique(stored).tolist())
 print("mask format:", cell_folder.mask_format, "| labels returned:", mask.unique().tolist(),
       "| image:", tuple(image.shape))
 
@@ -187,7 +194,8 @@ import torch.nn.functional as F
 scene_image, scene_mask = scenes[5]
 as_float = scene_mask[None, None].float()  # (1, 1, H, W): interpolate wants a batch and channels
 nearest = F.interpolate(as_float, size=(77, 77), mode="nearest")[0, 0].long()
-bilinear = F.interpolate(as_float, size=(77, 77), mode="bilinear", align_corners=False)[0, 0].round().long()
+bilinear = F.interpolate(as_float, size=(77, 77), mode="bilinear", align_corners=False)
+bilinear = bilinear[0, 0].round().long()  # rounded back to integer "labels"
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -253,10 +261,12 @@ mask_alone = rotate_mask(scene_mask[None])[0]  # ... and another one
 import albumentations as A
 import cv2
 
-joint = A.Compose([A.Rotate(limit=25, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-                            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=255, p=1.0)], seed=1)
+joint = A.Compose([A.Rotate(limit=25, interpolation=cv2.INTER_LINEAR,
+                            mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
+                            fill=0, fill_mask=255, p=1.0)], seed=1)
 out = joint(image=scene_image.permute(1, 2, 0).numpy(), mask=scene_mask.numpy())
-joint_image, joint_mask = torch.from_numpy(out["image"]).permute(2, 0, 1), torch.from_numpy(out["mask"])
+joint_image = torch.from_numpy(out["image"]).permute(2, 0, 1)  # (3, H, W)
+joint_mask = torch.from_numpy(out["mask"])  # (H, W)
 
 # %% [markdown]
 # How wrong is the separate version? Re-seeding and drawing again gives the two angles that were
@@ -270,7 +280,8 @@ torch.manual_seed(1)
 image_angle = RandomRotation.get_params([-25.0, 25.0])
 mask_angle = RandomRotation.get_params([-25.0, 25.0])
 print(f"image rotated by {image_angle:.1f} degrees, mask by {mask_angle:.1f} degrees")
-true_mask = rotate_by(scene_mask[None], image_angle, interpolation=InterpolationMode.NEAREST, fill=255)[0]
+true_mask = rotate_by(scene_mask[None], image_angle, interpolation=InterpolationMode.NEAREST,
+                      fill=255)[0]
 valid = (true_mask != 255) & (mask_alone != 255)
 wrong = (true_mask != mask_alone)[valid].float().mean().item()
 print(f"separate calls: {wrong:.1%} of the pixels carry another object's label")
@@ -301,7 +312,8 @@ plt.show()
 # with the course dtypes. `val_transforms` only resizes (optionally), normalises and converts.
 
 # %%
-from course_lib.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, train_transforms, val_transforms
+from course_lib.transforms import (IMAGENET_MEAN, IMAGENET_STD, denormalize, train_transforms,
+                                   val_transforms)
 
 train_tf = train_transforms(SIZE, distortion=0.3, seed=0)
 print([type(step).__name__ for step in train_tf.pipeline.transforms])
@@ -313,8 +325,9 @@ print([type(step).__name__ for step in train_tf.pipeline.transforms])
 # %%
 augmented_scenes = ScenesDataset(length=12, image_size=SIZE, seed=0, transform=train_tf)
 draws = [augmented_scenes[5] for _ in range(4)]
-fig = show_grid(torch.stack([denormalize(img, IMAGENET_MEAN, IMAGENET_STD) for img, _ in draws]),
-                torch.stack([m for _, m in draws]), class_names=ScenesDataset.CLASSES, cell_size=1.9)
+shown = torch.stack([denormalize(img, IMAGENET_MEAN, IMAGENET_STD) for img, _ in draws])
+fig = show_grid(shown, torch.stack([m for _, m in draws]), class_names=ScenesDataset.CLASSES,
+                cell_size=1.9)
 plt.show()
 
 # %% [markdown]
@@ -347,12 +360,14 @@ print("cells: mean", cell_mean, "std", cell_std)
 cell_tf = train_transforms(SIZE, mean=cell_mean, std=cell_std, distortion=1.0, vflip=0.5, seed=0)
 augmented_cells = CellsDataset(length=8, image_size=SIZE, seed=0, transform=cell_tf)
 img, m = augmented_cells[0]
-print("image:", tuple(img.shape), f"mean {img.mean():.2f} (about 0 after normalising)", "| labels:", m.unique().tolist())
+print("image:", tuple(img.shape), f"mean {img.mean():.2f} (about 0 after normalising)")
+print("labels:", m.unique().tolist())
 
 # %%
 draws = [augmented_cells[2] for _ in range(3)]
-fig = show_grid(torch.stack([denormalize(img, cell_mean, cell_std).expand(3, -1, -1) for img, _ in draws]),
-                torch.stack([m for _, m in draws]), class_names=CellsDataset.CLASSES, cell_size=1.9)
+shown = torch.stack([denormalize(img, cell_mean, cell_std).expand(3, -1, -1) for img, _ in draws])
+fig = show_grid(shown, torch.stack([m for _, m in draws]), class_names=CellsDataset.CLASSES,
+                cell_size=1.9)
 plt.show()
 
 # %% [markdown]
@@ -438,11 +453,12 @@ for build in (lambda: OxfordPetSegmentation(root=workdir / "empty"),
 
 # %%
 if not FAST:
-    pets = OxfordPetSegmentation(download=True, split="trainval", transform=train_transforms(256, seed=0))
+    pets = OxfordPetSegmentation(download=True, split="trainval",
+                                 transform=train_transforms(256, seed=0))
     print("Oxford-IIIT Pet:", len(pets), "images,", pets.num_classes, "classes:", pets.classes)
     draws = [pets[i] for i in range(4)]
-    show_grid(torch.stack([denormalize(img) for img, _ in draws]), torch.stack([m for _, m in draws]),
-              class_names=pets.classes, cell_size=2.2)
+    show_grid(torch.stack([denormalize(img) for img, _ in draws]),
+              torch.stack([m for _, m in draws]), class_names=pets.classes, cell_size=2.2)
     plt.show()
 else:
     print("fast mode: real datasets skipped")
