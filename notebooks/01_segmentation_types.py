@@ -97,6 +97,18 @@ present[mask.unique()] = 1.0  # (K,) multi-hot target of this image
 print("classification target (K,):", present.tolist())
 print("in words:", [CLASSES[k] for k in range(len(CLASSES)) if present[k]])
 
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8), gridspec_kw={"width_ratios": [1, 1.2]})
+axes[0].imshow(image.permute(1, 2, 0))
+axes[0].set_title("the image", fontsize=10)
+axes[0].set_axis_off()
+axes[1].barh(range(len(CLASSES)), present.tolist(), color=viz.PALETTE[: len(CLASSES)] / 255)
+axes[1].set_yticks(range(len(CLASSES)), CLASSES)
+axes[1].invert_yaxis()
+axes[1].set_xlim(0, 1.1)
+axes[1].set_title("classification: one number per class", fontsize=10)
+fig.tight_layout()
+
 # %% [markdown]
 # ## 3. Detection: what and roughly where
 #

@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-__all__ = ["ScenesDataset", "CellsDataset", "classic_scene", "render_scene", "render_cells"]
+__all__ = ["ScenesDataset", "CellsDataset", "classic_scene"]
 
 _MIN_SIZE = 8
 
@@ -142,7 +142,7 @@ _DRAW = {_CAR: _draw_car, _PERSON: _draw_person, _TREE: _draw_tree}
 _SIZE = {_CAR: 0.16, _PERSON: 0.32, _TREE: 0.45}  # object height at the bottom edge, fraction of H
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int,
+def _render_scene(rng: np.random.Generator, height: int, width: int,
                  objects: list[tuple[int, float, float]] | None = None,
                  layout: tuple[float, float, float] | None = None):
     """Draw one street scene with `rng`: numpy (image (H, W, 3), mask (H, W), instances (H, W)).
@@ -300,7 +300,7 @@ class ScenesDataset(_SyntheticDataset):
     stuff_classes = (_BACKGROUND, _SKY, _ROAD)
 
     def _render(self, rng: np.random.Generator):
-        return render_scene(rng, *self.image_size)
+        return _render_scene(rng, *self.image_size)
 
 
 def classic_scene(image_size: int | tuple[int, int] = 128, seed: int = 0):
@@ -313,13 +313,13 @@ def classic_scene(image_size: int | tuple[int, int] = 128, seed: int = 0):
     height, width = _check_size(image_size)
     rng = np.random.default_rng([_check_nonnegative_int("seed", seed), 2**31])
     objects = [(_TREE, 0.55, 0.12), (_CAR, 0.8, 0.33), (_CAR, 0.86, 0.56), (_PERSON, 0.93, 0.84)]
-    return _to_tensors(*render_scene(rng, height, width, objects, layout=(0.36, 0.62, 1.0)))
+    return _to_tensors(*_render_scene(rng, height, width, objects, layout=(0.36, 0.62, 1.0)))
 
 
 # ----------------------------------------------------------------------------- cells
 
 
-def render_cells(rng: np.random.Generator, height: int, width: int):
+def _render_cells(rng: np.random.Generator, height: int, width: int):
     """Draw one fluorescence-microscopy-like field of nuclei with `rng`.
 
     Returns numpy (image (H, W, 1) float32, mask (H, W) int64 0/1, instances (H, W) int64).
@@ -385,4 +385,4 @@ class CellsDataset(_SyntheticDataset):
     stuff_classes = (0,)
 
     def _render(self, rng: np.random.Generator):
-        return render_cells(rng, *self.image_size)
+        return _render_cells(rng, *self.image_size)
