@@ -166,3 +166,14 @@ def test_plot_history_splits_losses_and_metrics():
         viz.plot_history({"iou_per_class": [[0.1]]})
     with pytest.raises(TypeError, match="dict"):
         viz.plot_history([1.0, 2.0])
+
+
+def test_show_grid_accepts_lists_of_arrays_without_predictions():
+    images = [np.full((6, 7, 3), 200, np.uint8), np.zeros((6, 7, 3), np.uint8)]
+    masks = [np.zeros((6, 7), np.int64), np.ones((6, 7), np.int64)]
+    fig = viz.show_grid(images, masks)
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 4 and not fig.legends
+    np.testing.assert_array_equal(np.asarray(image_axes[3].images[0].get_array()),
+                                  viz.colorize(masks[1]))
+    np.testing.assert_allclose(np.asarray(image_axes[0].images[0].get_array()), 200 / 255, rtol=1e-6)
