@@ -28,6 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
+from torch.utils.data import get_worker_info  # noqa: E402
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -49,6 +50,10 @@ class SegmentationTransform:
     Calling it as `out = t(image=image_hwc, mask=mask_hw)` returns `{"image", "mask"}` tensors:
     image `(C, H, W)` float32 and mask `(H, W)` int64 (albumentations alone hands back int32
     masks). `in_channels` is the number of image channels the normalisation expects.
+
+    Inside a DataLoader worker the random state is re-seeded from the worker's torch seed. Forked
+    workers otherwise inherit one copy of the generator each and draw the very same augmentations;
+    with the torch seed they differ from worker to worker and a seeded run stays repeatable.
     """
 
     def __init__(self, transforms: Sequence[A.BasicTransform], in_channels: int,
@@ -57,6 +62,7 @@ class SegmentationTransform:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         self.in_channels = in_channels
         self.pipeline = A.Compose(list(transforms), seed=seed)
+        self._worker_seed: int | None = None
 
     def __call__(self, *, image: np.ndarray, mask: np.ndarray) -> dict[str, torch.Tensor]:
         image = _as_float_image(image)  # (H, W, C) float32 in [0, 1]
@@ -67,8 +73,15 @@ class SegmentationTransform:
                 "(e.g. from dataset_stats(dataset))"
             )
         mask = _as_label_mask(mask, image.shape[:2])  # (H, W) int32
+        self._seed_for_worker()
         out = self.pipeline(image=image, mask=mask)
         return {"image": out["image"].float(), "mask": out["mask"].long()}
+
+    def _seed_for_worker(self) -> None:
+        worker = get_worker_info()
+        if worker is not None and worker.seed != self._worker_seed:
+            self._worker_seed = worker.seed  # base_seed + worker id, new for each epoch's workers
+            self.pipeline.set_random_seed(worker.seed)
 
     def __repr__(self) -> str:
         return f"SegmentationTransform(in_channels={self.in_channels},\n{self.pipeline!r})"

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from course_lib import transforms as T
 
@@ -109,6 +110,32 @@ def test_same_seed_same_output_and_different_seed_differs():
     torch.testing.assert_close(first["image"], again["image"])
     torch.testing.assert_close(first["mask"], again["mask"])
     assert not torch.equal(first["mask"], other["mask"])
+
+
+class _SameSample(Dataset):
+    """Eight copies of one sample: any difference between outputs comes from augmentation."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        image, mask = blocky_sample(0, size=32, block=8)
+        return self.transform(image=image, mask=mask)["mask"]
+
+
+def test_dataloader_workers_draw_different_augmentations_and_runs_repeat():
+    def run():
+        torch.manual_seed(0)
+        loader = DataLoader(_SameSample(T.train_transforms(24, seed=0)), batch_size=1, num_workers=2)
+        return [batch[0] for batch in loader]  # batches alternate between worker 0 and worker 1
+
+    first, second = run(), run()
+    pairs_equal = [torch.equal(first[k], first[k + 1]) for k in range(0, 8, 2)]
+    assert not all(pairs_equal), "both workers produced the same augmentations"
+    assert all(torch.equal(a, b) for a, b in zip(first, second)), "a seeded run did not repeat"
 
 
 def test_val_pipeline_normalises_and_denormalize_inverts_it():
