@@ -129,7 +129,8 @@ class _SameSample(Dataset):
 def test_dataloader_workers_draw_different_augmentations_and_runs_repeat():
     def run():
         torch.manual_seed(0)
-        loader = DataLoader(_SameSample(T.train_transforms(24, seed=0)), batch_size=1, num_workers=2)
+        dataset = _SameSample(T.train_transforms(24, seed=0))
+        loader = DataLoader(dataset, batch_size=1, num_workers=2)
         return [batch[0] for batch in loader]  # batches alternate between worker 0 and worker 1
 
     first, second = run(), run()
