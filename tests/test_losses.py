@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -183,6 +184,9 @@ def test_class_weights_hand_computed():
     median = losses.class_weights([first, second], 3, method="median")
     freq = torch.tensor([10 / 16, 2 / 8, 4 / 8])  # pixels / pixels of images that contain the class
     torch.testing.assert_close(median, freq.median() / freq)
+    # two classes: the median is the mean of the two frequencies (numpy's definition)
+    two = losses.class_weights(torch.tensor([[0, 0, 0, 1]]), 2, method="median")
+    torch.testing.assert_close(two, torch.tensor([float(np.median([0.75, 0.25])) / 0.75, 0.5 / 0.25]))
 
 
 def test_combined_losses_are_weighted_sums():

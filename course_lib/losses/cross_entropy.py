@@ -94,7 +94,7 @@ def class_weights(masks: torch.Tensor | Iterable[torch.Tensor], num_classes: int
         weights[present] = pixels.sum() / (present.sum() * pixels[present])
     else:
         frequency = pixels[present] / image_pixels[present]
-        weights[present] = frequency.median() / frequency
+        weights[present] = frequency.quantile(0.5) / frequency  # true median (mean of the middle two)
     return weights.float()
 
 
