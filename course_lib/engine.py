@@ -101,6 +101,13 @@ def _in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def _batch_bar(loader, description: str, progress: bool | None):
+    """A progress bar updated by hand: wrapping the loader itself would let tqdm create an extra
+    loader iterator, which draws from the global RNG and changes the shuffling of the run."""
+    total = len(loader) if hasattr(loader, "__len__") else None
+    return tqdm(total=total, desc=description, leave=False, disable=not _progress_enabled(progress))
+
+
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise TypeError("a loader must yield (images, targets) pairs; got "
@@ -128,8 +135,8 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     image_count = torch.zeros((), dtype=torch.float64, device=device)
-    bar = tqdm(loader, desc=description, leave=False, disable=not _progress_enabled(progress))
-    for step, batch in enumerate(bar):
+    bar = _batch_bar(loader, description, progress)
+    for step, batch in enumerate(loader):
         images, targets = _unpack(batch)
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
@@ -155,8 +162,10 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
             scheduler.step()
         loss_sum += loss.detach().double() * images.shape[0]
         image_count += images.shape[0]
-        if bar.disable is False:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if not bar.disable:
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.update(1)
+    bar.close()
     distributed.all_reduce_sum(loss_sum)
     distributed.all_reduce_sum(image_count)
     if image_count.item() == 0:
@@ -184,8 +193,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
     image_count = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
-    bar = tqdm(loader, desc="evaluate", leave=False, disable=not _progress_enabled(progress))
-    for batch in bar:
+    bar = _batch_bar(loader, "evaluate", progress)
+    for batch in loader:
         images, targets = _unpack(batch)
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
@@ -195,6 +204,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
                 loss_sum += loss_fn(logits, targets).double() * images.shape[0]
         image_count += images.shape[0]
         matrix.update(logits.float(), targets)
+        bar.update(1)
+    bar.close()
     model.train(was_training)
     matrix.all_reduce()
     distributed.all_reduce_sum(loss_sum)

@@ -298,3 +298,14 @@ def test_every_model_one_batch_then_two_epochs(name):
     history = engine.fit(model, loader, loader, epochs=2, loss_fn=nn.CrossEntropyLoss(),
                          num_classes=3, device="cpu", progress=False)
     assert len(history["miou"]) == 2 and all(math.isfinite(v) for v in history["train_loss"])
+
+
+def test_progress_bars_do_not_change_the_run():
+    images, targets = _threshold_data(n=8)
+    histories = []
+    for progress in (False, True):
+        torch.manual_seed(0)
+        histories.append(engine.fit(TinyNet(dropout=0.2), _loader(images, targets, shuffle=True),
+                                    _loader(images, targets), epochs=2, loss_fn=nn.CrossEntropyLoss(),
+                                    num_classes=2, device="cpu", progress=progress))
+    assert histories[0] == histories[1]

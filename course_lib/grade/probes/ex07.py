@@ -1,0 +1,97 @@
+"""Probes for exercise 07: tiny seeded models and loaders handed to the learner's loops.
+
+Each case is rebuilt from its seed, so a graded test can build the identical case with
+`build_case` and run the course's `engine` on it as the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["TinyNet", "build_case", "train_one_epoch_run", "evaluate_run", "evaluate_fixed_logits",
+           "FixedLogits"]
+
+
+class TinyNet(nn.Module):
+    """conv 3x3 -> BatchNorm -> ReLU -> Dropout -> conv 1x1: train/eval mode changes its output."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.drop = nn.Dropout2d(0.3)
+        self.conv2 = nn.Conv2d(6, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.drop(torch.relu(self.bn(self.conv1(x)))))  # (N, K, H, W)
+
+
+def build_case(seed: int, num_images: int, batch_size: int, num_classes: int = 3, size: int = 8):
+    """(model, loader, optimizer): seeded weights and data, SGD with momentum, no shuffling."""
+    torch.manual_seed(seed)
+    model = TinyNet(num_classes=num_classes)
+    generator = torch.Generator().manual_seed(seed + 1)
+    images = torch.rand(num_images, 1, size, size, generator=generator)
+    # Labels follow the brightness, so the task is learnable and every class appears.
+    targets = (images[:, 0] * num_classes).long().clamp(max=num_classes - 1)
+    loader = DataLoader(TensorDataset(images, targets), batch_size=batch_size, shuffle=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return model, loader, optimizer
+
+
+def _weights(model: nn.Module) -> torch.Tensor:
+    return torch.cat([t.detach().flatten().double() for t in model.state_dict().values()])
+
+
+def train_one_epoch_run(module, seed: int, num_images: int, batch_size: int) -> dict:
+    """Run the learner's `train_one_epoch` once on a seeded case; the RNG is seeded for dropout.
+
+    Returns {"loss": float, "weights": all state_dict values flattened (float64), "training": bool}.
+    """
+    model, loader, optimizer = build_case(seed, num_images, batch_size)
+    model.eval()  # the learner must switch to training mode
+    torch.manual_seed(seed + 2)
+    loss = module.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu")
+    return {"loss": float(loss), "weights": _weights(model), "training": model.training}
+
+
+def evaluate_run(module, seed: int, num_images: int, batch_size: int, num_classes: int = 3) -> dict:
+    """Run the learner's `evaluate` twice on a seeded (untrained, train-mode) case.
+
+    Returns the first result (tensors and floats) plus "repeat_miou" of the second call and
+    "weights_unchanged" (evaluation must not train).
+    """
+    model, loader, _ = build_case(seed, num_images, batch_size, num_classes)
+    model.train()
+    before = _weights(model)
+    first = module.evaluate(model, loader, num_classes, "cpu")
+    second = module.evaluate(model, loader, num_classes, "cpu")
+    return {"confusion_matrix": first["confusion_matrix"], "iou_per_class": first["iou_per_class"],
+            "miou": float(first["miou"]), "repeat_miou": float(second["miou"]),
+            "weights_unchanged": bool(torch.equal(before, _weights(model)))}
+
+
+class FixedLogits(nn.Module):
+    """Returns the stored logits of image i for the images tagged i (first pixel value = i)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.register_buffer("logits", logits)
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits[images[:, 0, 0, 0].long()] + 0 * self.anchor  # (N, K, H, W)
+
+
+def evaluate_fixed_logits(module, logits: torch.Tensor, targets: torch.Tensor,
+                          batch_size: int) -> dict:
+    """The learner's `evaluate` on a model that outputs the given logits (N, K, H, W) for targets
+    (N, H, W), batched by `batch_size`. Returns its dict with "miou" as a float."""
+    n, k, height, width = logits.shape
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, height, width)
+    loader = DataLoader(TensorDataset(images.contiguous(), targets), batch_size=batch_size)
+    result = module.evaluate(FixedLogits(logits), loader, k, "cpu")
+    return {"confusion_matrix": result["confusion_matrix"], "iou_per_class": result["iou_per_class"],
+            "miou": float(result["miou"])}
