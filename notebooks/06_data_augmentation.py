@@ -400,6 +400,11 @@ print("batch:", tuple(images.shape), images.dtype, "|", tuple(masks.shape), mask
 # faster than the model consumes them, and `num_workers=2` speeds it up further. On a GPU the model
 # is much faster, which is when `num_workers` starts to matter.
 #
+# One trap with workers: each worker process starts as a copy of the main one, random generator
+# included, so two workers can draw exactly the same "random" augmentations. The course pipelines
+# re-seed themselves in each worker from the seed PyTorch gives that worker; if you write your own
+# random transforms, do the same in a `worker_init_fn`.
+#
 # ## 7. Class balance
 #
 # Background pixels outnumber small objects by far. A loss that counts every pixel the same then
