@@ -1,0 +1,461 @@
+# %%
+# Course set-up cell: on Google Colab, clone the course and install course_lib; elsewhere do nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/course"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/semantic-segmentation-course/semantic-segmentation-course", "/content/course"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
+    sys.path.insert(0, "/content/course")
+
+# %% [markdown]
+# # 05 · Losses and metrics, done right
+#
+# A segmentation model is trained with a **loss** (differentiable, computed from logits) and judged
+# with **metrics** (computed from hard predictions). Both look simple, and both are where published
+# tutorials most often go subtly wrong: a sigmoid Dice applied to multiclass logits, an mIoU
+# averaged over batches, classes that never occur counted as 0 (or as 1) without saying so,
+# "ignore" labels leaking into the loss.
+#
+# This lesson
+# 1. plots each loss as a function of prediction quality and under class imbalance,
+# 2. compares the gradients of cross-entropy, focal and Dice on easy and hard pixels,
+# 3. trains the same small U-Net with BCE, Dice and BCE + Dice and reports Dice and HD95,
+# 4. shows five metric pitfalls, each with numbers,
+# 5. draws a confusion matrix and looks at boundary metrics.
+#
+# Everything used here lives in `course_lib.losses` and `course_lib.metrics`; each function's
+# docstring states its convention (absent classes, NaN, `smooth`, empty masks).
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from course_lib import losses, metrics, viz
+from course_lib.data import CellsDataset, ScenesDataset
+from course_lib.models import UNet
+from course_lib.utils import course_mode, seed_everything
+
+seed_everything(0)
+FAST = course_mode() == "fast"
+plt.rcParams["figure.dpi"] = 80 if FAST else 100
+print("course mode:", course_mode())
+
+# %% [markdown]
+# ## 1. Each loss as a function of prediction quality
+#
+# A toy binary image: 200 pixels, 20 of them foreground (10 %). The "model" predicts probability
+# `q` for the right class on every pixel, so `q = 0.5` is a coin flip and `q → 1` is perfect.
+# All losses take **logits**, so we pass `log(q / (1 - q))` with the sign of the right answer.
+
+# %%
+target_1d = torch.zeros(1, 1, 200, dtype=torch.long)
+target_1d[..., :20] = 1
+
+
+def logits_for_quality(q: float, target: torch.Tensor) -> torch.Tensor:
+    """Logits (N, 1, ...) that give probability q to the correct class on every pixel."""
+    margin = math.log(q / (1 - q))
+    return torch.where(target.bool(), margin, -margin).float().unsqueeze(1)
+
+
+LOSS_FUNCTIONS = {
+    "BCE": lambda z, t: losses.binary_cross_entropy(z, t),
+    "Dice": lambda z, t: losses.dice_loss(z, t, mode="binary"),
+    "BCE + Dice": lambda z, t: losses.BCEDiceLoss(smooth=0.0)(z, t),
+    "Focal (γ=2)": lambda z, t: losses.focal_loss(z, t, mode="binary", gamma=2.0),
+    "Tversky (α=0.3, β=0.7)": lambda z, t: losses.tversky_loss(z, t, mode="binary", alpha=0.3, beta=0.7),
+    "Lovász hinge": lambda z, t: losses.lovasz_hinge(z, t),
+}
+qualities = np.linspace(0.02, 0.98, 49)
+curves = {name: [fn(logits_for_quality(q, target_1d), target_1d).item() for q in qualities]
+          for name, fn in LOSS_FUNCTIONS.items()}
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for name, values in curves.items():
+    ax.plot(qualities, values, label=name)
+ax.set_xlabel("probability given to the right class, q")
+ax.set_ylabel("loss")
+ax.set_ylim(0, 2.5)
+ax.legend(fontsize=8)
+ax.grid(alpha=0.3)
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{'loss':24s}" + "".join(f"q={q:<7}" for q in (0.1, 0.5, 0.9)))
+for name, fn in LOSS_FUNCTIONS.items():
+    values = [fn(logits_for_quality(q, target_1d), target_1d).item() for q in (0.1, 0.5, 0.9)]
+    print(f"{name:24s}" + "".join(f"{v:<9.3f}" for v in values))
+
+# %% [markdown]
+# What to read from it:
+# - BCE and focal are **unbounded**: a confident mistake costs a lot. Focal is far below BCE once
+#   `q > 0.5`: it has stopped caring about pixels it already gets right.
+# - Dice and Tversky live in `[0, 1]`: they measure soft overlap, not per-pixel confidence.
+# - The Lovász hinge weighs hinge margins, so it grows past 1 for confident mistakes, and it is 0
+#   as soon as every pixel is on the right side with margin 1 (`q ≥ 0.73`): it optimises the IoU
+#   of the *hard* decision, not the probabilities.
+
+# %% [markdown]
+# ## 2. Class imbalance: a lazy model that predicts background everywhere
+#
+# The lazy model says "foreground with probability 0.1" on every pixel. How bad do the losses and
+# metrics think it is, as the foreground shrinks from half the image to 1 %?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{'foreground':>10s} {'BCE':>7s} {'Dice loss':>10s} {'pixel acc':>10s} {'fg IoU':>7s} {'mIoU':>6s}")
+for fraction in (0.5, 0.1, 0.01):
+    target = torch.zeros(1, 1000, dtype=torch.long)
+    target[:, : int(1000 * fraction)] = 1
+    lazy_logits = torch.full((1, 1, 1000), math.log(0.1 / 0.9))
+    cm = metrics.confusion_matrix(lazy_logits, target, num_classes=2)  # sigmoid > 0.5 -> all 0
+    print(f"{fraction:>10.2f} {losses.binary_cross_entropy(lazy_logits, target).item():>7.3f} "
+          f"{losses.dice_loss(lazy_logits, target, mode='binary').item():>10.3f} "
+          f"{metrics.pixel_accuracy(cm):>10.3f} {metrics.iou_per_class(cm)[1].item():>7.3f} "
+          f"{metrics.mean_iou(cm):>6.3f}")
+
+# %% [markdown]
+# With 1 % foreground, BCE drops to 0.13 and pixel accuracy reaches 0.99: both call the lazy
+# model good. The Dice loss *rises* to 0.98 and the foreground IoU is 0. Per-pixel losses average over pixels, so the
+# majority class dominates; overlap losses average over *classes*. That is the reason for Dice in
+# medical imaging, and for class weights in cross-entropy:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+masks = torch.stack([CellsDataset(length=8, image_size=64, seed=0)[i][1] for i in range(8)])
+print("nucleus pixel fraction:", f"{masks.float().mean().item():.3f}")
+print("inverse-frequency weights:", [round(w, 3) for w in losses.class_weights(masks, 2, "inverse").tolist()])
+print("median-frequency weights: ", [round(w, 3) for w in losses.class_weights(masks, 2, "median").tolist()])
+
+# %% [markdown]
+# With two classes that appear in every image the two rules agree; with many classes, some of them
+# only in a few images, median-frequency balancing gives rare classes less extreme weights.
+
+# %% [markdown]
+# ## 3. Gradients on easy and hard pixels
+#
+# What a loss *does* during training is its gradient. For one pixel, the gradient of BCE w.r.t.
+# its logit is `p - y`, so its size is `1 - q`. Focal multiplies the loss by `(1 - q)^γ`, which
+# shrinks the gradient of easy pixels (`q` near 1) much more than that of hard ones.
+
+# %%
+q = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for gamma in (0.0, 1.0, 2.0, 5.0):
+    z = torch.log(q / (1 - q)).view(1, 1, -1).requires_grad_(True)  # logits of positive pixels
+    losses.focal_loss(z, torch.ones(1, 1, 99, dtype=torch.long), mode="binary", gamma=gamma,
+                      reduction="sum").backward()
+    ax.plot(q, z.grad.abs().view(-1), label="BCE" if gamma == 0 else f"focal γ={gamma:g}")
+ax.set_xlabel("probability of the right class, q")
+ax.set_ylabel("|d loss / d logit|")
+ax.legend(fontsize=8)
+ax.grid(alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# Dice is not a sum over pixels: a pixel's gradient depends on every other pixel. Take an image of
+# 1000 pixels, 100 foreground; 90 % of the pixels are easy (`q = 0.95`), 10 % hard (`q = 0.3`).
+# The table gives the mean gradient size on each group, and how much larger it is on hard pixels.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+target = torch.zeros(1, 1000, dtype=torch.long)
+target[:, :100] = 1
+hard = torch.zeros(1, 1000, dtype=torch.bool)
+hard[:, 90:100] = True    # 10 hard foreground pixels
+hard[:, 100:190] = True   # 90 hard background pixels
+q_right = torch.where(hard, 0.3, 0.95).double()
+margin = torch.log(q_right / (1 - q_right))
+logits = torch.where(target.bool(), margin, -margin).unsqueeze(1)  # (1, 1, 1000)
+
+print(f"{'loss':12s} {'easy fg':>9s} {'hard fg':>9s} {'easy bg':>9s} {'hard bg':>9s} {'hard/easy':>10s}")
+for name, fn in (("BCE", LOSS_FUNCTIONS["BCE"]), ("Focal (γ=2)", LOSS_FUNCTIONS["Focal (γ=2)"]),
+                 ("Dice", LOSS_FUNCTIONS["Dice"])):
+    z = logits.clone().requires_grad_(True)
+    fn(z, target).backward()
+    g = z.grad.abs().view(-1)
+    fg, t_hard = target.view(-1).bool(), hard.view(-1)
+    groups = [g[fg & ~t_hard], g[fg & t_hard], g[~fg & ~t_hard], g[~fg & t_hard]]
+    means = [x.mean().item() for x in groups]
+    ratio = g[t_hard].mean().item() / g[~t_hard].mean().item()
+    print(f"{name:12s} " + " ".join(f"{m * 1e3:9.3f}" for m in means) + f" {ratio:10.1f}")
+print("(gradients x 1000)")
+
+# %% [markdown]
+# BCE gives a hard pixel 14 times the gradient of an easy one; focal almost 2000 times: easy
+# pixels practically drop out of training. Dice behaves differently again: hard pixels get about
+# four times more than easy ones, and every *foreground* pixel gets more than a background pixel
+# of the same difficulty, although foreground pixels are 10 times fewer. The foreground class gets
+# attention in proportion to the overlap it loses, not to its number of pixels.
+
+# %% [markdown]
+# ## 4. Experiment: Dice vs BCE vs BCE + Dice on nuclei
+#
+# The same small U-Net, trained with three losses on the microscopy-like `CellsDataset` (binary:
+# background / nucleus), several seeds each. We report the **per-image Dice** (mean over
+# validation images) and the **HD95** (95th-percentile Hausdorff distance in pixels, mean over
+# the images where neither mask is empty): Dice measures overlap, HD95 how far the outlines stray. The training loop is
+# written out here; notebook 07 wraps it in `course_lib.engine`.
+
+# %%
+if FAST:
+    torch.set_num_threads(1)  # tiny model and images: one thread is as fast, and steadier on a shared CPU
+IMAGE_SIZE, STEPS, SEEDS = (48, 40, (0, 1, 2)) if FAST else (128, 600, (0, 1, 2, 3, 4))
+train_set = CellsDataset(length=64 if FAST else 512, image_size=IMAGE_SIZE, seed=0)
+val_set = CellsDataset(length=16 if FAST else 128, image_size=IMAGE_SIZE, seed=1)
+train_x = torch.stack([train_set[i][0] for i in range(len(train_set))])  # (N, 1, H, W)
+train_y = torch.stack([train_set[i][1] for i in range(len(train_set))])  # (N, H, W)
+val_x = torch.stack([val_set[i][0] for i in range(len(val_set))])
+val_y = torch.stack([val_set[i][1] for i in range(len(val_set))])
+print("train", tuple(train_x.shape), "validation", tuple(val_x.shape))
+viz.show_grid(val_x[:3], val_y[:3], class_names=CellsDataset.CLASSES, max_rows=3, cell_size=1.8)
+plt.show()
+
+# %%
+EXPERIMENT_LOSSES = {
+    "BCE": lambda z, t: losses.binary_cross_entropy(z, t),
+    "Dice": losses.DiceLoss(mode="binary", smooth=1.0),
+    "BCE + Dice": losses.BCEDiceLoss(bce_weight=1.0, dice_weight=1.0, smooth=1.0),
+}
+
+
+def train_unet(loss_fn, seed: int) -> UNet:
+    """Adam, batch 8, STEPS steps on random training images; returns the model in eval mode."""
+    seed_everything(seed)
+    model = UNet(in_channels=1, num_classes=1, base_channels=8, depth=2 if FAST else 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(STEPS):
+        batch = torch.randint(0, len(train_x), (8,), generator=generator)
+        loss = loss_fn(model(train_x[batch]), train_y[batch])  # logits (8, 1, H, W) vs (8, H, W)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def evaluate_binary(model: UNet, threshold: float = 0.5) -> dict:
+    with torch.no_grad():
+        probs = torch.sigmoid(model(val_x))[:, 0]  # (N, H, W)
+    pred = probs > threshold
+    hd95 = np.array([metrics.hausdorff_distance(p, t, percentile=95) for p, t in zip(pred, val_y)])
+    finite = hd95[np.isfinite(hd95)]
+    return {"dice": metrics.dice_per_image(pred, val_y).mean().item(),
+            "hd95": float(finite.mean()) if finite.size else math.inf,
+            "empty": int((~np.isfinite(hd95)).sum()), "probs": probs}
+
+
+results = {name: [evaluate_binary(train_unet(fn, seed)) for seed in SEEDS]
+           for name, fn in EXPERIMENT_LOSSES.items()}
+
+# %%
+print(f"{'loss':12s} {'Dice (mean ± sd)':>18s} {'HD95 px (mean ± sd)':>21s}   Dice per seed")
+for name, runs in results.items():
+    dice = np.array([r["dice"] for r in runs])
+    hd95 = np.array([r["hd95"] for r in runs])
+    print(f"{name:12s} {dice.mean():>10.3f} ± {dice.std():.3f} {hd95.mean():>13.2f} ± {hd95.std():.2f}   "
+          + " ".join(f"{d:.3f}" for d in dice))
+print("images where one mask was empty (HD = inf):", {n: sum(r["empty"] for r in rs) for n, rs in results.items()})
+
+# %% [markdown]
+# Read the table with its spread: with a few dozen training steps the difference between seeds is
+# of the same size as the difference between losses, which is the usual state of such
+# comparisons (run it in full mode for longer schedules and more seeds). The combined loss is the
+# common default because it needs no tuning: BCE gives every pixel a well-scaled gradient from the
+# first step, Dice keeps the small foreground from being averaged away. Images where the
+# prediction (or the target) is empty are counted apart: their Hausdorff distance is infinite, and
+# a single infinite value would make every mean infinite.
+
+# %% [markdown]
+# ## 5. Metric pitfalls, with numbers
+#
+# ### 5.1 Averaging mIoU over batches
+# Two batches. In the first, the foreground (10 pixels) is found perfectly; in the second, a
+# single foreground pixel is missed. Averaging the per-batch mIoU weighs the 1-pixel miss like the
+# 10-pixel success. The correct way sums the confusion matrices and computes the metric once.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+target_a = torch.zeros(1, 100, dtype=torch.long)
+target_a[:, :10] = 1
+pred_a = target_a.clone()
+target_b = torch.zeros(1, 100, dtype=torch.long)
+target_b[:, 0] = 1
+pred_b = torch.zeros_like(target_b)
+
+per_batch = [metrics.mean_iou(metrics.confusion_matrix(p, t, 2)) for p, t in ((pred_a, target_a), (pred_b, target_b))]
+accumulated = metrics.ConfusionMatrix(num_classes=2)
+accumulated.update(pred_a, target_a).update(pred_b, target_b)
+print("per-batch mIoU:", [round(v, 3) for v in per_batch], "-> their mean", f"{np.mean(per_batch):.3f}")
+print("accumulated confusion matrix -> mIoU", f"{metrics.mean_iou(accumulated.compute()):.3f}")
+print(accumulated.compute().tolist())
+
+# %% [markdown]
+# ### 5.2 Classes that are absent
+# Three classes, but this image only shows classes 0 and 1, and the prediction is perfect.
+# Class 2 has IoU 0/0. Our convention: **NaN, left out of the mean**. Counting it as 0 punishes the
+# model for a class the data never showed; counting it as 1 rewards it. A class that is absent from
+# the target but *predicted* is different: those are false positives, and its IoU is 0.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+target = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+perfect = target.clone()
+iou = metrics.iou_per_class(metrics.confusion_matrix(perfect, target, 3))
+print("IoU per class:", [round(v, 3) for v in iou.tolist()])
+print(f"mIoU, NaN left out: {metrics.mean_iou(metrics.confusion_matrix(perfect, target, 3)):.3f}   "
+      f"absent as 0: {torch.nan_to_num(iou, nan=0.0).mean().item():.3f}   "
+      f"absent as 1: {torch.nan_to_num(iou, nan=1.0).mean().item():.3f}")
+false_alarm = torch.tensor([[0, 0, 2, 1, 1, 1, 1, 1]])
+cm = metrics.confusion_matrix(false_alarm, target, 3)
+print("one pixel wrongly predicted as class 2 -> IoU per class:",
+      [round(v, 3) for v in metrics.iou_per_class(cm).tolist()], f"mIoU {metrics.mean_iou(cm):.3f}")
+
+# %% [markdown]
+# ### 5.3 `ignore_index`
+# Annotators often leave a thin "void" band (label 255) around objects, where the true boundary is
+# uncertain. Those pixels must be left out of both the loss and the metric. Forgetting it is
+# caught early: the label 255 does not fit two classes.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from scipy import ndimage
+
+void_y = val_y.clone()
+for mask in void_y:
+    band = ndimage.binary_dilation(mask.numpy()) & ~mask.numpy().astype(bool)  # 1 px outside each nucleus
+    mask[torch.from_numpy(band)] = 255
+print(f"void pixels: {(void_y == 255).float().mean().item():.3f} of the image")
+try:
+    metrics.confusion_matrix(torch.zeros_like(void_y), void_y, num_classes=2)
+except ValueError as error:
+    print("ValueError:", error)
+
+# %%
+combined_probs = results["BCE + Dice"][0]["probs"]
+pred = (combined_probs > 0.5).long()
+with_void_as_background = metrics.confusion_matrix(pred, torch.where(void_y == 255, 0, void_y), 2)
+ignoring_void = metrics.confusion_matrix(pred, void_y, 2, ignore_index=255)
+print(f"nucleus IoU, void counted as background: {metrics.iou_per_class(with_void_as_background)[1]:.3f}")
+print(f"nucleus IoU, void ignored:               {metrics.iou_per_class(ignoring_void)[1]:.3f}")
+logits = torch.logit(combined_probs.clamp(1e-6, 1 - 1e-6)).unsqueeze(1)
+print(f"BCE on the same predictions, void ignored: {losses.binary_cross_entropy(logits, void_y).item():.3f}")
+
+# %% [markdown]
+# Most of the model's errors sit on the object outlines, so leaving the uncertain band out changes
+# the score noticeably: report which convention was used.
+#
+# ### 5.4 The threshold of a binary mask
+# A binary model outputs probabilities; the mask depends on the threshold, and 0.5 is only a
+# default. The best threshold should be chosen on validation data, never on the test set.
+
+# %%
+thresholds = np.round(np.arange(0.1, 0.91, 0.1), 2)
+dice_at = [metrics.dice_per_image(combined_probs > t, val_y).mean().item() for t in thresholds]
+fig, ax = plt.subplots(figsize=(5, 2.8))
+ax.plot(thresholds, dice_at, marker="o")
+ax.set_xlabel("threshold on sigmoid(logits)")
+ax.set_ylabel("mean per-image Dice")
+ax.grid(alpha=0.3)
+plt.show()
+print("best threshold:", thresholds[int(np.argmax(dice_at))], f"Dice {max(dice_at):.3f} (at 0.5: {dice_at[4]:.3f})")
+
+# %% [markdown]
+# ### 5.5 Pixel accuracy on imbalanced data
+# The lazy "no nucleus anywhere" predictor on the validation images:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cm = metrics.confusion_matrix(torch.zeros_like(val_y), val_y, num_classes=2)
+print(f"pixel accuracy {metrics.pixel_accuracy(cm):.3f}   mean class accuracy {metrics.mean_class_accuracy(cm):.3f}   "
+      f"nucleus IoU {metrics.iou_per_class(cm)[1].item():.3f}   mIoU {metrics.mean_iou(cm):.3f}")
+
+# %% [markdown]
+# A model that finds nothing scores 0.82 pixel accuracy. Report per-class IoU (or Dice) and
+# the mIoU; pixel accuracy alone says little when one class dominates.
+#
+# ## 6. The confusion matrix as a picture
+#
+# A deliberately simple classifier on the street scenes: each pixel gets the class whose mean
+# colour (measured on training images) is closest. The row-normalised confusion matrix shows
+# *which* classes it confuses, which no single number can.
+
+# %%
+scenes_train = ScenesDataset(length=8, image_size=96, seed=0)
+scenes_val = ScenesDataset(length=8, image_size=96, seed=1)
+num_classes = ScenesDataset.num_classes
+colour_sum = torch.zeros(num_classes, 3, dtype=torch.float64)
+colour_count = torch.zeros(num_classes, dtype=torch.float64)
+for image, mask in (scenes_train[i] for i in range(len(scenes_train))):
+    pixels, labels = image.reshape(3, -1).T.double(), mask.reshape(-1)  # (P, 3), (P,)
+    colour_sum.index_add_(0, labels, pixels)
+    colour_count += torch.bincount(labels, minlength=num_classes)
+mean_colour = colour_sum / colour_count[:, None]  # (K, 3)
+
+scene_cm = metrics.ConfusionMatrix(num_classes)
+for image, mask in (scenes_val[i] for i in range(len(scenes_val))):
+    distance = torch.cdist(image.reshape(3, -1).T.double(), mean_colour)  # (P, K)
+    scene_cm.update(distance.argmin(dim=1).view_as(mask), mask)
+cm = scene_cm.compute()
+print("IoU per class:", {name: round(v, 3) for name, v in zip(ScenesDataset.CLASSES, metrics.iou_per_class(cm).tolist())})
+print(f"mIoU {metrics.mean_iou(cm):.3f}   pixel accuracy {metrics.pixel_accuracy(cm):.3f}")
+
+# %%
+rows = cm.double() / cm.sum(dim=1, keepdim=True).clamp(min=1)  # recall per row
+fig, ax = plt.subplots(figsize=(4.8, 4.2))
+ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+for t in range(num_classes):
+    for p in range(num_classes):
+        ax.text(p, t, f"{rows[t, p]:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if rows[t, p] > 0.5 else "black")
+ax.set_xticks(range(num_classes), ScenesDataset.CLASSES, rotation=45, ha="right")
+ax.set_yticks(range(num_classes), ScenesDataset.CLASSES)
+ax.set_xlabel("predicted class")
+ax.set_ylabel("target class (rows sum to 1)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 7. Boundary metrics
+#
+# On a large object, an outline that is off by two pixels barely moves the IoU. Boundary metrics
+# look only near the contours: Boundary IoU (the IoU of the bands of width `d` inside each
+# outline; by default `d` is 2 % of the image diagonal, 3 pixels here), the boundary F-score (contour pixels matched within a tolerance) and the Hausdorff
+# distances (how far the outlines are apart, in pixels).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+square = torch.zeros(96, 96, dtype=torch.bool)
+square[16:80, 16:80] = True
+print(f"{'shift':>5s} {'IoU':>6s} {'Boundary IoU':>13s} {'Boundary F (tol 1)':>19s} {'HD95':>6s} {'ASSD':>6s}")
+for shift in (0, 1, 2, 4):
+    moved = torch.roll(square, shifts=shift, dims=1)  # the square moved `shift` pixels to the right
+    print(f"{shift:>5d} {metrics.iou_per_image(moved[None], square[None]).item():>6.3f} "
+          f"{metrics.boundary_iou(moved, square):>13.3f} {metrics.boundary_f1(moved, square, tolerance=1):>19.3f} "
+          f"{metrics.hausdorff_distance(moved, square, percentile=95):>6.2f} "
+          f"{metrics.average_surface_distance(moved, square):>6.2f}")
+
+# %% [markdown]
+# ## Summary
+#
+# - Losses take logits. Binary losses use a sigmoid on one channel, multiclass losses a softmax
+#   over K channels with an integer target; `ignore_index` removes pixels from both prediction
+#   and target. `course_lib.losses` checks shapes and labels and says what is wrong.
+# - Per-pixel losses (BCE, CE, focal) average over pixels and follow the majority class; overlap
+#   losses (Dice, Tversky, Lovász) average over classes. Combining one of each is a robust default.
+# - Evaluate with one confusion matrix accumulated over the whole data set (and summed over
+#   processes with `ConfusionMatrix.all_reduce` under `torch.distributed`), never with an average
+#   of per-batch scores.
+# - Say how absent classes count: here NaN and left out of every mean; a predicted but absent class
+#   scores 0.
+# - Pixel accuracy hides small classes; HD95 and boundary metrics see outline errors that the IoU
+#   of a large object does not.
+#
+# **Exercise 05** asks you to write a multiclass soft Dice loss, a focal loss, the confusion matrix
+# with `ignore_index` and the mIoU with the NaN policy: `python -m course_lib.grade ex05`.
