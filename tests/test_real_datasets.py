@@ -216,3 +216,16 @@ def test_extract_tar_and_zip(tmp_path):
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["top"]  # no scratch folder left behind
     with pytest.raises(ValueError, match="not a zip or tar"):
         extract_archive(payload, tmp_path / "y")
+
+
+@pytest.mark.parametrize("python_filter", [True, False])
+def test_tar_members_leaving_the_folder_are_refused(tmp_path, monkeypatch, python_filter):
+    if not python_filter:  # the check used on Pythons without tarfile's "data" filter
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    payload = tmp_path / "payload.txt"
+    payload.write_text("hello")
+    with tarfile.open(tmp_path / "evil.tar", "w") as tarred:
+        tarred.add(payload, arcname="../escaped.txt")
+    with pytest.raises((ValueError, tarfile.TarError)):
+        extract_archive(tmp_path / "evil.tar", tmp_path / "x")
+    assert not (tmp_path / "escaped.txt").exists()

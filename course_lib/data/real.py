@@ -296,7 +296,7 @@ def extract_archive(archive: str | Path, destination: str | Path) -> Path:
                 zipped.extractall(scratch)  # zipfile drops absolute paths and ".." itself
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tarred:
-                tarred.extractall(scratch, filter="data")  # refuses links and paths leaving scratch
+                _extract_tar_safely(tarred, Path(scratch))
         else:
             raise ValueError(f"{archive}: not a zip or tar archive")
         for entry in Path(scratch).iterdir():
@@ -305,6 +305,19 @@ def extract_archive(archive: str | Path, destination: str | Path) -> Path:
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
             os.replace(entry, target)
     return destination
+
+
+def _extract_tar_safely(tarred: tarfile.TarFile, folder: Path) -> None:
+    """Extract regular files and folders only, refusing paths that leave `folder`."""
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+        tarred.extractall(folder, filter="data")
+        return
+    root = folder.resolve()
+    for member in tarred.getmembers():
+        target = (folder / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or root not in (target, *target.parents):
+            raise ValueError(f"{tarred.name}: refusing to extract {member.name!r}")
+    tarred.extractall(folder)
 
 
 def _threshold_jpeg_masks(source: Path, target: Path) -> Path:
