@@ -1,0 +1,139 @@
+"""The bad-submission suite: a class of hostile or broken submissions graded in one bulk run.
+
+Each folder under tests/grading_cases/submissions/ is one student's submission of the demo course
+(tests/grading_cases/demo: ex90 worth 9 points with its hidden tests, ex91 worth 1);
+tests/grading_cases/expected.json gives the points (and status) each must get. Two more cases are
+built here: a zip with `../` and absolute paths, and a symlinked exercise file. The run uses small
+limits so the endless loops cost seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from course_lib.grade.bulk import grade_class
+from course_lib.grade.layout import CourseLayout
+from course_lib.grade.limits import Limits
+
+CASES = Path(__file__).parent / "grading_cases"
+DEMO = CourseLayout(CASES / "demo")
+EXPECTED = json.loads((CASES / "expected.json").read_text())
+EXPECTED.update({
+    "zip_with_traversal": {"points": 9, "status": "partial", "why": "the legit file of a zip is graded, ../ entries ignored"},
+    "symlinked_file": {"points": 0, "status": "missing", "why": "a symlinked exercise file is ignored"},
+})
+LIMITS = Limits(call_timeout=4, exercise_timeout=40, startup_timeout=90, memory_mb=768, file_mb=8)
+BUDGET_S = 900  # generous: the machine running the suite may be shared
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    submissions = root / "submissions"
+    shutil.copytree(CASES / "submissions", submissions)
+    solution = (DEMO.solutions / "ex90_demo.py").read_bytes()
+    with zipfile.ZipFile(submissions / "zip_with_traversal.zip", "w") as bundle:
+        bundle.writestr("ex90_demo.py", solution)
+        bundle.writestr("../../escaped.py", b"print('escaped')\n")
+        bundle.writestr("../ex91_more.py", b"def square(x):\n    return x * x\n")
+        bundle.writestr("/tmp/absolute_ex.py", b"x = 1\n")
+        link = zipfile.ZipInfo("ex91_more.py")
+        link.external_attr = 0o120777 << 16
+        bundle.writestr(link, "/etc/passwd")
+    (submissions / "symlinked_file").mkdir()
+    os.symlink(DEMO.solutions / "ex90_demo.py", submissions / "symlinked_file" / "ex90_demo.py")
+    before = set(Path("/tmp").glob("results.json"))
+    started = time.monotonic()
+    summary = grade_class(submissions, root / "out", workers=2, hidden=True, layout=DEMO, limits=LIMITS,
+                          progress=False)
+    seconds = time.monotonic() - started
+    return {"summary": summary, "out": root / "out", "root": root, "seconds": seconds, "tmp_before": before}
+
+
+def test_grading_finishes_within_budget(graded):
+    assert graded["seconds"] < BUDGET_S, f"grading the class took {graded['seconds']:.0f} s"
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_expected_points_and_status(graded, case):
+    rows = {row["student"]: row for row in graded["summary"]["rows"]}
+    assert case in rows, f"{case} was not graded"
+    row, expected = rows[case], EXPECTED[case]
+    feedback = (graded["out"] / case / "feedback.md").read_text()
+    assert row["total"] == expected["points"], f"{case} ({expected['why']}): got {row['total']}\n{feedback}"
+    if expected["status"] is not None:
+        assert row["status"] == expected["status"], f"{case}: status {row['status']}\n{feedback}"
+
+
+def test_every_manifest_test_is_in_every_results_file(graded):
+    manifest = json.loads((graded["out"] / "manifest.json").read_text())
+    assert len(manifest["tests"]) == 8 and sum(t["points"] for t in manifest["tests"]) == 10
+    names = {f"{t['exercise']}: {t['name']}" for t in manifest["tests"]}
+    for case in EXPECTED:
+        results = json.loads((graded["out"] / case / "results.json").read_text())
+        assert {t["name"] for t in results["tests"]} == names, case
+        assert results["score"] == sum(t["score"] for t in results["tests"]) == EXPECTED[case]["points"]
+        for test in results["tests"]:
+            assert test["status"] in ("passed", "failed")
+            assert test["score"] in (0, test["max_score"])
+            assert len(test["output"]) < 2100
+            hidden = test["name"].split(": ")[1] in ("test_count_labels_with_absent_class", "test_add_one_on_empty")
+            assert test["visibility"] == ("after_due_date" if hidden else "visible")
+
+
+def test_grades_csv_lists_every_student_with_hashes(graded):
+    with open(graded["out"] / "grades.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [r["student"] for r in rows] == sorted(EXPECTED)
+    manifest = json.loads((graded["out"] / "manifest.json").read_text())
+    for row in rows:
+        assert float(row["total"]) == EXPECTED[row["student"]]["points"]
+        assert float(row["ex90_demo"]) + float(row["ex91_more"]) == float(row["total"])
+        assert row["tests_sha256"] == manifest["tests_sha256"]
+        assert len(row["submission_sha256"]) == 64
+    by_name = {r["student"]: r for r in rows}
+    assert by_name["reference"]["submission_sha256"] != by_name["stubs"]["submission_sha256"]
+
+
+def test_reports_say_why(graded):
+    def feedback(case):
+        return (graded["out"] / case / "feedback.md").read_text()
+
+    assert "calls course_lib.utils.count_parameters" in feedback("calls_course_lib")
+    assert "forbids reading" in feedback("reads_solutions_and_hidden_tests")
+    assert "timed out" in feedback("infinite_loop")
+    assert "SyntaxError at line" in feedback("syntax_error")
+    assert "not implemented yet" in feedback("stubs")
+    assert "conftest.py" in feedback("shipped_config_files") and "sitecustomize.py" in feedback("shipped_config_files")
+    assert "unsafe path" in feedback("zip_with_traversal") and "symbolic link" in feedback("zip_with_traversal")
+    assert "symbolic link" in feedback("symlinked_file")
+    assert "not UTF-8" in feedback("non_utf8_file")
+    assert "must be plain data" in feedback("always_equal_results")
+    hidden_feedback = feedback("stubs")
+    assert "test_count_labels_with_absent_class" not in hidden_feedback  # hidden test names stay hidden
+
+
+def test_nothing_escaped_the_worker(graded):
+    assert not (graded["root"] / "escaped.py").exists()
+    assert set(Path("/tmp").glob("results.json")) == graded["tmp_before"]
+    assert not (graded["out"].parent / "results.json").exists()
+    assert not list(graded["root"].rglob("big.bin"))
+
+
+def test_regrading_gives_identical_scores(graded, tmp_path):
+    subset = tmp_path / "subset"
+    for case in ("reference", "always_equal_results", "calls_course_lib"):
+        shutil.copytree(CASES / "submissions" / case, subset / case)
+    again = grade_class(subset, tmp_path / "out", workers=2, hidden=True, layout=DEMO, limits=LIMITS, progress=False,
+                        manifest_path=graded["out"] / "manifest.json")
+    first = {r["student"]: (r["total"], r["status"], r["submission_sha256"]) for r in graded["summary"]["rows"]}
+    for row in again["rows"]:
+        assert (row["total"], row["status"], row["submission_sha256"]) == first[row["student"]]
