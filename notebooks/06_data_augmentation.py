@@ -460,10 +460,10 @@ for build in (lambda: OxfordPetSegmentation(root=workdir / "empty"),
 if not FAST:
     pets = OxfordPetSegmentation(download=True, split="trainval",
                                  transform=train_transforms(256, seed=0))
-    print("Oxford-IIIT Pet:", len(pets), "images,", pets.num_classes, "classes:", pets.classes)
+    print("Oxford-IIIT Pet:", len(pets), "images,", pets.num_classes, "classes:", pets.CLASSES)
     draws = [pets[i] for i in range(4)]
     show_grid(torch.stack([denormalize(img) for img, _ in draws]),
-              torch.stack([m for _, m in draws]), class_names=pets.classes, cell_size=2.2)
+              torch.stack([m for _, m in draws]), class_names=pets.CLASSES, cell_size=2.2)
     plt.show()
 else:
     print("fast mode: real datasets skipped")

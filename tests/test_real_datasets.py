@@ -53,7 +53,7 @@ def pet_tree(root: Path, names=("Abyssinian_1", "beagle_12")) -> Path:
 
 def test_pet_trimap_maps_to_three_classes(tmp_path):
     ds = OxfordPetSegmentation(pet_tree(tmp_path))
-    assert len(ds) == 2 and ds.num_classes == 3
+    assert len(ds) == 2 and ds.num_classes == 3 and ds.CLASSES == ("background", "pet", "boundary")
     image, mask = ds[0]
     assert image.shape == (3, 5, 7) and image.dtype == torch.float32
     assert 0 <= image.min() <= image.max() <= 1
@@ -79,6 +79,15 @@ def test_pet_rejects_files_that_are_not_trimaps(tmp_path):
         tmp_path / "oxford-iiit-pet" / "annotations" / "trimaps" / "Abyssinian_1.png")
     with pytest.raises(ValueError, match=r"Abyssinian_1\.png: trimap values \[9\]"):
         OxfordPetSegmentation(tmp_path)[0]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(split="val"), ValueError, "split"), (dict(boundary="drop"), ValueError, "boundary"),
+    (dict(ignore_index=1), ValueError, "ignore_index"),
+    (dict(transform="flip"), TypeError, "transform")])
+def test_pet_bad_arguments(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        OxfordPetSegmentation(pet_tree(tmp_path), **kwargs)
 
 
 def test_pet_missing_fails_fast_with_instructions(tmp_path, monkeypatch):

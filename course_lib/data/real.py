@@ -85,6 +85,10 @@ class OxfordPetSegmentation(Dataset):
         if boundary not in ("class", "ignore"):
             raise ValueError("boundary must be 'class' (3 classes) or 'ignore' (2 classes), "
                              f"got {boundary!r}")
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 3:
+            raise ValueError("ignore_index must be an int >= 3 (0, 1, 2 are classes), "
+                             f"got {ignore_index!r}")
+        _check_transform(transform)
         root = Path(root).expanduser() if root is not None else data_dir()
         base = root / "oxford-iiit-pet"
         images, trimaps = base / "images", base / "annotations" / "trimaps"
@@ -104,8 +108,8 @@ class OxfordPetSegmentation(Dataset):
         self.transform = transform
         self.ignore_index = ignore_index
         self.boundary = boundary
-        self.classes = ("background", "pet") + (("boundary",) if boundary == "class" else ())
-        self.num_classes = len(self.classes)
+        self.CLASSES = ("background", "pet") + (("boundary",) if boundary == "class" else ())
+        self.num_classes = len(self.CLASSES)
         band = 2 if boundary == "class" else ignore_index
         # trimap value -> label: 0 (unused) -> ignore, 1 pet -> 1, 2 background -> 0,
         # 3 band -> 2 or ignore
@@ -147,6 +151,7 @@ class PascalVOCSegmentation(Dataset):
 
         if image_set not in ("train", "val", "trainval"):
             raise ValueError(f"image_set must be 'train', 'val' or 'trainval', got {image_set!r}")
+        _check_transform(transform)
         root = Path(root).expanduser() if root is not None else data_dir()
         base = root / "VOCdevkit" / "VOC2012"
         split_file = base / "ImageSets" / "Segmentation" / f"{image_set}.txt"
@@ -335,6 +340,12 @@ def _threshold_jpeg_masks(source: Path, target: Path) -> Path:
         Image.fromarray(np.where(gray >= 128, 255, 0).astype(np.uint8)).save(partial, format="PNG")
         os.replace(partial, out)
     return target
+
+
+def _check_transform(transform) -> None:
+    if transform is not None and not callable(transform):
+        raise TypeError("transform must be callable as transform(image=..., mask=...), "
+                        f"got {transform!r}")
 
 
 def _with_download_hint(build: Callable, what: str):
