@@ -210,7 +210,7 @@ def test_lovasz_hinge_on_vertices_is_jaccard_loss():
     logits = torch.tensor([[1.0, 0.0, 1.0, -1.0, 0.0, 0.0, 1.0, -1.0]])
     mistakes = logits == 0
     expected = mistakes.sum() / ((target == 1) | mistakes).sum()
-    got = losses.lovasz_hinge(logits.view(1, 1, 1, 8), target.view(1, 1, 8))
+    got = losses.lovasz_hinge(logits.view(1, 1, 1, 8), target.view(1, 1, 8), per_image=True)
     assert got.item() == pytest.approx(expected.item())
 
 
@@ -282,3 +282,34 @@ def test_device_independence(device):
     target[0, 0, 0] = 255
     for fn in (losses.dice_loss, losses.focal_loss, losses.lovasz_softmax, losses.tversky_loss):
         torch.testing.assert_close(fn(logits.to(device), target.to(device)).cpu(), fn(logits, target))
+
+
+def test_modules_call_their_functions():
+    logits, target = random_multiclass(18)
+    target[0, 0, 0] = 255
+    pairs = [
+        (losses.DiceLoss(smooth=0.5), losses.dice_loss(logits, target, smooth=0.5)),
+        (losses.JaccardLoss(), losses.jaccard_loss(logits, target)),
+        (losses.TverskyLoss(alpha=0.2, beta=0.8), losses.tversky_loss(logits, target, alpha=0.2, beta=0.8)),
+        (losses.FocalTverskyLoss(gamma=0.5), losses.focal_tversky_loss(logits, target, gamma=0.5)),
+        (losses.FocalLoss(alpha=torch.tensor([1.0, 2.0, 3.0])),
+         losses.focal_loss(logits, target, alpha=torch.tensor([1.0, 2.0, 3.0]))),
+        (losses.LovaszLoss(per_image=True), losses.lovasz_softmax(logits, target, per_image=True)),
+        (losses.CrossEntropyLoss(), F.cross_entropy(logits, target, ignore_index=255)),
+    ]
+    for module, expected in pairs:
+        torch.testing.assert_close(module(logits, target), expected, msg=lambda m, mod=module: f"{mod}: {m}")
+    binary = logits[:, :1]
+    mask = (target == 1).long()
+    torch.testing.assert_close(losses.LovaszLoss(mode="binary")(binary, mask), losses.lovasz_hinge(binary, mask))
+    torch.testing.assert_close(losses.LovaszLoss(mode="binary", per_image=True)(binary, mask),
+                               (losses.lovasz_hinge(binary[:1], mask[:1]) + losses.lovasz_hinge(binary[1:], mask[1:])) / 2)
+
+
+def test_per_class_reduction_shapes():
+    logits, target = random_multiclass(19)
+    assert losses.dice_loss(logits, target, reduction="none").shape == (3,)
+    assert losses.dice_loss(logits, target, per_image=True, reduction="none").shape == (2, 3)
+    assert losses.focal_loss(logits, target, reduction="none").shape == (2, 5, 6)
+    with pytest.raises(ValueError, match="absent"):
+        losses.dice_loss(logits, target, absent="zero")

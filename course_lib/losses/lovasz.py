@@ -79,9 +79,14 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, classes="present"
     return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
-def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor, per_image: bool = True,
+def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor, per_image: bool = False,
                  ignore_index: int | None = 255) -> torch.Tensor:
-    """Binary Lovász hinge loss from logits (N, 1, H, W); per_image=True averages over images."""
+    """Binary Lovász hinge loss from logits (N, 1, H, W).
+
+    per_image=False (the default here, as for `lovasz_softmax`) treats the batch as one image;
+    per_image=True averages the loss of each image (the default of the paper's reference code
+    for the hinge). Images whose pixels are all ignored are left out.
+    """
     logits_, target_, valid = binary_inputs(logits, target, ignore_index)
     units = zip(logits_, target_, valid) if per_image else [(logits_, target_, valid)]
     losses = []
