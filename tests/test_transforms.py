@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
 from course_lib import transforms as T
@@ -63,6 +65,21 @@ def test_masks_hold_only_valid_labels_and_ignore(name):
         assert out["image"].shape[1:] == out["mask"].shape
         seen |= set(out["mask"].unique().tolist())
     assert seen <= set(range(NUM_CLASSES)) | {IGNORE}, f"{name} produced labels {sorted(seen)}"
+
+
+@settings(max_examples=25, deadline=None)
+@given(height=st.integers(8, 60), width=st.integers(8, 60), out=st.integers(8, 40),
+       rotate=st.floats(0, 90), low=st.floats(0.3, 1.0), high=st.floats(1.0, 2.0),
+       seed=st.integers(0, 2**16))
+def test_labels_stay_valid_for_any_pipeline_settings(height, width, out, rotate, low, high, seed):
+    transform = T.train_transforms(out, scale=(low, high), rotate=rotate, vflip=0.5,
+                                   distortion=0.5, seed=seed)
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, NUM_CLASSES, (height, width))
+    mask[rng.random((height, width)) < 0.1] = IGNORE
+    result = transform(image=rng.random((height, width, 3), dtype=np.float32), mask=mask)
+    assert result["mask"].shape == (out, out) and result["image"].shape == (3, out, out)
+    assert set(result["mask"].unique().tolist()) <= set(range(NUM_CLASSES)) | {IGNORE}
 
 
 def test_bilinear_mask_interpolation_would_invent_labels():
