@@ -26,7 +26,8 @@ def _pyproject_packages() -> dict[str, str]:
 
 def _conda_packages() -> dict[str, str]:
     packages = {}
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
         match = re.match(r"^  - ([A-Za-z0-9_.\-]+)(.*)$", line)
         if match and match.group(1) not in ("python", "pip"):
             name = CONDA_TO_PIP.get(match.group(1), match.group(1)).lower()
