@@ -59,11 +59,17 @@ def median_time(fn, repeats: int, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads for every contender (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for every contender (default: torch's choice)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.threads is not None:
@@ -71,12 +77,17 @@ def main(argv: list[str] | None = None) -> None:
 
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, NUM_CLASSES, (8, 512, 512), generator=g)
-    pred = torch.where(torch.rand(target.shape, generator=g) < 0.7, target,
-                       torch.randint(0, NUM_CLASSES, target.shape, generator=g))
+    pred = torch.where(
+        torch.rand(target.shape, generator=g) < 0.7,
+        target,
+        torch.randint(0, NUM_CLASSES, target.shape, generator=g),
+    )
     target[torch.rand(target.shape, generator=g) < 0.05] = IGNORE
     pred, target = pred.to(device), target.to(device)
-    print(f"workload: labels {tuple(target.shape)}, {NUM_CLASSES} classes, ignore_index={IGNORE}, "
-          f"device={device}, torch threads={torch.get_num_threads()}")
+    print(
+        f"workload: labels {tuple(target.shape)}, {NUM_CLASSES} classes, ignore_index={IGNORE}, "
+        f"device={device}, torch threads={torch.get_num_threads()}"
+    )
 
     ours = ConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE)
     loop = PerClassLoop(NUM_CLASSES, IGNORE)
@@ -84,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cpu":
         contenders["per-class Python loop"] = lambda: loop.update(pred, target)
 
-    reference = iou_per_class(ConfusionMatrix(NUM_CLASSES, IGNORE).update(pred, target).compute()).cpu()
+    reference = iou_per_class(
+        ConfusionMatrix(NUM_CLASSES, IGNORE).update(pred, target).compute()
+    ).cpu()
     loop.update(pred.cpu(), target.cpu())
     torch.testing.assert_close(loop.iou().double(), reference)
     try:
@@ -92,9 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         print("torchmetrics not installed: its comparison is skipped (pip install torchmetrics)")
     else:
-        jaccard = MulticlassJaccardIndex(NUM_CLASSES, average="none", ignore_index=IGNORE).to(device)
+        jaccard = MulticlassJaccardIndex(NUM_CLASSES, average="none", ignore_index=IGNORE).to(
+            device
+        )
         jaccard.update(pred, target)
-        torch.testing.assert_close(jaccard.compute().cpu().double(), reference, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            jaccard.compute().cpu().double(), reference, atol=1e-6, rtol=1e-6
+        )
         contenders["torchmetrics MulticlassJaccardIndex"] = lambda: jaccard.update(pred, target)
 
     for fn in contenders.values():  # warm-up
@@ -103,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, fn in contenders.items():
         seconds = median_time(fn, args.repeats, device)
         baseline = baseline or seconds
-        print(f"{name:38s} {seconds * 1e3:9.2f} ms/update   {seconds / baseline:6.1f}x the time of course_lib")
+        print(
+            f"{name:38s} {seconds * 1e3:9.2f} ms/update   "
+            f"{seconds / baseline:6.1f}x the time of course_lib"
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
-                   eps: float = 1e-7) -> torch.Tensor:
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None, eps: float = 1e-7
+) -> torch.Tensor:
     """Multiclass soft Dice loss (a scalar tensor that autograd can differentiate).
 
     p = softmax(logits) over the K channels, t = one-hot target (N, K, H, W). For each class c,
@@ -36,25 +37,29 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     raise NotImplementedError
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-               ignore_index: int | None = None) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, ignore_index: int | None = None
+) -> torch.Tensor:
     """Multiclass focal loss (Lin et al., 2017), a scalar tensor.
 
-    For each pixel, p_t = softmax(logits)[true class] and the loss is -(1 - p_t) ** gamma * log(p_t).
+    For each pixel, p_t = softmax(logits)[true class] and the loss is
+    -(1 - p_t) ** gamma * log(p_t).
     Return the mean over the pixels whose target is not `ignore_index` (0 when every pixel is
     ignored). With gamma = 0 this is exactly the cross-entropy.
     """
-    # HINT: log p_t = logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1); p_t = its exp.
+    # HINT: log p_t = logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1); p_t = exp.
     # HINT: use log_softmax rather than log(softmax): it stays finite for very confident logits.
     raise NotImplementedError
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int | None = None) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
     """(K, K) int64 matrix: entry [t, p] counts pixels with target class t predicted as class p.
 
     `pred` and `target` are label tensors of the same shape. Pixels whose target equals
-    `ignore_index` are not counted. Use a single torch.bincount (no Python loop over pixels or classes).
+    `ignore_index` are not counted. Use a single torch.bincount (no Python loop over pixels or
+    classes).
     """
     # HINT: keep = target != ignore_index; then index = target[keep] * num_classes + pred[keep].
     # HINT: torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes).
@@ -67,7 +72,7 @@ def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
     IoU_c = TP / (TP + FP + FN) with TP = cm[c, c], FN = row sum - TP, FP = column sum - TP.
     A class absent from both target and prediction (TP + FP + FN = 0) gets NaN, not 0 or 1.
     """
-    # HINT: cm.diagonal(), cm.sum(0) and cm.sum(1) give TP, TP + FP and TP + FN for every class at once.
+    # HINT: cm.diagonal(), cm.sum(0) and cm.sum(1) give TP, TP + FP and TP + FN for all classes.
     # HINT: torch.where(union > 0, tp / union, torch.nan) avoids dividing by zero.
     raise NotImplementedError
 

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None,
-                   eps: float = 1e-7) -> torch.Tensor:
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None, eps: float = 1e-7
+) -> torch.Tensor:
     """Multiclass soft Dice loss (a scalar tensor that autograd can differentiate).
 
     p = softmax(logits) over the K channels, t = one-hot target (N, K, H, W). For each class c,
@@ -35,11 +36,17 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     # HINT: F.one_hot needs labels in [0, K): replace ignored labels by 0 first, then mask p and t.
     # HINT: sum over dims (0, 2, 3) to get per-class sums (K,); `present = t_sum > 0` picks classes.
     num_classes = logits.shape[1]
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    valid = (
+        torch.ones_like(target, dtype=torch.bool)
+        if ignore_index is None
+        else target != ignore_index
+    )
     labels = torch.where(valid, target, torch.zeros_like(target))
     mask = valid.unsqueeze(1).to(logits.dtype)  # (N, 1, H, W)
     probs = logits.softmax(dim=1) * mask  # (N, K, H, W)
-    onehot = F.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(logits.dtype) * mask  # (N, K, H, W)
+    onehot = (
+        F.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(logits.dtype) * mask
+    )  # (N, K, H, W)
     intersection = (probs * onehot).sum(dim=(0, 2, 3))  # (K,)
     target_sum = onehot.sum(dim=(0, 2, 3))  # (K,)
     dice = 2 * intersection / (probs.sum(dim=(0, 2, 3)) + target_sum).clamp(min=eps)  # (K,)
@@ -50,18 +57,24 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     # END SOLUTION
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
-               ignore_index: int | None = None) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, ignore_index: int | None = None
+) -> torch.Tensor:
     """Multiclass focal loss (Lin et al., 2017), a scalar tensor.
 
-    For each pixel, p_t = softmax(logits)[true class] and the loss is -(1 - p_t) ** gamma * log(p_t).
+    For each pixel, p_t = softmax(logits)[true class] and the loss is
+    -(1 - p_t) ** gamma * log(p_t).
     Return the mean over the pixels whose target is not `ignore_index` (0 when every pixel is
     ignored). With gamma = 0 this is exactly the cross-entropy.
     """
     # BEGIN SOLUTION
-    # HINT: log p_t = logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1); p_t = its exp.
+    # HINT: log p_t = logits.log_softmax(1).gather(1, labels.unsqueeze(1)).squeeze(1); p_t = exp.
     # HINT: use log_softmax rather than log(softmax): it stays finite for very confident logits.
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    valid = (
+        torch.ones_like(target, dtype=torch.bool)
+        if ignore_index is None
+        else target != ignore_index
+    )
     labels = torch.where(valid, target, torch.zeros_like(target))
     log_pt = logits.log_softmax(dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)  # (N, H, W)
     loss = -((1 - log_pt.exp()) ** gamma) * log_pt  # (N, H, W)
@@ -70,12 +83,14 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
     # END SOLUTION
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int | None = None) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
     """(K, K) int64 matrix: entry [t, p] counts pixels with target class t predicted as class p.
 
     `pred` and `target` are label tensors of the same shape. Pixels whose target equals
-    `ignore_index` are not counted. Use a single torch.bincount (no Python loop over pixels or classes).
+    `ignore_index` are not counted. Use a single torch.bincount (no Python loop over pixels or
+    classes).
     """
     # BEGIN SOLUTION
     # HINT: keep = target != ignore_index; then index = target[keep] * num_classes + pred[keep].
@@ -98,7 +113,7 @@ def iou_per_class(cm: torch.Tensor) -> torch.Tensor:
     A class absent from both target and prediction (TP + FP + FN = 0) gets NaN, not 0 or 1.
     """
     # BEGIN SOLUTION
-    # HINT: cm.diagonal(), cm.sum(0) and cm.sum(1) give TP, TP + FP and TP + FN for every class at once.
+    # HINT: cm.diagonal(), cm.sum(0) and cm.sum(1) give TP, TP + FP and TP + FN for all classes.
     # HINT: torch.where(union > 0, tp / union, torch.nan) avoids dividing by zero.
     cm = cm.to(torch.float64)
     tp = cm.diagonal()

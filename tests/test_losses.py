@@ -44,7 +44,9 @@ def test_binary_dice_hand_computed():
     # sum pt = 1.5, sum p = 2, sum t = 3 -> Dice = 3 / 5
     assert losses.dice_loss(logits, target, mode="binary").item() == pytest.approx(0.4)
     # smooth s = 1: (3 + 1) / (5 + 1)
-    assert losses.dice_loss(logits, target, mode="binary", smooth=1.0).item() == pytest.approx(1 - 4 / 6)
+    assert losses.dice_loss(logits, target, mode="binary", smooth=1.0).item() == pytest.approx(
+        1 - 4 / 6
+    )
 
 
 def test_multiclass_dice_equals_classic_formula():
@@ -55,7 +57,9 @@ def test_multiclass_dice_equals_classic_formula():
     got = losses.dice_loss(logits, target, mode="multiclass")
     assert got.item() == pytest.approx(classic_dice_loss(probs, onehot), rel=1e-5)
     included = losses.dice_loss(logits, target, mode="multiclass", absent="include")
-    assert included.item() == pytest.approx(classic_dice_loss(probs, onehot, present_only=False), rel=1e-5)
+    assert included.item() == pytest.approx(
+        classic_dice_loss(probs, onehot, present_only=False), rel=1e-5
+    )
 
 
 def test_multilabel_dice_uses_sigmoid_per_channel():
@@ -63,7 +67,9 @@ def test_multilabel_dice_uses_sigmoid_per_channel():
     logits = torch.randn(2, 3, 4, 4, generator=g)
     target = (torch.rand(2, 3, 4, 4, generator=g) > 0.5).long()
     expected = classic_dice_loss(torch.sigmoid(logits), target.float())
-    assert losses.dice_loss(logits, target, mode="multilabel").item() == pytest.approx(expected, rel=1e-5)
+    assert losses.dice_loss(logits, target, mode="multilabel").item() == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_dice_ignore_index_equals_dice_on_kept_pixels():
@@ -76,8 +82,10 @@ def test_dice_ignore_index_equals_dice_on_kept_pixels():
 def test_dice_per_image_is_mean_of_images():
     logits, target = random_multiclass(4)
     per_image = losses.dice_loss(logits, target, per_image=True)
-    separate = torch.stack([losses.dice_loss(logits[i:i + 1], target[i:i + 1]) for i in range(2)])
-    # every class is present in both images here, so the mean of (image, class) pairs is the mean of images
+    separate = torch.stack(
+        [losses.dice_loss(logits[i : i + 1], target[i : i + 1]) for i in range(2)]
+    )
+    # every class is present in both images: the mean over (image, class) pairs = mean of images
     assert all(len(torch.unique(t)) == 3 for t in target)
     torch.testing.assert_close(per_image, separate.mean())
 
@@ -94,8 +102,9 @@ def test_dice_empty_target_policy():
 
 def test_tversky_identities_and_formula():
     logits, target = random_multiclass(5)
-    torch.testing.assert_close(losses.tversky_loss(logits, target, alpha=0.5, beta=0.5),
-                               losses.dice_loss(logits, target))
+    torch.testing.assert_close(
+        losses.tversky_loss(logits, target, alpha=0.5, beta=0.5), losses.dice_loss(logits, target)
+    )
     probs = logits.softmax(1)
     onehot = F.one_hot(target, 3).permute(0, 3, 1, 2).float()
     expected = []
@@ -105,8 +114,12 @@ def test_tversky_identities_and_formula():
         expected.append(1 - tp / (tp + 0.3 * fp + 0.7 * fn))
     got = losses.tversky_loss(logits, target, alpha=0.3, beta=0.7)
     torch.testing.assert_close(got, torch.stack(expected).mean())
-    jaccard = [1 - (probs[:, c] * onehot[:, c]).sum() /
-               (probs[:, c] + onehot[:, c] - probs[:, c] * onehot[:, c]).sum() for c in range(3)]
+    jaccard = [
+        1
+        - (probs[:, c] * onehot[:, c]).sum()
+        / (probs[:, c] + onehot[:, c] - probs[:, c] * onehot[:, c]).sum()
+        for c in range(3)
+    ]
     torch.testing.assert_close(losses.jaccard_loss(logits, target), torch.stack(jaccard).mean())
 
 
@@ -114,33 +127,43 @@ def test_focal_tversky_gamma_one_is_tversky():
     logits, target = random_multiclass(6)
     torch.testing.assert_close(
         losses.focal_tversky_loss(logits, target, alpha=0.3, beta=0.7, gamma=1.0, smooth=1.0),
-        losses.tversky_loss(logits, target, alpha=0.3, beta=0.7, smooth=1.0))
-    per_class = losses.tversky_loss(logits, target, alpha=0.3, beta=0.7, smooth=1.0, reduction="none")
-    torch.testing.assert_close(losses.focal_tversky_loss(logits, target, gamma=0.75),
-                               (per_class ** 0.75).mean())
+        losses.tversky_loss(logits, target, alpha=0.3, beta=0.7, smooth=1.0),
+    )
+    per_class = losses.tversky_loss(
+        logits, target, alpha=0.3, beta=0.7, smooth=1.0, reduction="none"
+    )
+    torch.testing.assert_close(
+        losses.focal_tversky_loss(logits, target, gamma=0.75), (per_class**0.75).mean()
+    )
 
 
 @pytest.mark.parametrize("name", ["dice", "tversky", "jaccard"])
 def test_overlap_gradcheck_float64(name):
     logits, target = random_multiclass(7, n=1, h=3, w=3, dtype=torch.float64)
     logits.requires_grad_(True)
-    fn = {"dice": lambda x: losses.dice_loss(x, target, smooth=0.5),
-          "tversky": lambda x: losses.tversky_loss(x, target, alpha=0.3, beta=0.7),
-          "jaccard": lambda x: losses.jaccard_loss(x, target)}[name]
+    fn = {
+        "dice": lambda x: losses.dice_loss(x, target, smooth=0.5),
+        "tversky": lambda x: losses.tversky_loss(x, target, alpha=0.3, beta=0.7),
+        "jaccard": lambda x: losses.jaccard_loss(x, target),
+    }[name]
     assert torch.autograd.gradcheck(fn, (logits,))
     binary_logits = torch.randn(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
-    binary_target = (torch.arange(9).view(1, 3, 3) % 2)
-    assert torch.autograd.gradcheck(lambda x: losses.dice_loss(x, binary_target, mode="binary"), (binary_logits,))
+    binary_target = torch.arange(9).view(1, 3, 3) % 2
+    assert torch.autograd.gradcheck(
+        lambda x: losses.dice_loss(x, binary_target, mode="binary"), (binary_logits,)
+    )
 
 
-# --------------------------------------------------------------------------- cross-entropy and focal
+# ---------------------------------------------------------------------- cross-entropy and focal
 
 
 def test_focal_gamma_zero_is_cross_entropy():
     logits, target = random_multiclass(8)
     target[0, 0] = 255
-    torch.testing.assert_close(losses.focal_loss(logits, target, gamma=0.0),
-                               F.cross_entropy(logits, target, ignore_index=255))
+    torch.testing.assert_close(
+        losses.focal_loss(logits, target, gamma=0.0),
+        F.cross_entropy(logits, target, ignore_index=255),
+    )
 
 
 def test_focal_is_smaller_than_ce_and_matches_formula():
@@ -161,21 +184,28 @@ def test_binary_focal_equals_torchvision():
     g = torch.Generator().manual_seed(10)
     logits = torch.randn(2, 1, 4, 4, generator=g)
     target = (torch.rand(2, 1, 4, 4, generator=g) > 0.7).long()
-    expected = torchvision.ops.sigmoid_focal_loss(logits, target.float(), alpha=0.25, gamma=2.0, reduction="mean")
-    torch.testing.assert_close(losses.focal_loss(logits, target, mode="binary", alpha=0.25, gamma=2.0), expected)
-    torch.testing.assert_close(losses.FocalLoss("binary", alpha=0.25)(logits, target[:, 0]), expected)
+    expected = torchvision.ops.sigmoid_focal_loss(
+        logits, target.float(), alpha=0.25, gamma=2.0, reduction="mean"
+    )
+    torch.testing.assert_close(
+        losses.focal_loss(logits, target, mode="binary", alpha=0.25, gamma=2.0), expected
+    )
+    torch.testing.assert_close(
+        losses.FocalLoss("binary", alpha=0.25)(logits, target[:, 0]), expected
+    )
 
 
 def test_cross_entropy_all_ignored_is_zero_and_weights():
     logits, target = random_multiclass(11)
     assert losses.cross_entropy(logits, torch.full_like(target, 255)).item() == 0.0
     w = torch.tensor([1.0, 2.0, 0.5])
-    torch.testing.assert_close(losses.CrossEntropyLoss(weight=w)(logits, target),
-                               F.cross_entropy(logits, target, weight=w))
+    torch.testing.assert_close(
+        losses.CrossEntropyLoss(weight=w)(logits, target), F.cross_entropy(logits, target, weight=w)
+    )
 
 
 def test_class_weights_hand_computed():
-    # image 1: 6 px of class 0, 2 px of class 1; image 2: 4 px of class 0, 4 px of class 2 (+ ignored)
+    # image 1: 6 px of class 0, 2 of class 1; image 2: 4 px of class 0, 4 of class 2 (+ ignored)
     first = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1]])
     second = torch.tensor([[0, 0, 2, 2], [0, 0, 2, 2], [255, 255, 255, 255]])
     inverse = losses.class_weights([first, second], 3, method="inverse")
@@ -186,17 +216,22 @@ def test_class_weights_hand_computed():
     torch.testing.assert_close(median, freq.median() / freq)
     # two classes: the median is the mean of the two frequencies (numpy's definition)
     two = losses.class_weights(torch.tensor([[0, 0, 0, 1]]), 2, method="median")
-    torch.testing.assert_close(two, torch.tensor([float(np.median([0.75, 0.25])) / 0.75, 0.5 / 0.25]))
+    torch.testing.assert_close(
+        two, torch.tensor([float(np.median([0.75, 0.25])) / 0.75, 0.5 / 0.25])
+    )
 
 
 def test_combined_losses_are_weighted_sums():
     logits, target = random_multiclass(12)
     expected = 0.5 * F.cross_entropy(logits, target) + 2.0 * losses.dice_loss(logits, target)
-    torch.testing.assert_close(losses.CEDiceLoss(ce_weight=0.5, dice_weight=2.0)(logits, target), expected)
+    torch.testing.assert_close(
+        losses.CEDiceLoss(ce_weight=0.5, dice_weight=2.0)(logits, target), expected
+    )
     binary = logits[:, :1]
     mask = (target > 0).long()
-    expected = (F.binary_cross_entropy_with_logits(binary[:, 0], mask.float())
-                + losses.dice_loss(binary, mask, mode="binary", smooth=1.0))
+    expected = F.binary_cross_entropy_with_logits(binary[:, 0], mask.float()) + losses.dice_loss(
+        binary, mask, mode="binary", smooth=1.0
+    )
     torch.testing.assert_close(losses.BCEDiceLoss()(binary, mask), expected)
 
 
@@ -219,7 +254,9 @@ def test_lovasz_softmax_confident_predictions():
     perfect = 40.0 * F.one_hot(target, 3).permute(0, 3, 1, 2).double()
     assert losses.lovasz_softmax(perfect, target).item() < 1e-12
     wrong = perfect.clone()
-    wrong[0, :, 0, :] = 40.0 * F.one_hot((target[0, 0] + 1) % 3, 3).T.double()  # one row mispredicted
+    wrong[0, :, 0, :] = (
+        40.0 * F.one_hot((target[0, 0] + 1) % 3, 3).T.double()
+    )  # one row mispredicted
     pred = wrong.argmax(1)
     expected = []
     for c in range(3):
@@ -234,22 +271,34 @@ def test_lovasz_gradcheck_float64():
     logits.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: losses.lovasz_softmax(x, target), (logits,))
     binary = torch.randn(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: losses.lovasz_hinge(x, target.clamp(max=1)), (binary,))
+    assert torch.autograd.gradcheck(
+        lambda x: losses.lovasz_hinge(x, target.clamp(max=1)), (binary,)
+    )
 
 
 def test_lovasz_ignore_and_per_image():
     logits, target = random_multiclass(15)
     target[1] = 255
-    torch.testing.assert_close(losses.lovasz_softmax(logits, target, per_image=True),
-                               losses.lovasz_softmax(logits[:1], target[:1]))
+    torch.testing.assert_close(
+        losses.lovasz_softmax(logits, target, per_image=True),
+        losses.lovasz_softmax(logits[:1], target[:1]),
+    )
     assert losses.lovasz_softmax(logits, torch.full_like(target, 255)).item() == 0.0
 
 
 # --------------------------------------------------------------------------- input checks
 
 
-@pytest.mark.parametrize("fn", [losses.dice_loss, losses.focal_loss, losses.lovasz_softmax,
-                                losses.cross_entropy, losses.tversky_loss])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        losses.dice_loss,
+        losses.focal_loss,
+        losses.lovasz_softmax,
+        losses.cross_entropy,
+        losses.tversky_loss,
+    ],
+)
 def test_multiclass_input_errors(fn):
     logits, target = random_multiclass(16)
     bad = target.clone()
@@ -281,7 +330,9 @@ def test_device_independence(device):
     logits, target = random_multiclass(17)
     target[0, 0, 0] = 255
     for fn in (losses.dice_loss, losses.focal_loss, losses.lovasz_softmax, losses.tversky_loss):
-        torch.testing.assert_close(fn(logits.to(device), target.to(device)).cpu(), fn(logits, target))
+        torch.testing.assert_close(
+            fn(logits.to(device), target.to(device)).cpu(), fn(logits, target)
+        )
 
 
 def test_modules_call_their_functions():
@@ -290,20 +341,31 @@ def test_modules_call_their_functions():
     pairs = [
         (losses.DiceLoss(smooth=0.5), losses.dice_loss(logits, target, smooth=0.5)),
         (losses.JaccardLoss(), losses.jaccard_loss(logits, target)),
-        (losses.TverskyLoss(alpha=0.2, beta=0.8), losses.tversky_loss(logits, target, alpha=0.2, beta=0.8)),
+        (
+            losses.TverskyLoss(alpha=0.2, beta=0.8),
+            losses.tversky_loss(logits, target, alpha=0.2, beta=0.8),
+        ),
         (losses.FocalTverskyLoss(gamma=0.5), losses.focal_tversky_loss(logits, target, gamma=0.5)),
-        (losses.FocalLoss(alpha=torch.tensor([1.0, 2.0, 3.0])),
-         losses.focal_loss(logits, target, alpha=torch.tensor([1.0, 2.0, 3.0]))),
+        (
+            losses.FocalLoss(alpha=torch.tensor([1.0, 2.0, 3.0])),
+            losses.focal_loss(logits, target, alpha=torch.tensor([1.0, 2.0, 3.0])),
+        ),
         (losses.LovaszLoss(per_image=True), losses.lovasz_softmax(logits, target, per_image=True)),
         (losses.CrossEntropyLoss(), F.cross_entropy(logits, target, ignore_index=255)),
     ]
     for module, expected in pairs:
-        torch.testing.assert_close(module(logits, target), expected, msg=lambda m, mod=module: f"{mod}: {m}")
+        torch.testing.assert_close(
+            module(logits, target), expected, msg=lambda m, mod=module: f"{mod}: {m}"
+        )
     binary = logits[:, :1]
     mask = (target == 1).long()
-    torch.testing.assert_close(losses.LovaszLoss(mode="binary")(binary, mask), losses.lovasz_hinge(binary, mask))
-    torch.testing.assert_close(losses.LovaszLoss(mode="binary", per_image=True)(binary, mask),
-                               (losses.lovasz_hinge(binary[:1], mask[:1]) + losses.lovasz_hinge(binary[1:], mask[1:])) / 2)
+    torch.testing.assert_close(
+        losses.LovaszLoss(mode="binary")(binary, mask), losses.lovasz_hinge(binary, mask)
+    )
+    torch.testing.assert_close(
+        losses.LovaszLoss(mode="binary", per_image=True)(binary, mask),
+        (losses.lovasz_hinge(binary[:1], mask[:1]) + losses.lovasz_hinge(binary[1:], mask[1:])) / 2,
+    )
 
 
 def test_per_class_reduction_shapes():

@@ -60,8 +60,9 @@ def test_confusion_matrix_from_logits_is_argmax():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 4, 5, 6, generator=g)
     target = torch.randint(0, 4, (2, 5, 6), generator=g)
-    torch.testing.assert_close(confusion_matrix(logits, target, 4),
-                               brute_force_confusion(logits.argmax(1), target, 4))
+    torch.testing.assert_close(
+        confusion_matrix(logits, target, 4), brute_force_confusion(logits.argmax(1), target, 4)
+    )
 
 
 def test_confusion_matrix_binary_logits_threshold():
@@ -69,17 +70,21 @@ def test_confusion_matrix_binary_logits_threshold():
     target = torch.tensor([0, 1, 0, 1]).view(1, 1, 4)
     # sigmoid: 0.12, 0.475, 0.525, 0.95
     torch.testing.assert_close(confusion_matrix(logits, target, 2), torch.tensor([[1, 1], [1, 1]]))
-    torch.testing.assert_close(confusion_matrix(logits, target, 2, threshold=0.9),
-                               torch.tensor([[2, 0], [1, 1]]))
+    torch.testing.assert_close(
+        confusion_matrix(logits, target, 2, threshold=0.9), torch.tensor([[2, 0], [1, 1]])
+    )
 
 
 def test_confusion_matrix_all_ignored_and_empty():
     target = torch.full((1, 2, 2), 255)
     pred = torch.zeros(1, 2, 2, dtype=torch.long)
-    torch.testing.assert_close(confusion_matrix(pred, target, 3, ignore_index=255),
-                               torch.zeros(3, 3, dtype=torch.int64))
+    torch.testing.assert_close(
+        confusion_matrix(pred, target, 3, ignore_index=255), torch.zeros(3, 3, dtype=torch.int64)
+    )
     empty = torch.zeros(0, 4, 4, dtype=torch.long)
-    torch.testing.assert_close(confusion_matrix(empty, empty, 2), torch.zeros(2, 2, dtype=torch.int64))
+    torch.testing.assert_close(
+        confusion_matrix(empty, empty, 2), torch.zeros(2, 2, dtype=torch.int64)
+    )
 
 
 def test_confusion_matrix_input_errors_name_the_problem():
@@ -92,14 +97,20 @@ def test_confusion_matrix_input_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"target has values \[-1\]"):
         confusion_matrix(pred, torch.tensor([[0, -1, 1]]), 3)
     with pytest.raises(ValueError, match=r"target has values \[3, 300\]"):
-        confusion_matrix(torch.zeros(1, 4, dtype=torch.long), torch.tensor([[3, 255, 300, 0]]), 3,
-                         ignore_index=255)
+        confusion_matrix(
+            torch.zeros(1, 4, dtype=torch.long),
+            torch.tensor([[3, 255, 300, 0]]),
+            3,
+            ignore_index=255,
+        )
     with pytest.raises(ValueError, match=r"pred has values \[5\]"):
         confusion_matrix(torch.tensor([[0, 5, 1]]), torch.tensor([[0, 1, 1]]), 3)
     with pytest.raises(TypeError, match="target must hold integer"):
         confusion_matrix(pred, target.float(), 3)
     with pytest.raises(ValueError, match="shape"):
-        confusion_matrix(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long), 3)
+        confusion_matrix(
+            torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long), 3
+        )
     with pytest.raises(ValueError, match="4 channels but num_classes=3"):
         confusion_matrix(torch.randn(1, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 3)
     with pytest.raises(ValueError, match="num_classes"):
@@ -108,8 +119,10 @@ def test_confusion_matrix_input_errors_name_the_problem():
 
 def test_accumulator_update_reset_merge():
     g = torch.Generator().manual_seed(1)
-    batches = [(torch.randint(0, 3, (2, 4, 4), generator=g), torch.randint(0, 3, (2, 4, 4), generator=g))
-               for _ in range(4)]
+    batches = [
+        (torch.randint(0, 3, (2, 4, 4), generator=g), torch.randint(0, 3, (2, 4, 4), generator=g))
+        for _ in range(4)
+    ]
     whole = ConfusionMatrix(3)
     first, second = ConfusionMatrix(3), ConfusionMatrix(3)
     for i, (p, t) in enumerate(batches):
@@ -126,7 +139,9 @@ def test_accumulator_update_reset_merge():
 
 
 def _ddp_worker(rank, world_size, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     g = torch.Generator().manual_seed(123)
     pred = torch.randint(0, 4, (4, 6, 6), generator=g)
     target = torch.randint(0, 4, (4, 6, 6), generator=g)
@@ -175,7 +190,9 @@ def test_metrics_from_matrix_hand_computed():
     torch.testing.assert_close(recall[:2], torch.tensor([3 / 4, 4 / 6], dtype=torch.float64))
     assert math.isnan(recall[2]) and math.isnan(recall[3])
     precision = metrics.precision_per_class(cm)
-    torch.testing.assert_close(precision[:3], torch.tensor([3 / 4, 4 / 5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        precision[:3], torch.tensor([3 / 4, 4 / 5, 0.0], dtype=torch.float64)
+    )
     assert metrics.mean_class_accuracy(cm) == pytest.approx((3 / 4 + 4 / 6) / 2)
     assert metrics.frequency_weighted_iou(cm) == pytest.approx(0.4 * 3 / 5 + 0.6 * 4 / 7)
 
@@ -209,7 +226,9 @@ def test_summarize_keys():
 def brute_force_pq(pred, target, num_classes, div=1000, void=255):
     """Reference PQ by looping over every pair of segments with boolean masks."""
     stats = {c: [0, 0, 0, 0.0] for c in range(num_classes)}
-    for p_img, t_img in zip(pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])):
+    for p_img, t_img in zip(
+        pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])
+    ):
         t_void = (t_img // div) == void
         p_ids = [i for i in torch.unique(p_img).tolist() if i // div != void]
         t_ids = [i for i in torch.unique(t_img).tolist() if i // div != void]
@@ -250,7 +269,11 @@ def test_pq_hand_computed_with_void_and_unmatched():
     assert (c1["tp"], c1["fp"], c1["fn"]) == (1, 0, 0)
     assert c1["pq"] == pytest.approx(0.6) and c1["sq"] == pytest.approx(0.6) and c1["rq"] == 1.0
     # class 2: the predicted segment lies on void (not an FP); the target segment is missed (FN).
-    assert (result["per_class"][2]["tp"], result["per_class"][2]["fp"], result["per_class"][2]["fn"]) == (0, 0, 1)
+    assert (
+        result["per_class"][2]["tp"],
+        result["per_class"][2]["fp"],
+        result["per_class"][2]["fn"],
+    ) == (0, 0, 1)
     assert result["pq"] == pytest.approx(0.2)
     assert result["sq"] == pytest.approx(0.2)
     assert result["rq"] == pytest.approx(1 / 3)
@@ -290,7 +313,11 @@ def test_pq_matches_brute_force_on_random_maps(seed):
     noise = torch.rand(n, h, w, generator=g) < 0.25
     pred[noise] = (torch.randint(0, k, (n, h, w), generator=g) * 1000 + 1)[noise]
     # Blocky maps make matches likely, random noise makes the counts non-trivial.
-    semantic_b = torch.randint(0, k, (n, 1, 4, 4), generator=g).repeat_interleave(2, 2).repeat_interleave(2, 3)[:, 0]
+    semantic_b = (
+        torch.randint(0, k, (n, 1, 4, 4), generator=g)
+        .repeat_interleave(2, 2)
+        .repeat_interleave(2, 3)[:, 0]
+    )
     if seed % 2:
         target = semantic_b * 1000 + (semantic_b > 0).long()
         target[:, 0, :] = 255000
@@ -306,7 +333,9 @@ def test_pq_matches_brute_force_on_random_maps(seed):
 
 def test_pq_input_errors():
     with pytest.raises(ValueError, match="shape"):
-        metrics.panoptic_quality(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 2)
+        metrics.panoptic_quality(
+            torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 2
+        )
     with pytest.raises(ValueError, match=r"class ids \[7\]"):
         metrics.panoptic_quality(torch.full((2, 2), 7001), torch.zeros(2, 2, dtype=torch.long), 3)
     with pytest.raises(TypeError, match="integer panoptic ids"):

@@ -36,7 +36,7 @@ def random_blob(rng, shape=(10, 12)):
     mask = np.zeros(shape, dtype=bool)
     for _ in range(3):
         i, j = rng.integers(0, shape[0] - 2), rng.integers(0, shape[1] - 2)
-        mask[i:i + rng.integers(1, 5), j:j + rng.integers(1, 6)] = True
+        mask[i : i + rng.integers(1, 5), j : j + rng.integers(1, 6)] = True
     return mask
 
 
@@ -72,12 +72,14 @@ def test_surface_distances_match_brute_force(seed):
     np.testing.assert_array_equal(np.argwhere(metrics.mask_surface(pred)), sp.astype(int))
     forward, backward = brute_directed(sp, st, spacing), brute_directed(st, sp, spacing)
     assert metrics.hausdorff_distance(pred, target, spacing=spacing) == pytest.approx(
-        max(forward.max(), backward.max()))
-    assert metrics.hausdorff_distance(torch.from_numpy(pred), torch.from_numpy(target), percentile=95,
-                                      spacing=spacing) == pytest.approx(
-        max(np.percentile(forward, 95), np.percentile(backward, 95)))
+        max(forward.max(), backward.max())
+    )
+    assert metrics.hausdorff_distance(
+        torch.from_numpy(pred), torch.from_numpy(target), percentile=95, spacing=spacing
+    ) == pytest.approx(max(np.percentile(forward, 95), np.percentile(backward, 95)))
     assert metrics.average_surface_distance(pred, target, spacing=spacing) == pytest.approx(
-        (forward.sum() + backward.sum()) / (len(forward) + len(backward)))
+        (forward.sum() + backward.sum()) / (len(forward) + len(backward))
+    )
 
 
 def test_surface_empty_policy_and_errors():
@@ -96,8 +98,12 @@ def test_surface_empty_policy_and_errors():
 def brute_band(mask, width):
     """Mask pixels within `width` of a pixel outside the mask (the image is padded with outside)."""
     h, w = mask.shape
-    outside = [(i, j) for i in range(-1, h + 1) for j in range(-1, w + 1)
-               if not (0 <= i < h and 0 <= j < w) or not mask[i, j]]
+    outside = [
+        (i, j)
+        for i in range(-1, h + 1)
+        for j in range(-1, w + 1)
+        if not (0 <= i < h and 0 <= j < w) or not mask[i, j]
+    ]
     band = np.zeros_like(mask)
     for i in range(h):
         for j in range(w):

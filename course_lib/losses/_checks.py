@@ -30,38 +30,54 @@ def check_logits(logits: torch.Tensor) -> None:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
-        raise TypeError(f"logits must be a float tensor (raw model outputs), got dtype {logits.dtype}")
+        raise TypeError(
+            f"logits must be a float tensor (raw model outputs), got dtype {logits.dtype}"
+        )
     if logits.dim() < 2:
-        raise ValueError(f"logits must be (N, K, H, W) (or (N, K, *spatial)), got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must be (N, K, H, W) (or (N, K, *spatial)), got shape {tuple(logits.shape)}"
+        )
 
 
-def multiclass_inputs(logits: torch.Tensor, target: torch.Tensor,
-                      ignore_index: int | None) -> torch.Tensor:
-    """Check logits (N, K, *S) float against target (N, *S) int; return the boolean valid mask (N, *S)."""
+def multiclass_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None
+) -> torch.Tensor:
+    """Check logits (N, K, *S) float against target (N, *S) int; return the valid mask (N, *S)."""
     check_logits(logits)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.is_floating_point() or target.dtype == torch.bool or target.dtype.is_complex:
-        raise TypeError(f"multiclass target must hold integer class labels (int64), got dtype {target.dtype}")
+        raise TypeError(
+            f"multiclass target must hold integer class labels (int64), got dtype {target.dtype}"
+        )
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     if tuple(target.shape) != expected:
         hint = " (drop the channel dimension: target[:, 0])" if target.dim() == logits.dim() else ""
-        raise ValueError(f"target has shape {tuple(target.shape)} but logits {tuple(logits.shape)} "
-                         f"need a target of shape {expected}{hint}")
+        raise ValueError(
+            f"target has shape {tuple(target.shape)} but logits {tuple(logits.shape)} "
+            f"need a target of shape {expected}{hint}"
+        )
     if target.device != logits.device:
         raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
     num_classes = logits.shape[1]
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    valid = (
+        torch.ones_like(target, dtype=torch.bool)
+        if ignore_index is None
+        else target != ignore_index
+    )
     bad = valid & ((target < 0) | (target >= num_classes))
     if bad.any():
-        raise ValueError(f"target has values {_offending(target, bad)} outside [0, {num_classes}) "
-                         f"(logits have {num_classes} channels) and not equal to "
-                         f"ignore_index={ignore_index}")
+        raise ValueError(
+            f"target has values {_offending(target, bad)} outside [0, {num_classes}) "
+            f"(logits have {num_classes} channels) and not equal to "
+            f"ignore_index={ignore_index}"
+        )
     return valid
 
 
-def binary_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None,
-                  multilabel: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def binary_inputs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None, multilabel: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check sigmoid-style inputs; return (logits, target as float, valid mask), all of one shape.
 
     binary:     logits (N, 1, *S); target (N, 1, *S) or (N, *S) with values 0/1.
@@ -74,20 +90,32 @@ def binary_inputs(logits: torch.Tensor, target: torch.Tensor, ignore_index: int 
         raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
     if multilabel:
         if target.shape != logits.shape:
-            raise ValueError(f"multilabel target has shape {tuple(target.shape)} but logits have shape "
-                             f"{tuple(logits.shape)}; they must match (one 0/1 channel per class)")
+            raise ValueError(
+                f"multilabel target has shape {tuple(target.shape)} but logits have shape "
+                f"{tuple(logits.shape)}; they must match (one 0/1 channel per class)"
+            )
     else:
         if logits.dim() < 3 or logits.shape[1] != 1:
-            raise ValueError(f"binary logits must be (N, 1, H, W), got shape {tuple(logits.shape)}; "
-                             f"for K classes use mode='multiclass' or 'multilabel'")
+            raise ValueError(
+                f"binary logits must be (N, 1, H, W), got shape {tuple(logits.shape)}; "
+                f"for K classes use mode='multiclass' or 'multilabel'"
+            )
         if target.dim() == logits.dim() - 1:
             target = target.unsqueeze(1)  # (N, 1, *S)
         if target.shape != logits.shape:
-            raise ValueError(f"binary target has shape {tuple(target.shape)} but logits have shape "
-                             f"{tuple(logits.shape)}; expected target (N, H, W) or (N, 1, H, W)")
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+            raise ValueError(
+                f"binary target has shape {tuple(target.shape)} but logits have shape "
+                f"{tuple(logits.shape)}; expected target (N, H, W) or (N, 1, H, W)"
+            )
+    valid = (
+        torch.ones_like(target, dtype=torch.bool)
+        if ignore_index is None
+        else target != ignore_index
+    )
     bad = valid & (target != 0) & (target != 1)
     if bad.any():
-        raise ValueError(f"target has values {_offending(target, bad)}; a binary/multilabel target "
-                         f"holds 0 and 1 (and ignore_index={ignore_index})")
+        raise ValueError(
+            f"target has values {_offending(target, bad)}; a binary/multilabel target "
+            f"holds 0 and 1 (and ignore_index={ignore_index})"
+        )
     return logits, torch.where(valid, target, 0).to(logits.dtype), valid

@@ -27,8 +27,15 @@ def _check_weights(**weights: float) -> None:
 class BCEDiceLoss(nn.Module):
     """Binary: logits (N, 1, H, W), target (N, H, W) or (N, 1, H, W) of 0/1 -> scalar."""
 
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, pos_weight: float | None = None,
-                 smooth: float = 1.0, ignore_index: int | None = 255, per_image: bool = False):
+    def __init__(
+        self,
+        bce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        pos_weight: float | None = None,
+        smooth: float = 1.0,
+        ignore_index: int | None = 255,
+        per_image: bool = False,
+    ):
         super().__init__()
         _check_weights(bce_weight=bce_weight, dice_weight=dice_weight)
         self.bce_weight, self.dice_weight, self.pos_weight = bce_weight, dice_weight, pos_weight
@@ -36,8 +43,14 @@ class BCEDiceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         bce = binary_cross_entropy(logits, target, self.pos_weight, self.ignore_index)
-        dice = dice_loss(logits, target, "binary", self.smooth, ignore_index=self.ignore_index,
-                         per_image=self.per_image)
+        dice = dice_loss(
+            logits,
+            target,
+            "binary",
+            self.smooth,
+            ignore_index=self.ignore_index,
+            per_image=self.per_image,
+        )
         return self.bce_weight * bce + self.dice_weight * dice
 
     def extra_repr(self) -> str:
@@ -47,21 +60,35 @@ class BCEDiceLoss(nn.Module):
 class CEDiceLoss(nn.Module):
     """Multiclass: logits (N, K, H, W), target (N, H, W) int64 -> scalar."""
 
-    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0,
-                 class_weights: torch.Tensor | None = None, smooth: float = 0.0,
-                 ignore_index: int | None = 255, per_image: bool = False):
+    def __init__(
+        self,
+        ce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        class_weights: torch.Tensor | None = None,
+        smooth: float = 0.0,
+        ignore_index: int | None = 255,
+        per_image: bool = False,
+    ):
         super().__init__()
         _check_weights(ce_weight=ce_weight, dice_weight=dice_weight)
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
-        self.register_buffer("class_weights", None if class_weights is None
-                             else torch.as_tensor(class_weights, dtype=torch.float32))
+        self.register_buffer(
+            "class_weights",
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32),
+        )
         self.smooth, self.ignore_index, self.per_image = smooth, ignore_index, per_image
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None if self.class_weights is None else self.class_weights.to(logits.dtype)
         ce = cross_entropy(logits, target, weight, self.ignore_index)
-        dice = dice_loss(logits, target, "multiclass", self.smooth, ignore_index=self.ignore_index,
-                         per_image=self.per_image)
+        dice = dice_loss(
+            logits,
+            target,
+            "multiclass",
+            self.smooth,
+            ignore_index=self.ignore_index,
+            per_image=self.per_image,
+        )
         return self.ce_weight * ce + self.dice_weight * dice
 
     def extra_repr(self) -> str:

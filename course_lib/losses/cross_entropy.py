@@ -23,9 +23,14 @@ __all__ = ["cross_entropy", "binary_cross_entropy", "class_weights", "CrossEntro
 _WEIGHT_METHODS = ("inverse", "median")
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  ignore_index: int | None = 255, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int | None = 255,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """`F.cross_entropy` after checking shapes, dtypes and label values.
 
     With reduction="mean" and class weights the mean is weighted (sum w_t * loss / sum w_t), as in
@@ -34,30 +39,49 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     check_reduction(reduction)
     valid = multiclass_inputs(logits, target, ignore_index)
     if weight is not None and tuple(weight.shape) != (logits.shape[1],):
-        raise ValueError(f"weight has shape {tuple(weight.shape)}; expected ({logits.shape[1]},), "
-                         f"one weight per class")
+        raise ValueError(
+            f"weight has shape {tuple(weight.shape)}; expected ({logits.shape[1]},), "
+            f"one weight per class"
+        )
     if reduction == "mean" and not valid.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, weight=weight, reduction=reduction,
-                           ignore_index=-100 if ignore_index is None else ignore_index,
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        label_smoothing=label_smoothing,
+    )
 
 
-def binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None,
-                         ignore_index: int | None = 255) -> torch.Tensor:
-    """Mean BCE from logits (N, 1, H, W) and a 0/1 target (N, H, W) or (N, 1, H, W), over valid pixels.
+def binary_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    pos_weight: float | None = None,
+    ignore_index: int | None = 255,
+) -> torch.Tensor:
+    """Mean BCE over valid pixels, from logits (N, 1, H, W) and a 0/1 target (N, [1,] H, W).
 
     `pos_weight` multiplies the loss of foreground pixels (> 1 raises recall on small structures).
     """
     logits, target, valid = binary_inputs(logits, target, ignore_index)
-    weight = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    weight = (
+        None
+        if pos_weight is None
+        else torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    )
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=weight)
     valid = valid.to(loss.dtype)
     return (loss * valid).sum() / valid.sum().clamp(min=1)
 
 
-def class_weights(masks: torch.Tensor | Iterable[torch.Tensor], num_classes: int, method: str = "median",
-                  ignore_index: int | None = 255) -> torch.Tensor:
+def class_weights(
+    masks: torch.Tensor | Iterable[torch.Tensor],
+    num_classes: int,
+    method: str = "median",
+    ignore_index: int | None = 255,
+) -> torch.Tensor:
     """Per-class weights (K,) float32 from label maps: a (N, H, W) tensor or an iterable of them.
 
     Each element of an iterable is one image (H, W) or a batch (B, H, W); presence for the median
@@ -81,8 +105,10 @@ def class_weights(masks: torch.Tensor | Iterable[torch.Tensor], num_classes: int
                 mask = mask[mask != ignore_index]
             bad = (mask < 0) | (mask >= num_classes)
             if bad.any():
-                raise ValueError(f"masks have values {torch.unique(mask[bad]).tolist()[:10]} outside "
-                                 f"[0, {num_classes}) and not ignore_index={ignore_index}")
+                raise ValueError(
+                    f"masks have values {torch.unique(mask[bad]).tolist()[:10]} outside "
+                    f"[0, {num_classes}) and not ignore_index={ignore_index}"
+                )
             counts = torch.bincount(mask, minlength=num_classes).double()
             pixels += counts
             image_pixels += (counts > 0).double() * mask.numel()
@@ -94,21 +120,30 @@ def class_weights(masks: torch.Tensor | Iterable[torch.Tensor], num_classes: int
         weights[present] = pixels.sum() / (present.sum() * pixels[present])
     else:
         frequency = pixels[present] / image_pixels[present]
-        weights[present] = frequency.quantile(0.5) / frequency  # true median (mean of the middle two)
+        weights[present] = (
+            frequency.quantile(0.5) / frequency
+        )  # true median (mean of the middle two)
     return weights.float()
 
 
 class CrossEntropyLoss(nn.Module):
     """Module form of `cross_entropy`; `weight` is stored as a buffer (moves with `.to(device)`)."""
 
-    def __init__(self, weight: torch.Tensor | None = None, ignore_index: int | None = 255,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        ignore_index: int | None = 255,
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+        self.register_buffer(
+            "weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32)
+        )
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None if self.weight is None else self.weight.to(logits.dtype)
-        return cross_entropy(logits, target, weight, self.ignore_index, "mean", self.label_smoothing)
-
+        return cross_entropy(
+            logits, target, weight, self.ignore_index, "mean", self.label_smoothing
+        )

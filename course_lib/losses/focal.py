@@ -34,9 +34,15 @@ def _reduce(loss: torch.Tensor, valid: torch.Tensor, reduction: str) -> torch.Te
     return loss.sum() / valid.sum().clamp(min=1)
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclass",
-               alpha: float | torch.Tensor | None = None, gamma: float = 2.0,
-               ignore_index: int | None = 255, reduction: str = "mean") -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "multiclass",
+    alpha: float | torch.Tensor | None = None,
+    gamma: float = 2.0,
+    ignore_index: int | None = 255,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Focal loss from logits (see the module docstring); reduction "mean" | "sum" | "none"."""
     check_mode(mode)
     check_reduction(reduction)
@@ -51,8 +57,10 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multicla
             alpha = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
             if alpha.dim() == 1:
                 if alpha.shape[0] != logits.shape[1]:
-                    raise ValueError(f"alpha has {alpha.shape[0]} entries but logits have "
-                                     f"{logits.shape[1]} classes; give one weight per class or a float")
+                    raise ValueError(
+                        f"alpha has {alpha.shape[0]} entries but logits have "
+                        f"{logits.shape[1]} classes; give one weight per class or a float"
+                    )
                 alpha = alpha[labels.squeeze(1)]  # (N, *S) alpha of the true class
             loss = alpha * loss
         return _reduce(loss, valid.to(loss.dtype), reduction)
@@ -75,8 +83,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multicla
 class FocalLoss(nn.Module):
     """Module form of `focal_loss`."""
 
-    def __init__(self, mode: str = "multiclass", alpha: float | torch.Tensor | None = None,
-                 gamma: float = 2.0, ignore_index: int | None = 255):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        alpha: float | torch.Tensor | None = None,
+        gamma: float = 2.0,
+        ignore_index: int | None = 255,
+    ):
         super().__init__()
         check_mode(mode)
         self.mode, self.gamma, self.ignore_index = mode, gamma, ignore_index

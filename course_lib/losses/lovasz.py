@@ -5,7 +5,7 @@ convex, piecewise-linear function of real-valued pixel errors e: sort the errors
 order, e_(1) >= e_(2) >= ..., and weigh each by the increase of the Jaccard loss when that pixel
 joins the set of errors (the "Lovász gradient" g):
 
-    loss = sum_i e_(i) g_i,   g_i = J(first i sorted pixels) - J(first i - 1)   (paper, eq. 9 and alg. 1)
+    loss = sum_i e_(i) g_i,   g_i = J(first i sorted pixels) - J(first i - 1)   (eq. 9, alg. 1)
 
 Lovász-Softmax (multiclass): for each class c, errors e = |1[y = c] - p_c| with softmax
 probabilities p, averaged over the classes ("present" in the target, "all", or a list of ids).
@@ -27,16 +27,18 @@ __all__ = ["lovasz_grad", "lovasz_softmax", "lovasz_hinge", "LovaszLoss"]
 
 
 def lovasz_grad(sorted_target: torch.Tensor) -> torch.Tensor:
-    """Lovász gradient g (P,) of the Jaccard loss for 0/1 ground truth sorted by decreasing error."""
+    """Lovász gradient g (P,) of the Jaccard loss, for 0/1 labels sorted by decreasing error."""
     total = sorted_target.sum()
-    intersection = total - sorted_target.cumsum(0)  # (P,) foreground pixels not yet in the error set
+    intersection = total - sorted_target.cumsum(
+        0
+    )  # (P,) foreground pixels not yet in the error set
     union = total + (1 - sorted_target).cumsum(0)  # (P,) >= 1 from the first background pixel on
     jaccard = 1 - intersection / union  # (P,) Jaccard loss of the first i + 1 sorted pixels
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
 def _lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes) -> torch.Tensor | None:
-    """probs (P, K), labels (P,) of valid pixels; the mean over classes, or None if no class counts."""
+    """probs (P, K), labels (P,) of valid pixels; mean over classes, or None if no class counts."""
     num_classes = probs.shape[1]
     class_ids = range(num_classes) if isinstance(classes, str) else classes
     losses = []
@@ -53,13 +55,20 @@ def _lovasz_softmax_flat(probs: torch.Tensor, labels: torch.Tensor, classes) -> 
 def _check_classes(classes, num_classes: int) -> None:
     if isinstance(classes, str):
         if classes not in ("present", "all"):
-            raise ValueError(f"classes must be 'present', 'all' or a list of class ids, got {classes!r}")
+            raise ValueError(
+                f"classes must be 'present', 'all' or a list of class ids, got {classes!r}"
+            )
     elif any(not 0 <= int(c) < num_classes for c in classes):
         raise ValueError(f"classes {list(classes)} must be ids in [0, {num_classes})")
 
 
-def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, classes="present", per_image: bool = False,
-                   ignore_index: int | None = 255) -> torch.Tensor:
+def lovasz_softmax(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    classes="present",
+    per_image: bool = False,
+    ignore_index: int | None = 255,
+) -> torch.Tensor:
     """Lovász-Softmax loss from multiclass logits.
 
     classes: "present" (classes in the target of the unit, the default: an absent class adds no
@@ -79,8 +88,12 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, classes="present"
     return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
-def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor, per_image: bool = False,
-                 ignore_index: int | None = 255) -> torch.Tensor:
+def lovasz_hinge(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    per_image: bool = False,
+    ignore_index: int | None = 255,
+) -> torch.Tensor:
     """Binary Lovász hinge loss from logits (N, 1, H, W).
 
     per_image=False (the default here, as for `lovasz_softmax`) treats the batch as one image;
@@ -103,12 +116,22 @@ def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor, per_image: bool = F
 class LovaszLoss(nn.Module):
     """Module form: mode "multiclass" calls `lovasz_softmax`, mode "binary" calls `lovasz_hinge`."""
 
-    def __init__(self, mode: str = "multiclass", classes="present", per_image: bool = False,
-                 ignore_index: int | None = 255):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        classes="present",
+        per_image: bool = False,
+        ignore_index: int | None = 255,
+    ):
         super().__init__()
         if mode not in ("binary", "multiclass"):
             raise ValueError(f"LovaszLoss mode must be 'binary' or 'multiclass', got {mode!r}")
-        self.mode, self.classes, self.per_image, self.ignore_index = mode, classes, per_image, ignore_index
+        self.mode, self.classes, self.per_image, self.ignore_index = (
+            mode,
+            classes,
+            per_image,
+            ignore_index,
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.mode == "binary":

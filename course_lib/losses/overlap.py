@@ -48,9 +48,14 @@ _ABSENT = ("skip", "include")
 _REDUCTIONS = ("mean", "none")
 
 
-def soft_overlap_counts(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclass",
-                        ignore_index: int | None = 255, per_image: bool = False):
-    """Soft TP, FP, FN and the target pixel count per class: four tensors (K,), or (N, K) per image."""
+def soft_overlap_counts(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "multiclass",
+    ignore_index: int | None = 255,
+    per_image: bool = False,
+):
+    """Soft TP, FP, FN and target pixel count per class: four tensors (K,), or (N, K) per image."""
     check_mode(mode)
     if mode == "multiclass":
         valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
@@ -59,7 +64,9 @@ def soft_overlap_counts(logits: torch.Tensor, target: torch.Tensor, mode: str = 
         onehot = F.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, K, *S)
         valid = valid.unsqueeze(1).to(probs.dtype)  # (N, 1, *S)
     else:
-        logits, onehot, valid = binary_inputs(logits, target, ignore_index, multilabel=mode == "multilabel")
+        logits, onehot, valid = binary_inputs(
+            logits, target, ignore_index, multilabel=mode == "multilabel"
+        )
         probs = torch.sigmoid(logits)  # (N, K, *S)
         valid = valid.to(probs.dtype)
     probs = probs * valid
@@ -72,7 +79,9 @@ def soft_overlap_counts(logits: torch.Tensor, target: torch.Tensor, mode: str = 
     return tp, fp, fn, target_count
 
 
-def _reduce(loss: torch.Tensor, target_count: torch.Tensor, absent: str, reduction: str) -> torch.Tensor:
+def _reduce(
+    loss: torch.Tensor, target_count: torch.Tensor, absent: str, reduction: str
+) -> torch.Tensor:
     if absent not in _ABSENT:
         raise ValueError(f"absent must be one of {_ABSENT}, got {absent!r}")
     if reduction not in _REDUCTIONS:
@@ -101,19 +110,37 @@ def _tversky_per_class(logits, target, mode, alpha, beta, smooth, eps, ignore_in
     return 1 - score, target_count
 
 
-def tversky_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclass",
-                 alpha: float = 0.5, beta: float = 0.5, smooth: float = 0.0, eps: float = 1e-7,
-                 ignore_index: int | None = 255, per_image: bool = False, absent: str = "skip",
-                 reduction: str = "mean") -> torch.Tensor:
-    """1 - Tversky index (see the module docstring); a scalar, or per-class losses with reduction="none"."""
-    loss, target_count = _tversky_per_class(logits, target, mode, alpha, beta, smooth, eps,
-                                            ignore_index, per_image)
+def tversky_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "multiclass",
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    smooth: float = 0.0,
+    eps: float = 1e-7,
+    ignore_index: int | None = 255,
+    per_image: bool = False,
+    absent: str = "skip",
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """1 - Tversky index (module docstring); a scalar, or per-class losses if reduction="none"."""
+    loss, target_count = _tversky_per_class(
+        logits, target, mode, alpha, beta, smooth, eps, ignore_index, per_image
+    )
     return _reduce(loss, target_count, absent, reduction)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclass", smooth: float = 0.0,
-              eps: float = 1e-7, ignore_index: int | None = 255, per_image: bool = False,
-              absent: str = "skip", reduction: str = "mean") -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "multiclass",
+    smooth: float = 0.0,
+    eps: float = 1e-7,
+    ignore_index: int | None = 255,
+    per_image: bool = False,
+    absent: str = "skip",
+    reduction: str = "mean",
+) -> torch.Tensor:
     """1 - soft Dice = 1 - (2 sum pt + s) / (sum p + sum t + s) per class, averaged over classes."""
     _check_smooth(smooth, eps)
     tp, fp, fn, target_count = soft_overlap_counts(logits, target, mode, ignore_index, per_image)
@@ -121,18 +148,36 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclas
     return _reduce(1 - score, target_count, absent, reduction)
 
 
-def jaccard_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclass", smooth: float = 0.0,
-                 eps: float = 1e-7, ignore_index: int | None = 255, per_image: bool = False,
-                 absent: str = "skip", reduction: str = "mean") -> torch.Tensor:
-    """1 - soft Jaccard (IoU) = 1 - (TP + s) / (TP + FP + FN + s) per class, averaged over classes."""
-    return tversky_loss(logits, target, mode, 1.0, 1.0, smooth, eps, ignore_index, per_image, absent,
-                        reduction)
+def jaccard_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "multiclass",
+    smooth: float = 0.0,
+    eps: float = 1e-7,
+    ignore_index: int | None = 255,
+    per_image: bool = False,
+    absent: str = "skip",
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """1 - soft Jaccard (IoU) = 1 - (TP + s) / (TP + FP + FN + s) per class, mean over classes."""
+    return tversky_loss(
+        logits, target, mode, 1.0, 1.0, smooth, eps, ignore_index, per_image, absent, reduction
+    )
 
 
-def focal_tversky_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "multiclass",
-                       alpha: float = 0.3, beta: float = 0.7, gamma: float = 0.75, smooth: float = 1.0,
-                       eps: float = 1e-7, ignore_index: int | None = 255, per_image: bool = False,
-                       absent: str = "skip") -> torch.Tensor:
+def focal_tversky_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mode: str = "multiclass",
+    alpha: float = 0.3,
+    beta: float = 0.7,
+    gamma: float = 0.75,
+    smooth: float = 1.0,
+    eps: float = 1e-7,
+    ignore_index: int | None = 255,
+    per_image: bool = False,
+    absent: str = "skip",
+) -> torch.Tensor:
     """Mean over classes of (1 - Tversky) ** gamma.
 
     The paper writes the exponent as 1/gamma with gamma = 4/3; here `gamma` is the exponent itself,
@@ -142,24 +187,40 @@ def focal_tversky_loss(logits: torch.Tensor, target: torch.Tensor, mode: str = "
     """
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
-    loss, target_count = _tversky_per_class(logits, target, mode, alpha, beta, smooth, eps,
-                                            ignore_index, per_image)
+    loss, target_count = _tversky_per_class(
+        logits, target, mode, alpha, beta, smooth, eps, ignore_index, per_image
+    )
     return _reduce(loss.clamp(min=0) ** gamma, target_count, absent, "mean")
 
 
 class DiceLoss(nn.Module):
     """Module form of `dice_loss`: stores the settings, `forward(logits, target)` calls it."""
 
-    def __init__(self, mode: str = "multiclass", smooth: float = 0.0, eps: float = 1e-7,
-                 ignore_index: int | None = 255, per_image: bool = False, absent: str = "skip"):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        smooth: float = 0.0,
+        eps: float = 1e-7,
+        ignore_index: int | None = 255,
+        per_image: bool = False,
+        absent: str = "skip",
+    ):
         super().__init__()
         check_mode(mode)
         self.mode, self.smooth, self.eps = mode, smooth, eps
         self.ignore_index, self.per_image, self.absent = ignore_index, per_image, absent
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_loss(logits, target, self.mode, self.smooth, self.eps, self.ignore_index,
-                         self.per_image, self.absent)
+        return dice_loss(
+            logits,
+            target,
+            self.mode,
+            self.smooth,
+            self.eps,
+            self.ignore_index,
+            self.per_image,
+            self.absent,
+        )
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, smooth={self.smooth}, ignore_index={self.ignore_index}"
@@ -169,24 +230,48 @@ class JaccardLoss(DiceLoss):
     """Module form of `jaccard_loss` (same settings as DiceLoss)."""
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return jaccard_loss(logits, target, self.mode, self.smooth, self.eps, self.ignore_index,
-                            self.per_image, self.absent)
+        return jaccard_loss(
+            logits,
+            target,
+            self.mode,
+            self.smooth,
+            self.eps,
+            self.ignore_index,
+            self.per_image,
+            self.absent,
+        )
 
 
 class TverskyLoss(nn.Module):
     """Module form of `tversky_loss` (alpha weighs false positives, beta false negatives)."""
 
-    def __init__(self, mode: str = "multiclass", alpha: float = 0.5, beta: float = 0.5,
-                 smooth: float = 0.0, ignore_index: int | None = 255, per_image: bool = False,
-                 absent: str = "skip"):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 0.0,
+        ignore_index: int | None = 255,
+        per_image: bool = False,
+        absent: str = "skip",
+    ):
         super().__init__()
         check_mode(mode)
         self.mode, self.alpha, self.beta, self.smooth = mode, alpha, beta, smooth
         self.ignore_index, self.per_image, self.absent = ignore_index, per_image, absent
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return tversky_loss(logits, target, self.mode, self.alpha, self.beta, self.smooth,
-                            ignore_index=self.ignore_index, per_image=self.per_image, absent=self.absent)
+        return tversky_loss(
+            logits,
+            target,
+            self.mode,
+            self.alpha,
+            self.beta,
+            self.smooth,
+            ignore_index=self.ignore_index,
+            per_image=self.per_image,
+            absent=self.absent,
+        )
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, alpha={self.alpha}, beta={self.beta}, smooth={self.smooth}"
@@ -195,13 +280,30 @@ class TverskyLoss(nn.Module):
 class FocalTverskyLoss(TverskyLoss):
     """Module form of `focal_tversky_loss`."""
 
-    def __init__(self, mode: str = "multiclass", alpha: float = 0.3, beta: float = 0.7,
-                 gamma: float = 0.75, smooth: float = 1.0, ignore_index: int | None = 255,
-                 per_image: bool = False, absent: str = "skip"):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        gamma: float = 0.75,
+        smooth: float = 1.0,
+        ignore_index: int | None = 255,
+        per_image: bool = False,
+        absent: str = "skip",
+    ):
         super().__init__(mode, alpha, beta, smooth, ignore_index, per_image, absent)
         self.gamma = gamma
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return focal_tversky_loss(logits, target, self.mode, self.alpha, self.beta, self.gamma,
-                                  self.smooth, ignore_index=self.ignore_index, per_image=self.per_image,
-                                  absent=self.absent)
+        return focal_tversky_loss(
+            logits,
+            target,
+            self.mode,
+            self.alpha,
+            self.beta,
+            self.gamma,
+            self.smooth,
+            ignore_index=self.ignore_index,
+            per_image=self.per_image,
+            absent=self.absent,
+        )

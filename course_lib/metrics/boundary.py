@@ -29,7 +29,7 @@ __all__ = ["boundary_band", "boundary_iou", "boundary_f1"]
 
 
 def boundary_band(mask, width: float) -> np.ndarray:
-    """Pixels of `mask` whose distance to the nearest pixel outside it (or the image) is <= width."""
+    """Pixels of `mask` whose distance to the nearest pixel outside it (or the image) <= width."""
     mask = _as_numpy_mask(mask, "mask")
     padded = np.pad(mask, 1, constant_values=False)
     inside_distance = ndimage.distance_transform_edt(padded)[(slice(1, -1),) * mask.ndim]
@@ -43,8 +43,9 @@ def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
     return pred_np, target_np
 
 
-def boundary_iou(pred, target, dilation_ratio: float = 0.02, width: float | None = None,
-                 empty_score: float = 1.0) -> float:
+def boundary_iou(
+    pred, target, dilation_ratio: float = 0.02, width: float | None = None, empty_score: float = 1.0
+) -> float:
     """IoU of the inner boundary bands of prediction and target (see the module docstring)."""
     pred_np, target_np = _pair(pred, target)
     if width is None:

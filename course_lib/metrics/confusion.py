@@ -33,23 +33,30 @@ def _offending_values(values: torch.Tensor, bad: torch.Tensor, limit: int = 10) 
     return torch.unique(values[bad]).tolist()[:limit]
 
 
-def _labels_from_pred(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                      threshold: float) -> torch.Tensor:
+def _labels_from_pred(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, threshold: float
+) -> torch.Tensor:
     """Turn labels or logits into labels with the shape of `target`."""
     if pred.is_floating_point():
         if pred.dim() != target.dim() + 1:
             raise ValueError(
-                f"pred holds float logits of shape {tuple(pred.shape)}; expected one more dimension "
-                f"than target {tuple(target.shape)}, i.e. (N, K, H, W) with K={num_classes} "
-                f"(or (N, 1, H, W) binary logits); pass integer labels to skip the argmax")
+                f"pred holds float logits of shape {tuple(pred.shape)}; expected one more "
+                f"dimension than target {tuple(target.shape)}, i.e. (N, K, H, W) with "
+                f"K={num_classes} "
+                f"(or (N, 1, H, W) binary logits); pass integer labels to skip the argmax"
+            )
         if pred.shape[1] == 1:
             if num_classes != 2:
-                raise ValueError(f"pred has one channel (binary logits) but num_classes={num_classes}; "
-                                 f"binary logits need num_classes=2")
+                raise ValueError(
+                    f"pred has one channel (binary logits) but num_classes={num_classes}; "
+                    f"binary logits need num_classes=2"
+                )
             return (torch.sigmoid(pred[:, 0]) > threshold).long()  # (N, H, W)
         if pred.shape[1] != num_classes:
-            raise ValueError(f"pred has {pred.shape[1]} channels but num_classes={num_classes}; "
-                             f"expected logits of shape (N, {num_classes}, H, W)")
+            raise ValueError(
+                f"pred has {pred.shape[1]} channels but num_classes={num_classes}; "
+                f"expected logits of shape (N, {num_classes}, H, W)"
+            )
         return pred.argmax(dim=1)  # (N, H, W)
     if pred.dtype == torch.bool:
         return pred.long()
@@ -58,8 +65,13 @@ def _labels_from_pred(pred: torch.Tensor, target: torch.Tensor, num_classes: int
     return pred
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int | None = None, threshold: float = 0.5) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | None = None,
+    threshold: float = 0.5,
+) -> torch.Tensor:
     """Count (target, prediction) pairs: a (K, K) int64 matrix, rows = target, columns = prediction.
 
     `pred` is either labels with the shape of `target` or logits with one more (channel)
@@ -75,16 +87,22 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     """
     _check_num_classes(num_classes)
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError(f"pred and target must be torch.Tensor, got {type(pred).__name__} "
-                        f"and {type(target).__name__}")
+        raise TypeError(
+            f"pred and target must be torch.Tensor, got {type(pred).__name__} "
+            f"and {type(target).__name__}"
+        )
     if target.is_floating_point() or target.dtype.is_complex:
         raise TypeError(f"target must hold integer class labels, got dtype {target.dtype}")
-    if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
+    if ignore_index is not None and (
+        not isinstance(ignore_index, int) or isinstance(ignore_index, bool)
+    ):
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     labels = _labels_from_pred(pred, target, num_classes, threshold)
     if labels.shape != target.shape:
-        raise ValueError(f"pred labels have shape {tuple(labels.shape)} but target has shape "
-                         f"{tuple(target.shape)}; they must match")
+        raise ValueError(
+            f"pred labels have shape {tuple(labels.shape)} but target has shape "
+            f"{tuple(target.shape)}; they must match"
+        )
     if labels.device != target.device:
         raise ValueError(f"pred is on {labels.device} but target is on {target.device}")
     k = num_classes
@@ -96,8 +114,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
         p_min, p_max = torch.aminmax(p)
         if p_min.item() < 0 or p_max.item() >= k:
             bad = (p < 0) | (p >= k)
-            raise ValueError(f"pred has values {_offending_values(p, bad)} outside [0, {k}) "
-                             f"(num_classes={k})")
+            raise ValueError(
+                f"pred has values {_offending_values(p, bad)} outside [0, {k}) (num_classes={k})"
+            )
     ignore = ignore_index
     if ignore is not None and ignore < k:
         t = torch.where(t == ignore, k, t)  # give an ignore label inside [0, K) its own row K
@@ -108,21 +127,30 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     # Valid pixels land in [0, K*K); ignored pixels in the block [ignore*K, ignore*K + K).
     index = torch.add(p, t, alpha=k)  # (P,) = target * K + pred in one pass
     counts = torch.bincount(index, minlength=k * k)  # (max(K, ignore + 1) * K,)
-    if counts.numel() > k * k and counts[k * k:].sum() != counts[ignore * k: ignore * k + k].sum():
+    if (
+        counts.numel() > k * k
+        and counts[k * k :].sum() != counts[ignore * k : ignore * k + k].sum()
+    ):
         _raise_bad_target(t, k, ignore, ignore_index)
     return counts[: k * k].view(k, k)
 
 
-def _raise_bad_target(t: torch.Tensor, k: int, ignore: int | None, ignore_index: int | None) -> None:
+def _raise_bad_target(
+    t: torch.Tensor, k: int, ignore: int | None, ignore_index: int | None
+) -> None:
     """Slow path, only on error: list the target values that are neither classes nor ignored."""
     bad = (t < 0) | (t >= k)
     if ignore is not None:
         bad &= t != ignore
     if ignore_index is None:
-        raise ValueError(f"target has values {_offending_values(t, bad)} but num_classes={k}; "
-                         f"set num_classes or ignore_index")
-    raise ValueError(f"target has values {_offending_values(t, bad)} that are neither in [0, {k}) "
-                     f"nor ignore_index={ignore_index}; set num_classes or ignore_index")
+        raise ValueError(
+            f"target has values {_offending_values(t, bad)} but num_classes={k}; "
+            f"set num_classes or ignore_index"
+        )
+    raise ValueError(
+        f"target has values {_offending_values(t, bad)} that are neither in [0, {k}) "
+        f"nor ignore_index={ignore_index}; set num_classes or ignore_index"
+    )
 
 
 class ConfusionMatrix:
@@ -148,8 +176,9 @@ class ConfusionMatrix:
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> "ConfusionMatrix":
         """Add the counts of one batch (see `confusion_matrix` for the accepted inputs)."""
-        counts = confusion_matrix(pred.detach(), target, self.num_classes, self.ignore_index,
-                                  self.threshold)
+        counts = confusion_matrix(
+            pred.detach(), target, self.num_classes, self.ignore_index, self.threshold
+        )
         if self.matrix.device != counts.device:
             self.matrix = self.matrix.to(counts.device)
         self.matrix += counts
@@ -171,7 +200,8 @@ class ConfusionMatrix:
             raise ValueError(
                 f"cannot merge ConfusionMatrix(num_classes={other.num_classes}, "
                 f"ignore_index={other.ignore_index}) into ConfusionMatrix(num_classes="
-                f"{self.num_classes}, ignore_index={self.ignore_index})")
+                f"{self.num_classes}, ignore_index={self.ignore_index})"
+            )
         self.matrix += other.matrix.to(self.matrix.device)
         return self
 
@@ -188,5 +218,7 @@ class ConfusionMatrix:
     sync = all_reduce
 
     def __repr__(self) -> str:
-        return (f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
-                f"pixels={int(self.matrix.sum())})")
+        return (
+            f"ConfusionMatrix(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+            f"pixels={int(self.matrix.sum())})"
+        )

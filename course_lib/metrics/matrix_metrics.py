@@ -43,7 +43,9 @@ def _as_matrix(cm) -> torch.Tensor:
     if isinstance(cm, np.ndarray):
         cm = torch.from_numpy(cm)
     if not isinstance(cm, torch.Tensor):
-        raise TypeError(f"cm must be a (K, K) tensor, array or ConfusionMatrix, got {type(cm).__name__}")
+        raise TypeError(
+            f"cm must be a (K, K) tensor, array or ConfusionMatrix, got {type(cm).__name__}"
+        )
     if cm.dim() != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"cm must be a square (K, K) matrix, got shape {tuple(cm.shape)}")
     cm = cm.to(torch.float64)

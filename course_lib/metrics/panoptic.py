@@ -9,7 +9,8 @@ match is then unique, so no assignment problem), and
     SQ_c = sum_{matched} IoU / TP   (0 when TP = 0)      RQ_c = TP / (TP + FP/2 + FN/2)
 
 Void pixels are target pixels whose class is `ignore_index`, as in the COCO panoptic evaluation:
-- they are removed from the union of every (pred, target) pair (pred pixels on void do not hurt IoU);
+- they are removed from the union of every (pred, target) pair (pred pixels on void do not
+  lower the IoU);
 - a predicted segment that lies more than half on void is not a false positive;
 - predicted pixels whose class is `ignore_index` belong to no segment.
 Crowd regions can be marked void in the target. A class with TP + FP + FN = 0 (absent from both)
@@ -44,9 +45,14 @@ def _segments(panoptic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, areas
 
 
-def _match_image(pred: torch.Tensor, target: torch.Tensor, label_divisor: int, ignore_index: int,
-                 stats: dict[int, list[float]]) -> None:
-    """Add the TP/FP/FN counts and matched IoU sum of one image to `stats[class] = [tp, fp, fn, iou]`."""
+def _match_image(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    label_divisor: int,
+    ignore_index: int,
+    stats: dict[int, list[float]],
+) -> None:
+    """Add one image's TP/FP/FN counts and matched IoU sum to `stats[class] = [tp, fp, fn, iou]`."""
     pred_void = (pred // label_divisor) == ignore_index  # (H, W)
     target_void = (target // label_divisor) == ignore_index  # (H, W)
     void_label = -1
@@ -58,10 +64,13 @@ def _match_image(pred: torch.Tensor, target: torch.Tensor, label_divisor: int, i
     pred_area = dict(zip(pred_ids.tolist(), pred_areas.tolist()))
     target_area = dict(zip(target_ids.tolist(), target_areas.tolist()))
 
-    offset = int(max(pred_ids.max().item(), 0)) + 2  # pair code = (target + 1) * offset + (pred + 1)
+    offset = (
+        int(max(pred_ids.max().item(), 0)) + 2
+    )  # pair code = (target + 1) * offset + (pred + 1)
     pairs, overlaps = torch.unique((target + 1) * offset + (pred + 1), return_counts=True)
-    intersection = {(p // offset - 1, p % offset - 1): a
-                    for p, a in zip(pairs.tolist(), overlaps.tolist())}
+    intersection = {
+        (p // offset - 1, p % offset - 1): a for p, a in zip(pairs.tolist(), overlaps.tolist())
+    }
 
     matched_pred, matched_target = set(), set()
     for (t_id, p_id), inter in intersection.items():
@@ -69,7 +78,9 @@ def _match_image(pred: torch.Tensor, target: torch.Tensor, label_divisor: int, i
             continue
         if t_id // label_divisor != p_id // label_divisor:
             continue
-        union = pred_area[p_id] + target_area[t_id] - inter - intersection.get((void_label, p_id), 0)
+        union = (
+            pred_area[p_id] + target_area[t_id] - inter - intersection.get((void_label, p_id), 0)
+        )
         iou = inter / union
         if iou > 0.5:
             entry = stats.setdefault(t_id // label_divisor, [0, 0, 0, 0.0])
@@ -103,8 +114,15 @@ def _mean(per_class: dict, classes, key: str) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
-def panoptic_quality(pred_panoptic, target_panoptic, num_classes: int, *, label_divisor: int = 1000,
-                     ignore_index: int = 255, thing_classes=None) -> dict:
+def panoptic_quality(
+    pred_panoptic,
+    target_panoptic,
+    num_classes: int,
+    *,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+    thing_classes=None,
+) -> dict:
     """PQ, SQ and RQ of predicted panoptic maps against targets (see the module docstring).
 
     Returns {"pq", "sq", "rq": float means over classes present in pred or target,
@@ -120,17 +138,23 @@ def panoptic_quality(pred_panoptic, target_panoptic, num_classes: int, *, label_
     pred = _as_long_tensor(pred_panoptic, "pred_panoptic")
     target = _as_long_tensor(target_panoptic, "target_panoptic")
     if pred.shape != target.shape:
-        raise ValueError(f"pred_panoptic has shape {tuple(pred.shape)} but target_panoptic has shape "
-                         f"{tuple(target.shape)}; they must match")
+        raise ValueError(
+            f"pred_panoptic has shape {tuple(pred.shape)} but target_panoptic has shape "
+            f"{tuple(target.shape)}; they must match"
+        )
     if pred.dim() not in (2, 3):
-        raise ValueError(f"panoptic maps must be (H, W) or (N, H, W), got shape {tuple(pred.shape)}")
+        raise ValueError(
+            f"panoptic maps must be (H, W) or (N, H, W), got shape {tuple(pred.shape)}"
+        )
     for name, x in (("pred_panoptic", pred), ("target_panoptic", target)):
         classes = torch.unique(x // label_divisor)
         bad = [c for c in classes.tolist() if not (0 <= c < num_classes or c == ignore_index)]
         if bad or (x < 0).any():
-            raise ValueError(f"{name} has class ids {bad or 'below 0'} (id // label_divisor={label_divisor}) "
-                             f"outside [0, {num_classes}) and not ignore_index={ignore_index}; "
-                             f"check num_classes and label_divisor")
+            raise ValueError(
+                f"{name} has class ids {bad or 'below 0'} (id // label_divisor={label_divisor}) "
+                f"outside [0, {num_classes}) and not ignore_index={ignore_index}; "
+                f"check num_classes and label_divisor"
+            )
     if pred.dim() == 2:
         pred, target = pred[None], target[None]
 

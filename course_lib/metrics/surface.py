@@ -47,11 +47,15 @@ def _binary_batch(mask, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor or array, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
         if mask.is_floating_point():
-            raise TypeError(f"{name} must be a binary mask (bool or 0/1 integers), got dtype {mask.dtype}; "
-                            f"threshold probabilities first, e.g. probs > 0.5")
+            raise TypeError(
+                f"{name} must be a binary mask (bool or 0/1 integers), got dtype {mask.dtype}; "
+                f"threshold probabilities first, e.g. probs > 0.5"
+            )
         bad = (mask != 0) & (mask != 1)
         if bad.any():
-            raise ValueError(f"{name} has values {torch.unique(mask[bad]).tolist()[:10]}; expected 0/1")
+            raise ValueError(
+                f"{name} has values {torch.unique(mask[bad]).tolist()[:10]}; expected 0/1"
+            )
         mask = mask.bool()
     return mask
 
@@ -60,34 +64,40 @@ def _per_image_ratio(pred, target, empty_score: float, jaccard: bool) -> torch.T
     pred = _binary_batch(pred, "pred")
     target = _binary_batch(target, "target")
     if pred.shape != target.shape or pred.dim() < 2:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must be binary masks "
-                         f"of the same shape (N, H, W)")
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must be binary masks "
+            f"of the same shape (N, H, W)"
+        )
     dims = tuple(range(1, pred.dim()))
     intersection = (pred & target).sum(dims).double()  # (N,)
     total = pred.sum(dims).double() + target.sum(dims).double()  # (N,)
     score = intersection / (total - intersection) if jaccard else 2 * intersection / total
-    return torch.where(total > 0, score, torch.tensor(empty_score, dtype=torch.float64, device=score.device))
+    return torch.where(
+        total > 0, score, torch.tensor(empty_score, dtype=torch.float64, device=score.device)
+    )
 
 
 def dice_per_image(pred, target, empty_score: float = 1.0) -> torch.Tensor:
-    """Dice of each image, (N,) float64, from binary masks (N, H, W); see the empty-mask policy above."""
+    """Dice of each image, (N,) float64, from binary masks (N, H, W); empty-mask policy above."""
     return _per_image_ratio(pred, target, empty_score, jaccard=False)
 
 
 def iou_per_image(pred, target, empty_score: float = 1.0) -> torch.Tensor:
-    """IoU of each image, (N,) float64, from binary masks (N, H, W); see the empty-mask policy above."""
+    """IoU of each image, (N,) float64, from binary masks (N, H, W); empty-mask policy above."""
     return _per_image_ratio(pred, target, empty_score, jaccard=True)
 
 
 def _as_numpy_mask(mask, name: str) -> np.ndarray:
     mask = _binary_batch(mask, name)
     if mask.dim() not in (2, 3):
-        raise ValueError(f"{name} must be one mask (H, W) or (D, H, W), got shape {tuple(mask.shape)}")
+        raise ValueError(
+            f"{name} must be one mask (H, W) or (D, H, W), got shape {tuple(mask.shape)}"
+        )
     return mask.cpu().numpy()
 
 
 def mask_surface(mask) -> np.ndarray:
-    """Boundary pixels of a binary mask: in the mask, with a face neighbour outside it (or the image)."""
+    """Boundary pixels: mask pixels with a face neighbour outside the mask or the image."""
     mask = _as_numpy_mask(mask, "mask")
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)

@@ -13,8 +13,9 @@ __all__ = ["loss_and_gradient"]
 _LOSSES = ("soft_dice_loss", "focal_loss")
 
 
-def loss_and_gradient(module, loss_name: str, logits: torch.Tensor, target: torch.Tensor,
-                      kwargs: dict) -> dict:
+def loss_and_gradient(
+    module, loss_name: str, logits: torch.Tensor, target: torch.Tensor, kwargs: dict
+) -> dict:
     """Call `module.<loss_name>(logits, target, **kwargs)` and backpropagate.
 
     Returns {"loss": detached scalar, "grad": d loss / d logits (same shape as logits)}.
@@ -24,10 +25,14 @@ def loss_and_gradient(module, loss_name: str, logits: torch.Tensor, target: torc
     logits = logits.detach().clone().requires_grad_(True)
     loss = getattr(module, loss_name)(logits, target, **kwargs)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise TypeError(f"{loss_name} must return a scalar tensor, got {type(loss).__name__} "
-                        f"{tuple(getattr(loss, 'shape', ()))}")
+        raise TypeError(
+            f"{loss_name} must return a scalar tensor, got {type(loss).__name__} "
+            f"{tuple(getattr(loss, 'shape', ()))}"
+        )
     if not loss.requires_grad:
-        raise ValueError(f"{loss_name} returned a tensor that does not depend on logits "
-                         f"(argmax, .detach() or .item() break the gradient)")
+        raise ValueError(
+            f"{loss_name} returned a tensor that does not depend on logits "
+            f"(argmax, .detach() or .item() break the gradient)"
+        )
     loss.backward()
     return {"loss": loss.detach(), "grad": logits.grad.detach()}
