@@ -1,0 +1,429 @@
+# %%
+# Course set-up cell: on Google Colab, clone the course and install course_lib; elsewhere do nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/course"):
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/semantic-segmentation-course/semantic-segmentation-course", "/content/course"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
+    sys.path.insert(0, "/content/course")
+
+# %% [markdown]
+# # 02 · Fully Convolutional Networks
+#
+# In 2015 Long, Shelhamer and Darrell turned image *classifiers* into *segmenters* with two ideas:
+#
+# 1. a fully connected layer is a convolution in disguise, so a classifier can slide over an image
+#    of any size and produce a coarse map of class scores;
+# 2. that coarse map is upsampled back to the image with *learnable* transposed convolutions, and
+#    finer encoder maps are added on the way ("skips") to recover detail: FCN-32s, FCN-16s, FCN-8s.
+#
+# This lesson builds both ideas from scratch, checks them with numbers, trains the three FCN
+# variants on the course's synthetic street scenes, and measures what the skips buy at object
+# boundaries. It ends with a shape bug that many FCN-8s tutorials contain, and why
+# `course_lib.models.FCN` does not have it.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from course_lib import metrics, viz
+from course_lib.data import ScenesDataset
+from course_lib.models import FCN, bilinear_kernel
+from course_lib.utils import count_parameters, course_mode, get_device, seed_everything
+
+seed_everything(0)
+FAST = course_mode() == "fast"
+plt.rcParams["figure.dpi"] = 80 if FAST else 100
+device = get_device()
+print("course mode:", course_mode())
+
+# %% [markdown]
+# ## 1. A fully connected layer is a convolution
+#
+# A classifier ends with feature maps of a fixed size, say `(C, h, w) = (8, 4, 4)`, flattens them
+# and applies a linear layer with `C·h·w = 128` inputs. Each output is a weighted sum over the whole
+# `(8, 4, 4)` block: exactly what a convolution with an `(8, 4, 4)` kernel computes at one position.
+# Reshaping the weight matrix `(5, 128)` into `(5, 8, 4, 4)` gives that convolution.
+
+# %%
+torch.manual_seed(0)
+fc = nn.Linear(8 * 4 * 4, 5)  # a classifier head: 5 classes
+conv = nn.Conv2d(8, 5, kernel_size=4)
+with torch.no_grad():
+    conv.weight.copy_(fc.weight.view(5, 8, 4, 4))  # (out, C * h * w) -> (out, C, h, w)
+    conv.bias.copy_(fc.bias)
+
+features = torch.randn(2, 8, 4, 4)
+with torch.no_grad():
+    by_fc = fc(features.flatten(1))  # (2, 5)
+    by_conv = conv(features)  # (2, 5, 1, 1)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("linear output:", tuple(by_fc.shape), " conv output:", tuple(by_conv.shape))
+print("same numbers:", torch.allclose(by_fc, by_conv.flatten(1), atol=1e-6))
+
+# %% [markdown]
+# The linear layer only accepts `4×4` maps. The convolution accepts any size: on a larger map it
+# *slides*, and every output position is the classifier applied to one `4×4` window. A bigger image
+# therefore yields a map of class scores instead of a single vector: a (coarse) segmentation.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+larger = torch.randn(1, 8, 10, 13)
+with torch.no_grad():
+    score_map = conv(larger)  # (1, 5, 7, 10)
+    window = fc(larger[:, :, 3:7, 5:9].flatten(1))  # the classifier on one window
+print("score map:", tuple(score_map.shape))
+print("position (3, 5) equals the classifier on that window:",
+      torch.allclose(score_map[0, :, 3, 5], window[0], atol=1e-6))
+
+# %% [markdown]
+# In VGG16, the network FCN starts from, `fc6` sees `512×7×7` pool5 features: it becomes a `7×7`
+# convolution with 4096 filters, and `fc7` a `1×1` convolution. `course_lib.models.FCN` loads
+# torchvision's VGG16 weights that way when `backbone_weights` is given. The network then has a
+# stride of 32: one score per 32×32 block of pixels.
+
+# %% [markdown]
+# ## 2. Transposed convolution: learnable upsampling
+#
+# A transposed convolution runs a convolution "backwards": each *input* pixel stamps a copy of the
+# kernel, scaled by its value, onto the output; the stamps sit `stride` pixels apart and overlapping
+# stamps add up. The output length along one axis is
+#
+# $$ \text{out} = (\text{in} - 1)\cdot\text{stride} - 2\cdot\text{padding} + \text{kernel} + \text{output\_padding}. $$
+#
+# Let us check the formula against PyTorch on a few settings, including the ones FCN uses.
+
+
+# %%
+def transposed_output_size(size, kernel, stride, padding=0, output_padding=0):
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+settings = [(4, 4, 2, 1, 0), (3, 64, 32, 0, 0), (5, 16, 8, 4, 0), (5, 3, 2, 1, 1), (7, 15, 8, 7, 0)]
+print(f"{'in':>3} {'kernel':>6} {'stride':>6} {'pad':>3} {'out_pad':>7} | {'formula':>7} {'PyTorch':>7}")
+for size, kernel, stride, padding, output_padding in settings:
+    layer = nn.ConvTranspose2d(1, 1, kernel, stride, padding, output_padding)
+    measured = layer(torch.zeros(1, 1, size, size)).shape[-1]
+    formula = transposed_output_size(size, kernel, stride, padding, output_padding)
+    print(f"{size:>3} {kernel:>6} {stride:>6} {padding:>3} {output_padding:>7} | {formula:>7} {measured:>7}")
+
+# %% [markdown]
+# ### Bilinear initialisation
+#
+# FCN initialises its upsampling layers so that they start as *bilinear interpolation*, then lets
+# training adjust them. The kernel is a "tent": along each axis the weights fall off linearly from
+# the centre (`bilinear_kernel` in `course_lib.models`). With stride `s`, kernel `2s` and padding
+# `s/2`, every output pixel receives exactly the two (per axis) nearest input pixels with the
+# interpolation weights.
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(9, 2.8))
+for ax, kernel in zip(axes[:2], (4, 16)):
+    ax.imshow(bilinear_kernel(1, 1, kernel)[0, 0], cmap="viridis")
+    ax.set_title(f"bilinear kernel {kernel}×{kernel} (stride {kernel // 2})", fontsize=9)
+    ax.set_axis_off()
+axes[2].plot(bilinear_kernel(1, 1, 16)[0, 0, 7].numpy(), "o-")
+axes[2].set_title("one row of the 16×16 kernel", fontsize=9)
+fig.tight_layout()
+
+# %% [markdown]
+# Is it really bilinear interpolation? Compare an 8× transposed convolution with that kernel against
+# `F.interpolate(mode="bilinear", align_corners=False)` on a small image.
+
+# %%
+torch.manual_seed(1)
+small = torch.rand(1, 1, 8, 8)
+up8 = nn.ConvTranspose2d(1, 1, kernel_size=16, stride=8, padding=4, bias=False)
+with torch.no_grad():
+    up8.weight.copy_(bilinear_kernel(1, 1, 16))
+    by_transposed = up8(small)  # (1, 1, 64, 64)
+by_interpolate = F.interpolate(small, scale_factor=8, mode="bilinear", align_corners=False)
+difference = (by_transposed - by_interpolate).abs()[0, 0]
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("output size:", tuple(by_transposed.shape[-2:]))
+print(f"largest difference inside (8-pixel border excluded): {difference[8:-8, 8:-8].max():.1e}")
+print(f"largest difference on the border: {difference.max():.2f}")
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+pictures = [small[0, 0], by_transposed.detach()[0, 0], by_interpolate[0, 0], difference.detach()]
+titles = ["input 8×8", "transposed conv 8×", "F.interpolate 8×", "|difference|"]
+for ax, picture, title in zip(axes, pictures, titles):
+    ax.imshow(picture, cmap="gray" if title != "|difference|" else "magma")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+fig.tight_layout()
+
+# %% [markdown]
+# Inside the image the two agree to rounding error. On the border the transposed convolution sees
+# zeros beyond the image where interpolation repeats the edge pixel, so the border fades out: one
+# reason the paper crops its outputs, and a detail training can learn to fix.
+#
+# ### Checkerboard artefacts
+#
+# When the kernel size is not a multiple of the stride, the stamps overlap unevenly: some output
+# pixels receive two stamps, their neighbours one. Even a perfectly flat input then produces a
+# grid pattern (Odena et al., "Deconvolution and Checkerboard Artifacts", Distill 2016). Counting
+# the stamps per pixel shows it directly: apply a transposed convolution with all-ones weights to
+# an all-ones image.
+
+# %%
+flat = torch.ones(1, 1, 6, 6)
+coverage = {}
+for kernel in (3, 4):
+    stamps = nn.ConvTranspose2d(1, 1, kernel, stride=2, padding=1, bias=False)
+    nn.init.ones_(stamps.weight)
+    with torch.no_grad():
+        coverage[kernel] = stamps(flat)[0, 0]
+
+torch.manual_seed(2)
+random_up = nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False)
+with torch.no_grad():
+    random_out = random_up(torch.ones(1, 1, 16, 16))[0, 0]
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for kernel, counts in coverage.items():
+    inner = counts[2:-2, 2:-2]
+    print(f"kernel {kernel}, stride 2: stamps per interior pixel between "
+          f"{inner.min():.0f} and {inner.max():.0f}")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
+for ax, (picture, title) in zip(axes, [(coverage[3], "kernel 3, stride 2: uneven"),
+                                       (coverage[4], "kernel 4, stride 2: even"),
+                                       (random_out, "random kernel 3, flat input")]):
+    ax.imshow(picture, cmap="magma")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+fig.tight_layout()
+
+# %% [markdown]
+# With kernel 4 and stride 2 (a multiple), every interior pixel gets the same number of stamps, so
+# a flat input stays flat. FCN's choices (kernel `2s`, or `2s - 1` with the matching padding)
+# avoid the uneven overlap; the alternative used by many later models is "resize, then convolve".
+
+# %% [markdown]
+# ## 3. FCN-32s, FCN-16s and FCN-8s
+#
+# The encoder produces maps at 1/8 (pool3), 1/16 (pool4) and 1/32 (the top) of the image. A `1×1`
+# convolution turns each into class scores.
+#
+# - **FCN-32s** upsamples the 1/32 scores 32× in one step.
+# - **FCN-16s** upsamples them 2×, adds the pool4 scores, then upsamples 16×.
+# - **FCN-8s** does one more step with pool3, then upsamples 8×.
+#
+# The skip score layers start at zero, so FCN-16s and FCN-8s begin exactly as FCN-32s and learn to
+# use the finer maps. `course_lib.models.FCN` implements the paper's VGG16 network and ResNet
+# encoders; for this lesson we use its `"small"` encoder (five stages of two 3×3 convolutions) so
+# that training takes seconds on a CPU.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{'model':<24}{'parameters':>14}")
+for backbone in ("small", "resnet18", "vgg16"):
+    for variant in ("32s", "8s") if backbone != "vgg16" else ("8s",):
+        model = FCN(num_classes=21, variant=variant, backbone=backbone)
+        print(f"{'FCN-' + variant + ' ' + backbone:<24}{count_parameters(model):>14,}")
+del model
+
+# %% [markdown]
+# The VGG16 FCN-8s has 134 million parameters, the figure of Table 1 of the paper; most of them sit
+# in `fc6` (a 7×7×512 → 4096 convolution, 103 million). The ResNet-18 version has 11 million.
+#
+# Now the experiment: the same encoder initialisation, the same data, the same number of steps for
+# the three variants. We score them with mIoU (a region metric) and with the boundary F-score
+# (`metrics.boundary_f1`: the fraction of contour pixels that lie within 2 pixels of the other
+# mask's contour), averaged over the classes present.
+
+# %%
+SIZE = 64 if FAST else 192
+STEPS = 40 if FAST else 1500
+BATCH = 8 if FAST else 16
+train_set = ScenesDataset(length=96 if FAST else 2000, image_size=SIZE, seed=0)
+val_set = ScenesDataset(length=16 if FAST else 200, image_size=SIZE, seed=1)
+NUM_CLASSES = ScenesDataset.num_classes
+print(f"{len(train_set)} training and {len(val_set)} validation scenes of {SIZE}×{SIZE}, "
+      f"{NUM_CLASSES} classes: {', '.join(ScenesDataset.CLASSES)}")
+
+
+# %%
+def train(model, steps, lr=3e-3):
+    """A plain training loop: AdamW, cross-entropy, `steps` mini-batches."""
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    loader = DataLoader(train_set, batch_size=BATCH, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(0))
+    step = 0
+    while step < steps:
+        for images, masks in loader:
+            logits = model(images.to(device))  # (N, K, H, W)
+            loss = F.cross_entropy(logits, masks.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == steps:
+                break
+    return loss.item()
+
+
+def mean_boundary_f1(pred, target):
+    """Boundary F-score averaged over the classes present in prediction or target."""
+    classes = torch.unique(torch.cat([pred.flatten(), target.flatten()]))
+    return float(np.mean([metrics.boundary_f1(pred == c, target == c) for c in classes.tolist()]))
+
+
+@torch.no_grad()
+def evaluate(model):
+    """mIoU over the validation set, boundary F-score averaged over images, predictions."""
+    model.eval()
+    confusion = metrics.ConfusionMatrix(NUM_CLASSES)
+    scores, predictions = [], []
+    for images, masks in DataLoader(val_set, batch_size=8):
+        pred = model(images.to(device)).argmax(1).cpu()  # (N, H, W)
+        confusion.update(pred, masks)
+        scores += [mean_boundary_f1(p, t) for p, t in zip(pred, masks)]
+        predictions.append(pred)
+    return metrics.mean_iou(confusion.compute()), float(np.mean(scores)), torch.cat(predictions)
+
+
+# %%
+results = {}
+for variant in ("32s", "16s", "8s"):
+    torch.manual_seed(0)  # the same encoder and score_fr initialisation for every variant
+    model = FCN(num_classes=NUM_CLASSES, variant=variant, backbone="small")
+    final_loss = train(model, STEPS)
+    miou, boundary, predictions = evaluate(model)
+    results[variant] = {"loss": final_loss, "miou": miou, "boundary_f1": boundary, "pred": predictions}
+    print(f"FCN-{variant}: final training loss {final_loss:.3f}, val mIoU {miou:.3f}, "
+          f"boundary F-score {boundary:.3f}")
+
+# %%
+val_images = torch.stack([val_set[i][0] for i in range(3)])
+val_masks = torch.stack([val_set[i][1] for i in range(3)])
+columns = [("image", None), ("ground truth", val_masks)]
+columns += [(f"FCN-{v}", results[v]["pred"][:3]) for v in ("32s", "16s", "8s")]
+fig, axes = plt.subplots(3, len(columns), figsize=(2.0 * len(columns), 6.0))
+for row in range(3):
+    for col, (title, maps) in enumerate(columns):
+        ax = axes[row, col]
+        picture = val_images[row].permute(1, 2, 0) if maps is None else viz.colorize(maps[row])
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_axis_off()
+        if row == 0:
+            ax.set_title(title, fontsize=9)
+fig.tight_layout()
+
+# %% [markdown]
+# FCN-32s can only paint blobs: its scores live on a grid of 32×32-pixel cells, and upsampling
+# cannot invent detail that is not there. Each skip adds scores computed from a finer map, and the
+# boundary F-score rises with them more than the mIoU does: region metrics are dominated by the
+# interiors of large regions, which even a coarse prediction gets right. (In fast mode the runs are
+# short and the numbers noisy; full mode trains longer on larger scenes.)
+#
+# ## 4. The classic FCN-8s shape bug
+#
+# Many tutorial implementations of FCN-8s look like this: floor-mode pooling, then
+# `upsample(score) + skip_score` with transposed convolutions that exactly double the size. It works
+# on 224×224 or 512×512 images, whose sides divide by 32, and fails on anything else.
+
+
+# %%
+class TutorialFCN8s(nn.Module):
+    """The widely copied pattern: sizes only agree when H and W are multiples of 32."""
+
+    def __init__(self, num_classes=3, width=8):
+        super().__init__()
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(3 if i == 0 else width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            for i in range(5))
+        self.score5, self.score4, self.score3 = (nn.Conv2d(width, num_classes, 1) for _ in range(3))
+        self.up2a = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1)
+        self.up2b = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1)
+        self.up8 = nn.ConvTranspose2d(num_classes, num_classes, 16, stride=8, padding=4)
+
+    def forward(self, x):
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        pool3, pool4, pool5 = maps[2], maps[3], maps[4]
+        score = self.up2a(self.score5(pool5)) + self.score4(pool4)  # sizes must agree here
+        score = self.up2b(score) + self.score3(pool3)  # ... and here
+        return self.up8(score)  # ... and 8 * (H / 8) == H only if 8 divides H
+
+
+# %%
+tutorial = TutorialFCN8s()
+for height, width in [(224, 224), (375, 500)]:
+    try:
+        out = tutorial(torch.rand(1, 3, height, width))
+        print(f"{height}×{width}: output {tuple(out.shape[-2:])}")
+    except RuntimeError as error:
+        print(f"{height}×{width}: RuntimeError: {str(error).splitlines()[0]}")
+
+# %% [markdown]
+# A Pascal VOC photo of 375×500 pixels breaks it: pooling 375 → 187 → 93 → 46 → 23 → 11, and
+# upsampling 11 gives 22, not 23. (Even when the sums happen to fit, the output of 8·⌊H/8⌋ pixels
+# can be smaller than the image, and the maps are misaligned by a fraction of a cell.)
+#
+# `course_lib.models.FCN` is exact for every size, in one of two ways:
+#
+# - **VGG16, as in the paper**: the first convolution pads the image by 100 pixels, pooling rounds
+#   up, and every fused map is *cropped* at fixed offsets (5 for pool4, 9 for pool3, 31 for the
+#   final 8s output). Every layer maps coordinates by the same affine rule whatever the image size,
+#   so the offsets are constants (`tests/test_fcn.py` derives them from the layer geometry).
+# - **ResNet and small encoders**: a pixel `y` of a stride-`s` map sits over image pixel `s·y`. A
+#   transposed convolution with kernel `2f-1`, stride `f` and padding `f-1` puts input pixel `y` on
+#   output pixel `f·y` and interpolates in between; its `output_size` argument makes it exactly as
+#   large as the finer map (`output_padding` absorbs the odd pixel).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for backbone, sizes in [("small", [(375, 500), (97, 131), (33, 35)]), ("resnet18", [(97, 131), (33, 35)])]:
+    ours = FCN(num_classes=3, variant="8s", backbone=backbone).eval()
+    with torch.no_grad():
+        shapes = [tuple(ours(torch.rand(1, 3, h, w)).shape[-2:]) for h, w in sizes]
+    print(f"FCN-8s {backbone}: {shapes}")
+
+# %% [markdown]
+# ## 5. A ResNet-18 encoder with pretrained weights
+#
+# The seed exercise of this lesson asks for an FCN with a ResNet-18 encoder for the 21 Pascal VOC
+# classes. It is one line; `backbone_weights="DEFAULT"` downloads the ImageNet weights through
+# torchvision (full mode only: fast mode never touches the network).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+voc_fcn = FCN(num_classes=21, variant="8s", backbone="resnet18",
+              backbone_weights=None if FAST else "DEFAULT").eval()
+with torch.no_grad():
+    voc_logits = voc_fcn(torch.rand(1, 3, 375, 500))
+print("logits:", tuple(voc_logits.shape), " parameters:", f"{count_parameters(voc_fcn):,}")
+
+# %% [markdown]
+# ## Summary
+#
+# - A fully connected layer is a convolution whose kernel covers its whole input; as a convolution
+#   it slides over larger images and gives a map of scores.
+# - A transposed convolution of stride `s` upsamples; initialised with a bilinear kernel it *is*
+#   bilinear interpolation, and training can improve it. Kernels that are not a multiple of the
+#   stride overlap unevenly and draw checkerboards.
+# - Skips from pool4 and pool3 add finer scores; boundaries improve most.
+# - Fused maps must be aligned exactly; crops at fixed offsets (the paper) or `output_size` (ours
+#   for ResNets) make that hold for every image size.
+#
+# **Exercise 02** (`exercises/ex02_fcn.py`): the transposed-convolution size formula, the bilinear
+# kernel, a linear layer rewritten as a convolution, and one skip-fusion step. Check it with
+# `python -m pytest tests/graded/test_ex02_fcn.py`.
