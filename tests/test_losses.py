@@ -202,6 +202,12 @@ def test_cross_entropy_all_ignored_is_zero_and_weights():
     torch.testing.assert_close(
         losses.CrossEntropyLoss(weight=w)(logits, target), F.cross_entropy(logits, target, weight=w)
     )
+    torch.testing.assert_close(  # float64 logits with float32 weights (as from class_weights)
+        losses.cross_entropy(logits.double(), target, weight=w),
+        F.cross_entropy(logits.double(), target, weight=w.double()),
+    )
+    with pytest.raises(ValueError, match="one weight per class"):
+        losses.cross_entropy(logits, target, weight=torch.ones(4))
 
 
 def test_class_weights_hand_computed():
@@ -375,3 +381,12 @@ def test_per_class_reduction_shapes():
     assert losses.focal_loss(logits, target, reduction="none").shape == (2, 5, 6)
     with pytest.raises(ValueError, match="absent"):
         losses.dice_loss(logits, target, absent="zero")
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
+def test_narrow_integer_targets_are_accepted(dtype):
+    logits, target = random_multiclass(20)
+    target[0, 0, 0] = 255
+    narrow = target.to(dtype)
+    for fn in (losses.cross_entropy, losses.dice_loss, losses.focal_loss, losses.lovasz_softmax):
+        torch.testing.assert_close(fn(logits, narrow), fn(logits, target))

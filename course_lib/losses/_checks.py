@@ -41,8 +41,11 @@ def check_logits(logits: torch.Tensor) -> None:
 
 def multiclass_inputs(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None
-) -> torch.Tensor:
-    """Check logits (N, K, *S) float against target (N, *S) int; return the valid mask (N, *S)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check logits (N, K, *S) float against target (N, *S) of any integer dtype.
+
+    Returns (target as int64, valid mask (N, *S)); uint8 masks read from PNG files are accepted.
+    """
     check_logits(logits)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
@@ -72,7 +75,7 @@ def multiclass_inputs(
             f"(logits have {num_classes} channels) and not equal to "
             f"ignore_index={ignore_index}"
         )
-    return valid
+    return target.long(), valid
 
 
 def binary_inputs(

@@ -37,12 +37,14 @@ def cross_entropy(
     PyTorch. When every pixel is ignored the mean is 0 (PyTorch would return NaN).
     """
     check_reduction(reduction)
-    valid = multiclass_inputs(logits, target, ignore_index)
-    if weight is not None and tuple(weight.shape) != (logits.shape[1],):
-        raise ValueError(
-            f"weight has shape {tuple(weight.shape)}; expected ({logits.shape[1]},), "
-            f"one weight per class"
-        )
+    target, valid = multiclass_inputs(logits, target, ignore_index)
+    if weight is not None:
+        weight = torch.as_tensor(weight, dtype=logits.dtype, device=logits.device)
+        if tuple(weight.shape) != (logits.shape[1],):
+            raise ValueError(
+                f"weight has shape {tuple(weight.shape)}; expected ({logits.shape[1]},), "
+                f"one weight per class"
+            )
     if reduction == "mean" and not valid.any():
         return logits.sum() * 0.0
     return F.cross_entropy(

@@ -49,7 +49,7 @@ def focal_loss(
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if mode == "multiclass":
-        valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
+        target, valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
         labels = torch.where(valid, target, 0).unsqueeze(1)  # (N, 1, *S)
         log_pt = logits.log_softmax(dim=1).gather(1, labels).squeeze(1)  # (N, *S)
         loss = -((1 - log_pt.exp()) ** gamma) * log_pt

@@ -76,7 +76,7 @@ def lovasz_softmax(
     treating the batch as one image. Ignored pixels are removed before sorting; a unit without
     any class to average (all pixels ignored) is left out, and 0 is returned when nothing is left.
     """
-    valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
+    target, valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
     _check_classes(classes, logits.shape[1])
     probs = logits.softmax(dim=1).movedim(1, -1)  # (N, *S, K)
     units = zip(probs, target, valid) if per_image else [(probs, target, valid)]

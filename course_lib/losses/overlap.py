@@ -58,7 +58,7 @@ def soft_overlap_counts(
     """Soft TP, FP, FN and target pixel count per class: four tensors (K,), or (N, K) per image."""
     check_mode(mode)
     if mode == "multiclass":
-        valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
+        target, valid = multiclass_inputs(logits, target, ignore_index)  # (N, *S)
         probs = logits.softmax(dim=1)  # (N, K, *S)
         labels = torch.where(valid, target, 0)
         onehot = F.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(probs.dtype)  # (N, K, *S)
