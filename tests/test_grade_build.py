@@ -137,10 +137,10 @@ def test_release_refuses_a_leaking_public_test(tmp_path):
     course = tmp_path / "course"
     shutil.copytree(DEMO, course)
     public = course / "tests" / "graded" / "test_ex91_more.py"
-    public.write_text(public.read_text() + "\n# spoiler: return torch.bincount(mask.flatten(), minlength=num_classes)\n"
-                      "# see test_add_one_on_empty\n")
+    public.write_text(public.read_text() + "\n\ndef _spoiler(mask, num_classes):\n"
+                      "    return torch.bincount(mask.flatten(), minlength=num_classes)  # see test_add_one_on_empty\n")
     layout = CourseLayout(course)
-    with pytest.raises(LeakError, match="solution line") as caught:
+    with pytest.raises(LeakError, match="contains solution line 'return torch.bincount") as caught:
         build_student_release(layout, tmp_path / "release")
     assert "hidden test 'test_add_one_on_empty'" in str(caught.value)
     assert not (tmp_path / "release").exists()

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
         print(f"{len(written)} stub(s) regenerated, {len(layout.exercise_names()) - len(written)} unchanged")
         return 0
-    except (MarkerError, ValueError) as error:
+    except (MarkerError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -25,6 +25,7 @@ from course_lib.grade.stubs import solution_regions
 __all__ = ["LeakError", "leaks", "build_student_release", "build_instructor_bundle"]
 
 _MIN_LINE = 10  # shorter solution lines ("return x") are too generic to count as a leak
+_LONG_LINE = 45  # a solution line this long is distinctive on its own
 _TEST_NAME = re.compile(r"^\s*(?:async\s+)?def\s+(test_\w+)", re.MULTILINE)
 
 _GRADING_README = """# Exercises and grading
@@ -52,9 +53,14 @@ class LeakError(RuntimeError):
     """A solution line or a hidden test reached a folder meant for learners."""
 
 
-def _secret_lines(layout: CourseLayout) -> dict[str, str]:
-    """Solution lines (stripped) that the learner's copy must not contain -> where they come from."""
-    secrets = {}
+def _secret_lines(layout: CourseLayout) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """What the learner's copy must not contain: distinctive single solution lines and pairs of
+    consecutive solution lines (stripped, blank and comment lines skipped) -> where they come from.
+
+    A generic line such as `if ignore_index is not None:` may legitimately appear in a public test;
+    a long line, or two solution lines in a row, is the solution itself.
+    """
+    singles, pairs = {}, {}
     for name in layout.exercise_names():
         path = layout.solutions / f"{name}.py"
         source = path.read_text(encoding="utf-8")
@@ -62,11 +68,12 @@ def _secret_lines(layout: CourseLayout) -> dict[str, str]:
         inside = {n for r in regions for n in range(r.begin_line, r.end_line + 1)}
         outside = {line.strip() for n, line in enumerate(source.splitlines(), 1) if n not in inside}
         for region in regions:
-            for offset, line in enumerate(region.body):
-                text = line.strip()
-                if len(text) >= _MIN_LINE and not text.startswith("#") and text not in outside:
-                    secrets[text] = f"solutions/{path.name}:{region.begin_line + len(region.hints) + 1 + offset}"
-    return secrets
+            origin = f"solutions/{path.name}:{region.begin_line}"
+            body = [line.strip() for line in region.body]
+            body = [text for text in body if len(text) >= _MIN_LINE and not text.startswith("#") and text not in outside]
+            singles.update({text: origin for text in body if len(text) >= _LONG_LINE})
+            pairs.update({(a, b): origin for a, b in zip(body, body[1:])})
+    return singles, pairs
 
 
 def _hidden_markers(layout: CourseLayout) -> dict[str, str]:
@@ -84,7 +91,7 @@ def _hidden_markers(layout: CourseLayout) -> dict[str, str]:
 def leaks(layout: CourseLayout, folder: Path) -> list[str]:
     """Every solution line, hidden test or secret folder found in `folder` (empty: clean)."""
     found = []
-    secrets, hidden = _secret_lines(layout), _hidden_markers(layout)
+    (singles, pairs), hidden = _secret_lines(layout), _hidden_markers(layout)
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         relative = path.relative_to(folder)
         if relative.parts[0] == "solutions" or relative.parts[:2] == ("tests", "hidden") or path.name == "manifest.json":
@@ -94,8 +101,12 @@ def leaks(layout: CourseLayout, folder: Path) -> list[str]:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        lines = {line.strip() for line in text.splitlines()}
-        found += [f"{relative}: contains solution line {line!r} ({origin})" for line, origin in secrets.items() if line in lines]
+        stripped = [line.strip() for line in text.splitlines() if line.strip()]
+        adjacent = set(zip(stripped, stripped[1:]))
+        found += [f"{relative}: contains solution line {secret!r} ({origin})" for secret, origin in singles.items()
+                  if secret in text]
+        found += [f"{relative}: contains solution lines {pair[0]!r} / {pair[1]!r} ({origin})"
+                  for pair, origin in pairs.items() if pair in adjacent]
         found += [f"{relative}: names hidden test {name!r} ({origin})" for name, origin in hidden.items()
                   if re.search(rf"\b{re.escape(name)}\b", text)]
     return found
