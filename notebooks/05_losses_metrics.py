@@ -32,7 +32,6 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from course_lib import losses, metrics, viz
 from course_lib.data import CellsDataset, ScenesDataset
@@ -67,7 +66,9 @@ LOSS_FUNCTIONS = {
     "Dice": lambda z, t: losses.dice_loss(z, t, mode="binary"),
     "BCE + Dice": lambda z, t: losses.BCEDiceLoss(smooth=0.0)(z, t),
     "Focal (γ=2)": lambda z, t: losses.focal_loss(z, t, mode="binary", gamma=2.0),
-    "Tversky (α=0.3, β=0.7)": lambda z, t: losses.tversky_loss(z, t, mode="binary", alpha=0.3, beta=0.7),
+    "Tversky (α=0.3, β=0.7)": lambda z, t: losses.tversky_loss(
+        z, t, mode="binary", alpha=0.3, beta=0.7
+    ),
     "Lovász hinge": lambda z, t: losses.lovasz_hinge(z, t),
 }
 qualities = np.linspace(0.02, 0.98, 49)
@@ -108,7 +109,8 @@ for name, fn in LOSS_FUNCTIONS.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'foreground':>10s} {'BCE':>7s} {'Dice loss':>10s} {'pixel acc':>10s} {'fg IoU':>7s} {'mIoU':>6s}")
+print(f"{'foreground':>10s} {'BCE':>7s} {'Dice loss':>10s} {'pixel acc':>10s} {'fg IoU':>7s} "
+      f"{'mIoU':>6s}")
 for fraction in (0.5, 0.1, 0.01):
     target = torch.zeros(1, 1000, dtype=torch.long)
     target[:, : int(1000 * fraction)] = 1
@@ -121,16 +123,17 @@ for fraction in (0.5, 0.1, 0.01):
 
 # %% [markdown]
 # With 1 % foreground, BCE drops to 0.13 and pixel accuracy reaches 0.99: both call the lazy
-# model good. The Dice loss *rises* to 0.98 and the foreground IoU is 0. Per-pixel losses average over pixels, so the
-# majority class dominates; overlap losses average over *classes*. That is the reason for Dice in
-# medical imaging, and for class weights in cross-entropy:
+# model good. The Dice loss *rises* to 0.98 and the foreground IoU is 0. Per-pixel losses
+# average over pixels, so the majority class dominates; overlap losses average over *classes*.
+# That is the reason for Dice in medical imaging, and for class weights in cross-entropy:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 masks = torch.stack([CellsDataset(length=8, image_size=64, seed=0)[i][1] for i in range(8)])
 print("nucleus pixel fraction:", f"{masks.float().mean().item():.3f}")
-print("inverse-frequency weights:", [round(w, 3) for w in losses.class_weights(masks, 2, "inverse").tolist()])
-print("median-frequency weights: ", [round(w, 3) for w in losses.class_weights(masks, 2, "median").tolist()])
+for method in ("inverse", "median"):
+    weights = losses.class_weights(masks, num_classes=2, method=method)
+    print(f"{method}-frequency weights:", [round(w, 3) for w in weights.tolist()])
 
 # %% [markdown]
 # With two classes that appear in every image the two rules agree; with many classes, some of them
@@ -173,7 +176,8 @@ q_right = torch.where(hard, 0.3, 0.95).double()
 margin = torch.log(q_right / (1 - q_right))
 logits = torch.where(target.bool(), margin, -margin).unsqueeze(1)  # (1, 1, 1000)
 
-print(f"{'loss':12s} {'easy fg':>9s} {'hard fg':>9s} {'easy bg':>9s} {'hard bg':>9s} {'hard/easy':>10s}")
+print(f"{'loss':12s} {'easy fg':>9s} {'hard fg':>9s} {'easy bg':>9s} {'hard bg':>9s} "
+      f"{'hard/easy':>10s}")
 for name, fn in (("BCE", LOSS_FUNCTIONS["BCE"]), ("Focal (γ=2)", LOSS_FUNCTIONS["Focal (γ=2)"]),
                  ("Dice", LOSS_FUNCTIONS["Dice"])):
     z = logits.clone().requires_grad_(True)
@@ -199,12 +203,12 @@ print("(gradients x 1000)")
 # The same small U-Net, trained with three losses on the microscopy-like `CellsDataset` (binary:
 # background / nucleus), several seeds each. We report the **per-image Dice** (mean over
 # validation images) and the **HD95** (95th-percentile Hausdorff distance in pixels, mean over
-# the images where neither mask is empty): Dice measures overlap, HD95 how far the outlines stray. The training loop is
-# written out here; notebook 07 wraps it in `course_lib.engine`.
+# the images where neither mask is empty): Dice measures overlap, HD95 how far the outlines
+# stray. The training loop is written out here; notebook 07 wraps it in `course_lib.engine`.
 
 # %%
 if FAST:
-    torch.set_num_threads(1)  # tiny model and images: one thread is as fast, and steadier on a shared CPU
+    torch.set_num_threads(1)  # tiny model and images: one thread is as fast, and steadier
 IMAGE_SIZE, STEPS, SEEDS = (48, 40, (0, 1, 2)) if FAST else (128, 600, (0, 1, 2, 3, 4))
 train_set = CellsDataset(length=64 if FAST else 512, image_size=IMAGE_SIZE, seed=0)
 val_set = CellsDataset(length=16 if FAST else 128, image_size=IMAGE_SIZE, seed=1)
@@ -259,9 +263,24 @@ print(f"{'loss':12s} {'Dice (mean ± sd)':>18s} {'HD95 px (mean ± sd)':>21s}   
 for name, runs in results.items():
     dice = np.array([r["dice"] for r in runs])
     hd95 = np.array([r["hd95"] for r in runs])
-    print(f"{name:12s} {dice.mean():>10.3f} ± {dice.std():.3f} {hd95.mean():>13.2f} ± {hd95.std():.2f}   "
-          + " ".join(f"{d:.3f}" for d in dice))
-print("images where one mask was empty (HD = inf):", {n: sum(r["empty"] for r in rs) for n, rs in results.items()})
+    print(f"{name:12s} {dice.mean():>10.3f} ± {dice.std():.3f} {hd95.mean():>13.2f} ± "
+          f"{hd95.std():.2f}   " + " ".join(f"{d:.3f}" for d in dice))
+empty = {name: sum(r["empty"] for r in runs) for name, runs in results.items()}
+print("images where one mask was empty (HD = inf):", empty)
+
+# %%
+fig, axes = plt.subplots(2, 5, figsize=(8.5, 3.6))
+for row, index in enumerate((0, 1)):
+    pictures = [val_x[index, 0], val_y[index]] + [
+        runs[0]["probs"][index] > 0.5 for runs in results.values()
+    ]
+    titles = ["image", "target"] + [f"{name} (seed 0)" for name in results]
+    for ax, picture, title in zip(axes[row], pictures, titles):
+        ax.imshow(picture, cmap="gray", interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # Read the table with its spread: with a few dozen training steps the difference between seeds is
@@ -289,10 +308,11 @@ target_b = torch.zeros(1, 100, dtype=torch.long)
 target_b[:, 0] = 1
 pred_b = torch.zeros_like(target_b)
 
-per_batch = [metrics.mean_iou(metrics.confusion_matrix(p, t, 2)) for p, t in ((pred_a, target_a), (pred_b, target_b))]
+batches = ((pred_a, target_a), (pred_b, target_b))
+per_batch = [metrics.mean_iou(metrics.confusion_matrix(p, t, 2)) for p, t in batches]
 accumulated = metrics.ConfusionMatrix(num_classes=2)
 accumulated.update(pred_a, target_a).update(pred_b, target_b)
-print("per-batch mIoU:", [round(v, 3) for v in per_batch], "-> their mean", f"{np.mean(per_batch):.3f}")
+print("per-batch mIoU:", [round(v, 3) for v in per_batch], f"-> mean {np.mean(per_batch):.3f}")
 print("accumulated confusion matrix -> mIoU", f"{metrics.mean_iou(accumulated.compute()):.3f}")
 print(accumulated.compute().tolist())
 
@@ -329,7 +349,8 @@ from scipy import ndimage
 
 void_y = val_y.clone()
 for mask in void_y:
-    band = ndimage.binary_dilation(mask.numpy()) & ~mask.numpy().astype(bool)  # 1 px outside each nucleus
+    inside = mask.numpy().astype(bool)
+    band = ndimage.binary_dilation(inside) & ~inside  # the pixels just outside each nucleus
     mask[torch.from_numpy(band)] = 255
 print(f"void pixels: {(void_y == 255).float().mean().item():.3f} of the image")
 try:
@@ -342,10 +363,12 @@ combined_probs = results["BCE + Dice"][0]["probs"]
 pred = (combined_probs > 0.5).long()
 with_void_as_background = metrics.confusion_matrix(pred, torch.where(void_y == 255, 0, void_y), 2)
 ignoring_void = metrics.confusion_matrix(pred, void_y, 2, ignore_index=255)
-print(f"nucleus IoU, void counted as background: {metrics.iou_per_class(with_void_as_background)[1]:.3f}")
-print(f"nucleus IoU, void ignored:               {metrics.iou_per_class(ignoring_void)[1]:.3f}")
+for name, cm in (("void counted as background", with_void_as_background),
+                 ("void ignored", ignoring_void)):
+    print(f"nucleus IoU, {name:26s} {metrics.iou_per_class(cm)[1]:.3f}")
 logits = torch.logit(combined_probs.clamp(1e-6, 1 - 1e-6)).unsqueeze(1)
-print(f"BCE on the same predictions, void ignored: {losses.binary_cross_entropy(logits, void_y).item():.3f}")
+bce = losses.binary_cross_entropy(logits, void_y, ignore_index=255)
+print(f"BCE on the same predictions, void ignored: {bce.item():.3f}")
 
 # %% [markdown]
 # Most of the model's errors sit on the object outlines, so leaving the uncertain band out changes
@@ -364,7 +387,8 @@ ax.set_xlabel("threshold on sigmoid(logits)")
 ax.set_ylabel("mean per-image Dice")
 ax.grid(alpha=0.3)
 plt.show()
-print("best threshold:", thresholds[int(np.argmax(dice_at))], f"Dice {max(dice_at):.3f} (at 0.5: {dice_at[4]:.3f})")
+best = int(np.argmax(dice_at))
+print(f"best threshold {thresholds[best]}: Dice {dice_at[best]:.3f} (at 0.5: {dice_at[4]:.3f})")
 
 # %% [markdown]
 # ### 5.5 Pixel accuracy on imbalanced data
@@ -373,7 +397,8 @@ print("best threshold:", thresholds[int(np.argmax(dice_at))], f"Dice {max(dice_a
 # %%
 # NBVAL_CHECK_OUTPUT
 cm = metrics.confusion_matrix(torch.zeros_like(val_y), val_y, num_classes=2)
-print(f"pixel accuracy {metrics.pixel_accuracy(cm):.3f}   mean class accuracy {metrics.mean_class_accuracy(cm):.3f}   "
+print(f"pixel accuracy {metrics.pixel_accuracy(cm):.3f}   "
+      f"mean class accuracy {metrics.mean_class_accuracy(cm):.3f}   "
       f"nucleus IoU {metrics.iou_per_class(cm)[1].item():.3f}   mIoU {metrics.mean_iou(cm):.3f}")
 
 # %% [markdown]
@@ -403,7 +428,8 @@ for image, mask in (scenes_val[i] for i in range(len(scenes_val))):
     distance = torch.cdist(image.reshape(3, -1).T.double(), mean_colour)  # (P, K)
     scene_cm.update(distance.argmin(dim=1).view_as(mask), mask)
 cm = scene_cm.compute()
-print("IoU per class:", {name: round(v, 3) for name, v in zip(ScenesDataset.CLASSES, metrics.iou_per_class(cm).tolist())})
+iou = metrics.iou_per_class(cm).tolist()
+print("IoU per class:", {name: round(v, 3) for name, v in zip(ScenesDataset.CLASSES, iou)})
 print(f"mIoU {metrics.mean_iou(cm):.3f}   pixel accuracy {metrics.pixel_accuracy(cm):.3f}")
 
 # %%
@@ -426,18 +452,21 @@ plt.show()
 #
 # On a large object, an outline that is off by two pixels barely moves the IoU. Boundary metrics
 # look only near the contours: Boundary IoU (the IoU of the bands of width `d` inside each
-# outline; by default `d` is 2 % of the image diagonal, 3 pixels here), the boundary F-score (contour pixels matched within a tolerance) and the Hausdorff
-# distances (how far the outlines are apart, in pixels).
+# outline; by default `d` is 2 % of the image diagonal, 3 pixels here), the boundary F-score
+# (contour pixels matched within a tolerance) and the Hausdorff distances (how far the outlines
+# are apart, in pixels).
 
 # %%
 # NBVAL_CHECK_OUTPUT
 square = torch.zeros(96, 96, dtype=torch.bool)
 square[16:80, 16:80] = True
-print(f"{'shift':>5s} {'IoU':>6s} {'Boundary IoU':>13s} {'Boundary F (tol 1)':>19s} {'HD95':>6s} {'ASSD':>6s}")
+print(f"{'shift':>5s} {'IoU':>6s} {'Boundary IoU':>13s} {'Boundary F (tol 1)':>19s} {'HD95':>6s} "
+      f"{'ASSD':>6s}")
 for shift in (0, 1, 2, 4):
     moved = torch.roll(square, shifts=shift, dims=1)  # the square moved `shift` pixels to the right
     print(f"{shift:>5d} {metrics.iou_per_image(moved[None], square[None]).item():>6.3f} "
-          f"{metrics.boundary_iou(moved, square):>13.3f} {metrics.boundary_f1(moved, square, tolerance=1):>19.3f} "
+          f"{metrics.boundary_iou(moved, square):>13.3f} "
+          f"{metrics.boundary_f1(moved, square, tolerance=1):>19.3f} "
           f"{metrics.hausdorff_distance(moved, square, percentile=95):>6.2f} "
           f"{metrics.average_surface_distance(moved, square):>6.2f}")
 
