@@ -390,3 +390,14 @@ def test_narrow_integer_targets_are_accepted(dtype):
     narrow = target.to(dtype)
     for fn in (losses.cross_entropy, losses.dice_loss, losses.focal_loss, losses.lovasz_softmax):
         torch.testing.assert_close(fn(logits, narrow), fn(logits, target))
+
+
+def test_multilabel_focal_equals_torchvision():
+    g = torch.Generator().manual_seed(21)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    target = (torch.rand(2, 3, 4, 4, generator=g) > 0.6).long()
+    expected = torchvision.ops.sigmoid_focal_loss(
+        logits, target.float(), alpha=0.25, reduction="mean"
+    )
+    got = losses.focal_loss(logits, target, mode="multilabel", alpha=0.25, gamma=2.0)
+    torch.testing.assert_close(got, expected)
