@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     for label, (name, kwargs) in CONFIGS.items():
         torch.manual_seed(0)
         model = models.build_model(name, num_classes=NUM_CLASSES, in_channels=3, **kwargs)
-        rows[label] = [count_parameters(model)] + [
-            images_per_second(model, args.size, args.batch, args.repeats, device) for device in devices
-        ]
+        speeds = [images_per_second(model, args.size, args.batch, args.repeats, device)
+                  for device in devices]
+        rows[label] = [count_parameters(model), *speeds]
     header = f"{'model':<12} {'params':>8} {'x U-Net':>8}"
     for device in devices:
         header += f" {device.type + ' img/s':>11} {'x U-Net':>8}"
