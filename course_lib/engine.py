@@ -338,7 +338,7 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
                 f"set grad_clip, or check the data and the loss for invalid values.") from error
         results = evaluate(model, val_loader, num_classes, device, loss_fn=loss_fn,
                            ignore_index=ignore_index, amp_dtype=amp_dtype,
-                           channels_last=channels_last, progress=show)
+                           channels_last=channels_last, progress=False)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "train_loss": train_loss, "val_loss": results["loss"], "miou": results["miou"],
                   "dice": results["dice"], "dice_foreground": results["dice_foreground"],
