@@ -16,6 +16,7 @@ import yaml
 
 from course_lib.grade import build
 from course_lib.grade.__main__ import grade_exercise
+from course_lib.grade.bulk import grade_class
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.package import write_packages
 
@@ -102,6 +103,19 @@ def test_instructor_bundle_and_packages(tmp_path):
         assert "course/tests/hidden/test_ex90_hidden.py" in names
         assert stat.S_IMODE(archive.getinfo("run_autograder").external_attr >> 16) == 0o755
         assert json.loads(archive.read("course/manifest.json")) == manifest
+    # the Gradescope flow: the unpacked zip has no solutions/, the bundled manifest stands in for them
+    unpacked = tmp_path / "autograder"
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(unpacked)
+    submission = tmp_path / "submissions" / "student"
+    submission.mkdir(parents=True)
+    shutil.copy(DEMO / "solutions" / "ex91_more.py", submission / "ex91_more.py")
+    summary = grade_class(submission.parent, tmp_path / "out", hidden=True, layout=CourseLayout(unpacked / "course"),
+                          manifest_path=unpacked / "course" / "manifest.json", progress=False)
+    assert [(r["student"], r["total"], r["max_score"]) for r in summary["rows"]] == [("student", 1, 10)]
+    results = json.loads((tmp_path / "out" / "student" / "results.json").read_text())
+    assert results["score"] == 1 and len(results["tests"]) == len(manifest["tests"])
+
     workflow = yaml.safe_load(workflow_path.read_text())
     steps = workflow["jobs"]["run-autograding-tests"]["steps"]
     graders = {s["with"]["test-name"]: s["with"] for s in steps if "command-grader" in s.get("uses", "")}

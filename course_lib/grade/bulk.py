@@ -102,8 +102,13 @@ def _summary(rows: list[dict], exercises: list[str], seconds: float) -> str:
 
 def grade_class(submissions: Path, out: Path, *, workers: int = 1, hidden: bool = False,
                 exercises: list[str] | None = None, layout: CourseLayout | None = None,
-                limits: Limits | None = None, manifest_path: Path | None = None, progress: bool = True) -> dict:
-    """Grade every submission in `submissions` into `out`; return {"rows", "seconds", "manifest"}."""
+                limits: Limits | None = None, manifest_path: Path | None = None, progress: bool = True,
+                use_zygote: bool = True) -> dict:
+    """Grade every submission in `submissions` into `out`; return {"rows", "seconds", "manifest"}.
+
+    `use_zygote=False` starts a fresh interpreter for every pytest process and worker (slower; the
+    benchmark's baseline).
+    """
     layout = layout or course_layout()
     limits = limits or Limits.from_env()
     submissions, out = Path(submissions).resolve(), Path(out).resolve()
@@ -114,13 +119,21 @@ def grade_class(submissions: Path, out: Path, *, workers: int = 1, hidden: bool 
     if out == submissions or out.is_relative_to(submissions) or submissions.is_relative_to(out):
         raise ValueError(f"out={str(out)!r} must be outside submissions={str(submissions)!r}")
     out.mkdir(parents=True, exist_ok=True)
-    names = [layout.resolve(e) for e in exercises] if exercises else layout.exercise_names()
+    if exercises:
+        names = [layout.resolve(e) for e in exercises]
+    elif manifest_path is not None:  # e.g. on Gradescope, where solutions/ is not shipped
+        names = load_manifest(manifest_path)["exercises"]
+    else:
+        names = layout.exercise_names()
+    if not use_zygote:
+        return _grade_all(submissions, out, workers, hidden, names, layout, limits, manifest_path, progress, None)
     with Zygote() as zygote:
         return _grade_all(submissions, out, workers, hidden, names, layout, limits, manifest_path, progress, zygote)
 
 
 def _grade_all(submissions: Path, out: Path, workers: int, hidden: bool, names: list[str], layout: CourseLayout,
-               limits: Limits, manifest_path: Path | None, progress: bool, zygote: Zygote) -> dict:
+               limits: Limits, manifest_path: Path | None, progress: bool, zygote: Zygote | None) -> dict:
+    socket_path = zygote.socket_path if zygote is not None else None
     if manifest_path is not None:
         manifest = load_manifest(manifest_path)
         if manifest["hidden"] != hidden or any(n not in manifest["exercises"] for n in names):
@@ -128,7 +141,7 @@ def _grade_all(submissions: Path, out: Path, workers: int, hidden: bool, names: 
                              f"hidden={manifest['hidden']}; rebuild it for this run")
         manifest = {**manifest, "exercises": names, "tests": [t for t in manifest["tests"] if t["exercise"] in names]}
     else:
-        manifest = build_manifest(layout, names, hidden=hidden, limits=limits, zygote=zygote.socket_path)
+        manifest = build_manifest(layout, names, hidden=hidden, limits=limits, zygote=socket_path)
     save_manifest(manifest, out / "manifest.json")
     forbidden = [out, submissions] + ([Path(manifest_path).resolve()] if manifest_path else [])
     entries = sorted(p for p in submissions.iterdir() if not p.name.startswith("."))
@@ -141,7 +154,7 @@ def _grade_all(submissions: Path, out: Path, workers: int, hidden: bool, names: 
         bar = tqdm(total=len(entries), desc="grading", unit="student", file=sys.stderr)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(grade_student, take_in(entry, names), layout, manifest, out, forbidden=forbidden,
-                               limits=limits, zygote=zygote.socket_path): entry for entry in entries}
+                               limits=limits, zygote=socket_path): entry for entry in entries}
         for future in as_completed(futures):
             rows.append(future.result())
             if bar is not None:
