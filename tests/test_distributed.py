@@ -102,3 +102,27 @@ def test_shard_sampler_partitions_without_padding():
 def test_sync_batchnorm_on_cpu_is_refused_clearly():
     with pytest.raises(ValueError, match="sync_batchnorm=True needs CUDA"):
         distributed.wrap_model(nn.BatchNorm2d(2), torch.device("cpu"), sync_batchnorm=True)
+
+
+@pytest.mark.timeout(240)
+def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COURSE_MODE="fast")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "course_lib", "train", "--distributed", "--dataset", "cells", "--epochs", "1",
+               "--num-train", "8", "--num-val", "5", "--image-size", "32", "--batch-size", "2",
+               "--no-progress", "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=230)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("validation: miou") == 1, "only rank 0 prints and writes"
+    metrics = json.loads((out / "metrics.json").read_text())
+    checkpoint = load_checkpoint(out / "last.pt")
+    from course_lib.cli import build_datasets
+    from course_lib.models import build_model
+
+    model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
+    model.load_state_dict(checkpoint["model"])
+    _, val_set, num_classes, _ = build_datasets(checkpoint["extra"]["data"], train=False)
+    single = engine.evaluate(model, DataLoader(val_set, batch_size=5), num_classes, "cpu")
+    assert metrics["confusion_matrix"] == single["confusion_matrix"].tolist()
+    assert int(single["confusion_matrix"].sum()) == 5 * 32 * 32
