@@ -190,7 +190,7 @@ for row in range(rows):
     image, mask = val_set[row]
     with_skips, without = results[True]["pred"][row], results[False]["pred"][row]
     pictures = [image[0], mask, with_skips, without, (without != mask).float() - (with_skips != mask).float()]
-    titles = ["image", "ground truth", "with skips", "without skips", "errors only without (red)"]
+    titles = ["image", "ground truth", "with skips", "without skips", "red: wrong only without"]
     for col, (picture, title) in enumerate(zip(pictures, titles)):
         ax = axes[row, col]
         ax.imshow(picture, cmap="gray" if col < 4 else "bwr", vmin=-1 if col == 4 else None,
@@ -204,7 +204,8 @@ fig.tight_layout()
 # Without skips every detail must squeeze through the 8×8 bottleneck (for a 64×64 image) and be
 # re-invented by the decoder: nuclei come out as rounded blobs, thin gaps between touching nuclei
 # close, small nuclei vanish. The region scores drop somewhat; the boundary scores drop more, and
-# the error map (right) shows where: along the outlines. With skips the decoder sees the
+# the error map (right: red where only the network without skips is wrong, blue where only the one
+# with skips is) shows where: along the outlines. With skips the decoder sees the
 # full-resolution encoder features next to the upsampled context and only has to decide which
 # edges matter.
 #
