@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from course_lib.grade import build
-from course_lib.grade.__main__ import grade_exercise
+from course_lib.grade import check, grade_exercise
 from course_lib.grade.bulk import grade_class
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.package import write_packages

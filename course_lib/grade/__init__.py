@@ -11,5 +11,10 @@ Modules, in the order a submission meets them (docs/grading.md is the guide):
   guards and resource limits, and the plain-data format of its answers;
 - `zygote`: a fork server so torch and pytest are imported once per class;
 - `reports`, `table`, `bulk`, `package`: points tables, Gradescope results, feedback, grades.csv,
-  class grading, and the Gradescope / GitHub Classroom packages.
+  class grading, and the Gradescope / GitHub Classroom packages;
+- `check`: `check("ex01")` grades one exercise from Python or a notebook and prints the table.
 """
+
+from course_lib.grade.check import check, grade_exercise
+
+__all__ = ["check", "grade_exercise"]

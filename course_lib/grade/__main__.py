@@ -19,50 +19,20 @@ import json
 import sys
 from pathlib import Path
 
-from course_lib.grade.layout import CourseLayout
+from course_lib.grade.check import check, grade_exercise
 from course_lib.grade.runner import course_layout
-from course_lib.grade.session import run_tests
-from course_lib.grade.table import earned, format_table
 
-__all__ = ["grade_exercise", "main"]
-
-
-def grade_exercise(exercise: str, target: str = "exercises", *, hidden: bool = False,
-                   layout: CourseLayout | None = None) -> dict:
-    """Grade one exercise of `target`; returns {"exercise", "tests", "score", "max_score", "status"}.
-
-    Safe to call from a notebook: the tests run in a separate pytest process and the learner's
-    code in a worker process below it, so nothing the learner wrote can stop the kernel.
-    """
-    layout = layout or course_layout()
-    name = layout.resolve(exercise)
-    if target not in ("exercises", "solutions") and not Path(target).is_dir():
-        raise ValueError(f"target={target!r} is not a folder; expected exercises, solutions or a folder path")
-    target_value = target if target in ("exercises", "solutions") else str(Path(target).resolve())
-    result = run_tests(layout.test_files(name, hidden=hidden), target_value, layout)
-    return {
-        "exercise": name,
-        "tests": result.tests,
-        "score": sum(earned(t) for t in result.tests),
-        "max_score": sum(float(t["points"]) for t in result.tests),
-        "status": result.status,
-        "log": result.log if result.status != "ok" or not result.tests else "",
-    }
+__all__ = ["main"]
 
 
 def _learner(args: argparse.Namespace) -> int:
     try:
-        graded = grade_exercise(args.exercise, args.target)
+        graded = grade_exercise(args.exercise, args.target) if args.json else check(args.exercise, args.target)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({k: v for k, v in graded.items() if k != "log"}, indent=1))
-    else:
-        print(format_table(graded["exercise"], graded["tests"]))
-        if graded["status"] != "ok" or not graded["tests"]:
-            print(f"\nThe test run ended with status {graded['status']!r}; last lines of its log:")
-            print("\n".join(graded["log"].splitlines()[-15:]))
     all_passed = graded["tests"] and all(t["outcome"] == "passed" for t in graded["tests"])
     return 0 if all_passed else 1
 

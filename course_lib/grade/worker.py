@@ -159,12 +159,16 @@ def main() -> None:
     threading.setprofile(watch)
     install_guards(home, tuple(setup["forbidden_roots"]))
 
+    import linecache
+
+    source = setup["source"]  # tracebacks read the learner's lines from here, not from the (guarded) file
+    linecache.cache[learner_file] = (len(source), None, source.splitlines(True), learner_file)
     module = types.ModuleType(f"_graded_{exercise}")
     module.__file__ = learner_file
     sys.modules[module.__name__] = module
     loaded: dict = {"ok": True}
     try:
-        code = compile(setup["source"], learner_file, "exec", dont_inherit=True)
+        code = compile(source, learner_file, "exec", dont_inherit=True)
         exec(code, module.__dict__)
     except SyntaxError as error:
         loaded = {"ok": False, "error": f"SyntaxError at line {error.lineno}: {error.msg}"}

@@ -12,4 +12,4 @@ pytest process, so arguments and results are plain data only (tensors, arrays, n
 lists, tuples, dicts).
 """
 
-from course_lib.grade.fixtures import exercise  # noqa: F401  (the fixture)
+from course_lib.grade.fixtures import _worker_zygote, exercise  # noqa: F401  (the fixtures)

@@ -6,4 +6,4 @@ and are reported to students after the due date. Name the files `test_exNN_hidde
 module names differ from the public ones.
 """
 
-from course_lib.grade.fixtures import exercise  # noqa: F401  (the fixture)
+from course_lib.grade.fixtures import _worker_zygote, exercise  # noqa: F401  (the fixtures)
