@@ -248,3 +248,22 @@ def test_build_mask_rcnn_options_never_download():
         build_mask_rcnn(4, backbone="tiny", weights="DEFAULT")
     model = build_mask_rcnn(4, backbone="resnet18", image_size=64)
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
+
+
+def test_pipeline_and_training_reject_bad_arguments():
+    with pytest.raises(ValueError, match="both things"):
+        PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map={1: 0},
+                         stuff_classes=(0, 1))
+    with pytest.raises(TypeError, match="thing_label_map"):
+        PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map=[2],
+                         stuff_classes=(0, 1))
+    pipeline = PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map={1: 2},
+                                stuff_classes=(0, 1))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        pipeline(torch.rand(3, 4, 4))
+    detector = build_mask_rcnn(4, image_size=32, channels=8)
+    with pytest.raises(ValueError, match="return_instances=True"):
+        train_mask_rcnn(detector, ScenesDataset(length=2, image_size=32), (3, 4, 5), steps=1)
+    with pytest.raises(ValueError, match="steps"):
+        train_mask_rcnn(detector, ScenesDataset(length=2, image_size=32, return_instances=True),
+                        (3, 4, 5), steps=0)
