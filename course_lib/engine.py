@@ -275,6 +275,11 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2 (label classes; a binary model with one "
+                         f"output channel has num_classes=2), got {num_classes!r}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(logits, targets), got {loss_fn!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if monitor not in _MONITORS:

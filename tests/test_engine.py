@@ -267,12 +267,20 @@ def test_progress_is_off_when_output_is_not_a_terminal(capsys):
     ({"schedule": "step"}, "schedule must be one of"),
     ({"monitor": "iou"}, "monitor must be one of"),
     ({"early_stopping": 0}, "early_stopping must be"),
+    ({"num_classes": 1}, "num_classes must be an int >= 2"),
 ])
 def test_fit_rejects_bad_arguments(kwargs, match):
     images, targets = _threshold_data(n=4)
     arguments = dict(epochs=1, loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu") | kwargs
     with pytest.raises(ValueError, match=match):
         engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), **arguments)
+
+
+def test_fit_rejects_a_loss_that_is_not_callable():
+    images, targets = _threshold_data(n=4)
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=1,
+                   loss_fn="dice", num_classes=2, device="cpu")
 
 
 TINY_CONFIGS = {
@@ -288,8 +296,8 @@ def test_every_model_one_batch_then_two_epochs(name):
     torch.manual_seed(0)
     model = models.build_model(name, in_channels=3, num_classes=3, **TINY_CONFIGS.get(name, {}))
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(4, 3, 32, 32, generator=g)
-    targets = torch.randint(0, 3, (4, 32, 32), generator=g)
+    images = torch.rand(2, 3, 32, 32, generator=g)
+    targets = torch.randint(0, 3, (2, 32, 32), generator=g)
     loader = _loader(images, targets, batch_size=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     one = engine.train_one_epoch(model, [(images[:2], targets[:2])], nn.CrossEntropyLoss(),
