@@ -117,7 +117,8 @@ def load_checkpoint(path: str | os.PathLike, *, model: nn.Module | None = None,
                     scaler: Any = None, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint and load its states into the objects given; returns the dict.
 
-    RNG states are not restored here (call `restore_rng_state(checkpoint["rng"])` to continue a
+    The file is unpickled with `weights_only=False` (it holds NumPy and Python RNG states), so load
+    only checkpoints you trust, as with any pickle. RNG states are not restored here (call `restore_rng_state(checkpoint["rng"])` to continue a
     run exactly); `engine.fit(..., resume=path)` does both.
     """
     path = Path(path)
