@@ -358,8 +358,9 @@ print(panoptic_toy)
 #
 # Now the real thing. In fast mode we train a small Mask R-CNN (torchvision's `MaskRCNN` with a
 # tiny CNN backbone) from scratch for a few dozen steps on the scenes' instance maps, and take
-# the SegFormer trained above as the stuff model. `instance_targets` turns a scene's instance
-# map into what Mask R-CNN trains on: a box, a label and a mask per object.
+# the SegFormer trained above (on 64x64 scenes; it accepts any size) as the stuff model.
+# `instance_targets` turns a scene's instance map into what Mask R-CNN trains on: a box, a label
+# and a mask per object.
 
 # %%
 PANOPTIC_SIZE = 128
@@ -413,8 +414,9 @@ fig.tight_layout(rect=(0, 0.06, 1, 1))
 # %% [markdown]
 # Void pixels (cream) are thing pixels that no kept detection covered and stuff fragments below
 # the area threshold; where the semantic model called a missed object's pixels background, they
-# simply become background. After a minute of CPU training the detector finds the larger cars, people
-# and trees and misses many of the small, thin people; PQ counts every one of those misses.
+# simply become background. After well under a minute of CPU training the detector finds the
+# larger cars, people and trees and misses many of the small, thin people; PQ counts every one of
+# those misses.
 #
 # ### Full mode: COCO-pretrained Mask R-CNN
 #
