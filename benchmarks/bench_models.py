@@ -51,6 +51,16 @@ ROWS = [
         baseline="torchvision fcn_resnet50"),
     Row("U-Net base 16 depth 3", "course_lib.models:UNet", {"base_channels": 16, "depth": 3},
         baseline="torchvision fcn_resnet50", quick=True),
+    Row("torchvision deeplabv3_resnet50", "torchvision.models.segmentation:deeplabv3_resnet50",
+        {"weights": None, "weights_backbone": None, "aux_loss": False}),
+    Row("DeepLabV3 resnet50 OS16", "course_lib.models:DeepLabV3", {"backbone": "resnet50", "output_stride": 16},
+        baseline="torchvision deeplabv3_resnet50"),
+    Row("DeepLabV3 resnet50 OS8", "course_lib.models:DeepLabV3", {"backbone": "resnet50", "output_stride": 8},
+        baseline="torchvision deeplabv3_resnet50"),
+    Row("DeepLabV3+ resnet50 OS16", "course_lib.models:DeepLabV3Plus", {"backbone": "resnet50", "output_stride": 16},
+        baseline="torchvision deeplabv3_resnet50"),
+    Row("DeepLabV3+ resnet50 OS8", "course_lib.models:DeepLabV3Plus", {"backbone": "resnet50", "output_stride": 8},
+        baseline="torchvision deeplabv3_resnet50"),
 ]
 
 
