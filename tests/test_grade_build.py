@@ -145,3 +145,12 @@ def test_release_refuses_a_leaking_public_test(tmp_path):
     assert "hidden test 'test_add_one_on_empty'" in str(caught.value)
     assert not (tmp_path / "release").exists()
     assert build.main(["--root", str(course), "--release", str(tmp_path / "release2")]) == 1
+
+
+def test_real_student_release_passes_the_leak_check(tmp_path):
+    layout = default_layout()
+    if not layout.exercise_names():
+        pytest.skip("no exercise in solutions/ yet")
+    out = build_student_release(layout, tmp_path / "release")
+    assert sorted(p.name for p in (out / "exercises").iterdir()) == [f"{n}.py" for n in layout.exercise_names()]
+    assert not (out / "solutions").exists() and not (out / "tests" / "hidden").exists()

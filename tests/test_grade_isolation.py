@@ -29,6 +29,7 @@ EXPECTED = json.loads((CASES / "expected.json").read_text())
 EXPECTED.update({
     "zip_with_traversal": {"points": 9, "status": "partial", "why": "the legit file of a zip is graded, ../ entries ignored"},
     "symlinked_file": {"points": 0, "status": "missing", "why": "a symlinked exercise file is ignored"},
+    "reference_2": {"points": 1, "status": "partial", "why": "reference.zip next to reference/ is a second student"},
 })
 LIMITS = Limits(call_timeout=4, exercise_timeout=40, startup_timeout=90, memory_mb=768, file_mb=8)
 BUDGET_S = 900  # generous: the machine running the suite may be shared
@@ -48,6 +49,8 @@ def graded(tmp_path_factory):
         link = zipfile.ZipInfo("ex91_more.py")
         link.external_attr = 0o120777 << 16
         bundle.writestr(link, "/etc/passwd")
+    with zipfile.ZipFile(submissions / "reference.zip", "w") as bundle:
+        bundle.writestr("work/ex91_more.py", (DEMO.solutions / "ex91_more.py").read_bytes())
     (submissions / "symlinked_file").mkdir()
     os.symlink(DEMO.solutions / "ex90_demo.py", submissions / "symlinked_file" / "ex90_demo.py")
     before = set(Path("/tmp").glob("results.json"))

@@ -40,6 +40,8 @@ __all__ = ["grade_student", "grade_class", "student_folder_name"]
 def student_folder_name(student: str) -> str:
     """A safe folder name for `student` (letters, digits, `.`, `_`, `-`)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", student).strip(".") or "student"
+    if name in ("manifest.json", "grades.csv"):
+        name = f"student_{name}"
     return name[:100]
 
 
@@ -152,9 +154,17 @@ def _grade_all(submissions: Path, out: Path, workers: int, hidden: bool, names: 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(entries), desc="grading", unit="student", file=sys.stderr)
+    intakes, folders = [], set()
+    for entry in entries:
+        intake = take_in(entry, names)
+        base, number = intake.student, 2
+        while student_folder_name(intake.student) in folders:  # "bob/" and "bob.zip" are two submissions
+            intake.student, number = f"{base}_{number}", number + 1
+        folders.add(student_folder_name(intake.student))
+        intakes.append(intake)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(grade_student, take_in(entry, names), layout, manifest, out, forbidden=forbidden,
-                               limits=limits, zygote=socket_path): entry for entry in entries}
+        futures = {pool.submit(grade_student, intake, layout, manifest, out, forbidden=forbidden,
+                               limits=limits, zygote=socket_path): intake for intake in intakes}
         for future in as_completed(futures):
             rows.append(future.result())
             if bar is not None:
