@@ -51,6 +51,8 @@ from course_lib.utils import count_parameters, course_mode, get_device, seed_eve
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+if FAST:
+    torch.set_num_threads(1)  # small models and images: one thread is as fast, and steadier
 DEVICE = get_device()
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
 CLASSES = ScenesDataset.CLASSES
@@ -275,6 +277,7 @@ for label, (name, kwargs) in CONFIGS.items():
     }
     trained[label] = model.to(DEVICE).eval()
     print(f"{label:<11} trained: mIoU {results[label]['miou']:.3f}")
+print(f"CPU speed measured with {torch.get_num_threads()} thread(s)")
 
 # %% [markdown]
 # The measured table (the timings depend on the machine; the ratios are what travels):
@@ -479,16 +482,16 @@ else:
 #   negative in PQ; a 27-pixel person missed moves mIoU by a hair and PQ by a whole segment; a
 #   stuff region below IoU 0.5 makes PQ drop off a cliff.
 # - Our speed table (section 3) put numbers on the trade-off. When this notebook was built (fast
-#   mode, a shared 2-core CPU, so the timings are rough), it read:
+#   mode, one thread of a shared 2-core CPU, so the timings are rough), it read:
 #
 #   | model | parameters | CPU images/s at 256x256 | x U-Net | mIoU after 16 steps |
 #   |---|---|---|---|---|
-#   | U-Net | 0.48 M | 4.0 | 1.00 | 0.245 |
-#   | FCN-8s (ResNet-18) | 11.19 M | 5.1 | 1.27 | 0.336 |
-#   | DeepLabV3 (ResNet-18) | 15.90 M | 2.5 | 0.62 | 0.349 |
-#   | DeepLabV3+ (ResNet-18) | 16.60 M | 1.4 | 0.34 | 0.362 |
-#   | Fast-SCNN | 1.14 M | 25.8 | 6.43 | 0.105 |
-#   | SegFormer (tiny) | 0.78 M | 17.1 | 4.26 | 0.412 |
+#   | U-Net | 0.48 M | 4.6 | 1.00 | 0.245 |
+#   | FCN-8s (ResNet-18) | 11.19 M | 4.0 | 0.87 | 0.336 |
+#   | DeepLabV3 (ResNet-18) | 15.90 M | 3.6 | 0.79 | 0.349 |
+#   | DeepLabV3+ (ResNet-18) | 16.60 M | 1.2 | 0.26 | 0.362 |
+#   | Fast-SCNN | 1.14 M | 26.3 | 5.71 | 0.105 |
+#   | SegFormer (tiny) | 0.78 M | 21.1 | 4.58 | 0.412 |
 #
 #   Fast-SCNN and the tiny SegFormer have 10-20x fewer parameters than the ResNet-18 FCN and
 #   DeepLab models and run 4-6x faster than U-Net on a CPU; SegFormer also learned fastest in
