@@ -5,8 +5,8 @@ same code path as `python -m course_lib train` (data, model, BCE + Dice loss, en
 prints the foreground (nucleus) Dice on the validation split after every epoch, the seconds of
 training at which it was reached, and the share of the 60-second budget used.
 
-    python benchmarks/bench_quality.py                 # the preset, PyTorch's default threads
-    python benchmarks/bench_quality.py --threads 1     # on a busy shared machine
+    python benchmarks/bench_quality.py                 # the preset, one CPU thread (the CLI default)
+    python benchmarks/bench_quality.py --threads 2     # compare with more threads
     python benchmarks/bench_quality.py --epochs 10 --seeds 0 1 2
 """
 
@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run (default 0)")
     parser.add_argument("--epochs", type=int, help="override the preset's number of epochs")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads (default 1, as the command line in fast mode)")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     passed = True

@@ -136,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: best available")
-    run.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    run.add_argument("--threads", type=int,
+                     help="CPU threads for PyTorch (default: 1 in fast mode, whose tensors are too "
+                          "small to gain from more and which then runs steadily on a busy machine; "
+                          "PyTorch's default in full mode)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--distributed", action="store_true",
                      help="DistributedDataParallel; launch with torchrun --nproc_per_node=N")
@@ -428,10 +431,11 @@ def _train(args) -> int:
         raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads is not None else (1 if mode == "fast" else None)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     settings = train_settings(args, mode)
     if args.images is None and settings["num_train"] is None:
         raise UsageError(f"--dataset {args.dataset} has no preset size; give --num-train and --num-val")

@@ -15,6 +15,14 @@ from course_lib.cli import build_datasets, main
 from course_lib.models import build_model
 from torch.utils.data import DataLoader
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """`main` sets PyTorch's thread count (1 in fast mode); give the rest of the session its own."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY = ["--epochs", "1", "--num-train", "8", "--num-val", "4", "--image-size", "32",
         "--batch-size", "4", "--no-progress"]
 
@@ -22,7 +30,9 @@ TINY = ["--epochs", "1", "--num-train", "8", "--num-val", "4", "--image-size", "
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
+    threads = torch.get_num_threads()
     assert main(["train", "--model", "unet", "--dataset", "cells", "--out", str(out)] + TINY) == 0
+    torch.set_num_threads(threads)
     return out
 
 
