@@ -30,8 +30,14 @@ from course_lib.grade.limits import Limits
 def _make_class(folder: Path, exercises: list[str]) -> dict[str, str]:
     """Write 30 submissions into `folder`; return student -> kind."""
     layout = default_layout()
-    kinds = (["reference"] * 10 + ["stub"] * 8 + ["one_broken"] * 6 + ["syntax_error"] * 2
-             + ["endless_loop"] * 2 + ["os_exit"] * 2)
+    kinds = (
+        ["reference"] * 10
+        + ["stub"] * 8
+        + ["one_broken"] * 6
+        + ["syntax_error"] * 2
+        + ["endless_loop"] * 2
+        + ["os_exit"] * 2
+    )
     students = {}
     for number, kind in enumerate(kinds):
         student = folder / f"student{number:02d}_{kind}"
@@ -44,7 +50,9 @@ def _make_class(folder: Path, exercises: list[str]) -> dict[str, str]:
             elif kind == "stub":
                 text = stub
             elif kind == "one_broken":
-                text = solution.replace("def ", "def _unused_", 1)  # the first function goes missing
+                text = solution.replace(
+                    "def ", "def _unused_", 1
+                )  # the first function goes missing
             elif kind == "syntax_error":
                 text = solution + "\ndef broken(:\n"
             elif kind == "endless_loop":
@@ -61,13 +69,16 @@ def _peak_mib(who: int) -> float:
 
 
 def _worker_peak_mib(exercise: str) -> float:
-    from course_lib.grade.runner import open_exercise
     import torch
+
+    from course_lib.grade.runner import open_exercise
 
     handle = open_exercise(exercise, target="solutions")
     try:
         instances = torch.tensor([[0, 1, 1], [2, 2, 0]])
-        handle.semantic_from_instances(instances, [0, 3, 4]) if exercise.startswith("ex01") else None
+        handle.semantic_from_instances(instances, [0, 3, 4]) if exercise.startswith(
+            "ex01"
+        ) else None
         return handle.worker.peak_rss_kb / 1024
     finally:
         handle.close()
@@ -78,7 +89,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--exercises", nargs="*", default=["ex01"])
     parser.add_argument("--call-timeout", type=float, default=5.0)
-    parser.add_argument("--baseline", type=int, default=6, help="submissions graded without the zygote")
+    parser.add_argument(
+        "--baseline", type=int, default=6, help="submissions graded without the zygote"
+    )
     args = parser.parse_args()
     layout = default_layout()
     exercises = [layout.resolve(e) for e in args.exercises]
@@ -86,11 +99,20 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     try:
         students = _make_class(scratch / "class", exercises)
-        print(f"class: {len(students)} submissions of {', '.join(exercises)}; workers={args.workers}; "
-              f"call timeout {args.call_timeout:g} s")
+        print(
+            f"class: {len(students)} submissions of {', '.join(exercises)}; workers={args.workers}; "
+            f"call timeout {args.call_timeout:g} s"
+        )
         started = time.monotonic()
-        summary = grade_class(scratch / "class", scratch / "out", workers=args.workers, layout=layout,
-                              exercises=exercises, limits=limits, progress=False)
+        summary = grade_class(
+            scratch / "class",
+            scratch / "out",
+            workers=args.workers,
+            layout=layout,
+            exercises=exercises,
+            limits=limits,
+            progress=False,
+        )
         total = time.monotonic() - started
         grading = summary["seconds"]
         zygote_peak = _peak_mib(resource.RUSAGE_CHILDREN)
@@ -99,22 +121,36 @@ def main() -> None:
         baseline_class.mkdir()
         for name in sorted(students)[: args.baseline]:
             shutil.copytree(scratch / "class" / name, baseline_class / name)
-        base = grade_class(baseline_class, scratch / "out_baseline", workers=args.workers, layout=layout,
-                           exercises=exercises, limits=limits, progress=False, use_zygote=False,
-                           manifest_path=scratch / "out" / "manifest.json")
+        base = grade_class(
+            baseline_class,
+            scratch / "out_baseline",
+            workers=args.workers,
+            layout=layout,
+            exercises=exercises,
+            limits=limits,
+            progress=False,
+            use_zygote=False,
+            manifest_path=scratch / "out" / "manifest.json",
+        )
         per_zygote = grading / len(students)
         per_baseline = base["seconds"] / args.baseline
         worker_peak = _worker_peak_mib(exercises[0])
 
         print()
-        print(f"class of {len(students)}: {total:.1f} s in all (manifest run on the solutions included), "
-              f"{grading:.1f} s grading")
-        print(f"per submission: {per_zygote:.2f} s wall with the zygote; {per_baseline:.2f} s with a fresh "
-              f"interpreter per process (baseline, {args.baseline} submissions)")
+        print(
+            f"class of {len(students)}: {total:.1f} s in all (manifest run on the solutions included), "
+            f"{grading:.1f} s grading"
+        )
+        print(
+            f"per submission: {per_zygote:.2f} s wall with the zygote; {per_baseline:.2f} s with a fresh "
+            f"interpreter per process (baseline, {args.baseline} submissions)"
+        )
         print(f"ratio baseline / zygote per submission: {per_baseline / per_zygote:.2f}x")
         print(f"throughput: {len(students) / grading * 60:.1f} submissions per minute")
-        print(f"peak RSS: parent {_peak_mib(resource.RUSAGE_SELF):.0f} MiB, zygote {zygote_peak:.0f} MiB, "
-              f"one worker (ex01 on the solution) {worker_peak:.0f} MiB")
+        print(
+            f"peak RSS: parent {_peak_mib(resource.RUSAGE_SELF):.0f} MiB, zygote {zygote_peak:.0f} MiB, "
+            f"one worker (ex01 on the solution) {worker_peak:.0f} MiB"
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -23,7 +23,10 @@ pytestmark = pytest.mark.skipif(not EXERCISES, reason="no exercise in solutions/
 @pytest.fixture(scope="module")
 def runs():
     with Zygote() as zygote:
-        yield {target: run_tests(FILES, target, LAYOUT, zygote=zygote.socket_path) for target in ("exercises", "solutions")}
+        yield {
+            target: run_tests(FILES, target, LAYOUT, zygote=zygote.socket_path)
+            for target in ("exercises", "solutions")
+        }
 
 
 def _by_exercise(result):
@@ -32,18 +35,28 @@ def _by_exercise(result):
 
 def test_every_exercise_has_graded_tests(runs):
     for target, result in runs.items():
-        assert result.status == "ok", f"{target}: the test run ended with {result.status}\n{result.log[-2000:]}"
+        assert result.status == "ok", (
+            f"{target}: the test run ended with {result.status}\n{result.log[-2000:]}"
+        )
         missing = [name for name, tests in _by_exercise(result).items() if not tests]
-        assert not missing, f"{target}: no graded test collected for {missing}\n{result.log[-2000:]}"
+        assert not missing, (
+            f"{target}: no graded test collected for {missing}\n{result.log[-2000:]}"
+        )
 
 
 def test_untouched_stubs_score_zero(runs):
     passing = [t["nodeid"] for t in runs["exercises"].tests if t["outcome"] == "passed"]
-    assert passing == [], f"these graded tests pass on the untouched stub, so they cannot fail: {passing}"
+    assert passing == [], (
+        f"these graded tests pass on the untouched stub, so they cannot fail: {passing}"
+    )
 
 
 def test_solutions_get_full_marks(runs):
-    failing = [f"{t['nodeid']}: {t['outcome']}: {t['message']}" for t in runs["solutions"].tests if t["outcome"] != "passed"]
+    failing = [
+        f"{t['nodeid']}: {t['outcome']}: {t['message']}"
+        for t in runs["solutions"].tests
+        if t["outcome"] != "passed"
+    ]
     assert failing == [], "the reference solutions fail:\n" + "\n".join(failing)
 
 

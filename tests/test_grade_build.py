@@ -72,16 +72,25 @@ def test_regions_and_task_names():
     assert task_names(SOLUTION) == ["area", "Net"]
 
 
-@pytest.mark.parametrize("broken, complaint", [
-    ("def f():\n    # BEGIN SOLUTIONS\n    return 1\n    # END SOLUTION\n", "misspelt"),
-    ("def f():\n    #BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "misspelt"),
-    ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "never closed"),
-    ("def f():\n    return 1\n    # END SOLUTION\n", "without a matching"),
-    ("def f():\n    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "inside the region"),
-    ("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n", "column 0"),
-    ("def f():\n    if x:\n        # BEGIN SOLUTION\n        return 1\n    # END SOLUTION\n", "align them"),
-    ("def f():\n    return 1\n", "no '# BEGIN SOLUTION' region"),
-])
+@pytest.mark.parametrize(
+    "broken, complaint",
+    [
+        ("def f():\n    # BEGIN SOLUTIONS\n    return 1\n    # END SOLUTION\n", "misspelt"),
+        ("def f():\n    #BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "misspelt"),
+        ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "never closed"),
+        ("def f():\n    return 1\n    # END SOLUTION\n", "without a matching"),
+        (
+            "def f():\n    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n",
+            "inside the region",
+        ),
+        ("# BEGIN SOLUTION\nx = 1\n# END SOLUTION\n", "column 0"),
+        (
+            "def f():\n    if x:\n        # BEGIN SOLUTION\n        return 1\n    # END SOLUTION\n",
+            "align them",
+        ),
+        ("def f():\n    return 1\n", "no '# BEGIN SOLUTION' region"),
+    ],
+)
 def test_marker_misuse_is_reported_with_its_line(broken, complaint):
     with pytest.raises(MarkerError, match=complaint):
         make_stub(broken, filename="sol.py")
@@ -108,7 +117,9 @@ def test_regenerate_then_check(tmp_path, capsys):
 
 def test_build_reports_marker_errors_without_traceback(tmp_path, capsys):
     (tmp_path / "solutions").mkdir()
-    (tmp_path / "solutions" / "ex02_bad.py").write_text("def f():\n    # BEGIN SOLUTION\n    return 1\n")
+    (tmp_path / "solutions" / "ex02_bad.py").write_text(
+        "def f():\n    # BEGIN SOLUTION\n    return 1\n"
+    )
     assert build.main(["--root", str(tmp_path)]) == 1
     assert "ex02_bad.py:2" in capsys.readouterr().err
 
@@ -125,8 +136,14 @@ def test_demo_exercises_are_in_sync_with_solutions():
 def test_student_release_has_stubs_and_public_tests_only(tmp_path):
     out = build_student_release(CourseLayout(DEMO), tmp_path / "release")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["GRADING.md", "exercises/ex90_demo.py", "exercises/ex91_more.py",
-                     "tests/graded/conftest.py", "tests/graded/test_ex90_demo.py", "tests/graded/test_ex91_more.py"]
+    assert files == [
+        "GRADING.md",
+        "exercises/ex90_demo.py",
+        "exercises/ex91_more.py",
+        "tests/graded/conftest.py",
+        "tests/graded/test_ex90_demo.py",
+        "tests/graded/test_ex91_more.py",
+    ]
     released = "\n".join((out / f).read_text() for f in files)
     assert "torch.bincount(mask.flatten(), minlength=num_classes)" not in released
     assert "test_count_labels_with_absent_class" not in released
@@ -137,8 +154,10 @@ def test_release_refuses_a_leaking_public_test(tmp_path):
     course = tmp_path / "course"
     shutil.copytree(DEMO, course)
     public = course / "tests" / "graded" / "test_ex91_more.py"
-    public.write_text(public.read_text() + "\n\ndef _spoiler(mask, num_classes):\n"
-                      "    return torch.bincount(mask.flatten(), minlength=num_classes)  # see test_add_one_on_empty\n")
+    public.write_text(
+        public.read_text() + "\n\ndef _spoiler(mask, num_classes):\n"
+        "    return torch.bincount(mask.flatten(), minlength=num_classes)  # see test_add_one_on_empty\n"
+    )
     layout = CourseLayout(course)
     with pytest.raises(LeakError, match="contains solution line 'return torch.bincount") as caught:
         build_student_release(layout, tmp_path / "release")
@@ -152,5 +171,7 @@ def test_real_student_release_passes_the_leak_check(tmp_path):
     if not layout.exercise_names():
         pytest.skip("no exercise in solutions/ yet")
     out = build_student_release(layout, tmp_path / "release")
-    assert sorted(p.name for p in (out / "exercises").iterdir()) == [f"{n}.py" for n in layout.exercise_names()]
+    assert sorted(p.name for p in (out / "exercises").iterdir()) == [
+        f"{n}.py" for n in layout.exercise_names()
+    ]
     assert not (out / "solutions").exists() and not (out / "tests" / "hidden").exists()

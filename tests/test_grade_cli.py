@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from course_lib.grade import build
-from course_lib.grade import check, grade_exercise
+from course_lib.grade import build, grade_exercise
 from course_lib.grade.bulk import grade_class
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.package import write_packages
@@ -24,9 +23,20 @@ DEMO = Path(__file__).parent / "grading_cases" / "demo"
 
 
 def _grade(*args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "COURSE_GRADE_ROOT": str(DEMO), "COURSE_GRADE_CALL_TIMEOUT": "4", **env}
-    return subprocess.run([sys.executable, "-m", "course_lib.grade", *args], capture_output=True, text=True,
-                          env=environment, timeout=600)
+    environment = {
+        **os.environ,
+        "COURSE_GRADE_ROOT": str(DEMO),
+        "COURSE_GRADE_CALL_TIMEOUT": "4",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "course_lib.grade", *args],
+        check=False,  # the exit status is what the tests check
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
 
 
 def test_solutions_get_full_marks_as_json():
@@ -52,7 +62,9 @@ def test_stub_table_shows_points_first_lines_and_hidden_reminder():
 
 def test_a_folder_target_with_an_endless_loop_and_a_wrong_answer(tmp_path):
     source = (DEMO / "solutions" / "ex90_demo.py").read_text()
-    source = source.replace("    return in_features * out_features + out_features\n", "    while True:\n        pass\n")
+    source = source.replace(
+        "    return in_features * out_features + out_features\n", "    while True:\n        pass\n"
+    )
     source = source.replace("    return x + 1\n", "    return x + 2\n")
     (tmp_path / "ex90_demo.py").write_text(source)
     done = _grade("ex90_demo", "--target", str(tmp_path), COURSE_GRADE_CALL_TIMEOUT="2")
@@ -69,10 +81,13 @@ def test_syntax_error_is_reported_not_fatal(tmp_path):
     assert "ex90_demo.py could not be imported: SyntaxError at line 2" in done.stdout
 
 
-@pytest.mark.parametrize("args, complaint", [
-    (("ex77",), "exercise='ex77' is not known"),
-    (("ex90", "--target", "/nonexistent/folder"), "is not a folder"),
-])
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (("ex77",), "exercise='ex77' is not known"),
+        (("ex90", "--target", "/nonexistent/folder"), "is not a folder"),
+    ],
+)
 def test_usage_errors_exit_2(args, complaint):
     done = _grade(*args)
     assert done.returncode == 2 and complaint in done.stderr
@@ -92,10 +107,14 @@ def test_instructor_bundle_and_packages(tmp_path):
     bundle = tmp_path / "bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {t["visibility"] for t in manifest["tests"]} == {"public", "hidden"}
-    assert (bundle / "solutions" / "ex90_demo.py").is_file() and (bundle / "tests" / "hidden" / "test_ex90_hidden.py").is_file()
+    assert (bundle / "solutions" / "ex90_demo.py").is_file() and (
+        bundle / "tests" / "hidden" / "test_ex90_hidden.py"
+    ).is_file()
     assert [t["number"] for t in manifest["tests"]][:2] == ["1.1", "1.2"]
 
-    zip_path, workflow_path = write_packages(CourseLayout(DEMO), tmp_path / "packages", manifest=manifest)
+    zip_path, workflow_path = write_packages(
+        CourseLayout(DEMO), tmp_path / "packages", manifest=manifest
+    )
     with zipfile.ZipFile(zip_path) as archive:
         names = archive.namelist()
         assert {"setup.sh", "run_autograder", "course/manifest.json"} <= set(names)
@@ -110,15 +129,25 @@ def test_instructor_bundle_and_packages(tmp_path):
     submission = tmp_path / "submissions" / "student"
     submission.mkdir(parents=True)
     shutil.copy(DEMO / "solutions" / "ex91_more.py", submission / "ex91_more.py")
-    summary = grade_class(submission.parent, tmp_path / "out", hidden=True, layout=CourseLayout(unpacked / "course"),
-                          manifest_path=unpacked / "course" / "manifest.json", progress=False)
-    assert [(r["student"], r["total"], r["max_score"]) for r in summary["rows"]] == [("student", 1, 10)]
+    summary = grade_class(
+        submission.parent,
+        tmp_path / "out",
+        hidden=True,
+        layout=CourseLayout(unpacked / "course"),
+        manifest_path=unpacked / "course" / "manifest.json",
+        progress=False,
+    )
+    assert [(r["student"], r["total"], r["max_score"]) for r in summary["rows"]] == [
+        ("student", 1, 10)
+    ]
     results = json.loads((tmp_path / "out" / "student" / "results.json").read_text())
     assert results["score"] == 1 and len(results["tests"]) == len(manifest["tests"])
 
     workflow = yaml.safe_load(workflow_path.read_text())
     steps = workflow["jobs"]["run-autograding-tests"]["steps"]
-    graders = {s["with"]["test-name"]: s["with"] for s in steps if "command-grader" in s.get("uses", "")}
+    graders = {
+        s["with"]["test-name"]: s["with"] for s in steps if "command-grader" in s.get("uses", "")
+    }
     assert graders["ex90_demo"]["command"] == "python -m course_lib.grade ex90"
     assert graders["ex90_demo"]["max-score"] == 7 and graders["ex91_more"]["max-score"] == 1
 

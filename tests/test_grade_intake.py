@@ -26,7 +26,10 @@ def test_folder_whitelist_nested_files_and_duplicates(tmp_path):
     assert intake.student == "alice"
     assert intake.files == {"ex01_types.py": b"x = 1\n", "ex02_fcn.py": b"y = 1\n"}
     report = "\n".join(intake.ignored)
-    assert "conftest.py: not an exercise file" in report and "ex03_other.py: not an exercise file" in report
+    assert (
+        "conftest.py: not an exercise file" in report
+        and "ex03_other.py: not an exercise file" in report
+    )
     assert "exercises/ex01_types.py: a second copy" in report
     assert "over the" in report and "link.py: a symbolic link" in report
 
@@ -54,7 +57,10 @@ def test_corrupt_zip_and_hash(tmp_path):
     (tmp_path / "d2").mkdir()
     (tmp_path / "d2" / "ex01_types.py").write_text("a = 2\n")
     first, second = take_in(tmp_path / "d1", NAMES), take_in(tmp_path / "d2", NAMES)
-    assert first.sha256() != second.sha256() and first.sha256() == take_in(tmp_path / "d1", NAMES).sha256()
+    assert (
+        first.sha256() != second.sha256()
+        and first.sha256() == take_in(tmp_path / "d1", NAMES).sha256()
+    )
 
 
 def test_student_folder_names_are_safe():

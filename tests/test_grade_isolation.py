@@ -26,11 +26,25 @@ from course_lib.grade.limits import Limits
 CASES = Path(__file__).parent / "grading_cases"
 DEMO = CourseLayout(CASES / "demo")
 EXPECTED = json.loads((CASES / "expected.json").read_text())
-EXPECTED.update({
-    "zip_with_traversal": {"points": 9, "status": "partial", "why": "the legit file of a zip is graded, ../ entries ignored"},
-    "symlinked_file": {"points": 0, "status": "missing", "why": "a symlinked exercise file is ignored"},
-    "reference_2": {"points": 1, "status": "partial", "why": "reference.zip next to reference/ is a second student"},
-})
+EXPECTED.update(
+    {
+        "zip_with_traversal": {
+            "points": 9,
+            "status": "partial",
+            "why": "the legit file of a zip is graded, ../ entries ignored",
+        },
+        "symlinked_file": {
+            "points": 0,
+            "status": "missing",
+            "why": "a symlinked exercise file is ignored",
+        },
+        "reference_2": {
+            "points": 1,
+            "status": "partial",
+            "why": "reference.zip next to reference/ is a second student",
+        },
+    }
+)
 LIMITS = Limits(call_timeout=4, exercise_timeout=40, startup_timeout=90, memory_mb=768, file_mb=8)
 BUDGET_S = 900  # generous: the machine running the suite may be shared
 
@@ -55,10 +69,23 @@ def graded(tmp_path_factory):
     os.symlink(DEMO.solutions / "ex90_demo.py", submissions / "symlinked_file" / "ex90_demo.py")
     before = set(Path("/tmp").glob("results.json"))
     started = time.monotonic()
-    summary = grade_class(submissions, root / "out", workers=2, hidden=True, layout=DEMO, limits=LIMITS,
-                          progress=False)
+    summary = grade_class(
+        submissions,
+        root / "out",
+        workers=2,
+        hidden=True,
+        layout=DEMO,
+        limits=LIMITS,
+        progress=False,
+    )
     seconds = time.monotonic() - started
-    return {"summary": summary, "out": root / "out", "root": root, "seconds": seconds, "tmp_before": before}
+    return {
+        "summary": summary,
+        "out": root / "out",
+        "root": root,
+        "seconds": seconds,
+        "tmp_before": before,
+    }
 
 
 def test_grading_finishes_within_budget(graded):
@@ -71,7 +98,9 @@ def test_expected_points_and_status(graded, case):
     assert case in rows, f"{case} was not graded"
     row, expected = rows[case], EXPECTED[case]
     feedback = (graded["out"] / case / "feedback.md").read_text()
-    assert row["total"] == expected["points"], f"{case} ({expected['why']}): got {row['total']}\n{feedback}"
+    assert row["total"] == expected["points"], (
+        f"{case} ({expected['why']}): got {row['total']}\n{feedback}"
+    )
     if expected["status"] is not None:
         assert row["status"] == expected["status"], f"{case}: status {row['status']}\n{feedback}"
 
@@ -83,12 +112,19 @@ def test_every_manifest_test_is_in_every_results_file(graded):
     for case in EXPECTED:
         results = json.loads((graded["out"] / case / "results.json").read_text())
         assert {t["name"] for t in results["tests"]} == names, case
-        assert results["score"] == sum(t["score"] for t in results["tests"]) == EXPECTED[case]["points"]
+        assert (
+            results["score"]
+            == sum(t["score"] for t in results["tests"])
+            == EXPECTED[case]["points"]
+        )
         for test in results["tests"]:
             assert test["status"] in ("passed", "failed")
             assert test["score"] in (0, test["max_score"])
             assert len(test["output"]) < 2100
-            hidden = test["name"].split(": ")[1] in ("test_count_labels_with_absent_class", "test_add_one_on_empty")
+            hidden = test["name"].split(": ")[1] in (
+                "test_count_labels_with_absent_class",
+                "test_add_one_on_empty",
+            )
             assert test["visibility"] == ("after_due_date" if hidden else "visible")
 
 
@@ -115,13 +151,19 @@ def test_reports_say_why(graded):
     assert "timed out" in feedback("infinite_loop")
     assert "SyntaxError at line" in feedback("syntax_error")
     assert "not implemented yet" in feedback("stubs")
-    assert "conftest.py" in feedback("shipped_config_files") and "sitecustomize.py" in feedback("shipped_config_files")
-    assert "unsafe path" in feedback("zip_with_traversal") and "symbolic link" in feedback("zip_with_traversal")
+    assert "conftest.py" in feedback("shipped_config_files") and "sitecustomize.py" in feedback(
+        "shipped_config_files"
+    )
+    assert "unsafe path" in feedback("zip_with_traversal") and "symbolic link" in feedback(
+        "zip_with_traversal"
+    )
     assert "symbolic link" in feedback("symlinked_file")
     assert "not UTF-8" in feedback("non_utf8_file")
     assert "must be plain data" in feedback("always_equal_results")
     hidden_feedback = feedback("stubs")
-    assert "test_count_labels_with_absent_class" not in hidden_feedback  # hidden test names stay hidden
+    assert (
+        "test_count_labels_with_absent_class" not in hidden_feedback
+    )  # hidden test names stay hidden
 
 
 def test_nothing_escaped_the_worker(graded):
@@ -135,8 +177,19 @@ def test_regrading_gives_identical_scores(graded, tmp_path):
     subset = tmp_path / "subset"
     for case in ("reference", "always_equal_results", "calls_course_lib"):
         shutil.copytree(CASES / "submissions" / case, subset / case)
-    again = grade_class(subset, tmp_path / "out", workers=2, hidden=True, layout=DEMO, limits=LIMITS, progress=False,
-                        manifest_path=graded["out"] / "manifest.json")
-    first = {r["student"]: (r["total"], r["status"], r["submission_sha256"]) for r in graded["summary"]["rows"]}
+    again = grade_class(
+        subset,
+        tmp_path / "out",
+        workers=2,
+        hidden=True,
+        layout=DEMO,
+        limits=LIMITS,
+        progress=False,
+        manifest_path=graded["out"] / "manifest.json",
+    )
+    first = {
+        r["student"]: (r["total"], r["status"], r["submission_sha256"])
+        for r in graded["summary"]["rows"]
+    }
     for row in again["rows"]:
         assert (row["total"], row["status"], row["submission_sha256"]) == first[row["student"]]

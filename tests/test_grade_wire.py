@@ -19,8 +19,22 @@ def _round_trip(value):
     return wire.read_frame(stream)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
-                                   torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    ],
+)
 def test_tensors_of_every_dtype_round_trip_bit_exactly(dtype):
     generator = torch.Generator().manual_seed(0)
     source = (torch.randn(3, 4, generator=generator) * 50).to(dtype)
@@ -39,16 +53,27 @@ def test_views_empty_and_grad_tensors():
 
 
 def test_nested_python_numpy_and_torch_values():
-    value = {"a": [1, 2.5, None, True, "s", b"raw"], 3: (torch.Size([2, 3]), torch.float32, torch.device("cpu")),
-             (1, 2): {"nan": math.nan, "inf": -math.inf, "big": 2**80, "z": 1 + 2j},
-             "np": np.arange(6, dtype=np.int16).reshape(2, 3), "scalar": np.float32(1.5)}
+    value = {
+        "a": [1, 2.5, None, True, "s", b"raw"],
+        3: (torch.Size([2, 3]), torch.float32, torch.device("cpu")),
+        (1, 2): {"nan": math.nan, "inf": -math.inf, "big": 2**80, "z": 1 + 2j},
+        "np": np.arange(6, dtype=np.int16).reshape(2, 3),
+        "scalar": np.float32(1.5),
+    }
     back = _round_trip(value)
     assert back["a"] == [1, 2.5, None, True, "s", b"raw"] and type(back["a"][0]) is int
-    assert back[3] == (torch.Size([2, 3]), torch.float32, torch.device("cpu")) and type(back[3]) is tuple
+    assert (
+        back[3] == (torch.Size([2, 3]), torch.float32, torch.device("cpu"))
+        and type(back[3]) is tuple
+    )
     assert math.isnan(back[(1, 2)]["nan"]) and back[(1, 2)]["inf"] == -math.inf
     assert back[(1, 2)]["big"] == 2**80 and back[(1, 2)]["z"] == 1 + 2j
     np.testing.assert_array_equal(back["np"], value["np"])
-    assert back["np"].dtype == np.int16 and back["scalar"].dtype == np.float32 and back["scalar"] == 1.5
+    assert (
+        back["np"].dtype == np.int16
+        and back["scalar"].dtype == np.float32
+        and back["scalar"] == 1.5
+    )
 
 
 class _AlwaysEqual(torch.Tensor):
@@ -61,15 +86,18 @@ class _IntThatAgrees(int):
         return True
 
 
-@pytest.mark.parametrize("value, complaint", [
-    (object(), "type object"),
-    (torch.zeros(2).as_subclass(_AlwaysEqual), "_AlwaysEqual"),
-    (_IntThatAgrees(3), "_IntThatAgrees"),
-    ([1, {2: lambda: 0}], "function"),
-    (np.array(["a"], dtype=object), "dtype object"),
-    (torch.zeros(2, 2).to_sparse(), "sparse"),
-    (torch.zeros(2, device="meta"), "device meta"),
-])
+@pytest.mark.parametrize(
+    "value, complaint",
+    [
+        (object(), "type object"),
+        (torch.zeros(2).as_subclass(_AlwaysEqual), "_AlwaysEqual"),
+        (_IntThatAgrees(3), "_IntThatAgrees"),
+        ([1, {2: lambda: 0}], "function"),
+        (np.array(["a"], dtype=object), "dtype object"),
+        (torch.zeros(2, 2).to_sparse(), "sparse"),
+        (torch.zeros(2, device="meta"), "device meta"),
+    ],
+)
 def test_non_plain_values_are_refused(value, complaint):
     with pytest.raises(wire.WireError, match=complaint):
         wire.encode(value)

@@ -27,7 +27,11 @@ __all__ = ["main"]
 
 def _learner(args: argparse.Namespace) -> int:
     try:
-        graded = grade_exercise(args.exercise, args.target) if args.json else check(args.exercise, args.target)
+        graded = (
+            grade_exercise(args.exercise, args.target)
+            if args.json
+            else check(args.exercise, args.target)
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -38,17 +42,30 @@ def _learner(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.grade", description="Grade course exercises.")
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib.grade", description="Grade course exercises."
+    )
     parser.add_argument("exercise", nargs="?", help="exercise to check, e.g. ex01")
-    parser.add_argument("--target", default="exercises", help="exercises | solutions | PATH (default: exercises)")
+    parser.add_argument(
+        "--target", default="exercises", help="exercises | solutions | PATH (default: exercises)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--submissions", type=Path, help="folder with one folder or zip per student")
+    parser.add_argument(
+        "--submissions", type=Path, help="folder with one folder or zip per student"
+    )
     parser.add_argument("--out", type=Path, help="where the class reports go")
     parser.add_argument("--workers", type=int, default=1, help="students graded in parallel")
     parser.add_argument("--hidden", action="store_true", help="also run the hidden tests")
     parser.add_argument("--exercises", nargs="*", help="grade only these exercises (default: all)")
-    parser.add_argument("--manifest", type=Path, help="use this manifest instead of running the solutions first")
-    parser.add_argument("--package", type=Path, metavar="OUT", help="write the Gradescope and GitHub Classroom files")
+    parser.add_argument(
+        "--manifest", type=Path, help="use this manifest instead of running the solutions first"
+    )
+    parser.add_argument(
+        "--package",
+        type=Path,
+        metavar="OUT",
+        help="write the Gradescope and GitHub Classroom files",
+    )
     args = parser.parse_args(argv)
     if args.package:
         from course_lib.grade.package import write_packages
@@ -63,8 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         from course_lib.grade.manifest import ManifestError
 
         try:
-            grade_class(args.submissions, args.out, workers=args.workers, hidden=args.hidden,
-                        exercises=args.exercises, manifest_path=args.manifest)
+            grade_class(
+                args.submissions,
+                args.out,
+                workers=args.workers,
+                hidden=args.hidden,
+                exercises=args.exercises,
+                manifest_path=args.manifest,
+            )
         except (ValueError, ManifestError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

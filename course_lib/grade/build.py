@@ -18,7 +18,7 @@ from course_lib.grade.files import write_text_atomic
 from course_lib.grade.layout import CourseLayout, default_layout
 from course_lib.grade.stubs import MarkerError, make_stub
 
-__all__ = ["expected_stubs", "out_of_sync", "regenerate", "main"]
+__all__ = ["expected_stubs", "main", "out_of_sync", "regenerate"]
 
 
 def expected_stubs(layout: CourseLayout) -> dict[str, str]:
@@ -38,7 +38,9 @@ def out_of_sync(layout: CourseLayout) -> list[str]:
         if not stub_path.is_file():
             problems.append(f"{stub_path} is missing")
         elif stub_path.read_text(encoding="utf-8") != text:
-            problems.append(f"{stub_path} differs from the stub generated from solutions/{file_name}")
+            problems.append(
+                f"{stub_path} differs from the stub generated from solutions/{file_name}"
+            )
     return problems
 
 
@@ -54,11 +56,21 @@ def regenerate(layout: CourseLayout) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.grade.build", description=__doc__.split("\n")[1])
-    parser.add_argument("--root", type=Path, default=None, help="course checkout (default: this one)")
-    parser.add_argument("--check", action="store_true", help="exit 1 when exercises/ is out of sync")
-    parser.add_argument("--release", type=Path, metavar="OUT", help="write the student release into OUT")
-    parser.add_argument("--instructor", type=Path, metavar="OUT", help="write the instructor bundle into OUT")
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib.grade.build", description=__doc__.split("\n")[1]
+    )
+    parser.add_argument(
+        "--root", type=Path, default=None, help="course checkout (default: this one)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when exercises/ is out of sync"
+    )
+    parser.add_argument(
+        "--release", type=Path, metavar="OUT", help="write the student release into OUT"
+    )
+    parser.add_argument(
+        "--instructor", type=Path, metavar="OUT", help="write the instructor bundle into OUT"
+    )
     args = parser.parse_args(argv)
     layout = CourseLayout(args.root.resolve()) if args.root else default_layout()
     try:
@@ -67,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             for line in problems:
                 print(f"out of sync: {line}")
             if problems:
-                print("run `python -m course_lib.grade.build` to regenerate exercises/ from solutions/")
+                print(
+                    "run `python -m course_lib.grade.build` to regenerate exercises/ from solutions/"
+                )
                 return 1
-            print(f"exercises/ is in sync with solutions/ ({len(layout.exercise_names())} exercises)")
+            print(
+                f"exercises/ is in sync with solutions/ ({len(layout.exercise_names())} exercises)"
+            )
             return 0
         if args.release or args.instructor:
             from course_lib.grade.release import build_instructor_bundle, build_student_release
@@ -79,12 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"student release written to {args.release} (leak check passed)")
             if args.instructor:
                 manifest = build_instructor_bundle(layout, args.instructor, hidden=True)
-                print(f"instructor bundle written to {args.instructor} ({len(manifest['tests'])} tests in the manifest)")
+                print(
+                    f"instructor bundle written to {args.instructor} ({len(manifest['tests'])} tests in the manifest)"
+                )
             return 0
         written = regenerate(layout)
         for path in written:
             print(f"wrote {path}")
-        print(f"{len(written)} stub(s) regenerated, {len(layout.exercise_names()) - len(written)} unchanged")
+        print(
+            f"{len(written)} stub(s) regenerated, {len(layout.exercise_names()) - len(written)} unchanged"
+        )
         return 0
     except (MarkerError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,11 +17,16 @@ from course_lib.grade.runner import course_layout
 from course_lib.grade.session import run_tests
 from course_lib.grade.table import earned, format_table
 
-__all__ = ["grade_exercise", "check"]
+__all__ = ["check", "grade_exercise"]
 
 
-def grade_exercise(exercise: str, target: str = "exercises", *, hidden: bool = False,
-                   layout: CourseLayout | None = None) -> dict:
+def grade_exercise(
+    exercise: str,
+    target: str = "exercises",
+    *,
+    hidden: bool = False,
+    layout: CourseLayout | None = None,
+) -> dict:
     """Grade one exercise of `target`; returns {"exercise", "tests", "score", "max_score", "status"}.
 
     Safe to call from a notebook: the tests run in a separate pytest process and the learner's
@@ -30,7 +35,9 @@ def grade_exercise(exercise: str, target: str = "exercises", *, hidden: bool = F
     layout = layout or course_layout()
     name = layout.resolve(exercise)
     if target not in ("exercises", "solutions") and not Path(target).is_dir():
-        raise ValueError(f"target={target!r} is not a folder; expected exercises, solutions or a folder path")
+        raise ValueError(
+            f"target={target!r} is not a folder; expected exercises, solutions or a folder path"
+        )
     target_value = target if target in ("exercises", "solutions") else str(Path(target).resolve())
     result = run_tests(layout.test_files(name, hidden=hidden), target_value, layout)
     return {

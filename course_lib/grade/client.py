@@ -61,8 +61,17 @@ class WorkerClient:
     are folders the worker may not read.
     """
 
-    def __init__(self, exercise: str, path: Path, source: str, *, task_names: list[str],
-                 forbidden_roots: list[str], limits: Limits, probes_path: Path | None = None):
+    def __init__(
+        self,
+        exercise: str,
+        path: Path,
+        source: str,
+        *,
+        task_names: list[str],
+        forbidden_roots: list[str],
+        limits: Limits,
+        probes_path: Path | None = None,
+    ):
         self.exercise = exercise
         self.path = Path(path)
         self.source = source
@@ -91,8 +100,14 @@ class WorkerClient:
             answer_read, answer_write = os.pipe()
             null = os.open(os.devnull, os.O_WRONLY)
             try:
-                self._process = spawn_child(zygote, "worker", cwd=self._home, env=worker_environment(self._home),
-                                            args=[], fds=[request_read, answer_write, null])
+                self._process = spawn_child(
+                    zygote,
+                    "worker",
+                    cwd=self._home,
+                    env=worker_environment(self._home),
+                    args=[],
+                    fds=[request_read, answer_write, null],
+                )
             finally:
                 for fd in (request_read, answer_write, null):
                     os.close(fd)
@@ -101,19 +116,37 @@ class WorkerClient:
         else:
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-m", "course_lib.grade.worker"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                cwd=self._home, env=worker_environment(self._home), start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=self._home,
+                env=worker_environment(self._home),
+                start_new_session=True,
             )
             self._stdin, self._stdout = self._process.stdin, self._process.stdout
 
     def _start(self) -> None:
         self._spawn()
         self.starts += 1
-        limits = {name: getattr(self.limits, name) for name in
-                  ("call_timeout", "exercise_timeout", "startup_timeout", "memory_mb", "file_mb")}
-        setup = {"path": str(self.path), "exercise": self.exercise, "source": self.source,
-                 "task_names": self.task_names, "forbidden_roots": self.forbidden_roots, "limits": limits,
-                 "probes_path": self.probes_path}
+        limits = {
+            name: getattr(self.limits, name)
+            for name in (
+                "call_timeout",
+                "exercise_timeout",
+                "startup_timeout",
+                "memory_mb",
+                "file_mb",
+            )
+        }
+        setup = {
+            "path": str(self.path),
+            "exercise": self.exercise,
+            "source": self.source,
+            "task_names": self.task_names,
+            "forbidden_roots": self.forbidden_roots,
+            "limits": limits,
+            "probes_path": self.probes_path,
+        }
         try:
             ready = self._exchange(setup, self.limits.startup_timeout, what="importing the file")
         except LearnerError as error:
@@ -122,7 +155,9 @@ class WorkerClient:
         if not ready["ready"]["ok"]:
             message = ready["ready"]["error"]
             detail = ready["ready"].get("detail")
-            self._broken = f"{self.path.name} could not be imported: {message}" + (f"\n{detail}" if detail else "")
+            self._broken = f"{self.path.name} could not be imported: {message}" + (
+                f"\n{detail}" if detail else ""
+            )
             self._stop()
             raise LearnerError(self._broken)
         self._reused = ready["reused"]
@@ -205,8 +240,11 @@ class WorkerClient:
             self._start()
         label = f"{self.exercise.split('_')[0]}.{name}"
         timeout = min(self.limits.call_timeout, remaining)
-        answer = self._exchange({"op": op, "name": name, "args": list(args), "kwargs": dict(kwargs)},
-                                timeout, what=f"running {label}")
+        answer = self._exchange(
+            {"op": op, "name": name, "args": list(args), "kwargs": dict(kwargs)},
+            timeout,
+            what=f"running {label}",
+        )
         self.peak_rss_kb = max(self.peak_rss_kb, int(answer.get("rss_kb", 0)))
         if not answer["ok"]:
             detail = answer.get("detail")
@@ -216,7 +254,7 @@ class WorkerClient:
     def close(self) -> None:
         self._stop()
 
-    def __enter__(self) -> "WorkerClient":
+    def __enter__(self) -> WorkerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -228,7 +266,10 @@ def _describe_exit(code: int | None) -> str:
         return "it stopped answering"
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-        hints = {"SIGKILL": " (killed: the memory or CPU limit?)", "SIGXCPU": " (CPU time limit)",
-                 "SIGSEGV": " (a crash in native code)"}
+        hints = {
+            "SIGKILL": " (killed: the memory or CPU limit?)",
+            "SIGXCPU": " (CPU time limit)",
+            "SIGSEGV": " (a crash in native code)",
+        }
         return f"killed by {name}{hints.get(name, '')}"
     return f"it exited with status {code} (sys.exit or os._exit in the learner's code?)"

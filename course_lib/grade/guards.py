@@ -26,20 +26,62 @@ import sys
 __all__ = ["install_guards", "violations"]
 
 _DENIED_EVENTS = (
-    "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-    "os.startfile", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
-    "socket.__new__", "socket.bind", "socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
-    "socket.gethostbyaddr", "socket.sendto", "socket.sendmsg",
-    "resource.setrlimit", "resource.prlimit",
-    "sys.settrace", "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-    "sys.remote_exec", "os.add_dll_directory", "winreg.", "_winapi.", "msvcrt.",
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "os.forkpty",
+    "os.startfile",
+    "pty.spawn",
+    "os.kill",
+    "os.killpg",
+    "signal.pthread_kill",
+    "socket.__new__",
+    "socket.bind",
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.gethostbyaddr",
+    "socket.sendto",
+    "socket.sendmsg",
+    "resource.setrlimit",
+    "resource.prlimit",
+    "sys.settrace",
+    "sys.setprofile",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "sys.remote_exec",
+    "os.add_dll_directory",
+    "winreg.",
+    "_winapi.",
+    "msvcrt.",
 )
 _PATH_EVENTS = {  # event -> indices of its path arguments that must lie in the write root
-    "os.remove": (0,), "os.rename": (0, 1), "os.rmdir": (0,), "os.mkdir": (0,), "os.symlink": (0, 1),
-    "os.link": (0, 1), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-    "os.chflags": (0,), "os.lchflags": (0,), "os.setxattr": (0,), "os.removexattr": (0,),
-    "shutil.copyfile": (1,), "shutil.copymode": (1,), "shutil.copystat": (1,), "shutil.copytree": (1,),
-    "shutil.rmtree": (0,), "shutil.move": (0, 1), "shutil.chown": (0,), "shutil.make_archive": (0,),
+    "os.remove": (0,),
+    "os.rename": (0, 1),
+    "os.rmdir": (0,),
+    "os.mkdir": (0,),
+    "os.symlink": (0, 1),
+    "os.link": (0, 1),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.truncate": (0,),
+    "os.utime": (0,),
+    "os.chflags": (0,),
+    "os.lchflags": (0,),
+    "os.setxattr": (0,),
+    "os.removexattr": (0,),
+    "shutil.copyfile": (1,),
+    "shutil.copymode": (1,),
+    "shutil.copystat": (1,),
+    "shutil.copytree": (1,),
+    "shutil.rmtree": (0,),
+    "shutil.move": (0, 1),
+    "shutil.chown": (0,),
+    "shutil.make_archive": (0,),
     "shutil.unpack_archive": (1,),
 }
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -103,7 +145,9 @@ def install_guards(write_root: str, forbidden_roots: tuple[str, ...]) -> None:
             for index in path_events[event]:
                 path = _as_path(args[index]) if index < len(args) else None
                 if path is None or not (resolve(path) + sep).startswith(write_prefix):
-                    refuse(f"{event} on {args[index] if index < len(args) else '?'!r} outside the temporary folder")
+                    refuse(
+                        f"{event} on {args[index] if index < len(args) else '?'!r} outside the temporary folder"
+                    )
             return
         if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
             refuse("replacing a function's __code__")

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from course_lib.grade.files import write_bytes_atomic
 
-__all__ = ["Intake", "take_in", "MAX_FILE_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS"]
+__all__ = ["MAX_FILE_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "Intake", "take_in"]
 
 MAX_FILE_BYTES = 512 * 1024
 MAX_ZIP_BYTES = 50 * 2**20
@@ -45,9 +45,13 @@ class Intake:
             write_bytes_atomic(folder / name, data)
 
 
-def _consider(intake: Intake, shown: str, name: str, data: bytes | None, size: int, known: set[str]) -> None:
+def _consider(
+    intake: Intake, shown: str, name: str, data: bytes | None, size: int, known: set[str]
+) -> None:
     if name not in known:
-        intake.ignored.append(f"{shown}: not an exercise file of this course (expected one of {sorted(known)})")
+        intake.ignored.append(
+            f"{shown}: not an exercise file of this course (expected one of {sorted(known)})"
+        )
     elif size > MAX_FILE_BYTES:
         intake.ignored.append(f"{shown}: {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
     elif data is None:
@@ -88,7 +92,9 @@ def _from_zip(intake: Intake, archive: Path, known: set[str]) -> None:
         with zipfile.ZipFile(archive) as bundle:
             members = bundle.infolist()
             if len(members) > MAX_ZIP_MEMBERS:
-                intake.ignored.append(f"{archive.name}: {len(members)} members, over the {MAX_ZIP_MEMBERS} limit")
+                intake.ignored.append(
+                    f"{archive.name}: {len(members)} members, over the {MAX_ZIP_MEMBERS} limit"
+                )
                 members = members[:MAX_ZIP_MEMBERS]
             total = 0
             for member in members:
@@ -104,7 +110,9 @@ def _from_zip(intake: Intake, archive: Path, known: set[str]) -> None:
                     continue
                 total += member.file_size
                 if total > MAX_ZIP_BYTES:
-                    intake.ignored.append(f"{shown}: the zip unpacks to more than {MAX_ZIP_BYTES} bytes; rest ignored")
+                    intake.ignored.append(
+                        f"{shown}: the zip unpacks to more than {MAX_ZIP_BYTES} bytes; rest ignored"
+                    )
                     break
                 name = parts[-1] if parts else shown
                 data = None
@@ -122,7 +130,7 @@ def _from_zip(intake: Intake, archive: Path, known: set[str]) -> None:
 def take_in(submission: Path, exercise_names: list[str]) -> Intake:
     """Accepted exercise files and ignored entries of one submission (a folder or a .zip)."""
     known = {f"{name}.py" for name in exercise_names}
-    student = submission.name[: -len(".zip")] if submission.name.endswith(".zip") else submission.name
+    student = submission.name.removesuffix(".zip")
     intake = Intake(student=student)
     if submission.is_symlink():
         intake.ignored.append(f"{submission.name}: a symbolic link")

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EXERCISE_FILE", "CourseLayout", "repo_root", "default_layout"]
+__all__ = ["EXERCISE_FILE", "CourseLayout", "default_layout", "repo_root"]
 
 EXERCISE_FILE = re.compile(r"ex\d{2}_[A-Za-z0-9_]+\.py")
 
@@ -47,14 +47,23 @@ class CourseLayout:
         """Every exercise that has a reference solution, sorted (e.g. ["ex01_segmentation_types"])."""
         if not self.solutions.is_dir():
             return []
-        return sorted(p.stem for p in self.solutions.glob("ex*.py") if EXERCISE_FILE.fullmatch(p.name))
+        return sorted(
+            p.stem for p in self.solutions.glob("ex*.py") if EXERCISE_FILE.fullmatch(p.name)
+        )
 
     def resolve(self, exercise: str) -> str:
         """Full exercise name from `exNN` or `exNN_topic`; ValueError listing the known ones."""
         known = self.exercise_names()
-        for folder, pattern, skip in ((self.exercises, "ex*.py", 0), (self.public_tests, "test_ex*.py", len("test_"))):
+        for folder, pattern, skip in (
+            (self.exercises, "ex*.py", 0),
+            (self.public_tests, "test_ex*.py", len("test_")),
+        ):
             if folder.is_dir():
-                known += [p.stem[skip:] for p in folder.glob(pattern) if EXERCISE_FILE.fullmatch(p.name[skip:])]
+                known += [
+                    p.stem[skip:]
+                    for p in folder.glob(pattern)
+                    if EXERCISE_FILE.fullmatch(p.name[skip:])
+                ]
         known = sorted(set(known))
         if exercise in known:
             return exercise

@@ -30,7 +30,9 @@ def _number(variable: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{variable}={raw!r} is not a number; expected seconds or MiB, e.g. 30") from None
+        raise ValueError(
+            f"{variable}={raw!r} is not a number; expected seconds or MiB, e.g. 30"
+        ) from None
     if value <= 0:
         raise ValueError(f"{variable}={raw!r} must be positive")
     return value
@@ -47,7 +49,7 @@ class Limits:
     file_mb: float = 64.0
 
     @classmethod
-    def from_env(cls) -> "Limits":
+    def from_env(cls) -> Limits:
         return cls(
             call_timeout=_number("COURSE_GRADE_CALL_TIMEOUT", cls.call_timeout),
             exercise_timeout=_number("COURSE_GRADE_EXERCISE_TIMEOUT", cls.exercise_timeout),
@@ -73,12 +75,17 @@ def apply_in_worker(limits: Limits) -> None:
 
     cpu = limits.cpu_seconds
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2 if cpu_hard == resource.RLIM_INFINITY else min(cpu + 2, cpu_hard)))
+    resource.setrlimit(
+        resource.RLIMIT_CPU,
+        (cpu, cpu + 2 if cpu_hard == resource.RLIM_INFINITY else min(cpu + 2, cpu_hard)),
+    )
     lower(resource.RLIMIT_CORE, 0)
     lower(resource.RLIMIT_FSIZE, int(limits.file_mb * 2**20))
     current_data = _data_in_use()
     lower(resource.RLIMIT_DATA, current_data + int(limits.memory_mb * 2**20))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write raises OSError instead of killing
+    signal.signal(
+        signal.SIGXFSZ, signal.SIG_IGN
+    )  # a too-large write raises OSError instead of killing
 
 
 def _data_in_use() -> int:

@@ -17,7 +17,7 @@ from course_lib.grade.layout import CourseLayout
 from course_lib.grade.limits import Limits
 from course_lib.grade.session import run_tests
 
-__all__ = ["ManifestError", "tests_sha256", "build_manifest", "load_manifest", "save_manifest"]
+__all__ = ["ManifestError", "build_manifest", "load_manifest", "save_manifest", "tests_sha256"]
 
 
 class ManifestError(RuntimeError):
@@ -39,19 +39,31 @@ def tests_sha256(layout: CourseLayout, exercises: list[str], hidden: bool = True
             paths.append(folder / "conftest.py")
     for name in exercises:
         prefix = name.split("_")[0]
-        for probe in (layout.root / "probes" / f"{prefix}.py",
-                      Path(__file__).parent / "probes" / f"{prefix}.py"):
+        for probe in (
+            layout.root / "probes" / f"{prefix}.py",
+            Path(__file__).parent / "probes" / f"{prefix}.py",
+        ):
             if probe.is_file():
                 paths.append(probe)
     digest = hashlib.sha256()
     for path in sorted(set(paths)):
-        digest.update(str(path.relative_to(layout.root) if path.is_relative_to(layout.root) else path.name).encode())
+        digest.update(
+            str(
+                path.relative_to(layout.root) if path.is_relative_to(layout.root) else path.name
+            ).encode()
+        )
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
-def build_manifest(layout: CourseLayout, exercises: list[str] | None = None, *, hidden: bool = True,
-                   limits: Limits | None = None, zygote: str | None = None) -> dict:
+def build_manifest(
+    layout: CourseLayout,
+    exercises: list[str] | None = None,
+    *,
+    hidden: bool = True,
+    limits: Limits | None = None,
+    zygote: str | None = None,
+) -> dict:
     """Run the graded tests on solutions/ and describe each test; ManifestError if one fails."""
     exercises = exercises if exercises is not None else layout.exercise_names()
     files = _graded_files(layout, exercises, hidden)
@@ -61,23 +73,37 @@ def build_manifest(layout: CourseLayout, exercises: list[str] | None = None, *, 
         lines = [f"{t['nodeid']}: {t['outcome']}: {t['message']}" for t in failing[:10]]
         raise ManifestError(
             f"the reference solutions must pass every graded test (run status {result.status!r}); "
-            f"{len(failing)} did not:\n" + "\n".join(lines) + ("\n" + result.log[-2000:] if not lines else "")
+            f"{len(failing)} did not:\n"
+            + "\n".join(lines)
+            + ("\n" + result.log[-2000:] if not lines else "")
         )
     hidden_root = str(layout.hidden_tests.relative_to(layout.root)) + "/"
     tests = []
     for exercise_index, name in enumerate(exercises, start=1):
         own = [t for t in result.tests if t["exercise"] == name]
         for test_index, record in enumerate(own, start=1):
-            tests.append({
-                "id": record["nodeid"], "name": record["name"], "exercise": name, "points": record["points"],
-                "visibility": "hidden" if record["nodeid"].startswith(hidden_root) else "public",
-                "number": f"{exercise_index}.{test_index}",
-            })
+            tests.append(
+                {
+                    "id": record["nodeid"],
+                    "name": record["name"],
+                    "exercise": name,
+                    "points": record["points"],
+                    "visibility": "hidden"
+                    if record["nodeid"].startswith(hidden_root)
+                    else "public",
+                    "number": f"{exercise_index}.{test_index}",
+                }
+            )
     unassigned = [t["nodeid"] for t in result.tests if t["exercise"] not in exercises]
     if unassigned:
         raise ManifestError(f"tests without a known EXERCISE constant: {unassigned[:5]}")
-    return {"version": 1, "exercises": exercises, "hidden": hidden,
-            "tests_sha256": tests_sha256(layout, exercises, hidden), "tests": tests}
+    return {
+        "version": 1,
+        "exercises": exercises,
+        "hidden": hidden,
+        "tests_sha256": tests_sha256(layout, exercises, hidden),
+        "tests": tests,
+    }
 
 
 def save_manifest(manifest: dict, path: Path) -> None:

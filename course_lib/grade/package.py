@@ -24,7 +24,7 @@ from course_lib.grade.files import write_bytes_atomic, write_text_atomic
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.manifest import build_manifest
 
-__all__ = ["SETUP_SH", "RUN_AUTOGRADER", "gradescope_zip", "classroom_workflow", "write_packages"]
+__all__ = ["RUN_AUTOGRADER", "SETUP_SH", "classroom_workflow", "gradescope_zip", "write_packages"]
 
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once when it builds the autograder image.
@@ -78,7 +78,11 @@ def gradescope_zip(layout: CourseLayout, manifest: dict) -> bytes:
             if not root.is_dir():
                 continue
             for path in sorted(root.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith((".pyc", ".egg-info")):
+                if (
+                    path.is_file()
+                    and "__pycache__" not in path.parts
+                    and not path.name.endswith((".pyc", ".egg-info"))
+                ):
                     _add_file(bundle, f"course/{path.relative_to(layout.root)}", path.read_bytes())
         for name in _COURSE_FILES:
             if (layout.root / name).is_file():
@@ -91,7 +95,11 @@ def classroom_workflow(manifest: dict, timeout_minutes: int = 10) -> str:
     steps, runners, env = [], [], []
     for name in manifest["exercises"]:
         short = name.split("_")[0]
-        points = sum(t["points"] for t in manifest["tests"] if t["exercise"] == name and t["visibility"] == "public")
+        points = sum(
+            t["points"]
+            for t in manifest["tests"]
+            if t["exercise"] == name and t["visibility"] == "public"
+        )
         steps.append(
             f"      - name: {name}\n        id: {short}\n        uses: classroom-resources/autograding-command-grader@v1\n"
             f"        with:\n          test-name: {name}\n          setup-command: ''\n"
@@ -99,14 +107,14 @@ def classroom_workflow(manifest: dict, timeout_minutes: int = 10) -> str:
             f"          max-score: {points:g}\n"
         )
         runners.append(short)
-        env.append(f"          {short.upper()}_RESULTS: \"${{{{steps.{short}.outputs.result}}}}\"\n")
+        env.append(f'          {short.upper()}_RESULTS: "${{{{steps.{short}.outputs.result}}}}"\n')
     return (
         "# GitHub Classroom autograding: copy to .github/workflows/classroom.yml in the template repository.\n"
         "name: Autograding Tests\n'on': [push, repository_dispatch]\npermissions:\n  checks: write\n  actions: read\n"
         "  contents: read\njobs:\n  run-autograding-tests:\n    runs-on: ubuntu-latest\n"
         "    if: github.actor != 'github-classroom[bot]'\n    steps:\n      - uses: actions/checkout@v4\n"
         "      - uses: actions/setup-python@v5\n        with:\n          python-version: '3.11'\n"
-        "      - run: python -m pip install -e \".[dev]\"\n"
+        '      - run: python -m pip install -e ".[dev]"\n'
         + "".join(steps)
         + "      - name: Autograding Reporter\n        uses: classroom-resources/autograding-grading-reporter@v1\n"
         "        env:\n" + "".join(env) + f"        with:\n          runners: {','.join(runners)}\n"

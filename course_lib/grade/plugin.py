@@ -54,9 +54,16 @@ def pytest_collection_modifyitems(session, config, items):
         marker = item.get_closest_marker("points")
         points = float(marker.args[0]) if marker and marker.args else 0.0
         exercise = getattr(item.module, "EXERCISE", None) if hasattr(item, "module") else None
-        _records[item.nodeid] = {"nodeid": item.nodeid, "name": item.name, "exercise": exercise,
-                                 "points": points, "outcome": "missing", "message": "did not run",
-                                 "output": "", "duration": 0.0}
+        _records[item.nodeid] = {
+            "nodeid": item.nodeid,
+            "name": item.name,
+            "exercise": exercise,
+            "points": points,
+            "outcome": "missing",
+            "message": "did not run",
+            "output": "",
+            "duration": 0.0,
+        }
         _order.append(item.nodeid)
     _save()
 

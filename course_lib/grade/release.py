@@ -11,6 +11,7 @@ check an exercise). Instructor bundle: `solutions/`, `exercises/`, `tests/graded
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from course_lib.grade.layout import CourseLayout
 from course_lib.grade.manifest import build_manifest, save_manifest
 from course_lib.grade.stubs import solution_regions
 
-__all__ = ["LeakError", "leaks", "build_student_release", "build_instructor_bundle"]
+__all__ = ["LeakError", "build_instructor_bundle", "build_student_release", "leaks"]
 
 _MIN_LINE = 10  # shorter solution lines ("return x") are too generic to count as a leak
 _LONG_LINE = 45  # a solution line this long is distinctive on its own
@@ -70,9 +71,13 @@ def _secret_lines(layout: CourseLayout) -> tuple[dict[str, str], dict[tuple[str,
         for region in regions:
             origin = f"solutions/{path.name}:{region.begin_line}"
             body = [line.strip() for line in region.body]
-            body = [text for text in body if len(text) >= _MIN_LINE and not text.startswith("#") and text not in outside]
+            body = [
+                text
+                for text in body
+                if len(text) >= _MIN_LINE and not text.startswith("#") and text not in outside
+            ]
             singles.update({text: origin for text in body if len(text) >= _LONG_LINE})
-            pairs.update({(a, b): origin for a, b in zip(body, body[1:])})
+            pairs.update({pair: origin for pair in itertools.pairwise(body)})
     return singles, pairs
 
 
@@ -94,7 +99,11 @@ def leaks(layout: CourseLayout, folder: Path) -> list[str]:
     (singles, pairs), hidden = _secret_lines(layout), _hidden_markers(layout)
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         relative = path.relative_to(folder)
-        if relative.parts[0] == "solutions" or relative.parts[:2] == ("tests", "hidden") or path.name == "manifest.json":
+        if (
+            relative.parts[0] == "solutions"
+            or relative.parts[:2] == ("tests", "hidden")
+            or path.name == "manifest.json"
+        ):
             found.append(f"{relative}: a secret file in the release")
             continue
         try:
@@ -102,13 +111,22 @@ def leaks(layout: CourseLayout, folder: Path) -> list[str]:
         except UnicodeDecodeError:
             continue
         stripped = [line.strip() for line in text.splitlines() if line.strip()]
-        adjacent = set(zip(stripped, stripped[1:]))
-        found += [f"{relative}: contains solution line {secret!r} ({origin})" for secret, origin in singles.items()
-                  if secret in text]
-        found += [f"{relative}: contains solution lines {pair[0]!r} / {pair[1]!r} ({origin})"
-                  for pair, origin in pairs.items() if pair in adjacent]
-        found += [f"{relative}: names hidden test {name!r} ({origin})" for name, origin in hidden.items()
-                  if re.search(rf"\b{re.escape(name)}\b", text)]
+        adjacent = set(itertools.pairwise(stripped))
+        found += [
+            f"{relative}: contains solution line {secret!r} ({origin})"
+            for secret, origin in singles.items()
+            if secret in text
+        ]
+        found += [
+            f"{relative}: contains solution lines {pair[0]!r} / {pair[1]!r} ({origin})"
+            for pair, origin in pairs.items()
+            if pair in adjacent
+        ]
+        found += [
+            f"{relative}: names hidden test {name!r} ({origin})"
+            for name, origin in hidden.items()
+            if re.search(rf"\b{re.escape(name)}\b", text)
+        ]
     return found
 
 
@@ -122,7 +140,9 @@ def build_student_release(layout: CourseLayout, out: Path) -> Path:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"out={str(out)!r} is not empty; choose a new folder for the release")
-    with tempfile.TemporaryDirectory(prefix="release-", dir=out.parent if out.parent.exists() else None) as scratch:
+    with tempfile.TemporaryDirectory(
+        prefix="release-", dir=out.parent if out.parent.exists() else None
+    ) as scratch:
         staging = Path(scratch) / "release"
         (staging / "exercises").mkdir(parents=True)
         (staging / "tests" / "graded").mkdir(parents=True)
@@ -146,8 +166,12 @@ def build_instructor_bundle(layout: CourseLayout, out: Path, *, hidden: bool = T
     """Write solutions, stubs, public and hidden tests, probes and manifest.json into `out`."""
     out = Path(out)
     manifest = build_manifest(layout, hidden=hidden)
-    for folder, relative in ((layout.solutions, "solutions"), (layout.public_tests, "tests/graded"),
-                             (layout.hidden_tests, "tests/hidden"), (layout.root / "probes", "probes")):
+    for folder, relative in (
+        (layout.solutions, "solutions"),
+        (layout.public_tests, "tests/graded"),
+        (layout.hidden_tests, "tests/hidden"),
+        (layout.root / "probes", "probes"),
+    ):
         if folder.is_dir():
             (out / relative).mkdir(parents=True, exist_ok=True)
             _copy_tree_py(folder, out / relative)

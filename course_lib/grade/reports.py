@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from course_lib.grade.table import earned
 
-__all__ = ["OUTPUT_LIMIT", "merge_with_manifest", "gradescope_results", "fallback_results", "feedback_markdown",
-           "student_status"]
+__all__ = [
+    "OUTPUT_LIMIT",
+    "fallback_results",
+    "feedback_markdown",
+    "gradescope_results",
+    "merge_with_manifest",
+    "student_status",
+]
 
 OUTPUT_LIMIT = 2000
 
@@ -27,9 +33,14 @@ def merge_with_manifest(manifest: dict, records: list[dict]) -> list[dict]:
     for test in manifest["tests"]:
         record = by_id.get(test["id"])
         outcome = record["outcome"] if record else "missing"
-        rows.append({**test, "outcome": outcome,
-                     "message": record["message"] if record else "this test did not report a result",
-                     "output": record.get("output", "") if record else ""})
+        rows.append(
+            {
+                **test,
+                "outcome": outcome,
+                "message": record["message"] if record else "this test did not report a result",
+                "output": record.get("output", "") if record else "",
+            }
+        )
     return rows
 
 
@@ -61,31 +72,54 @@ def gradescope_results(student: str, rows: list[dict], ignored: list[str], statu
             text = row["output"] or row["message"]
         else:
             text = f"{row['message']}\n\n{row['output']}".strip()
-        tests.append({
-            "name": f"{row['exercise']}: {row['name']}",
-            "number": row["number"],
-            "score": earned(row),
-            "max_score": float(row["points"]),
-            "status": "passed" if row["outcome"] == "passed" else "failed",
-            "output": _truncate(text),
-            "visibility": "after_due_date" if hidden else "visible",
-        })
+        tests.append(
+            {
+                "name": f"{row['exercise']}: {row['name']}",
+                "number": row["number"],
+                "score": earned(row),
+                "max_score": float(row["points"]),
+                "status": "passed" if row["outcome"] == "passed" else "failed",
+                "output": _truncate(text),
+                "visibility": "after_due_date" if hidden else "visible",
+            }
+        )
     score = sum(t["score"] for t in tests)
-    output = [f"Graded {len(rows)} tests: {score:g}/{sum(t['max_score'] for t in tests):g} points (status {status})."]
+    output = [
+        f"Graded {len(rows)} tests: {score:g}/{sum(t['max_score'] for t in tests):g} points (status {status})."
+    ]
     if ignored:
         output.append("Ignored from the submission (only exNN_<topic>.py files are graded):")
         output += [f"- {line}" for line in ignored[:20]]
-    return {"score": score, "output": _truncate("\n".join(output)), "visibility": "visible",
-            "stdout_visibility": "hidden", "tests": tests}
+    return {
+        "score": score,
+        "output": _truncate("\n".join(output)),
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
 
 
 def fallback_results(manifest: dict, reason: str) -> dict:
     """What results.json says until grading finishes: zero points, every test listed."""
-    tests = [{"name": f"{t['exercise']}: {t['name']}", "number": t["number"], "score": 0.0,
-              "max_score": float(t["points"]), "status": "failed", "output": reason,
-              "visibility": "after_due_date" if t["visibility"] == "hidden" else "visible"}
-             for t in manifest["tests"]]
-    return {"score": 0.0, "output": reason, "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+    tests = [
+        {
+            "name": f"{t['exercise']}: {t['name']}",
+            "number": t["number"],
+            "score": 0.0,
+            "max_score": float(t["points"]),
+            "status": "failed",
+            "output": reason,
+            "visibility": "after_due_date" if t["visibility"] == "hidden" else "visible",
+        }
+        for t in manifest["tests"]
+    ]
+    return {
+        "score": 0.0,
+        "output": reason,
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
 
 
 def feedback_markdown(student: str, rows: list[dict], ignored: list[str], status: str) -> str:
@@ -103,11 +137,18 @@ def feedback_markdown(student: str, rows: list[dict], ignored: list[str], status
             lines.append(f"| {row['name']} | {earned(row):g}/{float(row['points']):g} | {result} |")
         if hidden:
             got = sum(earned(r) for r in hidden)
-            lines.append(f"| hidden tests ({len(hidden)}) | {got:g}/{sum(float(r['points']) for r in hidden):g} | "
-                         f"{sum(r['outcome'] == 'passed' for r in hidden)} of {len(hidden)} passed |")
+            lines.append(
+                f"| hidden tests ({len(hidden)}) | {got:g}/{sum(float(r['points']) for r in hidden):g} | "
+                f"{sum(r['outcome'] == 'passed' for r in hidden)} of {len(hidden)} passed |"
+            )
         lines.append("")
     if ignored:
-        lines += ["## Ignored files", "", "Only `exNN_<topic>.py` files are graded; these were not:", ""]
+        lines += [
+            "## Ignored files",
+            "",
+            "Only `exNN_<topic>.py` files are graded; these were not:",
+            "",
+        ]
         lines += [f"- {line}" for line in ignored[:50]]
         lines.append("")
     return "\n".join(lines)

@@ -23,7 +23,14 @@ from course_lib.grade.layout import CourseLayout, default_layout, repo_root
 from course_lib.grade.limits import Limits
 from course_lib.grade.stubs import MarkerError, task_names
 
-__all__ = ["repo_root", "course_layout", "resolve_exercise_path", "open_exercise", "ExerciseHandle", "LearnerError"]
+__all__ = [
+    "ExerciseHandle",
+    "LearnerError",
+    "course_layout",
+    "open_exercise",
+    "repo_root",
+    "resolve_exercise_path",
+]
 
 
 def course_layout() -> CourseLayout:
@@ -43,7 +50,9 @@ def resolve_exercise_path(name: str, target: str, layout: CourseLayout | None = 
     else:
         folder = Path(target).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"--target {target!r} is not a folder; expected exercises, solutions or a folder")
+            raise FileNotFoundError(
+                f"--target {target!r} is not a folder; expected exercises, solutions or a folder"
+            )
     return folder / f"{name}.py"
 
 
@@ -74,7 +83,9 @@ def _local_probes(name: str, layout: CourseLayout) -> Path | None:
 class ExerciseHandle:
     """Calls into a learner's module through a worker; attribute access returns a callable."""
 
-    def __init__(self, name: str, path: Path, client: WorkerClient | None, problem: str | None = None):
+    def __init__(
+        self, name: str, path: Path, client: WorkerClient | None, problem: str | None = None
+    ):
         self._name = name
         self._path = path
         self._client = client
@@ -112,18 +123,26 @@ class ExerciseHandle:
             self._client.close()
 
 
-def open_exercise(name: str, target: str = "exercises", limits: Limits | None = None) -> ExerciseHandle:
+def open_exercise(
+    name: str, target: str = "exercises", limits: Limits | None = None
+) -> ExerciseHandle:
     """Handle on exercise `name` in `target`; problems with the file surface when it is called."""
     layout = course_layout()
     path = resolve_exercise_path(name, target, layout)
     if not path.is_file() or path.is_symlink():
-        return ExerciseHandle(name, path, None, problem=f"{path.name} is missing (looked in {path.parent})")
+        return ExerciseHandle(
+            name, path, None, problem=f"{path.name} is missing (looked in {path.parent})"
+        )
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        return ExerciseHandle(name, path, None, problem=f"{path.name} is not UTF-8 text ({error.reason})")
+        return ExerciseHandle(
+            name, path, None, problem=f"{path.name} is not UTF-8 text ({error.reason})"
+        )
     client = WorkerClient(
-        name, path.resolve(), source,
+        name,
+        path.resolve(),
+        source,
         task_names=_task_names(name, layout),
         forbidden_roots=_forbidden_roots(layout),
         limits=limits or Limits.from_env(),

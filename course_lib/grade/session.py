@@ -43,9 +43,17 @@ def _limits_env(limits: Limits) -> dict[str, str]:
     }
 
 
-def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: Limits | None = None,
-              timeout: float | None = None, forbidden: list[Path] = (), log_limit: int = 20000,
-              zygote: str | None = None) -> SessionResult:
+def run_tests(
+    files: list[Path],
+    target: str,
+    layout: CourseLayout,
+    *,
+    limits: Limits | None = None,
+    timeout: float | None = None,
+    forbidden: list[Path] = (),
+    log_limit: int = 20000,
+    zygote: str | None = None,
+) -> SessionResult:
     """Run the graded tests `files` against `target` ("exercises", "solutions" or a folder).
 
     With `zygote` (a `zygote.Zygote.socket_path`) the pytest process and its workers are forked
@@ -63,17 +71,27 @@ def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: L
         for key in [k for k in env if k.startswith("COURSE_GRADE_")]:
             del env[key]
         env.update(_limits_env(limits))
-        env.update({
-            "COURSE_GRADE_REPORT": str(report),
-            "COURSE_GRADE_TARGET": str(target),
-            "COURSE_GRADE_ROOT": str(layout.root),
-            "COURSE_GRADE_FORBIDDEN": os.pathsep.join([scratch, *map(str, forbidden)]),
-            "COURSE_MODE": env.get("COURSE_MODE", "fast"),
-            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # graded tests need no third-party plugin; halves start-up
-        })
+        env.update(
+            {
+                "COURSE_GRADE_REPORT": str(report),
+                "COURSE_GRADE_TARGET": str(target),
+                "COURSE_GRADE_ROOT": str(layout.root),
+                "COURSE_GRADE_FORBIDDEN": os.pathsep.join([scratch, *map(str, forbidden)]),
+                "COURSE_MODE": env.get("COURSE_MODE", "fast"),
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # graded tests need no third-party plugin; halves start-up
+            }
+        )
         pytest_args = [
-            "-p", "course_lib.grade.plugin", "-q", "-p", "no:cacheprovider",
-            "--rootdir", str(layout.root), "-W", "ignore::pytest.PytestConfigWarning", *map(str, files),
+            "-p",
+            "course_lib.grade.plugin",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(layout.root),
+            "-W",
+            "ignore::pytest.PytestConfigWarning",
+            *map(str, files),
         ]
         status = "ok"
         with open(log_path, "wb") as log:
@@ -83,14 +101,26 @@ def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: L
                 env["COURSE_GRADE_ZYGOTE"] = zygote
                 null = os.open(os.devnull, os.O_RDONLY)
                 try:
-                    process = spawn_child(zygote, "session", cwd=str(layout.root), env=env, args=pytest_args,
-                                          fds=[null, log.fileno(), log.fileno()])
+                    process = spawn_child(
+                        zygote,
+                        "session",
+                        cwd=str(layout.root),
+                        env=env,
+                        args=pytest_args,
+                        fds=[null, log.fileno(), log.fileno()],
+                    )
                 finally:
                     os.close(null)
             else:
-                process = subprocess.Popen([sys.executable, "-m", "pytest", *pytest_args], cwd=layout.root, env=env,
-                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "pytest", *pytest_args],
+                    cwd=layout.root,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -103,7 +133,11 @@ def run_tests(files: list[Path], target: str, layout: CourseLayout, *, limits: L
         if status == "ok" and process.returncode not in (0, 1):
             status = "crash" if not report.is_file() else status
         tests = json.loads(report.read_text(encoding="utf-8"))["tests"] if report.is_file() else []
-        if process.returncode not in (0, 1) and status == "ok" and any(t["outcome"] == "missing" for t in tests):
+        if (
+            process.returncode not in (0, 1)
+            and status == "ok"
+            and any(t["outcome"] == "missing" for t in tests)
+        ):
             status = "crash"
         raw = log_path.read_bytes()[-log_limit:].decode("utf-8", errors="replace")
     return SessionResult(tests=tests, status=status, log=raw)

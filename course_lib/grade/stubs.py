@@ -22,7 +22,16 @@ import ast
 import re
 from dataclasses import dataclass
 
-__all__ = ["BEGIN", "END", "HINT", "MarkerError", "Region", "solution_regions", "make_stub", "task_names"]
+__all__ = [
+    "BEGIN",
+    "END",
+    "HINT",
+    "MarkerError",
+    "Region",
+    "make_stub",
+    "solution_regions",
+    "task_names",
+]
 
 BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
@@ -116,7 +125,9 @@ def make_stub(source: str, filename: str = "<solution>") -> str:
     try:
         ast.parse(stub, filename=filename)
     except SyntaxError as error:
-        raise MarkerError(f"{filename}: the generated stub does not compile ({error.msg}, line {error.lineno})") from error
+        raise MarkerError(
+            f"{filename}: the generated stub does not compile ({error.msg}, line {error.lineno})"
+        ) from error
     return stub
 
 

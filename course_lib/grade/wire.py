@@ -20,15 +20,28 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-__all__ = ["WireError", "encode", "decode", "write_frame", "read_frame", "MAX_FRAME_BYTES"]
+__all__ = ["MAX_FRAME_BYTES", "WireError", "decode", "encode", "read_frame", "write_frame"]
 
 MAX_FRAME_BYTES = 1 << 30  # a single answer larger than 1 GiB is refused
 _MAX_DEPTH = 64
 
-_TORCH_DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in (
-    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
-    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
-)}
+_TORCH_DTYPES = {
+    str(dtype).removeprefix("torch."): dtype
+    for dtype in (
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    )
+}
 
 
 class WireError(TypeError):
@@ -37,7 +50,11 @@ class WireError(TypeError):
 
 def _describe(value: Any) -> str:
     kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
+    return (
+        f"{kind.__module__}.{kind.__qualname__}"
+        if kind.__module__ != "builtins"
+        else kind.__qualname__
+    )
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -87,14 +104,24 @@ def encode(value: Any) -> tuple[Any, list[bytes]]:
             if dtype not in _TORCH_DTYPES:
                 raise WireError(f"a tensor of dtype {item.dtype}, which the grader does not accept")
             buffers.append(_tensor_bytes(item))
-            return {"tensor": len(buffers) - 1, "dtype": dtype, "shape": list(item.shape),
-                    "requires_grad": bool(item.requires_grad)}
+            return {
+                "tensor": len(buffers) - 1,
+                "dtype": dtype,
+                "shape": list(item.shape),
+                "requires_grad": bool(item.requires_grad),
+            }
         if kind is np.ndarray:
             if item.dtype.kind not in "biufc" or item.dtype.hasobject:
-                raise WireError(f"a numpy array of dtype {item.dtype}; only numeric and bool arrays cross")
+                raise WireError(
+                    f"a numpy array of dtype {item.dtype}; only numeric and bool arrays cross"
+                )
             array = np.ascontiguousarray(item)
             buffers.append(array.tobytes())
-            return {"ndarray": len(buffers) - 1, "dtype": array.dtype.str, "shape": list(array.shape)}
+            return {
+                "ndarray": len(buffers) - 1,
+                "dtype": array.dtype.str,
+                "shape": list(array.shape),
+            }
         if isinstance(item, np.generic) and kind.__module__ == "numpy":
             if item.dtype.kind not in "biufc":
                 raise WireError(f"a numpy scalar of dtype {item.dtype}")
@@ -145,12 +172,18 @@ def decode(tree: Any, buffers: list[bytes]) -> Any:
             tensor = torch.empty(shape, dtype=dtype)
         else:
             tensor = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
-        return tensor.requires_grad_(True) if tree.get("requires_grad") and tensor.is_floating_point() else tensor
+        return (
+            tensor.requires_grad_(True)
+            if tree.get("requires_grad") and tensor.is_floating_point()
+            else tensor
+        )
     if "ndarray" in tree:
         dtype = np.dtype(tree["dtype"])
         if dtype.kind not in "biufc" or dtype.hasobject:
             raise WireError(f"refused numpy dtype {dtype}")
-        return np.frombuffer(bytearray(buffers[tree["ndarray"]]), dtype=dtype).reshape(tree["shape"])
+        return np.frombuffer(bytearray(buffers[tree["ndarray"]]), dtype=dtype).reshape(
+            tree["shape"]
+        )
     if "npscalar" in tree:
         dtype = np.dtype(tree["dtype"])
         if dtype.kind not in "biufc":
@@ -167,8 +200,7 @@ def write_frame(stream: BinaryIO, message: Any) -> None:
     if size > MAX_FRAME_BYTES:
         raise WireError(f"an answer of {size} bytes; the limit is {MAX_FRAME_BYTES} bytes")
     stream.write(struct.pack(">Q", size) + struct.pack(">I", len(tree_bytes)) + tree_bytes)
-    for buffer in buffers:
-        stream.write(buffer)
+    stream.writelines(buffers)
     stream.flush()
 
 

@@ -53,7 +53,10 @@ def _first_line(error: BaseException) -> str:
 
 def _learner_trace(error: BaseException, learner_file: str, limit: int = 6) -> str:
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == learner_file]
-    lines = [f"  {Path(f.filename).name}, line {f.lineno}, in {f.name}: {f.line}" for f in frames[-limit:]]
+    lines = [
+        f"  {Path(f.filename).name}, line {f.lineno}, in {f.name}: {f.line}"
+        for f in frames[-limit:]
+    ]
     return "\n".join(lines)
 
 
@@ -161,7 +164,9 @@ def main() -> None:
 
     import linecache
 
-    source = setup["source"]  # tracebacks read the learner's lines from here, not from the (guarded) file
+    source = setup[
+        "source"
+    ]  # tracebacks read the learner's lines from here, not from the (guarded) file
     linecache.cache[learner_file] = (len(source), None, source.splitlines(True), learner_file)
     module = types.ModuleType(f"_graded_{exercise}")
     module.__file__ = learner_file
@@ -173,8 +178,11 @@ def main() -> None:
     except SyntaxError as error:
         loaded = {"ok": False, "error": f"SyntaxError at line {error.lineno}: {error.msg}"}
     except BaseException as error:  # noqa: BLE001  (sys.exit and KeyboardInterrupt at import too)
-        loaded = {"ok": False, "error": f"{_first_line(error)} while importing",
-                  "detail": _learner_trace(error, learner_file)}
+        loaded = {
+            "ok": False,
+            "error": f"{_first_line(error)} while importing",
+            "detail": _learner_trace(error, learner_file),
+        }
     reused = _reuses_course_lib(module, task_names) if loaded["ok"] else {}
     wire.write_frame(answers, {"ready": loaded, "reused": reused})
 
@@ -183,7 +191,9 @@ def main() -> None:
             request = wire.read_frame(requests)
         except EOFError:
             return
-        answer = _serve(request, module, probes, watch, learner_file, exercise, reused, violations, wire)
+        answer = _serve(
+            request, module, probes, watch, learner_file, exercise, reused, violations, wire
+        )
         answer["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             wire.write_frame(answers, answer)
@@ -191,7 +201,9 @@ def main() -> None:
             wire.write_frame(answers, {"ok": False, "error": f"returned {error}", "detail": ""})
 
 
-def _serve(request, module, probes, watch, learner_file, exercise, reused, violations, wire) -> dict:
+def _serve(
+    request, module, probes, watch, learner_file, exercise, reused, violations, wire
+) -> dict:
     op, name = request["op"], request["name"]
     args, kwargs = request.get("args", []), request.get("kwargs", {})
     label = f"{exercise.split('_')[0]}.{name}"
@@ -202,13 +214,19 @@ def _serve(request, module, probes, watch, learner_file, exercise, reused, viola
         if not callable(target):
             return {"ok": False, "error": f"{label} is a {type(target).__name__}, not a function"}
         if name in reused:
-            return {"ok": False, "error": f"{label} is {reused[name]}; write it yourself, it earns nothing"}
+            return {
+                "ok": False,
+                "error": f"{label} is {reused[name]}; write it yourself, it earns nothing",
+            }
     elif op == "probe":
         if probes is None or not callable(getattr(probes, name, None)):
             return {"ok": False, "error": f"the grader has no probe {name!r} for {exercise}"}
         bad = sorted(t for t in reused)
         if bad:
-            return {"ok": False, "error": f"{exercise.split('_')[0]}.{bad[0]} is {reused[bad[0]]}; write it yourself, it earns nothing"}
+            return {
+                "ok": False,
+                "error": f"{exercise.split('_')[0]}.{bad[0]} is {reused[bad[0]]}; write it yourself, it earns nothing",
+            }
         target = getattr(probes, name)
         args = [module, *args]
     else:
@@ -219,15 +237,28 @@ def _serve(request, module, probes, watch, learner_file, exercise, reused, viola
         value = target(*args, **kwargs)
     except NotImplementedError as error:
         where = _learner_function(error, learner_file) or name
-        return {"ok": False, "error": f"{exercise.split('_')[0]}.{where} is not implemented yet (NotImplementedError)"}
+        return {
+            "ok": False,
+            "error": f"{exercise.split('_')[0]}.{where} is not implemented yet (NotImplementedError)",
+        }
     except BaseException as error:  # noqa: BLE001  (SystemExit, KeyboardInterrupt included)
         refused = violations()[seen:]
-        reason = f"; the grader refused {refused[0]}" if refused and "the grader forbids" not in str(error) else ""
-        return {"ok": False, "error": f"{label} raised {_first_line(error)}{reason}",
-                "detail": _learner_trace(error, learner_file)}
+        reason = (
+            f"; the grader refused {refused[0]}"
+            if refused and "the grader forbids" not in str(error)
+            else ""
+        )
+        return {
+            "ok": False,
+            "error": f"{label} raised {_first_line(error)}{reason}",
+            "detail": _learner_trace(error, learner_file),
+        }
     if watch.hits:
-        return {"ok": False, "error": f"{label} calls {watch.hits[0]}, the course_lib implementation "
-                "this exercise asks you to write; it earns nothing"}
+        return {
+            "ok": False,
+            "error": f"{label} calls {watch.hits[0]}, the course_lib implementation "
+            "this exercise asks you to write; it earns nothing",
+        }
     try:
         wire.encode(value)
     except wire.WireError as error:

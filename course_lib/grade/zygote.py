@@ -27,10 +27,19 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Zygote", "spawn_child", "PRELOAD"]
+__all__ = ["PRELOAD", "Zygote", "spawn_child"]
 
-PRELOAD = ("numpy", "torch", "torch.testing", "torch.nn", "pytest", "course_lib.grade.worker",
-           "course_lib.grade.plugin", "course_lib.grade.fixtures", "course_lib.grade.guards")
+PRELOAD = (
+    "numpy",
+    "torch",
+    "torch.testing",
+    "torch.nn",
+    "pytest",
+    "course_lib.grade.worker",
+    "course_lib.grade.plugin",
+    "course_lib.grade.fixtures",
+    "course_lib.grade.guards",
+)
 _MAX_REQUEST = 1 << 20
 
 
@@ -159,10 +168,12 @@ class ChildHandle:
             while b"\n" not in self._buffer:
                 chunk = self._connection.recv(4096)
                 if not chunk:
-                    self.returncode = self.returncode if self.returncode is not None else -signal.SIGKILL
+                    self.returncode = (
+                        self.returncode if self.returncode is not None else -signal.SIGKILL
+                    )
                     return
                 self._buffer += chunk
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return
         line, self._buffer = self._buffer.split(b"\n", 1)
         self.returncode = int(json.loads(line)["exit"])
@@ -186,7 +197,9 @@ class ChildHandle:
                     pass
 
 
-def spawn_child(socket_path: str, kind: str, *, cwd: str, env: dict, args: list[str], fds: list[int]) -> ChildHandle:
+def spawn_child(
+    socket_path: str, kind: str, *, cwd: str, env: dict, args: list[str], fds: list[int]
+) -> ChildHandle:
     """Ask the zygote at `socket_path` for a child; `fds` become its stdin, stdout, stderr."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(socket_path)
@@ -214,11 +227,16 @@ class Zygote:
         self._env = env
         self._process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> "Zygote":
+    def start(self, timeout: float = 180.0) -> Zygote:
         env = dict(self._env if self._env is not None else os.environ)
         env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        self._process = subprocess.Popen([sys.executable, "-I", "-m", "course_lib.grade.zygote", self.socket_path],
-                                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=self._folder)
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "course_lib.grade.zygote", self.socket_path],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self._folder,
+        )
         deadline = time.monotonic() + timeout
         line = self._process.stdout.readline()
         if line.strip() != b"ready" or time.monotonic() > deadline:
@@ -241,7 +259,7 @@ class Zygote:
         except OSError:
             pass
 
-    def __enter__(self) -> "Zygote":
+    def __enter__(self) -> Zygote:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

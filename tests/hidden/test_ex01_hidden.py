@@ -28,10 +28,10 @@ def _spiral(size: int) -> np.ndarray:
     grid = np.zeros((size, size), dtype=bool)
     top, left, bottom, right = 0, 0, size - 1, size - 1
     while top <= bottom and left <= right:
-        grid[top, left:right + 1] = True
-        grid[top:bottom + 1, right] = True
-        grid[bottom, left:right + 1] = True
-        grid[top + 2:bottom + 1, left] = True
+        grid[top, left : right + 1] = True
+        grid[top : bottom + 1, right] = True
+        grid[bottom, left : right + 1] = True
+        grid[top + 2 : bottom + 1, left] = True
         top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
         if top <= bottom:
             grid[top - 1, left] = True
@@ -45,9 +45,15 @@ def test_connected_components_on_a_spiral_and_a_diagonal_chain(exercise):
     for binary, connectivity in ((spiral, 4), (chain, 8), (chain, 4)):
         structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
         expected, count = ndimage.label(binary, structure=structure)
-        labels, got_count = exercise.connected_components(torch.from_numpy(binary.copy()), connectivity)
-        assert got_count == count, f"connectivity={connectivity}: expected {count} regions, got {got_count}"
-        assert _same_partition(labels, expected), f"connectivity={connectivity}: regions differ from scipy's"
+        labels, got_count = exercise.connected_components(
+            torch.from_numpy(binary.copy()), connectivity
+        )
+        assert got_count == count, (
+            f"connectivity={connectivity}: expected {count} regions, got {got_count}"
+        )
+        assert _same_partition(labels, expected), (
+            f"connectivity={connectivity}: regions differ from scipy's"
+        )
 
 
 @pytest.mark.points(1)
@@ -56,10 +62,16 @@ def test_decode_panoptic_with_another_label_divisor(exercise):
     panoptic = torch.randint(0, 20 * 256, (5, 9), generator=generator)
     semantic, instances = exercise.decode_panoptic(panoptic, 256)
     expected = [divmod(int(v), 256) for v in panoptic.flatten()]
-    torch.testing.assert_close(semantic.flatten(), torch.tensor([c for c, _ in expected]),
-                               msg=lambda m: f"decode_panoptic(label_divisor=256) classes: {m}")
-    torch.testing.assert_close(instances.flatten(), torch.tensor([i for _, i in expected]),
-                               msg=lambda m: f"decode_panoptic(label_divisor=256) instances: {m}")
+    torch.testing.assert_close(
+        semantic.flatten(),
+        torch.tensor([c for c, _ in expected]),
+        msg=lambda m: f"decode_panoptic(label_divisor=256) classes: {m}",
+    )
+    torch.testing.assert_close(
+        instances.flatten(),
+        torch.tensor([i for _, i in expected]),
+        msg=lambda m: f"decode_panoptic(label_divisor=256) instances: {m}",
+    )
 
 
 @pytest.mark.points(1)
@@ -67,5 +79,8 @@ def test_semantic_from_instances_with_a_non_zero_unlabelled_class(exercise):
     instances = torch.tensor([[0, 2, 2, 1, 0, 3]])
     table = [5, 1, 2, 2]
     expected = torch.tensor([[table[i] for i in row] for row in instances.tolist()])
-    torch.testing.assert_close(exercise.semantic_from_instances(instances, table), expected,
-                               msg=lambda m: f"semantic_from_instances with instance_classes={table}: {m}")
+    torch.testing.assert_close(
+        exercise.semantic_from_instances(instances, table),
+        expected,
+        msg=lambda m: f"semantic_from_instances with instance_classes={table}: {m}",
+    )
