@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"forward + backward, batch {args.batch}, {args.size}x{args.size}, {args.num_classes} classes, "
           f"device {args.device}, {steps} timed steps, torch threads {torch.get_num_threads()}")
-    header = f"{'model':<26}{'params (M)':>11}{'img/s':>9}{'peak MB':>9}  {'vs baseline':<40}"
+    width = max(len(row.label) for row in rows) + 2
+    header = f"{'model':<{width}}{'params (M)':>11}{'img/s':>9}{'peak MB':>9}  {'vs baseline':<40}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             b = results[row.baseline]
             note = (f"{r['images_per_second'] / b['images_per_second']:.2f}x speed, "
                     f"{r['peak_bytes'] / max(b['peak_bytes'], 1):.2f}x memory of {row.baseline}")
-        print(f"{row.label:<26}{r['parameters'] / 1e6:>11.2f}{r['images_per_second']:>9.1f}"
+        print(f"{row.label:<{width}}{r['parameters'] / 1e6:>11.2f}{r['images_per_second']:>9.1f}"
               f"{r['peak_bytes'] / 2**20:>9.0f}  {note}")
     return 0 if len(results) == len(rows) else 1
 
