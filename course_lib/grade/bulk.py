@@ -115,6 +115,24 @@ def grade_student(
     return row
 
 
+def _grader_fault_row(intake: Intake, manifest: dict, names: list[str], error: Exception) -> dict:
+    """Gradebook row of a student whose grading itself failed: zero, status crash, fallback report kept."""
+    print(f"grading {intake.student} failed: {type(error).__name__}: {error}", file=sys.stderr)
+    row = {"student": intake.student, **{name: 0.0 for name in names}}
+    row.update(
+        {
+            "total": 0.0,
+            "max_score": sum(float(t["points"]) for t in manifest["tests"]),
+            "status": "crash",
+            "submission_sha256": intake.sha256(),
+            "tests_sha256": manifest["tests_sha256"],
+            "ignored": len(intake.ignored),
+            "seconds": 0.0,
+        }
+    )
+    return row
+
+
 def _csv_text(rows: list[dict], exercises: list[str]) -> str:
     columns = [
         "student",
@@ -272,7 +290,10 @@ def _grade_all(
             for intake in intakes
         }
         for future in as_completed(futures):
-            rows.append(future.result())
+            try:
+                rows.append(future.result())
+            except Exception as error:  # noqa: BLE001  (a grader fault for one student must not stop the class)
+                rows.append(_grader_fault_row(futures[future], manifest, names, error))
             if bar is not None:
                 bar.update(1)
     if bar is not None:

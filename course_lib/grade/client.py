@@ -90,40 +90,49 @@ class WorkerClient:
 
     # -- process management -------------------------------------------------------------------
     def _spawn(self) -> None:
-        """Start a worker: forked from the zygote when COURSE_GRADE_ZYGOTE names one, else a new interpreter."""
+        """Start a worker: forked from the zygote when COURSE_GRADE_ZYGOTE names a live one, else a
+        new interpreter."""
         self._home = tempfile.mkdtemp(prefix=f"grade-{self.exercise.split('_')[0]}-")
         zygote = os.environ.get("COURSE_GRADE_ZYGOTE")
-        if zygote:
-            from course_lib.grade.zygote import spawn_child
+        if zygote and self._spawn_from_zygote(zygote):
+            return
+        self._process = subprocess.Popen(
+            [sys.executable, "-I", "-m", "course_lib.grade.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=self._home,
+            env=worker_environment(self._home),
+            start_new_session=True,
+        )
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
 
-            request_read, request_write = os.pipe()
-            answer_read, answer_write = os.pipe()
-            null = os.open(os.devnull, os.O_WRONLY)
-            try:
-                self._process = spawn_child(
-                    zygote,
-                    "worker",
-                    cwd=self._home,
-                    env=worker_environment(self._home),
-                    args=[],
-                    fds=[request_read, answer_write, null],
-                )
-            finally:
-                for fd in (request_read, answer_write, null):
-                    os.close(fd)
-            self._stdin = os.fdopen(request_write, "wb")
-            self._stdout = os.fdopen(answer_read, "rb")
-        else:
-            self._process = subprocess.Popen(
-                [sys.executable, "-I", "-m", "course_lib.grade.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+    def _spawn_from_zygote(self, zygote: str) -> bool:
+        """Fork the worker from the zygote; False when the zygote cannot be reached."""
+        from course_lib.grade.zygote import spawn_child
+
+        request_read, request_write = os.pipe()
+        answer_read, answer_write = os.pipe()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            self._process = spawn_child(
+                zygote,
+                "worker",
                 cwd=self._home,
                 env=worker_environment(self._home),
-                start_new_session=True,
+                args=[],
+                fds=[request_read, answer_write, null],
             )
-            self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        except OSError:
+            os.close(request_write)
+            os.close(answer_read)
+            return False
+        finally:
+            for fd in (request_read, answer_write, null):
+                os.close(fd)
+        self._stdin = os.fdopen(request_write, "wb")
+        self._stdout = os.fdopen(answer_read, "rb")
+        return True
 
     def _start(self) -> None:
         self._spawn()

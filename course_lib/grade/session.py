@@ -95,6 +95,7 @@ def run_tests(
         ]
         status = "ok"
         with open(log_path, "wb") as log:
+            process = None
             if zygote:
                 from course_lib.grade.zygote import spawn_child
 
@@ -109,9 +110,11 @@ def run_tests(
                         args=pytest_args,
                         fds=[null, log.fileno(), log.fileno()],
                     )
+                except OSError:  # the zygote is gone: start a new interpreter instead
+                    env.pop("COURSE_GRADE_ZYGOTE")
                 finally:
                     os.close(null)
-            else:
+            if process is None:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "pytest", *pytest_args],
                     cwd=layout.root,
