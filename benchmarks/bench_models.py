@@ -3,9 +3,10 @@
 For every row of `ROWS`: forward + cross-entropy + backward on a random batch at 128x128 (train
 mode), reported as images per second (median over the timed steps) and the peak memory of one step:
 on the CPU the rise of the process's peak resident set size over the built model and batch
-(Linux VmHWM, reset before the first step) and on a GPU `torch.cuda.max_memory_allocated`. Each row runs in a fresh process, so
-memory kept by one model cannot hide another's. A row with a `baseline` also prints the ratio
-(speed and memory) against that baseline, measured in the same run.
+(Linux VmHWM, reset before the first step) and on a GPU `torch.cuda.max_memory_allocated`. Each
+row runs in a fresh process, so memory kept by one model cannot hide another's. A row with a
+`baseline` also prints the ratio (speed and memory) against that baseline, measured in the same
+run.
 
     python benchmarks/bench_models.py            # 4 timed steps per model, batch 4
     python benchmarks/bench_models.py --quick    # 2 timed steps, the small models and the baseline
@@ -66,7 +67,8 @@ ROWS = [
 
 def _build(row: Row, num_classes: int) -> torch.nn.Module:
     module_name, name = row.factory.split(":")
-    return getattr(importlib.import_module(module_name), name)(num_classes=num_classes, **row.kwargs)
+    factory = getattr(importlib.import_module(module_name), name)
+    return factory(num_classes=num_classes, **row.kwargs)
 
 
 def _logits(output) -> torch.Tensor:
@@ -115,7 +117,7 @@ def measure(row: Row, size: int, batch: int, steps: int, num_classes: int, devic
         base = torch.cuda.memory_allocated()
     else:
         if not _reset_peak_rss():
-            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs); Linux is required")
+            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux needed")
         base = _rss()  # the built model and the batch; everything a step adds is counted
     step()  # warm-up (untimed): the allocator grabs the memory of a step here
     times = []
@@ -134,7 +136,9 @@ def measure(row: Row, size: int, batch: int, steps: int, num_classes: int, devic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4)
@@ -169,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results[row.label] = json.loads(done.stdout.strip().splitlines()[-1])
 
-    print(f"forward + backward, batch {args.batch}, {args.size}x{args.size}, {args.num_classes} classes, "
+    print(f"forward + backward, batch {args.batch}, {args.size}x{args.size}, "
+          f"{args.num_classes} classes, "
           f"device {args.device}, {steps} timed steps, torch threads {torch.get_num_threads()}")
     width = max(len(row.label) for row in rows) + 2
     header = f"{'model':<{width}}{'params (M)':>11}{'img/s':>9}{'peak MB':>9}  {'vs baseline':<40}"

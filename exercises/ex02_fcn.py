@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 
-def transposed_conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
-                                output_padding: int = 0) -> int:
+def transposed_conv_output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, output_padding: int = 0
+) -> int:
     """Output length along one axis of `nn.ConvTranspose2d(kernel_size=kernel, stride=stride,
     padding=padding, output_padding=output_padding)` for an input of length `size`.
 
@@ -44,8 +45,9 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
     raise NotImplementedError
 
 
-def linear_to_conv(weight: torch.Tensor, bias: torch.Tensor, in_channels: int, height: int,
-                   width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_to_conv(
+    weight: torch.Tensor, bias: torch.Tensor, in_channels: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewrite a fully connected layer as a convolution that gives the same numbers.
 
     The layer computes `F.linear(x.flatten(1), weight, bias)` on feature maps x of shape
@@ -58,8 +60,14 @@ def linear_to_conv(weight: torch.Tensor, bias: torch.Tensor, in_channels: int, h
     raise NotImplementedError
 
 
-def skip_fusion(coarse_scores: torch.Tensor, skip_features: torch.Tensor, score_weight: torch.Tensor,
-                score_bias: torch.Tensor, up_weight: torch.Tensor, offset: int) -> torch.Tensor:
+def skip_fusion(
+    coarse_scores: torch.Tensor,
+    skip_features: torch.Tensor,
+    score_weight: torch.Tensor,
+    score_bias: torch.Tensor,
+    up_weight: torch.Tensor,
+    offset: int,
+) -> torch.Tensor:
     """One skip step of FCN-16s/8s: returns the fused scores (N, K, 2h + 2, 2w + 2).
 
     - `coarse_scores` (N, K, h, w): class scores of the coarser level;

@@ -28,7 +28,9 @@ class DoubleConv(nn.Module):
     the grader copies weights in that order.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", batch_norm: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, padding: str = "same", batch_norm: bool = True
+    ):
         super().__init__()
         # HINT: pad = 1 if padding == "same" else 0; build a list of layers for the two convs,
         # HINT: nn.Conv2d(..., kernel_size=3, padding=pad, bias=not batch_norm), nn.BatchNorm2d,
@@ -57,8 +59,15 @@ class UNet(nn.Module):
     (572 -> 388 for depth 4). Level l of the encoder has base_channels * 2**l channels.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, base_channels: int = 64, depth: int = 4,
-                 padding: str = "same", batch_norm: bool = True):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        base_channels: int = 64,
+        depth: int = 4,
+        padding: str = "same",
+        batch_norm: bool = True,
+    ):
         super().__init__()
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -79,6 +88,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # HINT: keep the encoder outputs in a list `skips` (before pooling). In the decoder, walk
-        # HINT: zip(self.upsamplers, self.decoder, reversed(skips)): upsample, centre-crop the skip to
-        # HINT: the upsampled size, torch.cat([skip, x], dim=1) (skip first), decode. End with self.head.
+        # HINT: zip(self.upsamplers, self.decoder, reversed(skips)): upsample, centre-crop the
+        # HINT: skip to the upsampled size, torch.cat([skip, x], dim=1) (skip first), decode.
+        # HINT: End with self.head.
         raise NotImplementedError

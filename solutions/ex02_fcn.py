@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 
-def transposed_conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
-                                output_padding: int = 0) -> int:
+def transposed_conv_output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, output_padding: int = 0
+) -> int:
     """Output length along one axis of `nn.ConvTranspose2d(kernel_size=kernel, stride=stride,
     padding=padding, output_padding=output_padding)` for an input of length `size`.
 
@@ -55,8 +56,9 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
     # END SOLUTION
 
 
-def linear_to_conv(weight: torch.Tensor, bias: torch.Tensor, in_channels: int, height: int,
-                   width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_to_conv(
+    weight: torch.Tensor, bias: torch.Tensor, in_channels: int, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewrite a fully connected layer as a convolution that gives the same numbers.
 
     The layer computes `F.linear(x.flatten(1), weight, bias)` on feature maps x of shape
@@ -69,14 +71,22 @@ def linear_to_conv(weight: torch.Tensor, bias: torch.Tensor, in_channels: int, h
     # HINT: flatten(1) orders the features as (channel, row, column): a reshape is all it takes.
     out_features = weight.shape[0]
     if weight.shape[1] != in_channels * height * width:
-        raise ValueError(f"weight has {weight.shape[1]} input features, expected "
-                         f"{in_channels} * {height} * {width} = {in_channels * height * width}")
+        raise ValueError(
+            f"weight has {weight.shape[1]} input features, expected "
+            f"{in_channels} * {height} * {width} = {in_channels * height * width}"
+        )
     return weight.reshape(out_features, in_channels, height, width), bias.clone()
     # END SOLUTION
 
 
-def skip_fusion(coarse_scores: torch.Tensor, skip_features: torch.Tensor, score_weight: torch.Tensor,
-                score_bias: torch.Tensor, up_weight: torch.Tensor, offset: int) -> torch.Tensor:
+def skip_fusion(
+    coarse_scores: torch.Tensor,
+    skip_features: torch.Tensor,
+    score_weight: torch.Tensor,
+    score_bias: torch.Tensor,
+    up_weight: torch.Tensor,
+    offset: int,
+) -> torch.Tensor:
     """One skip step of FCN-16s/8s: returns the fused scores (N, K, 2h + 2, 2w + 2).
 
     - `coarse_scores` (N, K, h, w): class scores of the coarser level;
@@ -95,5 +105,5 @@ def skip_fusion(coarse_scores: torch.Tensor, skip_features: torch.Tensor, score_
     upsampled = F.conv_transpose2d(coarse_scores, up_weight, stride=2)  # (N, K, 2h + 2, 2w + 2)
     skip_scores = F.conv2d(skip_features, score_weight, score_bias)  # (N, K, H', W')
     h, w = upsampled.shape[-2:]
-    return upsampled + skip_scores[..., offset:offset + h, offset:offset + w]
+    return upsampled + skip_scores[..., offset : offset + h, offset : offset + w]
     # END SOLUTION

@@ -28,7 +28,9 @@ class DoubleConv(nn.Module):
     the grader copies weights in that order.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, padding: str = "same", batch_norm: bool = True):
+    def __init__(
+        self, in_channels: int, out_channels: int, padding: str = "same", batch_norm: bool = True
+    ):
         super().__init__()
         # BEGIN SOLUTION
         # HINT: pad = 1 if padding == "same" else 0; build a list of layers for the two convs,
@@ -39,7 +41,9 @@ class DoubleConv(nn.Module):
         pad = 1 if padding == "same" else 0
         layers = []
         for cin in (in_channels, out_channels):
-            layers.append(nn.Conv2d(cin, out_channels, kernel_size=3, padding=pad, bias=not batch_norm))
+            layers.append(
+                nn.Conv2d(cin, out_channels, kernel_size=3, padding=pad, bias=not batch_norm)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(nn.ReLU(inplace=True))
@@ -63,7 +67,7 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     # HINT: compute top and left, then slice x[..., top:top + h, left:left + w].
     h, w = size
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]
     # END SOLUTION
 
 
@@ -74,8 +78,15 @@ class UNet(nn.Module):
     (572 -> 388 for depth 4). Level l of the encoder has base_channels * 2**l channels.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, base_channels: int = 64, depth: int = 4,
-                 padding: str = "same", batch_norm: bool = True):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        base_channels: int = 64,
+        depth: int = 4,
+        padding: str = "same",
+        batch_norm: bool = True,
+    ):
         super().__init__()
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -97,8 +108,9 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # BEGIN SOLUTION
         # HINT: keep the encoder outputs in a list `skips` (before pooling). In the decoder, walk
-        # HINT: zip(self.upsamplers, self.decoder, reversed(skips)): upsample, centre-crop the skip to
-        # HINT: the upsampled size, torch.cat([skip, x], dim=1) (skip first), decode. End with self.head.
+        # HINT: zip(self.upsamplers, self.decoder, reversed(skips)): upsample, centre-crop the
+        # HINT: skip to the upsampled size, torch.cat([skip, x], dim=1) (skip first), decode.
+        # HINT: End with self.head.
         skips = []
         for encode in self.encoder:
             x = encode(x)  # (N, C_l, H_l, W_l)

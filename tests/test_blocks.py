@@ -37,9 +37,10 @@ def test_transposed_conv_equals_bilinear_interpolation_in_the_interior(stride):
         got = up(x)  # (2, 3, 7 s, 9 s)
     expected = F.interpolate(x, scale_factor=stride, mode="bilinear", align_corners=False)
     assert got.shape == expected.shape
-    # the border band of width `stride` differs: interpolation clamps, the transposed conv sees zeros
-    torch.testing.assert_close(got[..., stride:-stride, stride:-stride],
-                               expected[..., stride:-stride, stride:-stride])
+    # the border band of width `stride` differs: interpolation clamps, the transposed conv sees 0
+    torch.testing.assert_close(
+        got[..., stride:-stride, stride:-stride], expected[..., stride:-stride, stride:-stride]
+    )
     assert not torch.allclose(got, expected)  # the border really is different
 
 
@@ -55,7 +56,7 @@ def test_odd_kernel_interpolates_between_strided_pixel_centres(stride):
         got = up(x)
     size = (stride * 4 + 1, stride * 5 + 1)
     expected = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-    torch.testing.assert_close(got[..., :size[0], :size[1]], expected)
+    torch.testing.assert_close(got[..., : size[0], : size[1]], expected)
 
 
 def test_bilinear_kernel_rejects_bad_arguments():

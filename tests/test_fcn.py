@@ -14,7 +14,7 @@ def _pair(value):
 
 
 def _walk(layers, a=1.0, b=0.0):
-    """Compose the affine maps `image coordinate = a * y + b` of pixel y through conv/pool layers."""
+    """Compose the affine maps `image coordinate = a * y + b` of pixel y through conv/pool."""
     for layer in layers:
         if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
             k, s, p = _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding)
@@ -61,7 +61,7 @@ def test_resnet_upsampler_maps_strided_centres_exactly(factor):
         with torch.no_grad():
             out = up(coarse, output_size=(fine_height, factor * 5))
         assert out.shape[-2:] == (fine_height, factor * 5)
-        torch.testing.assert_close(out[0, 0, :last_centre + 1, 0], torch.arange(last_centre + 1.0))
+        torch.testing.assert_close(out[0, 0, : last_centre + 1, 0], torch.arange(last_centre + 1.0))
 
 
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
@@ -81,8 +81,9 @@ def test_resnet18_variants_return_input_size(variant):
             assert model(torch.rand(1, 1, *size)).shape == (1, 4, *size)
 
 
-@pytest.mark.parametrize("backbone, channels", [("resnet34", (128, 256, 512)),
-                                                ("resnet50", (512, 1024, 2048))])
+@pytest.mark.parametrize(
+    "backbone, channels", [("resnet34", (128, 256, 512)), ("resnet50", (512, 1024, 2048))]
+)
 def test_deeper_resnet_encoders(backbone, channels):
     model = FCN(num_classes=2, variant="8s", backbone=backbone).eval()
     assert model.encoder.channels == channels
@@ -112,8 +113,9 @@ def test_skip_score_layers_start_at_zero_so_8s_starts_as_32s():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         # 2x then 2x then 8x bilinear equals one 32x bilinear upsampling away from the borders
-        torch.testing.assert_close(fcn8(x)[..., :33, :33], fcn32(x)[..., :33, :33],
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            fcn8(x)[..., :33, :33], fcn32(x)[..., :33, :33], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_vgg16_fcn8s_parameter_count_against_torchvision():
@@ -163,8 +165,9 @@ def test_grey_input_adaptation_of_pretrained_stem(monkeypatch):
     grey = ResNetEncoder("resnet18", in_channels=1, weights="DEFAULT")
     image = torch.rand(1, 1, 20, 20)
     with torch.no_grad():  # a grey image gives the same response whether fed as 1 or 3 channels
-        torch.testing.assert_close(grey.stem[0](image), rgb.stem[0](image.expand(1, 3, 20, 20)),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            grey.stem[0](image), rgb.stem[0](image.expand(1, 3, 20, 20)), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_fuse_skip_and_crop():
@@ -177,11 +180,14 @@ def test_fuse_skip_and_crop():
         fuse_skip(up, torch.zeros(1, 3, 6, 7))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"variant": "4s"}, "variant must be one of"),
-    ({"backbone": "vgg19"}, "backbone must be one of"),
-    ({"num_classes": 0}, "num_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"variant": "4s"}, "variant must be one of"),
+        ({"backbone": "vgg19"}, "backbone must be one of"),
+        ({"num_classes": 0}, "num_classes"),
+    ],
+)
 def test_constructor_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FCN(**kwargs)

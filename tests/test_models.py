@@ -1,7 +1,8 @@
 """One shared smoke test for every model registered in `course_lib.models.MODELS`.
 
-Each model gets a tiny configuration in `SMOKE_CONFIGS` (keyword arguments besides `in_channels` and
-`num_classes`); a model registered without an entry makes `test_every_model_has_a_smoke_config` fail.
+Each model gets a tiny configuration in `SMOKE_CONFIGS` (keyword arguments besides `in_channels`
+and `num_classes`); a model registered without an entry makes
+`test_every_model_has_a_smoke_config` fail.
 """
 
 import pytest

@@ -1,4 +1,4 @@
-"""Tests for course_lib.models.unet: the paper configuration, valid/same padding, skips, upsampling."""
+"""Tests for course_lib.models.unet: paper configuration, valid/same padding, skips, upsampling."""
 
 import pytest
 import torch
@@ -26,8 +26,9 @@ def _paper_count(in_channels=1, num_classes=2, base=64, depth=4):
 
 def test_paper_configuration_572_to_388_and_parameter_count():
     torch.manual_seed(0)
-    model = UNet(in_channels=1, num_classes=2, base_channels=64, depth=4,
-                 padding="valid", batch_norm=False).eval()
+    model = UNet(
+        in_channels=1, num_classes=2, base_channels=64, depth=4, padding="valid", batch_norm=False
+    ).eval()
     assert count_parameters(model) == _paper_count() == 31_030_658
     assert model.output_size(572) == 388
     with torch.no_grad():
@@ -118,18 +119,23 @@ def test_without_skips_the_decoder_sees_only_the_upsampled_path():
     with_skips = UNet(1, 2, base_channels=8, depth=3)
     without = UNet(1, 2, base_channels=8, depth=3, skip_connections=False)
     # the first decoder conv of each level loses w input channels: 9 * w * w weights
-    assert count_parameters(with_skips) - count_parameters(without) == sum(9 * w * w for w in (8, 16, 32))
+    assert count_parameters(with_skips) - count_parameters(without) == sum(
+        9 * w * w for w in (8, 16, 32)
+    )
     out = without(torch.randn(2, 1, 20, 20))
     assert out.shape == (2, 2, 20, 20)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"upsampling": "nearest"}, "upsampling must be"),
-    ({"padding": "full"}, "padding must be"),
-    ({"depth": 0}, "depth"),
-    ({"base_channels": 2.5}, "base_channels"),
-    ({"num_classes": 0}, "num_classes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"upsampling": "nearest"}, "upsampling must be"),
+        ({"padding": "full"}, "padding must be"),
+        ({"depth": 0}, "depth"),
+        ({"base_channels": 2.5}, "base_channels"),
+        ({"num_classes": 0}, "num_classes"),
+    ],
+)
 def test_constructor_errors(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         UNet(**kwargs)

@@ -28,14 +28,15 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 def check_images(x: object, in_channels: int, name: str = "x") -> torch.Tensor:
-    """Check that `x` is a float `(N, in_channels, H, W)` tensor, the input of every course model."""
+    """Check that `x` is a float `(N, in_channels, H, W)` tensor: the input of every model."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
         raise ValueError(
-            f"{name} has {x.shape[1]} channels but the model was built with in_channels={in_channels}"
+            f"{name} has {x.shape[1]} channels but the model was built with "
+            f"in_channels={in_channels}"
         )
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
@@ -69,8 +70,16 @@ class ConvBNReLU(nn.Sequential):
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=groups, bias=not batch_norm)
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=not batch_norm,
+            )
         ]
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
@@ -102,7 +111,8 @@ class DoubleConv(nn.Sequential):
 
 
 def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> torch.Tensor:
-    """Weights `(in_channels, out_channels, k, k)` for `nn.ConvTranspose2d` that upsample bilinearly.
+    """Weights `(in_channels, out_channels, k, k)` of an `nn.ConvTranspose2d` that upsamples
+    bilinearly.
 
     Each channel is upsampled on its own (a diagonal over channels), so `in_channels` must equal
     `out_channels`. With stride `s`, kernel `2s` and padding `s // 2` the transposed convolution

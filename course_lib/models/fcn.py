@@ -1,5 +1,6 @@
-"""Fully Convolutional Networks (Long, Shelhamer and Darrell, 2015, "Fully Convolutional Networks for
-Semantic Segmentation"). `(N, in_channels, H, W)` float -> logits `(N, num_classes, H, W)`, any H, W.
+"""Fully Convolutional Networks (Long, Shelhamer and Darrell, 2015, "Fully Convolutional Networks
+for Semantic Segmentation").
+`(N, in_channels, H, W)` float -> logits `(N, num_classes, H, W)`, for any H, W.
 
 A classifier becomes a segmenter when its fully connected layers are read as convolutions (fc6 is a
 7x7 convolution over pool5, fc7 a 1x1 convolution): it then slides over an image of any size and
@@ -13,10 +14,11 @@ Alignment of the fused maps, exact for every input size:
   the final 32s, 16s, 8s outputs). The offsets are fixed because every layer maps coordinates by the
   same affine rule whatever the image size; the 100-pixel pad makes every map large enough.
 - `backbone="resnet18"|"resnet34"|"resnet50"` (torchvision encoders) and `backbone="small"` (five
-  stages of two 3x3 `ConvBNReLU`, the first with stride 2, for CPU lessons), "same" padding: a pixel `y` of a
-  stride-`s` map sits at image pixel `s * y`. A transposed convolution with kernel `2f - 1`, stride `f`
-  and padding `f - 1` places input pixel `y` at output pixel `f * y` and interpolates linearly in
-  between, and `output_size` makes its output exactly as large as the finer map: no crop needed.
+  stages of two 3x3 `ConvBNReLU`, the first with stride 2, for CPU lessons) use "same" padding: a
+  pixel `y` of a stride-`s` map sits at image pixel `s * y`. A transposed convolution with kernel
+  `2f - 1`, stride `f` and padding `f - 1` places input pixel `y` at output pixel `f * y` and
+  interpolates linearly in between, and `output_size` makes its output exactly as large as the
+  finer map: no crop needed.
 
 The upsampling layers are transposed convolutions initialised with `bilinear_kernel` and learned;
 the skip score layers start at zero, so FCN-16s/8s begin as FCN-32s and learn to use the skips.
@@ -33,8 +35,17 @@ from torch import nn
 
 from course_lib.models.blocks import ConvBNReLU, bilinear_kernel, check_images, check_positive_int
 
-__all__ = ["VARIANTS", "BACKBONES", "PAPER_OFFSETS", "crop", "fuse_skip", "VGG16Encoder",
-           "ResNetEncoder", "SmallEncoder", "FCN"]
+__all__ = [
+    "VARIANTS",
+    "BACKBONES",
+    "PAPER_OFFSETS",
+    "crop",
+    "fuse_skip",
+    "VGG16Encoder",
+    "ResNetEncoder",
+    "SmallEncoder",
+    "FCN",
+]
 
 VARIANTS = ("32s", "16s", "8s")
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "small")
@@ -46,14 +57,14 @@ _VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 5
 
 
 def crop(x: torch.Tensor, size: tuple[int, int], offset: int = 0) -> torch.Tensor:
-    """The `size = (h, w)` window of `x (..., H, W)` whose top-left corner is at `(offset, offset)`."""
+    """The `size = (h, w)` window of `x (..., H, W)`, top-left corner at (offset, offset)."""
     h, w = size
     if offset < 0 or offset + h > x.shape[-2] or offset + w > x.shape[-1]:
         raise ValueError(
             f"cannot crop a {h}x{w} window at offset {offset} from a map of size "
             f"{x.shape[-2]}x{x.shape[-1]}"
         )
-    return x[..., offset:offset + h, offset:offset + w]
+    return x[..., offset : offset + h, offset : offset + w]
 
 
 def fuse_skip(upsampled: torch.Tensor, skip_scores: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -169,8 +180,12 @@ class SmallEncoder(nn.Module):
         stages = []
         channels = in_channels
         for width in widths:
-            stages.append(nn.Sequential(ConvBNReLU(channels, width, 3, padding=1, stride=2),
-                                        ConvBNReLU(width, width, 3, padding=1)))
+            stages.append(
+                nn.Sequential(
+                    ConvBNReLU(channels, width, 3, padding=1, stride=2),
+                    ConvBNReLU(width, width, 3, padding=1),
+                )
+            )
             channels = width
         self.to_c3 = nn.Sequential(*stages[:3])
         self.to_c4 = stages[3]
@@ -209,8 +224,10 @@ class FCN(nn.Module):
             self.encoder = VGG16Encoder(in_channels, backbone_weights)
         elif backbone == "small":
             if backbone_weights is not None:
-                raise ValueError(f"backbone='small' has no pretrained weights, got backbone_weights="
-                                 f"{backbone_weights!r}; use None or a ResNet/VGG16 backbone")
+                raise ValueError(
+                    f"backbone='small' has no pretrained weights, got backbone_weights="
+                    f"{backbone_weights!r}; use None or a ResNet/VGG16 backbone"
+                )
             self.encoder = SmallEncoder(in_channels)
         else:
             self.encoder = ResNetEncoder(backbone, in_channels, backbone_weights)
@@ -238,13 +255,17 @@ class FCN(nn.Module):
         if self.paper_alignment:  # the paper: kernel 2f, no padding, crop afterwards
             up = nn.ConvTranspose2d(k, k, 2 * factor, stride=factor, bias=False)
         else:  # pixel y -> pixel f * y, linear in between
-            up = nn.ConvTranspose2d(k, k, 2 * factor - 1, stride=factor, padding=factor - 1, bias=False)
+            up = nn.ConvTranspose2d(
+                k, k, 2 * factor - 1, stride=factor, padding=factor - 1, bias=False
+            )
         with torch.no_grad():
             up.weight.copy_(bilinear_kernel(k, k, up.kernel_size[0]))
         return up
 
-    def _upsample(self, layer: nn.ConvTranspose2d, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        """Upsample `x`; with ResNet encoders the output has exactly `size`, with VGG16 it is larger."""
+    def _upsample(
+        self, layer: nn.ConvTranspose2d, x: torch.Tensor, size: torch.Size
+    ) -> torch.Tensor:
+        """Upsample `x`: to exactly `size` (ResNet, small), or larger, to be cropped (VGG16)."""
         if self.paper_alignment:
             return layer(x)
         return layer(x, output_size=size)

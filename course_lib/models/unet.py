@@ -2,14 +2,14 @@
 Segmentation"). `(N, in_channels, H, W)` float -> logits `(N, num_classes, H', W')`.
 
 An encoder halves the resolution `depth` times (DoubleConv, then 2x2 max pooling) while doubling the
-channels; a decoder doubles it back (2x2 transposed convolution, or bilinear upsampling followed by a
-1x1 convolution) and concatenates, at each level, the encoder map of the same resolution: the skip
+channels; a decoder doubles it back (2x2 transposed convolution, or bilinear upsampling followed by
+a 1x1 convolution) and concatenates, at each level, the encoder map of the same resolution: the skip
 connection that carries precise locations past the bottleneck.
 
 - `padding="same"` (default): H' = H, W' = W for any input size; the input is zero-padded to a
   multiple of `2**depth` inside `forward` and the logits are cropped back.
-- `padding="valid"`: the paper. Every 3x3 convolution shrinks its input by 2 pixels, encoder maps are
-  centre-cropped before concatenation, and a 572x572 input gives 388x388 logits (depth 4).
+- `padding="valid"`: the paper. Every 3x3 convolution shrinks its input by 2 pixels, encoder maps
+  are centre-cropped before concatenation, and a 572x572 input gives 388x388 logits (depth 4).
   `UNet.output_size(size)` says what comes out, and wrong input sizes raise a ValueError that
   names the nearest sizes that work.
 
@@ -36,7 +36,7 @@ def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if h > height or w > width:
         raise ValueError(f"cannot centre-crop a {height}x{width} map to a larger size {h}x{w}")
     top, left = (height - h) // 2, (width - w) // 2
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]
 
 
 class UNet(nn.Module):
@@ -66,7 +66,9 @@ class UNet(nn.Module):
         self.padding = padding
         self.skip_connections = bool(skip_connections)
 
-        widths = [base_channels * 2**level for level in range(depth + 1)]  # encoder levels + bottleneck
+        widths = [
+            base_channels * 2**level for level in range(depth + 1)
+        ]  # encoder levels + bottleneck
         self.encoder = nn.ModuleList()
         channels = in_channels
         for width in widths[:-1]:
@@ -80,7 +82,9 @@ class UNet(nn.Module):
         for width in reversed(widths[:-1]):
             self.upsamplers.append(self._upsampler(2 * width, width, upsampling))
             decoder_in = 2 * width if self.skip_connections else width
-            self.decoder.append(DoubleConv(decoder_in, width, padding=padding, batch_norm=batch_norm))
+            self.decoder.append(
+                DoubleConv(decoder_in, width, padding=padding, batch_norm=batch_norm)
+            )
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
     @staticmethod
@@ -117,10 +121,13 @@ class UNet(nn.Module):
         if self.output_size(size) is not None:
             return
         below = next((s for s in range(size - 1, 0, -1) if self.output_size(s)), None)
-        above = next(s for s in range(size + 1, size + 2**(self.depth + 3)) if self.output_size(s))
+        above = next(
+            s for s in range(size + 1, size + 2 ** (self.depth + 3)) if self.output_size(s)
+        )
         nearest = f"{below} or {above}" if below else f"{above}"
         raise ValueError(
-            f"with padding='valid' and depth={self.depth} the input {name} must allow every pooling "
+            f"with padding='valid' and depth={self.depth} the input {name} must allow every "
+            "pooling "
             f"to halve an even size; got {name}={size}, nearest sizes that work: {nearest} "
             "(or use padding='same', which takes any size)"
         )
@@ -153,5 +160,5 @@ class UNet(nn.Module):
         logits = self.head(x)  # (N, num_classes, H', W')
 
         if self.padding == "same":
-            logits = logits[..., top:top + height, left:left + width]  # (N, K, H, W)
+            logits = logits[..., top : top + height, left : left + width]  # (N, K, H, W)
         return logits

@@ -37,8 +37,10 @@ def _copy_weights(reference: nn.Module, learner: nn.Module, what: str) -> None:
         )
     for (ref_name, ref), (name, mine) in zip(source, target.items()):
         if ref.shape != mine.shape:
-            raise ValueError(f"your {what}.{name} has shape {tuple(mine.shape)}, the reference "
-                             f"{ref_name} has {tuple(ref.shape)}")
+            raise ValueError(
+                f"your {what}.{name} has shape {tuple(mine.shape)}, the reference "
+                f"{ref_name} has {tuple(ref.shape)}"
+            )
     learner.load_state_dict(dict(zip(target.keys(), (tensor for _, tensor in source))))
 
 
@@ -46,12 +48,22 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def double_conv_outputs(module, in_channels: int, out_channels: int, padding: str, batch_norm: bool,
-                        height: int, width: int, seed: int = 0) -> dict:
+def double_conv_outputs(
+    module,
+    in_channels: int,
+    out_channels: int,
+    padding: str,
+    batch_norm: bool,
+    height: int,
+    width: int,
+    seed: int = 0,
+) -> dict:
     """{"got", "expected"}: (2, out_channels, H', W') outputs, and both parameter counts."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    reference = ReferenceDoubleConv(in_channels, out_channels, padding=padding, batch_norm=batch_norm)
+    reference = ReferenceDoubleConv(
+        in_channels, out_channels, padding=padding, batch_norm=batch_norm
+    )
     _randomize_batchnorm(reference, generator)
     learner = module.DoubleConv(in_channels, out_channels, padding, batch_norm)
     counts = {"got_parameters": _count(learner), "expected_parameters": _count(reference)}
@@ -61,13 +73,30 @@ def double_conv_outputs(module, in_channels: int, out_channels: int, padding: st
         return {"got": learner.eval()(x), "expected": reference.eval()(x), **counts}
 
 
-def unet_outputs(module, in_channels: int, num_classes: int, base_channels: int, depth: int, padding: str,
-                 batch_norm: bool, height: int, width: int, seed: int = 0) -> dict:
+def unet_outputs(
+    module,
+    in_channels: int,
+    num_classes: int,
+    base_channels: int,
+    depth: int,
+    padding: str,
+    batch_norm: bool,
+    height: int,
+    width: int,
+    seed: int = 0,
+) -> dict:
     """{"got", "expected"}: logits of the learner's and the course's U-Net with the same weights."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    reference = ReferenceUNet(in_channels, num_classes, base_channels, depth, upsampling="transpose",
-                              padding=padding, batch_norm=batch_norm)
+    reference = ReferenceUNet(
+        in_channels,
+        num_classes,
+        base_channels,
+        depth,
+        upsampling="transpose",
+        padding=padding,
+        batch_norm=batch_norm,
+    )
     _randomize_batchnorm(reference, generator)
     learner = module.UNet(in_channels, num_classes, base_channels, depth, padding, batch_norm)
     _copy_weights(reference, learner, "UNet")
@@ -76,14 +105,23 @@ def unet_outputs(module, in_channels: int, num_classes: int, base_channels: int,
         return {"got": learner.eval()(x), "expected": reference.eval()(x)}
 
 
-def unet_parameter_count(module, in_channels: int, num_classes: int, base_channels: int, depth: int,
-                         batch_norm: bool) -> int:
+def unet_parameter_count(
+    module, in_channels: int, num_classes: int, base_channels: int, depth: int, batch_norm: bool
+) -> int:
     """Number of parameters of the learner's U-Net."""
     return _count(module.UNet(in_channels, num_classes, base_channels, depth, "valid", batch_norm))
 
 
-def unet_output_shape(module, in_channels: int, num_classes: int, base_channels: int, depth: int,
-                      padding: str, height: int, width: int) -> tuple:
+def unet_output_shape(
+    module,
+    in_channels: int,
+    num_classes: int,
+    base_channels: int,
+    depth: int,
+    padding: str,
+    height: int,
+    width: int,
+) -> tuple:
     """Shape of the learner's U-Net output for one (1, in_channels, height, width) input."""
     torch.manual_seed(0)
     learner = module.UNet(in_channels, num_classes, base_channels, depth, padding, False).eval()
