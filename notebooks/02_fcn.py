@@ -415,6 +415,30 @@ with torch.no_grad():
 print("logits:", tuple(voc_logits.shape), " parameters:", f"{count_parameters(voc_fcn):,}")
 
 # %% [markdown]
+# In full mode the pretrained FCN-8s is fine-tuned on Pascal VOC 2012 (downloaded once, about 2 GB,
+# into `COURSE_DATA_DIR`) with `course_lib.engine.fit`; the outline band of the VOC masks (label 255)
+# is ignored by the loss and the metrics. Fast mode skips this cell.
+
+# %%
+if FAST:
+    print("full mode only: fine-tuning FCN-8s ResNet-18 on Pascal VOC 2012")
+else:
+    from course_lib import engine, transforms
+    from course_lib.data import PascalVOCSegmentation
+
+    VOC_SIZE = 320
+    voc_train = PascalVOCSegmentation(image_set="train", download=True,
+                                      transform=transforms.train_transforms(VOC_SIZE, seed=0))
+    voc_val = PascalVOCSegmentation(image_set="val", transform=transforms.val_transforms((VOC_SIZE, VOC_SIZE)))
+    voc_history = engine.fit(
+        voc_fcn, DataLoader(voc_train, batch_size=16, shuffle=True, num_workers=2, drop_last=True),
+        DataLoader(voc_val, batch_size=16, num_workers=2), epochs=10, num_classes=21,
+        loss_fn=nn.CrossEntropyLoss(ignore_index=255), ignore_index=255, lr=1e-3, device=device, seed=0,
+    )
+    print(f"Pascal VOC val mIoU after {len(voc_history['miou'])} epochs: {voc_history['miou'][-1]:.3f}")
+    viz.plot_history(voc_history)
+
+# %% [markdown]
 # ## Summary
 #
 # - A fully connected layer is a convolution whose kernel covers its whole input; as a convolution
