@@ -5,8 +5,8 @@ stubs, 6 with one function broken, 2 with a syntax error, 2 with an endless loop
 os._exit. Measured:
 - the whole class with the zygote (one torch import for every pytest process and worker),
   wall time and wall time per submission;
-- the baseline: the first 6 submissions graded with a fresh interpreter per process, and the
-  ratio of per-submission times;
+- the baseline: 6 submissions of the same mix (every fifth student) graded with the zygote and
+  with a fresh interpreter per process, and the ratio of their per-submission times;
 - peak memory (max RSS) of the grading parent, of the zygote, and of one worker answering ex01's
   public tests on the solution.
 
@@ -89,9 +89,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--exercises", nargs="*", default=["ex01"])
     parser.add_argument("--call-timeout", type=float, default=5.0)
-    parser.add_argument(
-        "--baseline", type=int, default=6, help="submissions graded without the zygote"
-    )
+    parser.add_argument("--baseline", type=int, default=6, help="submissions graded both ways")
     args = parser.parse_args()
     layout = default_layout()
     exercises = [layout.resolve(e) for e in args.exercises]
@@ -117,23 +115,26 @@ def main() -> None:
         grading = summary["seconds"]
         zygote_peak = _peak_mib(resource.RUSAGE_CHILDREN)
 
-        baseline_class = scratch / "baseline"
-        baseline_class.mkdir()
-        for name in sorted(students)[: args.baseline]:
-            shutil.copytree(scratch / "class" / name, baseline_class / name)
-        base = grade_class(
-            baseline_class,
-            scratch / "out_baseline",
-            workers=args.workers,
-            layout=layout,
-            exercises=exercises,
-            limits=limits,
-            progress=False,
-            use_zygote=False,
-            manifest_path=scratch / "out" / "manifest.json",
-        )
+        subset = scratch / "subset"  # every fifth student: the same mix of kinds, graded both ways
+        subset.mkdir()
+        chosen = sorted(students)[:: max(1, len(students) // args.baseline)][: args.baseline]
+        for name in chosen:
+            shutil.copytree(scratch / "class" / name, subset / name)
+        timed = {}
+        for use_zygote in (True, False):
+            result = grade_class(
+                subset,
+                scratch / f"out_subset_{use_zygote}",
+                workers=args.workers,
+                layout=layout,
+                exercises=exercises,
+                limits=limits,
+                progress=False,
+                use_zygote=use_zygote,
+                manifest_path=scratch / "out" / "manifest.json",
+            )
+            timed[use_zygote] = result["seconds"] / len(chosen)
         per_zygote = grading / len(students)
-        per_baseline = base["seconds"] / args.baseline
         worker_peak = _worker_peak_mib(exercises[0])
 
         print()
@@ -141,11 +142,13 @@ def main() -> None:
             f"class of {len(students)}: {total:.1f} s in all (manifest run on the solutions included), "
             f"{grading:.1f} s grading"
         )
+        print(f"per submission (class of {len(students)}): {per_zygote:.2f} s wall")
+        kinds = ", ".join(students[name] for name in chosen)
         print(
-            f"per submission: {per_zygote:.2f} s wall with the zygote; {per_baseline:.2f} s with a fresh "
-            f"interpreter per process (baseline, {args.baseline} submissions)"
+            f"same {len(chosen)} submissions ({kinds}): {timed[True]:.2f} s each with the zygote, "
+            f"{timed[False]:.2f} s each with a fresh interpreter per process (baseline)"
         )
-        print(f"ratio baseline / zygote per submission: {per_baseline / per_zygote:.2f}x")
+        print(f"ratio baseline / zygote per submission: {timed[False] / timed[True]:.2f}x")
         print(f"throughput: {len(students) / grading * 60:.1f} submissions per minute")
         print(
             f"peak RSS: parent {_peak_mib(resource.RUSAGE_SELF):.0f} MiB, zygote {zygote_peak:.0f} MiB, "
