@@ -105,3 +105,17 @@ def test_missing_function_names_itself(handle):
         LearnerError, match="ex99.nothing_here is missing: define a function named 'nothing_here'"
     ):
         handle.nothing_here(1)
+
+
+def test_endless_loop_at_import_costs_one_call_limit(tmp_path):
+    (tmp_path / "ex98_loop.py").write_text("while True:\n    pass\n")
+    limits = Limits(call_timeout=2, exercise_timeout=60, startup_timeout=120)
+    handle = open_exercise("ex98_loop", target=str(tmp_path), limits=limits)
+    try:
+        with pytest.raises(LearnerError, match="could not be imported: timed out after 2 s while importing"):
+            handle.anything()
+        with pytest.raises(LearnerError, match="could not be imported"):  # no second wait
+            handle.anything()
+        assert handle.worker.starts == 1
+    finally:
+        handle.close()

@@ -156,8 +156,9 @@ class WorkerClient:
             "limits": limits,
             "probes_path": self.probes_path,
         }
-        try:
-            ready = self._exchange(setup, self.limits.startup_timeout, what="importing the file")
+        try:  # two answers: the worker is up (start-up budget), the file is imported (call budget)
+            self._exchange(setup, self.limits.startup_timeout, what="starting the worker")
+            ready = self._exchange(None, self.limits.call_timeout, what="importing the file")
         except LearnerError as error:
             self._broken = f"{self.path.name} could not be imported: {error}"
             raise LearnerError(self._broken) from None
@@ -195,7 +196,8 @@ class WorkerClient:
             self._home = None
 
     def _exchange(self, message: Any, timeout: float, what: str) -> Any:
-        """Send `message`, wait at most `timeout` seconds for the answer; LearnerError otherwise."""
+        """Send `message` (unless None), wait at most `timeout` seconds for the answer; LearnerError
+        otherwise."""
         process = self._process
         result: dict[str, Any] = {}
 
@@ -206,7 +208,8 @@ class WorkerClient:
                 result["error"] = error
 
         try:
-            wire.write_frame(self._stdin, message)
+            if message is not None:
+                wire.write_frame(self._stdin, message)
         except (BrokenPipeError, OSError):
             pass  # the reader sees the closed pipe and reports the dead worker
         reader = threading.Thread(target=read, daemon=True)

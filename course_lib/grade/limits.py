@@ -8,7 +8,7 @@ submission down to a few seconds:
 |---|---|---|
 | wall clock per call | COURSE_GRADE_CALL_TIMEOUT | 120 s |
 | wall clock per exercise (all calls) | COURSE_GRADE_EXERCISE_TIMEOUT | 600 s |
-| start-up of a worker (torch import, learner import) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
+| start-up of a worker (torch import; the learner's import has the per-call limit) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
 | memory (RLIMIT_DATA) | COURSE_GRADE_MEMORY_MB | 4096 MiB |
 | largest file written, console output included (RLIMIT_FSIZE) | COURSE_GRADE_FILE_MB | 64 MiB |
 """

@@ -161,6 +161,7 @@ def main() -> None:
 
     threading.setprofile(watch)
     install_guards(home, tuple(setup["forbidden_roots"]))
+    wire.write_frame(answers, {"started": True})  # from here on, the learner's import has the call budget
 
     import linecache
 
