@@ -16,9 +16,14 @@ SETUP_CELL_MARKER = "# Course set-up cell"
 def setup_cell_source() -> str:
     """Source code of the set-up cell (without a trailing newline)."""
     return f'''{SETUP_CELL_MARKER}: on Google Colab, clone the course and install course_lib; elsewhere do nothing.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/course"):
-        subprocess.run(["git", "clone", "--depth", "1", "{REPOSITORY_URL}", "/content/course"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
-    sys.path.insert(0, "/content/course")'''
+    course = "/content/course"
+    if not os.path.isdir(course):
+        url = "{REPOSITORY_URL}"
+        subprocess.run(["git", "clone", "--depth", "1", url, course], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", course], check=True)
+    sys.path.insert(0, course)'''

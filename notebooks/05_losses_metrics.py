@@ -1,11 +1,16 @@
 # %%
 # Course set-up cell: on Google Colab, clone the course and install course_lib; elsewhere do nothing.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/course"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/semantic-segmentation-course/semantic-segmentation-course", "/content/course"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
-    sys.path.insert(0, "/content/course")
+    course = "/content/course"
+    if not os.path.isdir(course):
+        url = "https://github.com/semantic-segmentation-course/semantic-segmentation-course"
+        subprocess.run(["git", "clone", "--depth", "1", url, course], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", course], check=True)
+    sys.path.insert(0, course)
 
 # %% [markdown]
 # # 05 · Losses and metrics, done right
