@@ -9,6 +9,7 @@ Each lesson is written as `notebooks/NN_name.py` (jupytext "py:percent"); this s
     python tools/build_notebooks.py                 # every notebook
     python tools/build_notebooks.py 03 05           # the notebooks whose names start with 03 / 05
     python tools/build_notebooks.py --check         # only check .py and .ipynb sources agree
+    python tools/build_notebooks.py --time-only     # execute and time, write nothing
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def code_sources(notebook: nbformat.NotebookNode) -> list[str]:
     return [c.source.strip() for c in notebook.cells if c.cell_type == "code"]
 
 
-def build(script: Path, timeout: int) -> float:
+def build(script: Path, timeout: int, write: bool = True) -> float:
     notebook = with_setup_cell(jupytext.read(script))
-    jupytext.write(notebook, script, fmt="py:percent")
+    if write:
+        jupytext.write(notebook, script, fmt="py:percent")
     notebook = jupytext.read(script)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.metadata.pop("jupytext", None)
@@ -50,6 +52,8 @@ def build(script: Path, timeout: int) -> float:
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     elapsed = time.perf_counter() - start
+    if not write:
+        return elapsed
     target = script.with_suffix(".ipynb")
     tmp = target.with_suffix(".ipynb.tmp")
     nbformat.write(notebook, tmp)
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prefixes", nargs="*", help="notebook name prefixes (default: all)")
     parser.add_argument("--check", action="store_true", help="only check the pairs are in sync")
+    parser.add_argument("--time-only", action="store_true", help="execute and time, write nothing")
     parser.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
     scripts = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")
@@ -85,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             print(message or f"{script.name}: in sync")
             problems += message is not None
         else:
-            print(f"{script.name}: executed in {build(script, args.timeout):.1f} s", flush=True)
+            elapsed = build(script, args.timeout, write=not args.time_only)
+            print(f"{script.name}: executed in {elapsed:.1f} s", flush=True)
     return 1 if problems else 0
 
 
