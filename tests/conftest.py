@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import os
 
+from course_lib.grade.fixtures import add_target_option
+
 os.environ.setdefault("COURSE_MODE", "fast")
 
 
 def pytest_addoption(parser):
-    parser.addoption(
-        "--target",
-        action="store",
-        default="exercises",
-        help="which exercise files the graded tests check: exercises | solutions | PATH",
-    )
+    add_target_option(parser)

@@ -51,3 +51,20 @@ def exercise(request, _worker_zygote):
     handle = open_exercise(name, target=target)
     yield handle
     handle.close()
+
+
+def add_target_option(parser) -> None:
+    """Register `--target exercises|solutions|PATH` once, whichever conftest pytest loads first.
+
+    The course's root conftest.py registers it when pytest runs without paths; tests/conftest.py
+    registers it when pytest runs on tests/ (or in a student release, which has no root conftest).
+    """
+    try:
+        parser.addoption(
+            "--target",
+            action="store",
+            default="exercises",
+            help="which exercise files the graded tests check: exercises | solutions | PATH",
+        )
+    except ValueError:  # already registered by the other conftest
+        pass

@@ -1,0 +1,7 @@
+"""Root conftest: pytest loads it even when run without paths (`python -m pytest --target ...`)."""
+
+from course_lib.grade.fixtures import add_target_option
+
+
+def pytest_addoption(parser):
+    add_target_option(parser)
