@@ -6,7 +6,7 @@ iterations with the default kernels. Rows:
 - all-pairs ("exact") at --exact-size (its (H*W)^2 kernel matrix limits it to about 64 x 64),
 - local window (11 x 11 and 7 x 7) at the same size, the time ratio against all-pairs,
 - local window at --size, to show the cost per megapixel is flat (linear in the pixel count).
-Times are medians of --repeats; ms per megapixel = time / (batch * H * W / 1e6).
+Times are medians of --repeats; seconds per megapixel = time / (batch * H * W / 1e6).
 
     python benchmarks/bench_crf.py [--size 256] [--exact-size 64] [--repeats 3] [--device cpu|cuda]
 """
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds = median_time(lambda: dense_crf(probs, image, **kwargs), args.repeats, device)
         per_mp = seconds / (args.batch * size * size / 1e6)
         baseline = baseline or per_mp
-        print(f"{label:20s} {size:4d}x{size:<4d} {seconds * 1e3:9.1f} ms  {per_mp:10.1f} ms/MP  "
+        print(f"{label:20s} {size:4d}x{size:<4d} {seconds * 1e3:9.1f} ms  {per_mp:10.2f} s/MP  "
               f"{per_mp / baseline:7.3f}x all-pairs time per MP", flush=True)
 
 
