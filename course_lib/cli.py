@@ -419,8 +419,8 @@ def _worst_gallery(model, val_set, num_classes: int, device, class_names, mean, 
 
 
 def _train(args) -> int:
-    from course_lib import distributed, engine, viz
-    from course_lib.utils import course_mode, get_device, seed_everything
+    from course_lib import distributed
+    from course_lib.utils import course_mode
 
     mode = course_mode()
     if args.images is None and (args.masks or args.val_images or args.val_masks):
@@ -441,6 +441,18 @@ def _train(args) -> int:
         raise UsageError(f"--dataset {args.dataset} has no preset size; give --num-train and --num-val")
     spec = _data_spec(args, settings)
     context = distributed.setup_distributed() if args.distributed else None
+    try:
+        return _train_run(args, mode, settings, spec, context)
+    finally:
+        if context is not None:                  # after _train_run returned: its DDP model is freed
+            distributed.cleanup_distributed()
+
+
+def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
+    """Build data and model, run `engine.fit`, evaluate, and (on rank 0) write the run folder."""
+    from course_lib import distributed, engine, viz
+    from course_lib.utils import get_device, seed_everything
+
     device = context.device if context else get_device(args.device)
     seed_everything(args.seed)
     train_set, val_set, num_classes, class_names = build_datasets(spec, train=True,
@@ -505,8 +517,6 @@ def _train(args) -> int:
               f"pixel accuracy {final['pixel_accuracy']:.4f}", flush=True)
         print(f"wrote {checkpoint}, {out / 'metrics.json'}, {out / 'curves.png'}, "
               f"{out / 'predictions.png'}", flush=True)
-    if context is not None:
-        distributed.cleanup_distributed()
     return 0
 
 

@@ -16,6 +16,7 @@ process. Only rank 0 writes checkpoints and prints.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -104,7 +105,15 @@ def setup_distributed(backend: str | None = None) -> DistributedContext:
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group together: wait for every rank, then destroy the group.
+
+    Without the barrier a rank that finishes early (rank 1 while rank 0 still writes figures)
+    tears its connections down under a peer that is still using them. Drop DDP-wrapped models
+    before calling this, so the group is not kept alive until interpreter shutdown.
+    """
     if is_distributed():
+        gc.collect()                      # frees DDP reducers that only cycles still hold
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -43,6 +43,7 @@ WORKER = textwrap.dedent('''
                    "val_images_here": len(val_loader.sampler),
                    "cm": results["confusion_matrix"].tolist(), "miou": results["miou"],
                    "loss": results["loss"], "weights": weights.tolist()}, f)
+    del model                                   # drop the DDP wrapper before leaving the group
     distributed.cleanup_distributed()
 ''')
 
