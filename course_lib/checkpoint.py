@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from course_lib.atomic import atomic_open
 
 __all__ = [
     "atomic_save",
@@ -47,18 +48,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` through a temporary file and `os.replace` (never half-written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    with atomic_open(path) as stream:
+        torch.save(obj, stream)
     return path
 
 

@@ -21,16 +21,18 @@ import argparse
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-__all__ = ["PRESETS", "SYNTHETIC", "REAL", "main", "build_parser", "train_settings"]
+from course_lib.atomic import write_bytes_atomic
+
+__all__ = ["CHECKPOINT_FILE", "PRESETS", "SYNTHETIC", "REAL", "main", "build_parser", "train_settings"]
+
+CHECKPOINT_FILE = "last.pt"  # what `train` writes into --out and `evaluate`/`predict` read
 
 SYNTHETIC = ("cells", "scenes")
 REAL = ("pets", "voc")
@@ -176,21 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------------ file output
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _write_json(path: Path, content: dict) -> None:
-    _atomic_write_bytes(path, json.dumps(_jsonable(content), indent=2, allow_nan=True).encode())
+    write_bytes_atomic(path, json.dumps(_jsonable(content), indent=2, allow_nan=True).encode())
 
 
 def _write_figure(path: Path, figure) -> None:
@@ -199,7 +188,7 @@ def _write_figure(path: Path, figure) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(figure)
-    _atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -207,7 +196,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    _atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _jsonable(value):
@@ -481,7 +470,7 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
         val_loader = DataLoader(val_set, batch_size=settings["batch_size"], num_workers=args.workers)
     mean, std = _normalisation(spec)
     out = args.out
-    checkpoint = out / "last.pt"
+    checkpoint = out / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}")
     main_process = distributed.is_main_process()

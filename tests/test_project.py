@@ -59,6 +59,18 @@ def test_readme_test_command_is_what_ci_runs():
     assert commands[0] in (ROOT / ".ci" / "run").read_text()
 
 
+def test_readme_command_lines_read_the_checkpoint_that_train_writes():
+    from course_lib.cli import CHECKPOINT_FILE
+
+    readme = (ROOT / "README.md").read_text()
+    outs = re.findall(r"python -m course_lib train .*--out (\S+)", readme)
+    checkpoints = re.findall(r"--checkpoint (\S+)", readme)
+    assert outs and checkpoints, "the README shows train, evaluate and predict"
+    expected = {f"{out.rstrip('/')}/{CHECKPOINT_FILE}" for out in outs}
+    for checkpoint in checkpoints:
+        assert checkpoint in expected, f"README reads {checkpoint}; train writes one of {sorted(expected)}"
+
+
 def test_readme_embeds_the_course_map():
     assert course_map_markdown() in (ROOT / "README.md").read_text(), (
         "README course map is stale: paste course_lib.course.course_map_markdown() into it")

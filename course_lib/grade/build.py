@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from course_lib.grade.files import write_text_atomic
+from course_lib.atomic import write_text_atomic
 from course_lib.grade.layout import CourseLayout, default_layout
 from course_lib.grade.stubs import MarkerError, make_stub
 

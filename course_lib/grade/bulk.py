@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from course_lib.grade.files import write_text_atomic
+from course_lib.atomic import write_text_atomic
 from course_lib.grade.intake import Intake, take_in
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.limits import Limits

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from course_lib.grade.files import write_bytes_atomic
+from course_lib.atomic import write_bytes_atomic
 
 __all__ = ["MAX_FILE_BYTES", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "Intake", "take_in"]
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from course_lib.grade.files import write_text_atomic
+from course_lib.atomic import write_text_atomic
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.limits import Limits
 from course_lib.grade.session import run_tests

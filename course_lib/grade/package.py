@@ -20,7 +20,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from course_lib.grade.files import write_bytes_atomic, write_text_atomic
+from course_lib.atomic import write_bytes_atomic, write_text_atomic
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.manifest import build_manifest
 

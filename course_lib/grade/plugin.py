@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from course_lib.atomic import write_text_atomic
 from course_lib.grade.client import LearnerError
-from course_lib.grade.files import write_text_atomic
 
 OUTPUT_LIMIT = 4000
 _records: dict[str, dict] = {}

@@ -17,8 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from course_lib.atomic import write_text_atomic
 from course_lib.grade.build import expected_stubs
-from course_lib.grade.files import write_text_atomic
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.manifest import build_manifest, save_manifest
 from course_lib.grade.stubs import solution_regions
