@@ -10,7 +10,7 @@ os._exit. Measured:
 - peak memory (max RSS) of the grading parent, of the zygote, and of one worker answering ex01's
   public tests on the solution.
 
-    python benchmarks/bench_grading.py [--workers 2] [--exercises ex01] [--call-timeout 5]
+    python benchmarks/bench_grading.py [--workers 2] [--exercises ex01] [--call-timeout 30] [--baseline 6]
 """
 
 from __future__ import annotations
@@ -84,16 +84,41 @@ def _worker_peak_mib(exercise: str) -> float:
         handle.close()
 
 
+def _baseline(scratch: Path, students: dict[str, str], args, layout, exercises, limits) -> dict:
+    """Grade every n-th student (the same mix of kinds) with and without the zygote."""
+    subset = scratch / "subset"
+    subset.mkdir()
+    chosen = sorted(students)[:: max(1, len(students) // args.baseline)][: args.baseline]
+    for name in chosen:
+        shutil.copytree(scratch / "class" / name, subset / name)
+    timed: dict = {"count": len(chosen), "kinds": ", ".join(students[name] for name in chosen)}
+    for use_zygote in (True, False):
+        result = grade_class(
+            subset,
+            scratch / f"out_subset_{use_zygote}",
+            workers=args.workers,
+            layout=layout,
+            exercises=exercises,
+            limits=limits,
+            progress=False,
+            use_zygote=use_zygote,
+            manifest_path=scratch / "out" / "manifest.json",
+        )
+        timed[use_zygote] = result["seconds"] / len(chosen)
+    return timed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--exercises", nargs="*", default=["ex01"])
-    parser.add_argument("--call-timeout", type=float, default=5.0)
-    parser.add_argument("--baseline", type=int, default=6, help="submissions graded both ways")
+    parser.add_argument("--call-timeout", type=float, default=Limits.call_timeout,
+                        help="seconds per call (default: the grader's own default)")
+    parser.add_argument("--baseline", type=int, default=6, help="submissions graded both ways (0: skip the baseline)")
     args = parser.parse_args()
     layout = default_layout()
     exercises = [layout.resolve(e) for e in args.exercises]
-    limits = Limits(call_timeout=args.call_timeout, exercise_timeout=60, startup_timeout=120)
+    limits = Limits(call_timeout=args.call_timeout)
     scratch = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     try:
         students = _make_class(scratch / "class", exercises)
@@ -115,25 +140,7 @@ def main() -> None:
         grading = summary["seconds"]
         zygote_peak = _peak_mib(resource.RUSAGE_CHILDREN)
 
-        subset = scratch / "subset"  # every fifth student: the same mix of kinds, graded both ways
-        subset.mkdir()
-        chosen = sorted(students)[:: max(1, len(students) // args.baseline)][: args.baseline]
-        for name in chosen:
-            shutil.copytree(scratch / "class" / name, subset / name)
-        timed = {}
-        for use_zygote in (True, False):
-            result = grade_class(
-                subset,
-                scratch / f"out_subset_{use_zygote}",
-                workers=args.workers,
-                layout=layout,
-                exercises=exercises,
-                limits=limits,
-                progress=False,
-                use_zygote=use_zygote,
-                manifest_path=scratch / "out" / "manifest.json",
-            )
-            timed[use_zygote] = result["seconds"] / len(chosen)
+        timed = _baseline(scratch, students, args, layout, exercises, limits) if args.baseline else {}
         per_zygote = grading / len(students)
         worker_peak = _worker_peak_mib(exercises[0])
 
@@ -143,12 +150,12 @@ def main() -> None:
             f"{grading:.1f} s grading"
         )
         print(f"per submission (class of {len(students)}): {per_zygote:.2f} s wall")
-        kinds = ", ".join(students[name] for name in chosen)
-        print(
-            f"same {len(chosen)} submissions ({kinds}): {timed[True]:.2f} s each with the zygote, "
-            f"{timed[False]:.2f} s each with a fresh interpreter per process (baseline)"
-        )
-        print(f"ratio baseline / zygote per submission: {timed[False] / timed[True]:.2f}x")
+        if timed:
+            print(
+                f"same {timed['count']} submissions ({timed['kinds']}): {timed[True]:.2f} s each with "
+                f"the zygote, {timed[False]:.2f} s each with a fresh interpreter per process (baseline)"
+            )
+            print(f"ratio baseline / zygote per submission: {timed[False] / timed[True]:.2f}x")
         print(f"throughput: {len(students) / grading * 60:.1f} submissions per minute")
         print(
             f"peak RSS: parent {_peak_mib(resource.RUSAGE_SELF):.0f} MiB, zygote {zygote_peak:.0f} MiB, "

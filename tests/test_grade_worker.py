@@ -119,3 +119,21 @@ def test_endless_loop_at_import_costs_one_call_limit(tmp_path):
         assert handle.worker.starts == 1
     finally:
         handle.close()
+
+
+def test_a_function_that_timed_out_is_not_run_again(tmp_path):
+    (tmp_path / "ex97_loop.py").write_text(
+        "def spin():\n    while True:\n        pass\n\n\ndef answer():\n    return 42\n"
+    )
+    limits = Limits(call_timeout=2, exercise_timeout=60, startup_timeout=120)
+    handle = open_exercise("ex97_loop", target=str(tmp_path), limits=limits)
+    try:
+        with pytest.raises(LearnerError, match="timed out after 2 s while running ex97.spin"):
+            handle.spin()
+        starts = handle.worker.starts
+        with pytest.raises(LearnerError, match="ex97.spin timed out after 2 s in an earlier test"):
+            handle.spin()
+        assert handle.worker.starts == starts, "the second call must fail without a new worker"
+        assert handle.answer() == 42  # the other functions are still graded
+    finally:
+        handle.close()

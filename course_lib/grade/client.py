@@ -4,9 +4,11 @@
 the file once and serves every call of the exercise (the torch import is paid once). A call that
 runs past `Limits.call_timeout`, or a worker that dies (os._exit, a crash, the memory limit), is
 reported as `LearnerError` with a one-line reason; the process group is killed and the next call
-starts a fresh worker. A file that cannot be imported (syntax error, exception, endless loop at
-import) fails every call at once with the same reason, without retrying. When the calls of an
-exercise have used `Limits.exercise_timeout` seconds in all, further calls fail immediately.
+starts a fresh worker. A function or probe that timed out once is not run again: its later calls
+fail at once, so an endless loop costs one call limit per function, not one per test. A file that
+cannot be imported (syntax error, exception, endless loop at import) fails every call at once with
+the same reason, without retrying. When the calls of an exercise have used
+`Limits.exercise_timeout` seconds in all, further calls fail immediately.
 
 Nothing from the worker is unpickled: answers are wire frames of plain data (`wire.py`).
 """
@@ -32,6 +34,10 @@ __all__ = ["LearnerError", "WorkerClient", "worker_environment"]
 
 class LearnerError(AssertionError):
     """A learner's call that did not produce an answer; the message's first line says why."""
+
+
+class _TimedOut(LearnerError):
+    """A call (or the import) ran past its wall-clock limit."""
 
 
 def worker_environment(home: str) -> dict[str, str]:
@@ -87,6 +93,7 @@ class WorkerClient:
         self._home: str | None = None
         self._broken: str | None = None
         self._reused: dict[str, str] = {}
+        self._timed_out: dict[tuple[str, str], float] = {}  # (op, name) -> the limit it ran past
 
     # -- process management -------------------------------------------------------------------
     def _spawn(self) -> None:
@@ -220,7 +227,7 @@ class WorkerClient:
         if reader.is_alive():
             self._stop()
             reader.join(5)
-            raise LearnerError(f"timed out after {timeout:.0f} s while {what} (an endless loop?)")
+            raise _TimedOut(f"timed out after {timeout:.0f} s while {what} (an endless loop?)")
         if "error" in result:
             code = process.poll()
             if code is None:
@@ -242,6 +249,12 @@ class WorkerClient:
         __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
         if self._broken:
             raise LearnerError(self._broken)
+        label = f"{self.exercise.split('_')[0]}.{name}"
+        if (op, name) in self._timed_out:
+            raise LearnerError(
+                f"{label} timed out after {self._timed_out[op, name]:.0f} s in an earlier test, "
+                "so it is not run again (an endless loop?)"
+            )
         remaining = self.limits.exercise_timeout - self.spent
         if remaining <= 0:
             raise LearnerError(
@@ -250,13 +263,16 @@ class WorkerClient:
         if self._process is None or self._process.poll() is not None:
             self._stop()
             self._start()
-        label = f"{self.exercise.split('_')[0]}.{name}"
         timeout = min(self.limits.call_timeout, remaining)
-        answer = self._exchange(
-            {"op": op, "name": name, "args": list(args), "kwargs": dict(kwargs)},
-            timeout,
-            what=f"running {label}",
-        )
+        try:
+            answer = self._exchange(
+                {"op": op, "name": name, "args": list(args), "kwargs": dict(kwargs)},
+                timeout,
+                what=f"running {label}",
+            )
+        except _TimedOut:
+            self._timed_out[op, name] = timeout
+            raise
         self.peak_rss_kb = max(self.peak_rss_kb, int(answer.get("rss_kb", 0)))
         if not answer["ok"]:
             detail = answer.get("detail")

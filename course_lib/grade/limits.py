@@ -6,8 +6,8 @@ submission down to a few seconds:
 
 | limit | variable | default |
 |---|---|---|
-| wall clock per call | COURSE_GRADE_CALL_TIMEOUT | 120 s |
-| wall clock per exercise (all calls) | COURSE_GRADE_EXERCISE_TIMEOUT | 600 s |
+| wall clock per call (a call that runs past it is not repeated) | COURSE_GRADE_CALL_TIMEOUT | 30 s |
+| wall clock per exercise (all calls) | COURSE_GRADE_EXERCISE_TIMEOUT | 300 s |
 | start-up of a worker (torch import; the learner's import has the per-call limit) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
 | memory (RLIMIT_DATA) | COURSE_GRADE_MEMORY_MB | 4096 MiB |
 | largest file written, console output included (RLIMIT_FSIZE) | COURSE_GRADE_FILE_MB | 64 MiB |
@@ -42,8 +42,8 @@ def _number(variable: str, default: float) -> float:
 class Limits:
     """Limits of one worker; `from_env()` reads the COURSE_GRADE_* variables."""
 
-    call_timeout: float = 120.0
-    exercise_timeout: float = 600.0
+    call_timeout: float = 30.0
+    exercise_timeout: float = 300.0
     startup_timeout: float = 120.0
     memory_mb: float = 4096.0
     file_mb: float = 64.0
