@@ -105,6 +105,8 @@ def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse"
     if method == "inverse":
         weights[present] = counts.sum() / (num_classes * counts[present])
         return weights.float()
+    if not present.any():  # every pixel ignored: no class appears
+        return weights.float()
     image_pixels = torch.zeros(num_classes, dtype=torch.float64)  # P_k
     for mask, keep in zip(masks, valid):
         in_image = torch.bincount(mask[keep].long(), minlength=num_classes) > 0  # (K,)

@@ -86,8 +86,14 @@ def class_weights(
 ) -> torch.Tensor:
     """Per-class weights (K,) float32 from label maps: a (N, H, W) tensor or an iterable of them.
 
-    Each element of an iterable is one image (H, W) or a batch (B, H, W); presence for the median
-    method is counted per image.
+    Each element of an iterable is one image (H, W) or a batch (B, H, W). With c_k the pixels of
+    class k, T their sum and K' the number of classes present (pixels equal to `ignore_index` are
+    not counted):
+    - "inverse": w_k = T / (K' c_k), so a balanced data set gets 1.0 for every present class;
+    - "median": f_k = c_k / P_k with P_k the pixels of the images in which class k appears, and
+      w_k = median(f) / f_k (median-frequency balancing, Eigen & Fergus 2015; the median of an
+      even number of classes is the mean of the two middle values).
+    Classes that never appear get 0.0. Raises ValueError when no pixel is labelled at all.
     """
     if method not in _WEIGHT_METHODS:
         raise ValueError(f"method must be one of {_WEIGHT_METHODS}, got {method!r}")

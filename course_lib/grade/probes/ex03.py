@@ -57,8 +57,9 @@ def double_conv_outputs(
     height: int,
     width: int,
     seed: int = 0,
+    batch: int = 2,
 ) -> dict:
-    """{"got", "expected"}: (2, out_channels, H', W') outputs, and both parameter counts."""
+    """{"got", "expected"}: (batch, out_channels, H', W') outputs, and both parameter counts."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     reference = ReferenceDoubleConv(
@@ -68,7 +69,7 @@ def double_conv_outputs(
     learner = module.DoubleConv(in_channels, out_channels, padding, batch_norm)
     counts = {"got_parameters": _count(learner), "expected_parameters": _count(reference)}
     _copy_weights(reference, learner, "DoubleConv")
-    x = torch.randn(2, in_channels, height, width, generator=generator)
+    x = torch.randn(batch, in_channels, height, width, generator=generator)  # (B, C, H, W)
     with torch.no_grad():
         return {"got": learner.eval()(x), "expected": reference.eval()(x), **counts}
 
@@ -84,8 +85,10 @@ def unet_outputs(
     height: int,
     width: int,
     seed: int = 0,
+    batch: int = 2,
 ) -> dict:
-    """{"got", "expected"}: logits of the learner's and the course's U-Net with the same weights."""
+    """{"got", "expected"}: logits (batch, num_classes, H', W') of the learner's and the course's
+    U-Net with the same weights."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     reference = ReferenceUNet(
@@ -100,7 +103,7 @@ def unet_outputs(
     _randomize_batchnorm(reference, generator)
     learner = module.UNet(in_channels, num_classes, base_channels, depth, padding, batch_norm)
     _copy_weights(reference, learner, "UNet")
-    x = torch.randn(2, in_channels, height, width, generator=generator)
+    x = torch.randn(batch, in_channels, height, width, generator=generator)  # (B, C, H, W)
     with torch.no_grad():
         return {"got": learner.eval()(x), "expected": reference.eval()(x)}
 

@@ -21,10 +21,11 @@ def _randomize_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def aspp_outputs(module, in_channels: int, out_channels: int, atrous_rates: list[int], height: int,
-                 width: int, seed: int = 0) -> dict:
+                 width: int, seed: int = 0, batch: int = 2) -> dict:
     """Build the learner's ASPP and the course's, give them the same weights (tensor by tensor, in
-    registration order) and BN statistics, and run both in eval mode on one random batch of two.
-    Returns {"got": learner output, "expected": reference output}, each (2, out_channels, H, W)."""
+    registration order) and BN statistics, and run both in eval mode on one random batch of
+    `batch` images (two by default). Returns {"got": learner output, "expected": reference
+    output}, each (batch, out_channels, H, W)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     reference = ReferenceASPP(in_channels, out_channels, tuple(atrous_rates))
@@ -34,6 +35,6 @@ def aspp_outputs(module, in_channels: int, out_channels: int, atrous_rates: list
     if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source, target.values())):
         raise ValueError("the layers of ASPP.__init__ were changed; keep the given layers and write forward")
     learner.load_state_dict(dict(zip(target.keys(), source)))
-    x = torch.randn(2, in_channels, height, width, generator=generator)
+    x = torch.randn(batch, in_channels, height, width, generator=generator)  # (batch, C_in, H, W)
     with torch.no_grad():
         return {"got": learner.eval()(x), "expected": reference.eval()(x)}

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["TinyNet", "build_case", "train_one_epoch_run", "evaluate_run", "evaluate_fixed_logits",
-           "FixedLogits"]
+__all__ = ["TinyNet", "build_case", "train_one_epoch_run", "train_one_epoch_weighted_run",
+           "evaluate_run", "evaluate_fixed_logits", "FixedLogits"]
 
 
 class TinyNet(nn.Module):
@@ -55,6 +55,24 @@ def train_one_epoch_run(module, seed: int, num_images: int, batch_size: int) -> 
     torch.manual_seed(seed + 2)
     loss = module.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu")
     return {"loss": float(loss), "weights": _weights(model), "training": model.training}
+
+
+def train_one_epoch_weighted_run(module, seed: int, num_images: int, batch_size: int,
+                                 class_weight: list[float], label_smoothing: float) -> dict:
+    """`train_one_epoch_run` with `loss_fn = nn.CrossEntropyLoss(weight=class_weight,
+    label_smoothing=label_smoothing)` instead of the plain cross-entropy.
+
+    Returns {"loss": float, "weights", "training", "loss_is_float": whether the returned value is
+    a Python float, "loss_type": the name of its type}.
+    """
+    model, loader, optimizer = build_case(seed, num_images, batch_size)
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weight, dtype=torch.float32),
+                                  label_smoothing=label_smoothing)
+    torch.manual_seed(seed + 2)
+    loss = module.train_one_epoch(model, loader, loss_fn, optimizer, "cpu")
+    return {"loss": float(loss), "weights": _weights(model), "training": model.training,
+            "loss_is_float": isinstance(loss, float), "loss_type": type(loss).__name__}
 
 
 def evaluate_run(module, seed: int, num_images: int, batch_size: int, num_classes: int = 3) -> dict:
