@@ -223,15 +223,16 @@ def test_summarize_keys():
 # --------------------------------------------------------------------------- panoptic quality
 
 
-def brute_force_pq(pred, target, num_classes, div=1000, void=255):
-    """Reference PQ by looping over every pair of segments with boolean masks."""
+def brute_force_pq(pred, target, num_classes, div=1000, void=255, crowd=()):
+    """Reference PQ by looping over every pair of segments with boolean masks (COCO crowd rules:
+    crowd segments are skipped, and excuse predictions of their own class lying mostly on them)."""
     stats = {c: [0, 0, 0, 0.0] for c in range(num_classes)}
     for p_img, t_img in zip(
         pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:])
     ):
         t_void = (t_img // div) == void
         p_ids = [i for i in torch.unique(p_img).tolist() if i // div != void]
-        t_ids = [i for i in torch.unique(t_img).tolist() if i // div != void]
+        t_ids = [i for i in torch.unique(t_img).tolist() if i // div != void and i not in crowd]
         matched_p, matched_t = set(), set()
         for t_id in t_ids:
             for p_id in p_ids:
@@ -249,7 +250,11 @@ def brute_force_pq(pred, target, num_classes, div=1000, void=255):
             stats[t_id // div][2] += 1
         for p_id in set(p_ids) - matched_p:
             pm = p_img == p_id
-            if (pm & t_void).sum().item() / pm.sum().item() <= 0.5:
+            crowd_here = torch.zeros_like(pm)
+            for c_id in crowd:
+                if c_id // div == p_id // div:
+                    crowd_here |= t_img == c_id
+            if (pm & (t_void | crowd_here)).sum().item() / pm.sum().item() <= 0.5:
                 stats[p_id // div][1] += 1
     pqs = []
     for tp, fp, fn, iou in stats.values():
@@ -323,8 +328,9 @@ def test_pq_matches_brute_force_on_random_maps(seed):
         target[:, 0, :] = 255000
         pred = target.clone()
         pred[noise] = (torch.randint(0, k, (n, h, w), generator=g) * 1000)[noise]
-    expected_pq, stats = brute_force_pq(pred, target, k)
-    result = metrics.panoptic_quality(pred, target, num_classes=k)
+    crowd = [1002, 2001] if seed >= 3 else []  # some segments become crowd regions
+    expected_pq, stats = brute_force_pq(pred, target, k, crowd=crowd)
+    result = metrics.panoptic_quality(pred, target, num_classes=k, crowd_ids=crowd)
     assert result["pq"] == pytest.approx(expected_pq)
     for c in range(k):
         got = result["per_class"][c]
@@ -340,3 +346,28 @@ def test_pq_input_errors():
         metrics.panoptic_quality(torch.full((2, 2), 7001), torch.zeros(2, 2, dtype=torch.long), 3)
     with pytest.raises(TypeError, match="integer panoptic ids"):
         metrics.panoptic_quality(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long), 3)
+
+
+def test_pq_crowd_regions_follow_the_coco_rules():
+    # Class 1: instance 1001 and a crowd region 1009 (iscrowd). Class 2: instance 2001.
+    target = torch.tensor([[1001, 1001, 1001, 1009, 1009, 1009, 1009, 2001, 2001, 2001]])
+    # A class-1 prediction lying on the crowd only, and a class-2 prediction on two crowd pixels
+    # and one pixel of the class-2 object.
+    pred = torch.tensor([[1001, 1001, 1001, 1005, 1005, 2003, 2003, 2003, 2001, 2001]])
+    result = metrics.panoptic_quality(pred, target, num_classes=3, crowd_ids=[1009])
+    c1, c2 = result["per_class"][1], result["per_class"][2]
+    # 1001 matches (IoU 1); 1005 lies 2/2 on a class-1 crowd: not a FP; the crowd is not a FN.
+    assert (c1["tp"], c1["fp"], c1["fn"]) == (1, 0, 0) and c1["sq"] == 1.0
+    # 2001 (target, 3 px) vs 2001 (pred, 2 px): IoU 2/3 -> TP. 2003 lies 2/3 on a crowd of
+    # class 1: the crowd of another class excuses nothing -> FP.
+    assert (c2["tp"], c2["fp"], c2["fn"]) == (1, 1, 0)
+    assert c2["pq"] == pytest.approx((2 / 3) / (1 + 0.5))
+    # Without crowd_ids the crowd region is an ordinary segment: 1005 misses it (IoU 2/4).
+    plain = metrics.panoptic_quality(pred, target, num_classes=3)["per_class"][1]
+    assert (plain["tp"], plain["fp"], plain["fn"]) == (1, 1, 1)
+    # Marking the crowd void instead would excuse the class-2 prediction too: COCO does not.
+    as_void = torch.where(target == 1009, 255000, target)
+    voided = metrics.panoptic_quality(pred, as_void, num_classes=3)["per_class"][2]
+    assert voided["fp"] == 0 and voided["tp"] == 1
+    with pytest.raises(ValueError, match=r"crowd_ids \[7001\]"):
+        metrics.panoptic_quality(pred, target, num_classes=3, crowd_ids=[7001])

@@ -13,8 +13,12 @@ Void pixels are target pixels whose class is `ignore_index`, as in the COCO pano
   lower the IoU);
 - a predicted segment that lies more than half on void is not a false positive;
 - predicted pixels whose class is `ignore_index` belong to no segment.
-Crowd regions can be marked void in the target. A class with TP + FP + FN = 0 (absent from both)
-has NaN scores and is left out of the means, which run over the classes present in pred or target.
+Crowd regions (COCO's `iscrowd`: a group of objects labelled as one region) are target segments
+named in `crowd_ids`. As in the COCO evaluation they are never matched and never false negatives,
+and a predicted segment of class c that lies more than half on void plus the crowd regions of
+class c is not a false positive. (Marking a crowd region void instead would also excuse
+predictions of other classes there.) A class with TP + FP + FN = 0 (absent from both) has NaN
+scores and is left out of the means, which run over the classes present in pred or target.
 
 Tensor contract: pred_panoptic, target_panoptic (H, W) or (N, H, W) integer tensors or arrays of
 the same shape; with N images, segments are matched within each image and counts summed.
@@ -50,6 +54,7 @@ def _match_image(
     target: torch.Tensor,
     label_divisor: int,
     ignore_index: int,
+    crowd_ids: set[int],
     stats: dict[int, list[float]],
 ) -> None:
     """Add one image's TP/FP/FN counts and matched IoU sum to `stats[class] = [tp, fp, fn, iou]`."""
@@ -74,7 +79,7 @@ def _match_image(
 
     matched_pred, matched_target = set(), set()
     for (t_id, p_id), inter in intersection.items():
-        if t_id == void_label or p_id == void_label:
+        if t_id == void_label or p_id == void_label or t_id in crowd_ids:
             continue
         if t_id // label_divisor != p_id // label_divisor:
             continue
@@ -90,12 +95,19 @@ def _match_image(
             matched_target.add(t_id)
 
     for t_id in target_area:
-        if t_id != void_label and t_id not in matched_target:
+        if t_id != void_label and t_id not in matched_target and t_id not in crowd_ids:
             stats.setdefault(t_id // label_divisor, [0, 0, 0, 0.0])[2] += 1
+    crowd_of_class: dict[int, list[int]] = {}  # class -> its crowd segments in this image
+    for t_id in crowd_ids & target_area.keys():
+        crowd_of_class.setdefault(t_id // label_divisor, []).append(t_id)
     for p_id, area in pred_area.items():
         if p_id == void_label or p_id in matched_pred:
             continue
-        if intersection.get((void_label, p_id), 0) / area > 0.5:
+        same_class_crowd = crowd_of_class.get(p_id // label_divisor, [])
+        excused = intersection.get((void_label, p_id), 0) + sum(
+            intersection.get((t_id, p_id), 0) for t_id in same_class_crowd
+        )
+        if excused / area > 0.5:
             continue
         stats.setdefault(p_id // label_divisor, [0, 0, 0, 0.0])[1] += 1
 
@@ -122,8 +134,12 @@ def panoptic_quality(
     label_divisor: int = 1000,
     ignore_index: int = 255,
     thing_classes=None,
+    crowd_ids=None,
 ) -> dict:
     """PQ, SQ and RQ of predicted panoptic maps against targets (see the module docstring).
+
+    crowd_ids: target panoptic ids (class_id * label_divisor + instance_id) that are crowd regions;
+    with N images they apply to every image.
 
     Returns {"pq", "sq", "rq": float means over classes present in pred or target,
     "per_class": {class_id: {"pq", "sq", "rq", "tp", "fp", "fn"}} for every class in
@@ -157,10 +173,15 @@ def panoptic_quality(
             )
     if pred.dim() == 2:
         pred, target = pred[None], target[None]
+    crowd = {int(i) for i in (crowd_ids if crowd_ids is not None else ())}
+    bad_crowd = sorted(i for i in crowd if not 0 <= i // label_divisor < num_classes)
+    if bad_crowd:
+        raise ValueError(f"crowd_ids {bad_crowd} are not segment ids of a class in "
+                         f"[0, {num_classes}) (id // label_divisor={label_divisor})")
 
     stats: dict[int, list[float]] = {}
     for p, t in zip(pred, target):
-        _match_image(p, t, label_divisor, ignore_index, stats)
+        _match_image(p, t, label_divisor, ignore_index, crowd, stats)
 
     per_class = {c: _scores(*stats.get(c, [0, 0, 0, 0.0])) for c in range(num_classes)}
     all_classes = list(range(num_classes))
