@@ -430,11 +430,10 @@ def _train(args) -> int:
         raise UsageError(f"--dataset {args.dataset} has no preset size; give --num-train and --num-val")
     spec = _data_spec(args, settings)
     context = distributed.setup_distributed() if args.distributed else None
-    try:
-        return _train_run(args, mode, settings, spec, context)
-    finally:
-        if context is not None:                  # after _train_run returned: its DDP model is freed
-            distributed.cleanup_distributed()
+    code = _train_run(args, mode, settings, spec, context)  # on an error torchrun stops the others
+    if context is not None:
+        distributed.cleanup_distributed()  # all ranks together, after _train_run freed its DDP model
+    return code
 
 
 def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
