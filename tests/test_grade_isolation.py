@@ -83,6 +83,17 @@ def graded(tmp_path_factory):
     }
 
 
+def test_every_student_finishes_within_the_budget_its_limits_allow(graded):
+    # Not a speed target: the limits must bound each student's grading, whatever the code does
+    # (endless loops, loops that swallow BaseException, floods). Per exercise at most the exercise
+    # budget plus one worker start-up, plus a margin for the student's pytest process.
+    exercises = len(graded["summary"]["manifest"]["exercises"])
+    budget = exercises * (LIMITS.exercise_timeout + LIMITS.startup_timeout) + 60
+    rows = graded["summary"]["rows"]
+    over = {row["student"]: row["seconds"] for row in rows if row["seconds"] > budget}
+    assert not over, f"students graded past their {budget:.0f} s budget: {over}"
+
+
 @pytest.mark.parametrize("case", sorted(EXPECTED))
 def test_expected_points_and_status(graded, case):
     rows = {row["student"]: row for row in graded["summary"]["rows"]}
