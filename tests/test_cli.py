@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from course_lib import engine
 from course_lib.checkpoint import load_checkpoint
-from course_lib.cli import build_datasets, main
+from course_lib.cli import main
+from course_lib.cli_data import build_datasets
 from course_lib.models import build_model
-from torch.utils.data import DataLoader
+
 
 @pytest.fixture(autouse=True)
 def _restore_threads():

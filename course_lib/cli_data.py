@@ -1,0 +1,161 @@
+"""Data of the command line: presets, the data spec a checkpoint records, and building data sets.
+
+`train_settings` merges explicit options over the preset of (dataset family, course mode);
+`data_spec` turns the options into plain values that `last.pt` stores, and `build_datasets`
+rebuilds the same train and validation sets from such a spec, so `evaluate` and `predict` see the
+data that `train` saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+__all__ = ["PRESETS", "REAL", "SYNTHETIC", "UsageError", "build_datasets", "data_spec",
+           "normalisation", "train_settings"]
+
+SYNTHETIC = ("cells", "scenes")
+REAL = ("pets", "voc")
+
+# Defaults per (dataset family, course mode). The fast cells preset is the course's quality
+# target: U-Net, BCE + Dice, Dice >= 0.90 on the validation split in well under a minute of CPU
+# (measured by benchmarks/bench_quality.py).
+PRESETS = {
+    ("cells", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=8, depth=3,
+                            lr=5e-3, batch_size=8, epochs=6),
+    ("scenes", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=16, depth=3,
+                             lr=3e-3, batch_size=8, epochs=8),
+    ("folder", "fast"): dict(image_size=128, num_train=None, num_val=None, base_channels=16,
+                             depth=3, lr=3e-3, batch_size=8, epochs=10),
+    ("cells", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32, depth=4,
+                            lr=1e-3, batch_size=16, epochs=30),
+    ("scenes", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32,
+                             depth=4, lr=1e-3, batch_size=16, epochs=30),
+    ("folder", "full"): dict(image_size=256, num_train=None, num_val=None, base_channels=32,
+                             depth=4, lr=1e-3, batch_size=16, epochs=40),
+    ("real", "fast"): dict(image_size=128, num_train=None, num_val=None, base_channels=16,
+                           depth=3, lr=1e-3, batch_size=8, epochs=2),
+    ("real", "full"): dict(image_size=256, num_train=None, num_val=None, base_channels=32,
+                           depth=4, lr=3e-4, batch_size=16, epochs=30),
+}
+
+
+class UsageError(Exception):
+    """A problem with the options: reported on one line, exit status 2."""
+
+
+def train_settings(args: argparse.Namespace, mode: str) -> dict:
+    """The effective settings: explicit options win over the preset of (dataset family, mode)."""
+    family = "folder" if args.images is not None else (args.dataset or "cells")
+    family = "real" if family in REAL else family
+    settings = dict(PRESETS[(family, mode)])
+    for key in settings:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    for key in ("image_size", "base_channels", "depth", "epochs", "batch_size"):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
+    for key in ("num_train", "num_val"):
+        if settings[key] is not None and settings[key] < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
+    if not settings["lr"] > 0:
+        raise UsageError(f"--lr must be > 0, got {settings['lr']!r}")
+    return settings
+
+
+def _materialise(dataset: Dataset) -> TensorDataset:
+    """Render a synthetic data set once (it is deterministic) instead of once per epoch."""
+    images, masks = zip(*(dataset[i] for i in range(len(dataset))))
+    return TensorDataset(torch.stack(images), torch.stack(masks))
+
+
+def _synthetic(name: str, length: int, image_size: int, seed: int) -> Dataset:
+    from course_lib.data import CellsDataset, ScenesDataset
+
+    cls = CellsDataset if name == "cells" else ScenesDataset
+    return cls(length=length, image_size=image_size, seed=seed)
+
+
+def data_spec(args, settings) -> dict:
+    """What a checkpoint records to rebuild the validation data (plain values only)."""
+    if args.images is not None:
+        return {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
+                "val_images": str(args.val_images) if args.val_images else None,
+                "val_masks": str(args.val_masks) if args.val_masks else None,
+                "val_fraction": args.val_fraction, "grayscale": args.grayscale,
+                "num_classes": args.num_classes, "image_size": settings["image_size"],
+                "seed": args.seed}
+    name = args.dataset or "cells"
+    return {"kind": name, "image_size": settings["image_size"], "num_train": settings["num_train"],
+            "num_val": settings["num_val"], "seed": args.seed, "val_fraction": args.val_fraction}
+
+
+def _folder_datasets(spec: dict, train: bool):
+    from course_lib.data import SegmentationFolder, train_val_split
+    from course_lib.transforms import train_transforms, val_transforms
+
+    mean, std = normalisation(spec)
+    size = spec["image_size"]
+    image_mode = "L" if spec["grayscale"] else "RGB"
+    common = dict(num_classes=spec["num_classes"], image_mode=image_mode)
+    if (spec["val_images"] is None) != (spec["val_masks"] is None):
+        raise UsageError("give both --val-images and --val-masks, or neither")
+    train_t = train_transforms(size, mean=mean, std=std, seed=spec["seed"]) if train else None
+    val_t = val_transforms(size, mean=mean, std=std)
+    if spec["val_images"] is not None:
+        val_set = SegmentationFolder(spec["val_images"], spec["val_masks"], val_t, **common)
+        train_set = SegmentationFolder(spec["images"], spec["masks"], train_t, **common) if train else None
+    else:
+        plain = SegmentationFolder(spec["images"], spec["masks"], train_t, **common)
+        evaluation = SegmentationFolder(spec["images"], spec["masks"], val_t, **common)
+        train_set, val_set = train_val_split(plain, spec["val_fraction"], spec["seed"],
+                                             val_dataset=evaluation)
+        return train_set, val_set, plain.num_classes, None
+    return train_set, val_set, val_set.num_classes, None
+
+
+def _real_datasets(spec: dict, train: bool, download: bool):
+    from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation
+    from course_lib.transforms import train_transforms, val_transforms
+
+    size = spec["image_size"]
+    train_t = train_transforms(size, seed=spec["seed"]) if train else None
+    val_t = val_transforms(size)
+    if spec["kind"] == "pets":
+        val_set = OxfordPetSegmentation(split="test", transform=val_t, download=download)
+        train_set = (OxfordPetSegmentation(split="trainval", transform=train_t, download=download)
+                     if train else None)
+        return train_set, val_set, 3, ("background", "pet", "boundary")
+    val_set = PascalVOCSegmentation(image_set="val", transform=val_t, download=download)
+    train_set = PascalVOCSegmentation(image_set="train", transform=train_t, download=download) if train else None
+    return train_set, val_set, PascalVOCSegmentation.num_classes, tuple(PascalVOCSegmentation.CLASSES)
+
+
+def normalisation(spec: dict):
+    """(mean, std) of the model input, or (None, None) for synthetic data used as it is."""
+    if spec["kind"] in SYNTHETIC:
+        return None, None
+    if spec["kind"] == "folder" and spec.get("grayscale"):
+        return (0.5,), (0.25,)
+    from course_lib.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def build_datasets(spec: dict, train: bool = True, download: bool = False):
+    """(train_set or None, val_set, num_classes, class_names or None) for a data spec."""
+    if spec["kind"] in SYNTHETIC:
+        from course_lib.data import CellsDataset, ScenesDataset
+
+        cls = CellsDataset if spec["kind"] == "cells" else ScenesDataset
+        total = spec["num_train"] + spec["num_val"]
+        full = _materialise(_synthetic(spec["kind"], total, spec["image_size"], spec["seed"]))
+        train_set = torch.utils.data.Subset(full, range(spec["num_train"])) if train else None
+        val_set = torch.utils.data.Subset(full, range(spec["num_train"], total))
+        return train_set, val_set, cls.num_classes, tuple(cls.CLASSES)
+    if spec["kind"] == "folder":
+        return _folder_datasets(spec, train)
+    return _real_datasets(spec, train, download)
