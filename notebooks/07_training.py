@@ -33,7 +33,6 @@ if "google.colab" in sys.modules:
 # ImageNet-pretrained ResNet-50 encoder on the Oxford-IIIT Pet photos (pet vs background).
 
 # %%
-import copy
 import tempfile
 from pathlib import Path
 

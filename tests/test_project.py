@@ -1,6 +1,8 @@
 """Consistency of the project files: dependency lists, README, notebooks and their set-up cell."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -101,3 +103,19 @@ def test_notebook_starts_with_the_setup_cell_and_matches_its_twin(notebook):
         f"{notebook.name} and its .py twin differ; run python tools/build_notebooks.py {notebook.stem[:2]}")
     executed = [c for c in cells if c.cell_type == "code" and c.source.strip()]
     assert all(c.execution_count is not None for c in executed), f"{notebook.name} has unexecuted cells"
+
+
+def test_sources_have_no_unused_imports_undefined_names_or_syntax_errors():
+    """ruff's pyflakes rules (F) and syntax errors (E9) over everything the course ships.
+
+    Left out: the grader's deliberately broken submissions (tests/grading_cases), and unused
+    imports in exercises/, which give learners the modules their answers need.
+    """
+    command = [sys.executable, "-m", "ruff", "check", "--isolated", "--no-cache",
+               "--select", "F,E9", "--output-format", "concise",
+               "--extend-exclude", "tests/grading_cases", "--per-file-ignores", "exercises/*:F401",
+               "conftest.py", "course_lib", "tests", "benchmarks", "solutions", "exercises",
+               "tools", "notebooks"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
