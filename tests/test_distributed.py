@@ -3,6 +3,7 @@ equal a single-process evaluation of the checkpoint they wrote."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -48,14 +49,36 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.timeout(180)
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(command: list[str], env: dict, timeout: int, clean) -> subprocess.CompletedProcess:
+    """Run a torchrun command; run it once more only if a rank aborted in gloo's teardown.
+
+    That abort (a C++ thread destroyed while joinable, raised after the training has finished)
+    was seen once in CI and never reproduced here; anything else, or the same abort twice, fails.
+    `clean()` empties the output folder before the second run.
+    """
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 and GLOO_EXIT_ABORT in done.stdout + done.stderr:
+        clean()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    return done
+
+
+@pytest.mark.timeout(360)
 def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", str(script), str(tmp_path)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=170)
+
+    def clean():
+        for written in [*tmp_path.glob("*.pt"), *tmp_path.glob("rank*.json")]:
+            written.unlink()
+
+    done = run_torchrun(command, env, 170, clean)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -105,7 +128,7 @@ def test_sync_batchnorm_on_cpu_is_refused_clearly():
         distributed.wrap_model(nn.BatchNorm2d(2), torch.device("cpu"), sync_batchnorm=True)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", COURSE_MODE="fast")
@@ -113,7 +136,7 @@ def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path)
                "-m", "course_lib", "train", "--distributed", "--dataset", "cells", "--epochs", "1",
                "--num-train", "8", "--num-val", "5", "--image-size", "32", "--batch-size", "2",
                "--no-progress", "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=230)
+    done = run_torchrun(command, env, 230, clean=lambda: shutil.rmtree(out, ignore_errors=True))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.count("validation: miou") == 1, "only rank 0 prints and writes"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -127,3 +150,22 @@ def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path)
     single = engine.evaluate(model, DataLoader(val_set, batch_size=5), num_classes, "cpu")
     assert metrics["confusion_matrix"] == single["confusion_matrix"].tolist()
     assert int(single["confusion_matrix"].sum()) == 5 * 32 * 32
+
+
+def test_run_torchrun_retries_only_the_gloo_exit_abort_and_only_once(tmp_path):
+    marker = tmp_path / "runs"
+    script = (f"import pathlib, sys; m = pathlib.Path({str(marker)!r}); n = len(m.read_text()) "
+              f"if m.exists() else 0; m.write_text('x' * (n + 1)); "
+              f"print(sys.argv[1] if n < int(sys.argv[2]) else 'ok', file=sys.stderr); "
+              f"sys.exit(1 if n < int(sys.argv[2]) else 0)")
+    cleaned = []
+
+    def attempt(message: str, failures: int) -> subprocess.CompletedProcess:
+        marker.unlink(missing_ok=True)
+        command = [sys.executable, "-c", script, message, str(failures)]
+        return run_torchrun(command, dict(os.environ), 30, lambda: cleaned.append(True))
+
+    assert attempt(GLOO_EXIT_ABORT, 1).returncode == 0 and cleaned == [True]  # retried once
+    assert attempt(GLOO_EXIT_ABORT, 2).returncode == 1                         # not twice
+    assert attempt("AssertionError: metrics differ", 1).returncode == 1       # other failures
+    assert len(cleaned) == 2 and len(marker.read_text()) == 1
