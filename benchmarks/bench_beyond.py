@@ -12,13 +12,11 @@ when CUDA is available, on the GPU. Ratios > 1 mean faster than U-Net.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from course_lib import models
-from course_lib.utils import count_parameters
+from course_lib.utils import count_parameters, median_seconds
 
 NUM_CLASSES = 6
 BASELINE = "U-Net"
@@ -37,18 +35,8 @@ def images_per_second(model: torch.nn.Module, size: int, batch: int, repeats: in
     """Median throughput of `repeats` forward passes after one warm-up pass."""
     model = model.to(device).eval()
     x = torch.rand(batch, 3, size, size, device=device)
-    times = []
-    with torch.no_grad():
-        for i in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i > 0:  # the first pass allocates and picks kernels
-                times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+    with torch.no_grad():  # the warm-up pass allocates and picks kernels
+        return batch / median_seconds(lambda: model(x), repeats, device, warmup=1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,27 +14,13 @@ Times are medians of --repeats; seconds per megapixel = time / (batch * H * W / 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from course_lib.crf import dense_crf
+from course_lib.utils import median_seconds
 
 NUM_CLASSES = 6
-
-
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def workload(size: int, batch: int, device: torch.device):
@@ -64,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, size, kwargs in rows:
         probs, image = workload(size, args.batch, device)
         dense_crf(probs, image, **kwargs)  # warm-up
-        seconds = median_time(lambda: dense_crf(probs, image, **kwargs), args.repeats, device)
+        seconds = median_seconds(lambda: dense_crf(probs, image, **kwargs), args.repeats, device)
         per_mp = seconds / (args.batch * size * size / 1e6)
         baseline = baseline or per_mp
         print(f"{label:20s} {size:4d}x{size:<4d} {seconds * 1e3:9.1f} ms  {per_mp:10.2f} s/MP  "

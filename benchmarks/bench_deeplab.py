@@ -17,11 +17,11 @@ import argparse
 import concurrent.futures
 import gc
 import multiprocessing
-import statistics
-import time
 from pathlib import Path
 
 import torch
+
+from course_lib.utils import median_seconds
 
 ROWS = [  # (label, builder name, output stride)
     ("torchvision deeplabv3_resnet50", "torchvision", 8),
@@ -86,20 +86,11 @@ def measure(kind: str, output_stride: int, backbone: str, size: int, batch: int,
             peak = torch.cuda.max_memory_allocated() - base
         else:
             peak = _read_status("VmHWM") - base if base is not None else None
-        forward()  # warm-up
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            forward()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+        seconds = median_seconds(forward, repeats, device, warmup=1)
         backbone_out = model.backbone(x)
         high = backbone_out["out"] if isinstance(backbone_out, dict) else backbone_out[1]
     assert out.shape[-2:] == x.shape[-2:]
-    return {"seconds": statistics.median(times), "peak": peak, "feature": tuple(high.shape[-2:]),
+    return {"seconds": seconds, "peak": peak, "feature": tuple(high.shape[-2:]),
             "params": sum(p.numel() for p in model.parameters())}
 
 

@@ -14,12 +14,11 @@ and the ratios against course_lib.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from course_lib.metrics import ConfusionMatrix, iou_per_class
+from course_lib.utils import median_seconds
 
 NUM_CLASSES = 21
 IGNORE = 255
@@ -43,19 +42,6 @@ class PerClassLoop:
 
     def iou(self) -> torch.Tensor:
         return torch.where(self.union > 0, self.intersection / self.union.clamp(min=1), torch.nan)
-
-
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         fn()
     baseline = None
     for name, fn in contenders.items():
-        seconds = median_time(fn, args.repeats, device)
+        seconds = median_seconds(fn, args.repeats, device)
         baseline = baseline or seconds
         print(
             f"{name:38s} {seconds * 1e3:9.2f} ms/update   "

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import random
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ __all__ = [
     "count_parameters",
     "environment_report",
     "in_colab",
+    "median_seconds",
 ]
 
 _MODES = ("fast", "full")
@@ -97,6 +100,31 @@ def data_dir() -> Path:
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def median_seconds(fn, repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0) -> float:
+    """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls.
+
+    On CUDA the device is synchronised before and after every call: kernels run asynchronously,
+    so a timer without synchronisation measures only how fast they are queued. The median, not
+    the mean, keeps one slow call (a busy machine, a first-call allocation) from skewing it.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, "
+                         f"warmup={warmup}")
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

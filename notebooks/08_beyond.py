@@ -34,7 +34,6 @@ if "google.colab" in sys.modules:
 
 # %%
 import math
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,7 +51,13 @@ from course_lib.panoptic import (
     merge_panoptic,
     train_mask_rcnn,
 )
-from course_lib.utils import count_parameters, course_mode, get_device, seed_everything
+from course_lib.utils import (
+    count_parameters,
+    course_mode,
+    get_device,
+    median_seconds,
+    seed_everything,
+)
 
 seed_everything(0)
 FAST = course_mode() == "fast"
@@ -247,21 +252,15 @@ print(f"{TRAIN_IMAGES} training images of {TRAIN_SIZE}x{TRAIN_SIZE}, batch 8, {E
 
 
 def images_per_second(model: torch.nn.Module, device: torch.device, repeats: int = 2) -> float:
-    """Median images per second of a batch-2 forward pass at 256x256, after one warm-up pass."""
+    """Median images per second of a batch-2 forward pass at 256x256, after one warm-up pass.
+
+    `median_seconds` synchronises CUDA around every call: GPU kernels run asynchronously, and an
+    unsynchronised timer would measure only how fast they are queued.
+    """
     model = model.to(device).eval()
     x = torch.rand(2, 3, 256, 256, device=device)
-    times = []
     with torch.no_grad():
-        for i in range(repeats + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i > 0:
-                times.append(time.perf_counter() - start)
-    return 2 / float(np.median(times))
+        return 2 / median_seconds(lambda: model(x), repeats, device, warmup=1)
 
 
 # %%
@@ -491,15 +490,15 @@ else:
 #
 #   | model | parameters | CPU images/s at 256x256 | x U-Net | mIoU after 16 steps |
 #   |---|---|---|---|---|
-#   | U-Net | 0.48 M | 4.6 | 1.00 | 0.245 |
-#   | FCN-8s (ResNet-18) | 11.19 M | 4.0 | 0.87 | 0.336 |
-#   | DeepLabV3 (ResNet-18) | 15.90 M | 3.6 | 0.79 | 0.349 |
-#   | DeepLabV3+ (ResNet-18) | 16.60 M | 1.2 | 0.26 | 0.362 |
-#   | Fast-SCNN | 1.14 M | 26.3 | 5.71 | 0.105 |
-#   | SegFormer (tiny) | 0.78 M | 21.1 | 4.58 | 0.412 |
+#   | U-Net | 0.48 M | 8.5 | 1.00 | 0.245 |
+#   | FCN-8s (ResNet-18) | 11.19 M | 13.1 | 1.53 | 0.336 |
+#   | DeepLabV3 (ResNet-18) | 15.90 M | 6.6 | 0.77 | 0.349 |
+#   | DeepLabV3+ (ResNet-18) | 16.60 M | 3.7 | 0.43 | 0.362 |
+#   | Fast-SCNN | 1.14 M | 59.1 | 6.92 | 0.105 |
+#   | SegFormer (tiny) | 0.78 M | 57.3 | 6.72 | 0.412 |
 #
 #   Fast-SCNN and the tiny SegFormer have 10-20x fewer parameters than the ResNet-18 FCN and
-#   DeepLab models and run 4-6x faster than U-Net on a CPU; SegFormer also learned fastest in
+#   DeepLab models and run about 7x faster than U-Net on a CPU; SegFormer also learned fastest in
 #   the short training, while Fast-SCNN, built for large images, suffered most from 64x64 ones.
 #   The panoptic pipeline reached PQ 0.668 on eight new scenes (stuff 0.892, things 0.444).
 # - A panoptic map can be assembled from two standard networks with a few lines of rules.

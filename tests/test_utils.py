@@ -85,3 +85,13 @@ def test_environment_report_names_versions_and_mode(monkeypatch):
     assert report["torch"] == torch.__version__
     assert report["course mode"] == "fast"
     assert all(isinstance(v, str) for v in report.values())
+
+
+def test_median_seconds_skips_warmup_and_takes_the_median(monkeypatch):
+    clock = iter([0.0, 5.0, 10.0, 11.0, 20.0, 23.0])  # timed calls last 5, 1 and 3 s
+    monkeypatch.setattr(utils.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert utils.median_seconds(lambda: calls.append(1), repeats=3, warmup=2) == 3.0
+    assert len(calls) == 5, "two untimed warm-up calls, then three timed ones"
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        utils.median_seconds(lambda: None, repeats=0)
