@@ -48,6 +48,14 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _outputs_with_same_weights(reference: nn.Module, learner: nn.Module, name: str,
+                               x: torch.Tensor) -> dict:
+    """Copy the reference's weights into the learner, run both in eval mode on `x`."""
+    _copy_weights(reference, learner, name)
+    with torch.no_grad():
+        return {"got": learner.eval()(x), "expected": reference.eval()(x)}
+
+
 def double_conv_outputs(
     module,
     in_channels: int,
@@ -68,10 +76,8 @@ def double_conv_outputs(
     _randomize_batchnorm(reference, generator)
     learner = module.DoubleConv(in_channels, out_channels, padding, batch_norm)
     counts = {"got_parameters": _count(learner), "expected_parameters": _count(reference)}
-    _copy_weights(reference, learner, "DoubleConv")
     x = torch.randn(batch, in_channels, height, width, generator=generator)  # (B, C, H, W)
-    with torch.no_grad():
-        return {"got": learner.eval()(x), "expected": reference.eval()(x), **counts}
+    return {**_outputs_with_same_weights(reference, learner, "DoubleConv", x), **counts}
 
 
 def unet_outputs(
@@ -102,10 +108,8 @@ def unet_outputs(
     )
     _randomize_batchnorm(reference, generator)
     learner = module.UNet(in_channels, num_classes, base_channels, depth, padding, batch_norm)
-    _copy_weights(reference, learner, "UNet")
     x = torch.randn(batch, in_channels, height, width, generator=generator)  # (B, C, H, W)
-    with torch.no_grad():
-        return {"got": learner.eval()(x), "expected": reference.eval()(x)}
+    return _outputs_with_same_weights(reference, learner, "UNet", x)
 
 
 def unet_parameter_count(
