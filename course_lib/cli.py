@@ -35,6 +35,7 @@ from course_lib.cli_data import (
     UsageError,
     build_datasets,
     data_spec,
+    folder_of,
     normalisation,
     train_settings,
 )
@@ -80,8 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--num-classes", type=int,
                       help="number of classes of folder data (default: read from the masks)")
     data.add_argument("--grayscale", action="store_true",
-                      help="read folder images as one-channel grayscale")
-    data.add_argument("--image-size", type=int, help="training crop / synthetic image size (pixels)")
+                      help="read folder images as one-channel grayscale (the default when every "
+                           "training image is stored as grayscale)")
+    data.add_argument("--mask-threshold", type=int, metavar="VALUE",
+                      help="binarise folder masks: class 1 where the mask value >= VALUE, else 0 "
+                           "(for anti-aliased or JPEG-saved binary masks, e.g. 128)")
+    data.add_argument("--image-size", type=int,
+                      help="training crop size (pixels, at --scale), or synthetic image size")
+    data.add_argument("--scale", type=float, default=1.0,
+                      help="resize folder and real images by this factor for training, evaluation "
+                           "and prediction alike (default 1.0: native resolution; e.g. 0.5 for "
+                           "large images with large structures); predictions come back at the "
+                           "original size")
     data.add_argument("--num-train", type=int, help="number of synthetic training images")
     data.add_argument("--num-val", type=int, help="number of synthetic validation images")
     data.add_argument("--download", action="store_true",
@@ -100,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     optim = train.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, help="number of epochs")
+    optim.add_argument("--minutes", type=float,
+                       help="train for this many minutes of wall time instead of a number of "
+                            "epochs: the learning-rate schedule spans the budget and the checkpoint "
+                            "is written at the end (with --epochs too: whichever ends first)")
     optim.add_argument("--batch-size", type=int, help="images per batch (per process)")
     optim.add_argument("--lr", type=float, help="peak learning rate of AdamW")
     optim.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
@@ -151,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", type=Path, required=True, help="folder of images")
     predict.add_argument("--output", type=Path, required=True, help="folder for the results")
     predict.add_argument("--window", type=int,
-                         help="sliding-window size for large images (default: the training size)")
+                         help="sliding-window size (default: the one the checkpoint records)")
     predict.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1)")
     predict.add_argument("--tta", action="store_true", help="average with the horizontal flip")
     predict.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: best available")
@@ -244,29 +259,45 @@ def _rebuild_model(checkpoint: dict):
 
 # ----------------------------------------------------------------------------------------- train
 
-def _worst_gallery(model, val_set, num_classes: int, device, class_names, mean, std, count: int = 4):
+def _predicted_labels(model, image: torch.Tensor, preprocessing, device, *, window=None,
+                      overlap: float = 0.5, tta: bool = False) -> torch.Tensor:
+    """(C, H, W) normalised image -> (H, W) labels, by the checkpoint's scale, window and rule."""
+    from course_lib.inference import probabilities, segment
+
+    logits = segment(model, image[None].to(device), window=window or preprocessing.window,
+                     scale=preprocessing.scale, overlap=overlap, tta=tta)  # (1, K, H, W)
+    return preprocessing.labels_from_probabilities(probabilities(logits))[0].cpu()  # (H, W)
+
+
+def _worst_gallery(model, val_set, preprocessing, device, count: int = 4):
     """image | ground truth | prediction for the validation images with the lowest mIoU."""
+    import torch.nn.functional as F
+
     from course_lib import metrics, viz
-    from course_lib.inference import predict
+    from course_lib.transforms import denormalize
 
     scored = []
     for index in range(min(len(val_set), 64)):
         image, mask = val_set[index]
-        prediction = predict(model, image.to(device)).cpu()  # (H, W)
-        score = metrics.mean_iou(metrics.confusion_matrix(prediction, mask, num_classes,
-                                                          ignore_index=255))
+        prediction = _predicted_labels(model, image, preprocessing, device)  # (H, W)
+        score = metrics.mean_iou(metrics.confusion_matrix(
+            prediction, mask, preprocessing.num_classes, ignore_index=preprocessing.ignore_index))
         scored.append((score if not math.isnan(score) else 1.0, index, image, mask, prediction))
     scored.sort(key=lambda item: item[0])
     chosen = scored[:count]
-    images = torch.stack([item[2] for item in chosen])
-    if mean is not None:
-        from course_lib.transforms import denormalize
+    size = tuple(chosen[0][2].shape[-2:])  # whole images differ in size: show them at one size
+    images = torch.stack([F.interpolate(item[2][None], size=size, mode="bilinear")[0]
+                          for item in chosen])
+    images = denormalize(images, preprocessing.mean, preprocessing.std)
 
-        images = denormalize(images, mean, std)
-    masks = torch.stack([item[3] for item in chosen])
-    masks = torch.where(masks == 255, torch.zeros_like(masks), masks)
-    predictions = torch.stack([item[4] for item in chosen])
-    figure = viz.show_grid(images, masks, predictions, class_names=class_names, max_rows=count)
+    def labels_at_size(labels):
+        return F.interpolate(labels[None, None].float(), size=size, mode="nearest")[0, 0].long()
+
+    masks = torch.stack([labels_at_size(item[3]) for item in chosen])
+    masks = torch.where(masks == preprocessing.ignore_index, torch.zeros_like(masks), masks)
+    predictions = torch.stack([labels_at_size(item[4]) for item in chosen])
+    figure = viz.show_grid(images, masks, predictions, class_names=preprocessing.class_names,
+                           max_rows=count)
     figure.suptitle("lowest-mIoU validation images", y=1.02)
     return figure
 
@@ -280,11 +311,21 @@ def _train(args) -> int:
         raise UsageError("--masks / --val-images / --val-masks need --images")
     if args.images is not None and args.masks is None:
         raise UsageError("--images needs --masks (a folder of masks paired by file stem)")
+    if args.mask_threshold is not None and args.images is None:
+        raise UsageError("--mask-threshold applies to folder masks (--images/--masks)")
     if not 0.0 < args.val_fraction < 1.0:
         raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
-    threads = args.threads if args.threads is not None else (1 if mode == "fast" else None)
+    if not (0.0 < args.scale <= 4.0):
+        raise UsageError(f"--scale must be a factor in (0, 4], got {args.scale}")
+    if args.scale != 1.0 and args.images is None and args.dataset not in REAL:
+        raise UsageError("--scale applies to folder and real data sets; synthetic images are drawn "
+                         "at --image-size")
+    if args.minutes is not None and not 0.0 < args.minutes < math.inf:
+        raise UsageError(f"--minutes must be a positive number, got {args.minutes}")
+    synthetic = args.images is None and args.dataset not in REAL
+    threads = args.threads if args.threads is not None else (1 if mode == "fast" and synthetic else None)
     if threads is not None:
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")
@@ -300,6 +341,28 @@ def _train(args) -> int:
     return code
 
 
+def _preprocessing_for(spec: dict, settings: dict, val_set, num_classes: int, class_names,
+                       out_channels: int):
+    """The `Preprocessing` record of this run: what evaluate and predict will repeat."""
+    from course_lib.preprocessing import Preprocessing
+
+    in_channels = int(val_set[0][0].shape[0])
+    mean, std = normalisation(spec)
+    if mean is None:  # synthetic images are used as drawn
+        mean, std = (0.0,) * in_channels, (1.0,) * in_channels
+    folder = folder_of(val_set)
+    # Windows twice the crop: more context per window and fewer seams, at a cost that inference
+    # (no gradients) can afford; synthetic images are one window of their own size.
+    window = settings["image_size"] * (1 if spec["kind"] in SYNTHETIC else 2)
+    return Preprocessing(
+        mean=tuple(mean), std=tuple(std), num_classes=num_classes,
+        image_mode="L" if in_channels == 1 else "RGB", scale=spec.get("scale", 1.0),
+        crop_size=settings["image_size"], window=window,
+        mask_mapping=folder.mask_mapping if folder is not None else {},
+        class_names=tuple(class_names) if class_names else None,
+        decision="sigmoid" if out_channels == 1 else "argmax")
+
+
 def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
     """Build data and model, run `engine.fit`, evaluate, and (on rank 0) write the run folder."""
     from course_lib import distributed, engine, viz
@@ -313,8 +376,9 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
     if loss_name == "bce_dice" and num_classes != 2:
         raise UsageError(f"--loss bce_dice is for two classes, the data has {num_classes}")
     out_channels = 1 if loss_name == "bce_dice" else num_classes
-    in_channels = int(val_set[0][0].shape[0])
-    kwargs = _model_kwargs(args, settings, in_channels, out_channels, mode)
+    preprocessing = _preprocessing_for(spec, settings, val_set, num_classes, class_names,
+                                       out_channels)
+    kwargs = _model_kwargs(args, settings, preprocessing.in_channels, out_channels, mode)
     from course_lib.models import build_model
 
     build_kwargs = dict(kwargs)
@@ -322,48 +386,63 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
         build_kwargs["backbone_weights"] = "DEFAULT"
     torch.manual_seed(args.seed)
     model = build_model(args.model, **build_kwargs)
+    # Synthetic images share one size and are scored in batches; folder and real images are
+    # scored whole, one at a time, at the scale and window that predict will use.
+    whole_images = spec["kind"] not in SYNTHETIC
+    val_batch = 1 if whole_images else settings["batch_size"]
     if context is not None:
         model = distributed.wrap_model(model, device, sync_batchnorm=args.sync_batchnorm)
         train_loader, val_loader = distributed.distributed_loaders(
-            train_set, val_set, settings["batch_size"], seed=args.seed, num_workers=args.workers)
+            train_set, val_set, settings["batch_size"], seed=args.seed, num_workers=args.workers,
+            val_batch_size=val_batch)
     else:
         generator = torch.Generator().manual_seed(args.seed)
         train_loader = DataLoader(train_set, batch_size=settings["batch_size"], shuffle=True,
-                                  generator=generator, num_workers=args.workers, drop_last=len(train_set) > settings["batch_size"])
-        val_loader = DataLoader(val_set, batch_size=settings["batch_size"], num_workers=args.workers)
-    mean, std = normalisation(spec)
+                                  generator=generator, num_workers=args.workers,
+                                  drop_last=len(train_set) > settings["batch_size"])
+        val_loader = DataLoader(val_set, batch_size=val_batch, num_workers=args.workers)
     out = args.out
     checkpoint = out / CHECKPOINT_FILE
     if args.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}")
     main_process = distributed.is_main_process()
     if main_process:
+        length = (f"{settings['minutes']:g} minutes" if settings["minutes"] is not None
+                  else f"{settings['epochs']} epochs")
         print(f"training {args.model} on {spec['kind']} ({len(train_set)} train / {len(val_set)} val "
-              f"images, {num_classes} classes, {settings['image_size']} px) for {settings['epochs']} "
-              f"epochs on {device}, loss {loss_name}, mode {mode}", flush=True)
+              f"images, {num_classes} classes) for {length} on {device}, loss {loss_name}, "
+              f"mode {mode}", flush=True)
+        folder = folder_of(val_set)
+        if folder is not None:
+            print(f"masks: {folder.describe_mapping()}", flush=True)
+        print(f"preprocessing: {preprocessing.describe()}", flush=True)
+    validation = preprocessing if whole_images else None
     history = engine.fit(
-        model, train_loader, val_loader, epochs=settings["epochs"],
+        model, train_loader, val_loader, epochs=settings["epochs"], minutes=settings["minutes"],
         loss_fn=_build_loss(loss_name, num_classes, 255), num_classes=num_classes, device=device,
         lr=settings["lr"], weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_steps=args.warmup_steps, amp=args.amp, grad_clip=args.grad_clip,
         early_stopping=args.early_stopping, ignore_index=255, checkpoint=checkpoint,
         resume=checkpoint if args.resume else None, seed=args.seed,
         progress=False if args.no_progress else None, verbose=True, model_name=args.model,
-        model_kwargs=kwargs, extra={"data": spec, "class_names": class_names, "mean": mean,
-                                    "std": std, "num_classes": num_classes, "loss": loss_name})
-    final = engine.evaluate(model, val_loader, num_classes, device, ignore_index=255)
+        model_kwargs=kwargs, preprocessing=validation,
+        extra={"data": spec, "class_names": class_names, "mean": preprocessing.mean,
+               "std": preprocessing.std, "num_classes": num_classes, "loss": loss_name,
+               "preprocessing": preprocessing.to_dict()})
+    final = engine.evaluate(model, val_loader, num_classes, device, ignore_index=255,
+                            preprocessing=validation)
     if main_process:
         bare = model.module if hasattr(model, "module") else model
         summary = {key: final[key] for key in ("miou", "dice", "dice_foreground", "pixel_accuracy",
                                                "iou_per_class", "dice_per_class")}
         _write_json(out / "metrics.json", {
             "model": args.model, "model_kwargs": kwargs, "data": spec, "class_names": class_names,
-            "loss": loss_name, "settings": settings, "device": str(device), "final": summary,
+            "loss": loss_name, "settings": settings, "preprocessing": preprocessing.to_dict(),
+            "device": str(device), "final": summary,
             "confusion_matrix": final["confusion_matrix"], "history": history})
         _write_figure(out / "curves.png", viz.plot_history(
             {k: history[k] for k in ("train_loss", "val_loss", "miou", "dice")}))
-        _write_figure(out / "predictions.png", _worst_gallery(bare, val_set, num_classes, device,
-                                                             class_names, mean, std))
+        _write_figure(out / "predictions.png", _worst_gallery(bare, val_set, preprocessing, device))
         print(f"validation: miou {final['miou']:.4f}  dice {final['dice']:.4f}  "
               f"foreground dice {final['dice_foreground']:.4f}  "
               f"pixel accuracy {final['pixel_accuracy']:.4f}", flush=True)
@@ -380,6 +459,16 @@ def _load(path: Path, device) -> dict:
     return load_checkpoint(path, map_location=device)
 
 
+def _preprocessing_of(checkpoint: dict):
+    from course_lib.preprocessing import Preprocessing
+
+    record = checkpoint.get("extra", {}).get("preprocessing")
+    if not record:
+        raise UsageError("the checkpoint records no preprocessing (written by an older course_lib?); "
+                         "train it again with `python -m course_lib train`")
+    return Preprocessing.from_dict(record)
+
+
 def _evaluate(args) -> int:
     from course_lib import engine
     from course_lib.utils import get_device
@@ -390,23 +479,28 @@ def _evaluate(args) -> int:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = get_device(args.device)
     checkpoint = _load(args.checkpoint, device)
-    extra = checkpoint.get("extra", {})
-    spec = dict(extra.get("data") or {})
+    preprocessing = _preprocessing_of(checkpoint)
+    spec = dict(checkpoint["extra"].get("data") or {})
     if not spec:
         raise UsageError("the checkpoint records no data settings; pass --images and --masks")
     if args.images is not None:
         spec = {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
-                "val_images": str(args.images), "val_masks": str(args.masks), "val_fraction": 0.2,
-                "grayscale": spec.get("grayscale", False) or spec.get("kind") == "cells",
-                "num_classes": extra.get("num_classes"), "image_size": spec.get("image_size", 128),
-                "seed": 0}
+                "val_images": str(args.images), "val_masks": str(args.masks),
+                "grayscale": preprocessing.image_mode == "L", "image_size": preprocessing.crop_size,
+                "mask_mapping": preprocessing.mask_mapping or None,
+                "num_classes": preprocessing.num_classes, "scale": preprocessing.scale, "seed": 0}
     elif args.dataset is not None and args.dataset != spec.get("kind"):
         spec = {"kind": args.dataset, "image_size": spec.get("image_size", 128),
                 "num_train": 1, "num_val": spec.get("num_val") or 32, "seed": 12345}
     _, val_set, num_classes, class_names = build_datasets(spec, train=False, download=args.download)
+    if num_classes != preprocessing.num_classes:
+        raise UsageError(f"the data has {num_classes} classes, the checkpoint "
+                         f"{preprocessing.num_classes}")
     model = _rebuild_model(checkpoint).to(device)
-    loader = DataLoader(val_set, batch_size=args.batch_size)
-    results = engine.evaluate(model, loader, num_classes, device, ignore_index=255)
+    whole_images = spec["kind"] not in SYNTHETIC
+    loader = DataLoader(val_set, batch_size=1 if whole_images else args.batch_size)
+    results = engine.evaluate(model, loader, num_classes, device, ignore_index=255,
+                              preprocessing=preprocessing if whole_images else None)
     names = class_names or tuple(f"class {i}" for i in range(num_classes))
     print(f"{checkpoint['model_name']} on {spec['kind']} ({len(val_set)} images)")
     print(f"  miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
@@ -418,51 +512,32 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _read_image(path: Path, in_channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as pil:
-            array = np.asarray(pil.convert("L" if in_channels == 1 else "RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as error:
-        raise UsageError(f"cannot read image {path}: {error}") from error
-    return (array[:, :, None] if array.ndim == 2 else array) / 255.0  # (H, W, C) in [0, 1]
-
-
 def _predict(args) -> int:
+    from tqdm.auto import tqdm
+
     from course_lib import viz
-    from course_lib.inference import predict, sliding_window
+    from course_lib.preprocessing import read_image
     from course_lib.utils import get_device
 
     if not args.input.is_dir():
         raise UsageError(f"--input {args.input} is not a folder")
     if not 0.0 <= args.overlap < 1.0:
         raise UsageError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.window is not None and args.window < 1:
+        raise UsageError(f"--window must be >= 1, got {args.window}")
     files = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise UsageError(f"--input {args.input} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
     device = get_device(args.device)
     checkpoint = _load(args.checkpoint, device)
-    extra = checkpoint.get("extra", {})
+    preprocessing = _preprocessing_of(checkpoint)
     model = _rebuild_model(checkpoint).to(device)
-    in_channels = checkpoint["model_kwargs"].get("in_channels", 3)
-    window = args.window or (extra.get("data") or {}).get("image_size", 256)
-    if window < 1:
-        raise UsageError(f"--window must be >= 1, got {window}")
-    mean, std = extra.get("mean"), extra.get("std")
-    for path in files:
-        array = _read_image(path, in_channels)  # (H, W, C)
-        image = torch.from_numpy(array.transpose(2, 0, 1).copy())  # (C, H, W)
-        model_input = image
-        if mean is not None:
-            shape = (-1, 1, 1)
-            model_input = (image - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
-        if max(image.shape[-2:]) > window:
-            labels = sliding_window(model, model_input.to(device), window, args.overlap,
-                                    output="labels", tta=args.tta).cpu()
-        else:
-            labels = predict(model, model_input.to(device), tta=args.tta).cpu()  # (H, W)
-        labels_u8 = labels.numpy().astype(np.uint8)
+    print(f"preprocessing: {preprocessing.describe()}", flush=True)
+    for path in tqdm(files, desc="predict", unit="image", disable=not sys.stderr.isatty()):
+        image = read_image(path, preprocessing.image_mode)  # (C, H, W) in [0, 1]
+        labels = _predicted_labels(model, preprocessing.normalize(image), preprocessing, device,
+                                   window=args.window, overlap=args.overlap, tta=args.tta)
+        labels_u8 = labels.numpy().astype(np.uint8)  # (H, W), the size of the file
         _write_png(args.output / f"{path.stem}_labels.png", labels_u8)
         _write_png(args.output / f"{path.stem}_mask.png", viz.colorize(labels_u8))
         _write_png(args.output / f"{path.stem}_overlay.png", viz.overlay(image, labels_u8))

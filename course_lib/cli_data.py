@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 __all__ = ["PRESETS", "REAL", "SYNTHETIC", "UsageError", "build_datasets", "data_spec",
-           "normalisation", "train_settings"]
+           "folder_of", "normalisation", "train_settings"]
 
 SYNTHETIC = ("cells", "scenes")
 REAL = ("pets", "voc")
@@ -27,8 +27,8 @@ PRESETS = {
                             lr=5e-3, batch_size=8, epochs=6),
     ("scenes", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=16, depth=3,
                              lr=3e-3, batch_size=8, epochs=8),
-    ("folder", "fast"): dict(image_size=128, num_train=None, num_val=None, base_channels=16,
-                             depth=3, lr=3e-3, batch_size=8, epochs=10),
+    ("folder", "fast"): dict(image_size=256, num_train=None, num_val=None, base_channels=16,
+                             depth=4, lr=3e-3, batch_size=8, epochs=10),
     ("cells", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32, depth=4,
                             lr=1e-3, batch_size=16, epochs=30),
     ("scenes", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32,
@@ -55,7 +55,12 @@ def train_settings(args: argparse.Namespace, mode: str) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
+    settings["minutes"] = getattr(args, "minutes", None)
+    if settings["minutes"] is not None:
+        settings["epochs"] = args.epochs  # a time budget, and an epoch limit only if given
     for key in ("image_size", "base_channels", "depth", "epochs", "batch_size"):
+        if key == "epochs" and settings[key] is None and settings["minutes"] is not None:
+            continue
         if not isinstance(settings[key], int) or settings[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
     for key in ("num_train", "num_val"):
@@ -85,12 +90,31 @@ def data_spec(args, settings) -> dict:
         return {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
                 "val_images": str(args.val_images) if args.val_images else None,
                 "val_masks": str(args.val_masks) if args.val_masks else None,
-                "val_fraction": args.val_fraction, "grayscale": args.grayscale,
-                "num_classes": args.num_classes, "image_size": settings["image_size"],
-                "seed": args.seed}
+                "val_fraction": args.val_fraction,
+                "grayscale": args.grayscale or _all_grayscale(args.images),
+                "num_classes": args.num_classes, "mask_threshold": args.mask_threshold,
+                "image_size": settings["image_size"], "scale": args.scale, "seed": args.seed}
     name = args.dataset or "cells"
     return {"kind": name, "image_size": settings["image_size"], "num_train": settings["num_train"],
-            "num_val": settings["num_val"], "seed": args.seed, "val_fraction": args.val_fraction}
+            "num_val": settings["num_val"], "seed": args.seed, "val_fraction": args.val_fraction,
+            "scale": args.scale}
+
+
+def _all_grayscale(folder) -> bool:
+    """True when every image file of `folder` is stored with one channel (read from the headers)."""
+    from PIL import Image
+
+    from course_lib.data.folder import IMAGE_EXTENSIONS
+
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS] if folder.is_dir() else []
+    modes = set()
+    for path in files:
+        try:
+            with Image.open(path) as pil:
+                modes.add(pil.mode)
+        except OSError:
+            return False  # SegmentationFolder reports the unreadable file by name
+    return bool(modes) and modes <= {"L", "I", "I;16", "1"}
 
 
 def _folder_datasets(spec: dict, train: bool):
@@ -98,13 +122,15 @@ def _folder_datasets(spec: dict, train: bool):
     from course_lib.transforms import train_transforms, val_transforms
 
     mean, std = normalisation(spec)
-    size = spec["image_size"]
     image_mode = "L" if spec["grayscale"] else "RGB"
-    common = dict(num_classes=spec["num_classes"], image_mode=image_mode)
+    mapping = spec.get("mask_mapping") or {"num_classes": spec["num_classes"],
+                                           "mask_threshold": spec.get("mask_threshold")}
+    common = dict(image_mode=image_mode, **mapping)  # a checkpoint's mapping, or the options
     if (spec["val_images"] is None) != (spec["val_masks"] is None):
         raise UsageError("give both --val-images and --val-masks, or neither")
-    train_t = train_transforms(size, mean=mean, std=std, seed=spec["seed"]) if train else None
-    val_t = val_transforms(size, mean=mean, std=std)
+    train_t = train_transforms(spec["image_size"], mean=mean, std=std, rescale=spec.get("scale", 1.0),
+                               seed=spec["seed"]) if train else None
+    val_t = val_transforms(None, mean=mean, std=std)  # whole images, scaled by inference.segment
     if spec["val_images"] is not None:
         val_set = SegmentationFolder(spec["val_images"], spec["val_masks"], val_t, **common)
         train_set = SegmentationFolder(spec["images"], spec["masks"], train_t, **common) if train else None
@@ -121,9 +147,9 @@ def _real_datasets(spec: dict, train: bool, download: bool):
     from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation
     from course_lib.transforms import train_transforms, val_transforms
 
-    size = spec["image_size"]
-    train_t = train_transforms(size, seed=spec["seed"]) if train else None
-    val_t = val_transforms(size)
+    train_t = (train_transforms(spec["image_size"], rescale=spec.get("scale", 1.0), seed=spec["seed"])
+               if train else None)
+    val_t = val_transforms(None)  # whole images, scaled by inference.segment
     if spec["kind"] == "pets":
         val_set = OxfordPetSegmentation(split="test", transform=val_t, download=download)
         train_set = (OxfordPetSegmentation(split="trainval", transform=train_t, download=download)
@@ -132,6 +158,15 @@ def _real_datasets(spec: dict, train: bool, download: bool):
     val_set = PascalVOCSegmentation(image_set="val", transform=val_t, download=download)
     train_set = PascalVOCSegmentation(image_set="train", transform=train_t, download=download) if train else None
     return train_set, val_set, PascalVOCSegmentation.num_classes, tuple(PascalVOCSegmentation.CLASSES)
+
+
+def folder_of(dataset: Dataset):
+    """The `SegmentationFolder` under a (possibly nested) `Subset`, or None."""
+    from course_lib.data import SegmentationFolder
+
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return dataset if isinstance(dataset, SegmentationFolder) else None
 
 
 def normalisation(spec: dict):

@@ -154,16 +154,18 @@ class ShardSampler(Sampler[int]):
 
 
 def distributed_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, *, seed: int = 0,
-                        num_workers: int = 0) -> tuple[DataLoader, DataLoader]:
+                        num_workers: int = 0, val_batch_size: int | None = None,
+                        ) -> tuple[DataLoader, DataLoader]:
     """Train loader with a shuffling `DistributedSampler`, val loader with an unpadded `ShardSampler`.
 
-    `batch_size` is per process; the effective batch is batch_size * world_size.
+    `batch_size` is per process; the effective batch is batch_size * world_size. `val_batch_size`
+    defaults to `batch_size` (1 for whole images of different sizes).
     `engine.fit` calls `sampler.set_epoch(epoch)` so each epoch is shuffled differently.
     """
     train_sampler = DistributedSampler(train_set, num_replicas=get_world_size(), rank=get_rank(),
                                        shuffle=True, seed=seed, drop_last=False)
     train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler,
                               num_workers=num_workers, drop_last=False)
-    val_loader = DataLoader(val_set, batch_size=batch_size, sampler=ShardSampler(val_set),
+    val_loader = DataLoader(val_set, batch_size=val_batch_size or batch_size, sampler=ShardSampler(val_set),
                             num_workers=num_workers)
     return train_loader, val_loader

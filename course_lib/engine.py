@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_lib import distributed
+from course_lib import distributed, inference
 from course_lib.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from course_lib.metrics import ConfusionMatrix, summarize
 from course_lib.schedules import SCHEDULES, build_scheduler
@@ -119,10 +120,11 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
                     device: torch.device | str, *, scheduler: Any = None, scaler: Any = None,
                     amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
                     channels_last: bool = False, progress: bool | None = False,
-                    description: str = "train") -> float:
+                    description: str = "train", deadline: float | None = None) -> float:
     """One pass over `loader` with an optimiser step per batch; returns the mean loss per image.
 
-    The scheduler (if any) is stepped after every optimiser step. A NaN/inf loss raises
+    The scheduler (if any) is stepped after every optimiser step. `deadline` (a `time.monotonic()`
+    value) ends the pass early, after the first step that finishes past it. A NaN/inf loss raises
     `NonFiniteLossError` before `backward`, so the weights keep their last finite values.
     Under torch.distributed the returned mean is over the images of all processes.
     """
@@ -165,6 +167,8 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
         if not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             bar.update(1)
+        if deadline is not None and time.monotonic() >= deadline:
+            break
     bar.close()
     distributed.all_reduce_sum(loss_sum)
     distributed.all_reduce_sum(image_count)
@@ -177,8 +181,12 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
 def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | str, *,
              loss_fn: Callable | None = None, ignore_index: int | None = None,
              amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-             progress: bool | None = False) -> dict:
+             progress: bool | None = False, preprocessing: Any = None) -> dict:
     """Data-set metrics from one confusion matrix accumulated over every batch (and process).
+
+    With `preprocessing` (a `preprocessing.Preprocessing`), each batch of whole images goes
+    through `inference.segment` at the recorded scale and window, with its decision threshold:
+    the numbers are those of the masks `predict` writes. Without it, `model(images)` is scored.
 
     Returns a dict with "miou", "iou_per_class", "dice" (mean over classes), "dice_per_class",
     "dice_foreground" (mean over classes 1..K-1), "pixel_accuracy", precision/recall per class,
@@ -188,7 +196,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
     """
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+    threshold = preprocessing.threshold if preprocessing is not None else 0.5
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, threshold=threshold)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     image_count = torch.zeros((), dtype=torch.float64, device=device)
     was_training = model.training
@@ -199,7 +208,11 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
         with _autocast(device, amp_dtype):
-            logits = model(images)  # (N, K, H, W)
+            if preprocessing is None:
+                logits = model(images)  # (N, K, H, W)
+            else:
+                logits = inference.segment(model, images, window=preprocessing.window,
+                                           scale=preprocessing.scale)  # (N, K, H, W)
             if loss_fn is not None:
                 loss_sum += loss_fn(logits, targets).double() * images.shape[0]
         image_count += images.shape[0]
@@ -247,7 +260,7 @@ def _epochs_since_best(values: list[float], mode: str, min_delta: float) -> tupl
     return best, stale
 
 
-def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Callable,
+def fit(model: nn.Module, train_loader, val_loader, *, epochs: int | None, loss_fn: Callable,
         num_classes: int, optimizer: torch.optim.Optimizer | None = None,
         device: torch.device | str | None = None, lr: float = 1e-3, weight_decay: float = 1e-4,
         schedule: str = "poly", warmup_steps: int = 0, amp: str | bool | None = "auto",
@@ -255,26 +268,39 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
         min_delta: float = 0.0, ignore_index: int | None = None, checkpoint: str | Path | None = None,
         resume: str | Path | None = None, seed: int | None = None, channels_last: bool = False,
         progress: bool | None = None, verbose: bool = False, model_name: str | None = None,
-        model_kwargs: dict | None = None, extra: dict | None = None) -> dict[str, list]:
-    """Train for `epochs` epochs, evaluating on `val_loader` after each; returns the history.
+        model_kwargs: dict | None = None, extra: dict | None = None, minutes: float | None = None,
+        preprocessing: Any = None) -> dict[str, list]:
+    """Train for `epochs` epochs (or `minutes` of wall time), validating as it goes; returns the history.
 
-    history: dict of per-epoch lists "epoch", "lr" (at the end of the epoch), "train_loss",
-    "val_loss", "miou", "dice", "dice_foreground", "pixel_accuracy", "iou_per_class",
-    "dice_per_class".
+    history: dict of per-validation lists "epoch" (epochs completed), "lr" (at that point),
+    "train_loss" (mean since the last validation), "val_loss", "miou", "dice", "dice_foreground",
+    "pixel_accuracy", "iou_per_class", "dice_per_class".
 
     optimizer: default AdamW(lr, weight_decay). schedule: "poly" | "cosine" | "constant", stepped
     per batch, with `warmup_steps` of linear warm-up. amp: see `resolve_amp`. early_stopping: stop
-    after that many epochs without improvement of `monitor` (one of "miou", "dice",
+    after that many validations without improvement of `monitor` (one of "miou", "dice",
     "dice_foreground", "pixel_accuracy", "val_loss"). checkpoint: file written (atomically, by
-    rank 0) after every epoch. resume: a checkpoint of this run; training continues from its epoch
-    with the optimiser, scheduler, scaler, history and RNG states it holds, so 2 + 2 epochs give
-    the weights and history of 4 straight epochs. seed: `seed_everything(seed)` first (seed the
-    model's initialisation yourself, before building it). progress: tqdm bars (None = auto).
-    verbose: one printed line per epoch. model_name / model_kwargs / extra are stored in the
+    rank 0) after every validation. resume: a checkpoint of this run; training continues from its
+    epoch with the optimiser, scheduler, scaler, history and RNG states it holds, so 2 + 2 epochs
+    give the weights and history of 4 straight epochs. seed: `seed_everything(seed)` first (seed
+    the model's initialisation yourself, before building it). progress: tqdm bars (None = auto).
+    verbose: one printed line per validation. model_name / model_kwargs / extra are stored in the
     checkpoint so that `models.build_model(model_name, **model_kwargs)` rebuilds the model.
+
+    minutes: a wall-time budget instead of (or on top of) `epochs`: the learning-rate schedule runs
+    over the budget (`schedules.TimeBudgetFactor`), the last epoch ends at the first step past it,
+    validation runs after each quarter of the budget (whole-image validation is not free), and the checkpoint is
+    written each time, with the wall time spent so far (`extra["seconds"]`); a resumed run counts
+    that time against the budget.
+    preprocessing: a `preprocessing.Preprocessing`; validation then scores whole images through
+    `inference.segment` (see `evaluate`), and the checkpoint stores it as `extra["preprocessing"]`.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+    if epochs is None and minutes is None:
+        raise ValueError("give epochs, minutes, or both")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if minutes is not None and not (isinstance(minutes, (int, float)) and 0 < minutes < math.inf):
+        raise ValueError(f"minutes must be a positive number of minutes, got {minutes!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 (label classes; a binary model with one "
                          f"output channel has num_classes=2), got {num_classes!r}")
@@ -298,16 +324,22 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
     model = model.to(device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = len(train_loader)
-    scheduler = build_scheduler(optimizer, schedule, total_steps=epochs * steps_per_epoch,
-                                warmup_steps=warmup_steps)
+    budget = None if minutes is None else 60.0 * minutes  # seconds
+    if budget is None:
+        scheduler = build_scheduler(optimizer, schedule, total_steps=epochs * len(train_loader),
+                                    warmup_steps=warmup_steps)
+    else:
+        scheduler = build_scheduler(optimizer, schedule, total_seconds=budget,
+                                    warmup_steps=warmup_steps)
     use_scaler = amp_dtype == torch.float16
     scaler = torch.amp.GradScaler(device.type) if use_scaler else None
     generators = _loader_generators(train_loader)
     history: dict[str, list] = {key: [] for key in (
         "epoch", "lr", "train_loss", "val_loss", "miou", "dice", "dice_foreground",
         "pixel_accuracy", "iou_per_class", "dice_per_class")}
-    start_epoch = 0
+    if preprocessing is not None:
+        extra = {**(extra or {}), "preprocessing": preprocessing.to_dict()}
+    start_epoch, spent_before = 0, 0.0  # spent_before: wall time of the run(s) resumed
     if resume is not None:
         # The schedule follows this call's arguments (a run may be extended to more epochs);
         # only its step count comes from the checkpoint, whose load overwrites the factor's fields.
@@ -317,21 +349,32 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
         vars(scheduler.lr_lambdas[0]).update(schedule_settings)
         start_epoch, history = state["epoch"], state["history"]
         restore_rng_state(state["rng"], generators)
+        spent_before = float(state.get("extra", {}).get("seconds", 0.0))
+    started = time.monotonic()
+    deadline = None if budget is None else started + budget - spent_before
+    if budget is not None:
+        scheduler.lr_lambdas[0].spent_before = spent_before
+        scheduler.lr_lambdas[0].start()
     mode = _MONITORS[monitor]
     best, stale = _epochs_since_best(history.get(monitor, []), mode, min_delta)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     show = _progress_enabled(progress)
-    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
-                     disable=not show)
-    for epoch in epoch_bar:
+    if budget is None:
+        bar = tqdm(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
+    else:
+        bar = tqdm(total=round(budget), initial=round(min(spent_before, budget)), unit="s",
+                   desc="minutes budget", disable=not show)
+    epoch, losses, last_check = start_epoch, [], started
+    while (epochs is None or epoch < epochs) and (deadline is None or time.monotonic() < deadline):
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         try:
-            train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device,
-                                         scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype,
-                                         grad_clip=grad_clip, channels_last=channels_last,
-                                         progress=show, description=f"epoch {epoch + 1}")
+            losses.append(train_one_epoch(
+                model, train_loader, loss_fn, optimizer, device, scheduler=scheduler,
+                scaler=scaler, amp_dtype=amp_dtype, grad_clip=grad_clip,
+                channels_last=channels_last, progress=show and budget is None,
+                description=f"epoch {epoch + 1}", deadline=deadline))
         except NonFiniteLossError as error:
             if checkpoint is not None and checkpoint.exists():
                 last_good = history["epoch"][-1] if history["epoch"] else start_epoch
@@ -341,28 +384,44 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
             raise NonFiniteLossError(
                 f"training stopped in epoch {epoch + 1}: {error}; {kept}. Lower the learning rate, "
                 f"set grad_clip, or check the data and the loss for invalid values.") from error
+        epoch += 1
+        now = time.monotonic()
+        if budget is not None:
+            bar.update(round(min(spent_before + now - started, budget)) - bar.n)
+            finished = now >= deadline or (epochs is not None and epoch >= epochs)
+            if not finished and now - last_check < budget / 4:
+                continue  # validate four times over a time budget
+        last_check = now
         results = evaluate(model, val_loader, num_classes, device, loss_fn=loss_fn,
                            ignore_index=ignore_index, amp_dtype=amp_dtype,
-                           channels_last=channels_last, progress=False)
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": train_loss, "val_loss": results["loss"], "miou": results["miou"],
-                  "dice": results["dice"], "dice_foreground": results["dice_foreground"],
+                           channels_last=channels_last, progress=False, preprocessing=preprocessing)
+        seconds = spent_before + time.monotonic() - started
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                  "train_loss": sum(losses) / len(losses), "val_loss": results["loss"],
+                  "miou": results["miou"], "dice": results["dice"],
+                  "dice_foreground": results["dice_foreground"],
                   "pixel_accuracy": results["pixel_accuracy"],
                   "iou_per_class": results["iou_per_class"],
                   "dice_per_class": results["dice_per_class"]}
+        losses = []
         for key, value in record.items():
             history.setdefault(key, []).append(value)
+        if budget is None:
+            bar.update(1)
         if show:
-            epoch_bar.set_postfix(loss=f"{train_loss:.4f}", miou=f"{results['miou']:.3f}")
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", miou=f"{results['miou']:.3f}")
         if verbose and distributed.is_main_process():
-            print(f"epoch {epoch + 1}/{epochs}  train_loss {train_loss:.4f}  "
-                  f"val_loss {results['loss']:.4f}  miou {results['miou']:.4f}  "
-                  f"dice {results['dice']:.4f}  lr {record['lr']:.2e}", flush=True)
+            total = f"/{epochs}" if epochs is not None else ""
+            clock = f"{seconds:.0f} s  " if budget is not None else ""
+            print(f"epoch {epoch}{total}  {clock}"
+                  f"train_loss {record['train_loss']:.4f}  val_loss {results['loss']:.4f}  "
+                  f"miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
+                  f"lr {record['lr']:.2e}", flush=True)
         if checkpoint is not None and distributed.is_main_process():
             save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, epoch=epoch + 1, history=history,
+                            scaler=scaler, epoch=epoch, history=history,
                             rng=capture_rng_state(generators), model_name=model_name,
-                            model_kwargs=model_kwargs, extra=extra)
+                            model_kwargs=model_kwargs, extra={**(extra or {}), "seconds": seconds})
         value = record[monitor]
         if _is_better(value, best, mode, min_delta):
             best, stale = value, 0
@@ -370,9 +429,9 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int, loss_fn: Cal
             stale += 1
         if early_stopping is not None and stale >= early_stopping:
             if verbose and distributed.is_main_process():
-                print(f"early stopping: {monitor} did not improve for {stale} epochs "
+                print(f"early stopping: {monitor} did not improve for {stale} validations "
                       f"(best {best:.4f})", flush=True)
             break
-    epoch_bar.close()
+    bar.close()
     distributed.barrier()
     return history

@@ -8,6 +8,11 @@ Sliding-window inference cuts the (padded) image into overlapping windows of the
 runs the model on each and blends the window probabilities with a weight map: constant weights
 (a plain average where windows overlap) or a Gaussian centred in the window, which trusts window
 centres more than borders (the blending of nnU-Net, Isensee et al., 2021).
+
+`segment` is the whole path from a normalised image of any size to an answer at that size: resize
+by the training scale, slide the training window, resize back. Validation during training,
+`evaluate` and `predict` of the command line all go through it, so the score measured in training
+is the score of the masks the user gets.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["probabilities", "predict", "window_weights", "window_positions", "sliding_window"]
+__all__ = ["probabilities", "predict", "window_weights", "window_positions", "sliding_window",
+           "segment"]
 
 _FLIPS = {"hflip": (-1,), "vflip": (-2,)}
 
@@ -62,13 +68,14 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _probabilities_with_tta(model: nn.Module, batch: torch.Tensor,
-                            flips: list[tuple[int, ...]]) -> torch.Tensor:
+                            flips: list[tuple[int, ...]], as_logits: bool = False) -> torch.Tensor:
+    """Mean over the flips of the class probabilities (or of the raw logits, `as_logits`)."""
     total = None
     for dims in flips:
         x = torch.flip(batch, dims) if dims else batch
-        probs = probabilities(model(x))  # (n, K, h, w)
-        probs = torch.flip(probs, dims) if dims else probs  # back to the original orientation
-        total = probs if total is None else total + probs
+        out = model(x).float() if as_logits else probabilities(model(x))  # (n, K, h, w)
+        out = torch.flip(out, dims) if dims else out  # back to the original orientation
+        total = out if total is None else total + out
     return total / len(flips)
 
 
@@ -150,12 +157,13 @@ def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[in
     [0, 1): the fraction of a window shared with its neighbour (stride = window * (1 - overlap)).
     An image smaller than the window (or whose border is not reached by the stride) is padded
     (`pad_mode` "constant" with `pad_value`, or "reflect"/"replicate") and the result cropped back.
-    output: "probs" -> (N, K, H, W) float32, "labels" -> (N, H, W) int64, on the device of `image`.
+    output: "probs" -> (N, K, H, W) float32, "labels" -> (N, H, W) int64, "logits" -> the blended
+    raw model outputs (N, K_model, H, W) (one channel for a binary model), on the device of `image`.
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    if output not in ("labels", "probs"):
-        raise ValueError(f"output must be 'labels' or 'probs', got {output!r}")
+    if output not in ("labels", "probs", "logits"):
+        raise ValueError(f"output must be 'labels', 'probs' or 'logits', got {output!r}")
     if pad_mode not in ("constant", "reflect", "replicate"):
         raise ValueError(f"pad_mode must be 'constant', 'reflect' or 'replicate', got {pad_mode!r}")
     batch, single = _as_batch(image, "image")
@@ -186,7 +194,8 @@ def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[in
         for start in range(0, len(boxes), batch_size):
             chunk = boxes[start:start + batch_size]
             crops = torch.stack([padded[index, :, t:t + win_h, l:l + win_w] for t, l in chunk])
-            probs = _probabilities_with_tta(model, crops.to(device), flips)  # (b, K, h, w)
+            probs = _probabilities_with_tta(model, crops.to(device), flips,
+                                            as_logits=output == "logits")  # (b, K, h, w)
             if accumulated is None:
                 accumulated = torch.zeros(probs.shape[1], full_h, full_w, device=device)
             for (top, left), window_probs in zip(chunk, probs):
@@ -198,3 +207,36 @@ def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[in
     probs = torch.stack(results)  # (N, K, H, W)
     result = probs.argmax(dim=1) if output == "labels" else probs
     return result[0] if single else result
+
+
+@torch.no_grad()
+def segment(model: nn.Module, images: torch.Tensor, *, window: int, scale: float = 1.0,
+            overlap: float = 0.5, tta: bool | tuple[str, ...] = False, batch_size: int = 4,
+            output: str = "logits") -> torch.Tensor:
+    """Whole images of any size, at the scale the model was trained on, answered at their own size.
+
+    images: normalised (N, C, H, W) or (C, H, W). The images are resized by `scale` (bilinear,
+    antialiased when shrinking, as the training crops were), cut into `window`-sized windows
+    (`sliding_window`, padded when smaller), and the blended logits are resized back to (H, W).
+    output: "logits" (N, K_model, H, W) float32, the blended raw outputs that losses and
+    `metrics.ConfusionMatrix` take; "probs" (N, K, H, W); "labels" (N, H, W) by argmax.
+    """
+    if output not in ("logits", "probs", "labels"):
+        raise ValueError(f"output must be 'logits', 'probs' or 'labels', got {output!r}")
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise ValueError(f"scale must be a positive factor, got {scale!r}")
+    batch, single = _as_batch(images, "images")
+    height, width = batch.shape[-2:]
+    x = batch
+    if scale != 1:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        x = F.interpolate(batch, size=size, mode="bilinear", align_corners=False,
+                          antialias=scale < 1)  # (N, C, h, w)
+    logits = sliding_window(model, x, window, overlap, batch_size=batch_size, output="logits",
+                            tta=tta)  # (N, K_model, h, w)
+    if scale != 1:
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    if output != "logits":
+        logits = probabilities(logits)
+        logits = logits.argmax(dim=1) if output == "labels" else logits
+    return logits[0] if single else logits

@@ -8,6 +8,10 @@ Cosine decay follows SGDR (Loshchilov & Hutter, 2017) without restarts:
 A linear warm-up (Goyal et al., 2017) ramps the factor from 1/W to 1 over the first W steps and
 the main schedule then runs over the remaining T - W steps.
 
+A run can also be given a wall-time budget instead of a step count (`TimeBudgetFactor`): t / T is
+then the share of the budget spent so far, so the rate reaches its end value when time is up,
+however fast the machine turns out to be.
+
 Every schedule is a multiplicative factor of the optimiser's base learning rate, wrapped in a
 `torch.optim.lr_scheduler.LambdaLR` that is stepped once per optimiser step.
 """
@@ -15,11 +19,13 @@ Every schedule is a multiplicative factor of the optimiser's base learning rate,
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["SCHEDULES", "poly_factor", "cosine_factor", "LRFactor", "build_scheduler"]
+__all__ = ["SCHEDULES", "poly_factor", "cosine_factor", "LRFactor", "TimeBudgetFactor",
+           "build_scheduler"]
 
 SCHEDULES = ("poly", "cosine", "constant")
 
@@ -85,9 +91,69 @@ class LRFactor:
                 f"warmup_steps={self.warmup_steps})")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str = "poly", *, total_steps: int,
+class TimeBudgetFactor:
+    """Step -> factor of schedule `name` over a wall-time budget of `total_seconds`.
+
+    Progress is `(spent_before + seconds since start) / total_seconds`, read from the clock at
+    each step, after an optional warm-up of `warmup_steps` steps. `spent_before` is time a resumed
+    run already used; `start()` sets the clock's zero (when training begins, not when built).
+    """
+
+    def __init__(self, name: str, total_seconds: float, warmup_steps: int = 0, power: float = 0.9,
+                 min_factor: float = 0.0, spent_before: float = 0.0):
+        if name not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
+        if not (isinstance(total_seconds, (int, float)) and total_seconds > 0):
+            raise ValueError(f"total_seconds must be a positive number, got {total_seconds!r}")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+        self.name = name
+        self.total_seconds = float(total_seconds)
+        self.warmup_steps = warmup_steps
+        self.power = power
+        self.min_factor = min_factor
+        self.spent_before = float(spent_before)
+        self.started_at = time.monotonic()
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+
+    def progress(self) -> float:
+        """Share of the budget spent, in [0, 1]."""
+        spent = self.spent_before + time.monotonic() - self.started_at
+        return min(max(spent / self.total_seconds, 0.0), 1.0)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        resolution = 1_000_000  # progress as a step count of the step-based factors
+        done = round(self.progress() * resolution)
+        if self.name == "poly":
+            return poly_factor(done, resolution, self.power)
+        if self.name == "cosine":
+            return cosine_factor(done, resolution, self.min_factor)
+        return 1.0
+
+    def __repr__(self) -> str:
+        return (f"TimeBudgetFactor({self.name!r}, total_seconds={self.total_seconds:g}, "
+                f"warmup_steps={self.warmup_steps})")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str = "poly", *,
+                    total_steps: int | None = None, total_seconds: float | None = None,
                     warmup_steps: int = 0, power: float = 0.9, min_factor: float = 0.0) -> LambdaLR:
-    """A `LambdaLR` for schedule `name` ("poly", "cosine", "constant"); call `.step()` per batch."""
+    """A `LambdaLR` for schedule `name` ("poly", "cosine", "constant"); call `.step()` per batch.
+
+    Give `total_steps` (the schedule runs over that many steps) or `total_seconds` (over that much
+    wall time, see `TimeBudgetFactor`), not both.
+    """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    return LambdaLR(optimizer, LRFactor(name, total_steps, warmup_steps, power, min_factor))
+    if (total_steps is None) == (total_seconds is None):
+        raise ValueError("give exactly one of total_steps and total_seconds, got "
+                         f"total_steps={total_steps!r}, total_seconds={total_seconds!r}")
+    if total_seconds is not None:
+        factor = TimeBudgetFactor(name, total_seconds, warmup_steps, power, min_factor)
+    else:
+        factor = LRFactor(name, total_steps, warmup_steps, power, min_factor)
+    return LambdaLR(optimizer, factor)

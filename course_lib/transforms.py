@@ -99,14 +99,24 @@ def train_transforms(
     vflip: float = 0.0,
     distortion: float = 0.0,
     color: float = 0.5,
+    rescale: float | None = None,
     seed: int | None = None,
 ) -> SegmentationTransform:
-    """Training augmentation: resize and random crop to `size`, affine, flips, distortion, colour.
+    """Training augmentation: a random crop of `size`, affine, flips, distortion, colour.
 
-    The shorter image side is resized to the larger side of `size` (aspect ratio kept) and a random
-    window of `size` is cut out; a random affine map then zooms by a factor in `scale`, rotates by
-    up to `rotate` degrees and shifts by up to 5 %. `hflip`, `vflip`, `distortion` (elastic or grid,
-    useful for cells and tissue) and `color` are probabilities. `seed` makes the draws repeatable.
+    Two ways to cut the crop:
+    - `rescale=None` (images drawn at the training size, like the synthetic data sets): the shorter
+      side is resized to the larger side of `size` (aspect ratio kept), a window of `size` is cut
+      out, and a random affine map zooms by a factor in `scale`;
+    - `rescale=f` (photographs, your own folders): the image keeps its own resolution times `f`
+      (1.0: native), jittered by a random factor in `scale` (as torchvision's segmentation
+      references: random resize, then random crop); images smaller than the crop are padded with
+      `ignore_index`. Inference must then see the image at the same scale
+      (`inference.segment(..., scale=f)`): a model trained on images shrunk to the crop size
+      and applied at full resolution sees objects several times larger than it ever learned.
+    The affine map also rotates by up to `rotate` degrees and shifts by up to 5 %. `hflip`,
+    `vflip`, `distortion` (elastic or grid, useful for cells and tissue) and `color` are
+    probabilities. `seed` makes the draws repeatable.
     """
     height, width = _check_size(size)
     _check_stats(mean, std)
@@ -119,14 +129,24 @@ def train_transforms(
         raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
     if rotate < 0:
         raise ValueError(f"rotate is the largest rotation in degrees, >= 0, got {rotate!r}")
+    if rescale is not None and not 0 < rescale <= 4:
+        raise ValueError(f"rescale must be None or a factor in (0, 4], got {rescale!r}")
     borders = dict(border_mode=cv2.BORDER_CONSTANT, fill=0.0, fill_mask=ignore_index)
     nearest = dict(interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
-    steps: list[A.BasicTransform] = [
-        A.SmallestMaxSize(max_size=max(height, width), **nearest),
-        A.RandomCrop(height, width),
-        A.Affine(scale=scale, rotate=(-rotate, rotate), translate_percent=(-0.05, 0.05),
-                 p=1.0, **nearest, **borders),
-    ]
+    if rescale is None:
+        steps: list[A.BasicTransform] = [
+            A.SmallestMaxSize(max_size=max(height, width), **nearest),
+            A.RandomCrop(height, width),
+            A.Affine(scale=scale, rotate=(-rotate, rotate), translate_percent=(-0.05, 0.05),
+                     p=1.0, **nearest, **borders),
+        ]
+    else:  # the image's own resolution (times rescale), jittered, then a crop
+        factors = (rescale * scale[0] - 1.0, rescale * scale[1] - 1.0)  # RandomScale adds 1
+        steps = [
+            A.RandomScale(scale_limit=factors, area_for_downscale="image", p=1.0, **nearest),
+            A.RandomCrop(height, width, pad_if_needed=True, pad_position="random", **borders),
+            A.Affine(rotate=(-rotate, rotate), p=1.0, **nearest, **borders),
+        ]
     if hflip > 0:
         steps.append(A.HorizontalFlip(p=hflip))
     if vflip > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from course_lib.data.folder import SegmentationFolder
+from course_lib.data.folder import MAX_AUTO_CLASS_ID, SegmentationFolder
 
 
 def make_image(seed: int, size=(12, 16), channels: int = 3) -> np.ndarray:
@@ -210,7 +211,16 @@ def test_works_with_course_transforms_and_a_dataloader(tmp_path):
      (dict(ignore_index=-1), ValueError, "ignore_index"),
      (dict(value_to_class={0: 0}, mask_format="binary"), ValueError, "value_to_class"),
      (dict(color_to_class={(0, 0): 0}), ValueError, "color_to_class"),
-     (dict(transform="flip"), TypeError, "transform")],
+     (dict(transform="flip"), TypeError, "transform"),
+     (dict(mask_threshold=0), ValueError, "mask_threshold must be a positive int"),
+     (dict(mask_threshold=-128), ValueError, "mask_threshold must be a positive int"),
+     (dict(mask_threshold=127.5), ValueError, "mask_threshold must be a positive int"),
+     (dict(mask_threshold=True), ValueError, "mask_threshold must be a positive int"),
+     (dict(mask_threshold="128"), ValueError, "mask_threshold must be a positive int"),
+     (dict(mask_threshold=128, mask_format="index"), ValueError, "mask_format 'auto' or 'binary'"),
+     (dict(mask_threshold=128, num_classes=3), ValueError, "num_classes=3"),
+     (dict(mask_threshold=128, value_to_class={0: 0}), ValueError, "give one"),
+     (dict(mask_threshold=128, color_to_class={(0, 0, 0): 0}), ValueError, "give one")],
 )
 def test_bad_arguments(tmp_path, kwargs, error, match):
     write_pair(tmp_path, "a", np.zeros((12, 16), np.uint8))
@@ -233,3 +243,185 @@ def test_check_files_false_pairs_names_and_checks_labels_when_loading(tmp_path):
         ds[0]
     with pytest.raises(ValueError, match="check_files=False"):
         folder(tmp_path, check_files=False, num_classes=3)
+
+
+# -- stray mask values: reported, never turned into extra classes ---------------------------------
+
+def square_mask(size=(12, 16)) -> np.ndarray:
+    mask = np.zeros(size, np.uint8)
+    mask[3:7, 5:9] = 255
+    return mask
+
+
+def jpeg_round_trip(mask: np.ndarray) -> np.ndarray:
+    """What a 0/255 mask holds after being saved as JPEG once: noise near every edge."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="JPEG", quality=75)
+    return np.asarray(Image.open(buffer).convert("L"))
+
+
+def stored(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path)).astype(np.int64)
+
+
+def test_binary_folder_with_one_anti_aliased_value_is_reported_not_129_classes(tmp_path):
+    write_pair(tmp_path, "a", square_mask())
+    write_pair(tmp_path, "b", square_mask())
+    edge = square_mask()
+    edge[3, 4] = 128  # one anti-aliased pixel
+    _, edge_path = write_pair(tmp_path, "c", edge)
+    with pytest.raises(ValueError) as info:
+        folder(tmp_path)
+    message = str(info.value)
+    assert str(edge_path) in message and "values [0, 128, 255] (3 distinct)" in message
+    assert "anti-aliased or JPEG-saved binary mask" in message
+    assert "mask_threshold=128" in message and "--mask-threshold 128" in message
+    assert "num_classes / value_to_class" in message
+
+    kept = folder(tmp_path, strict=False)  # the clean masks are still read as binary
+    assert kept.mask_format == "binary" and kept.num_classes == 2 and len(kept) == 2
+    assert len(kept.problems) == 1 and str(edge_path) in kept.problems[0]
+
+
+def test_jpeg_noisy_mask_is_reported_with_its_values(tmp_path):
+    write_pair(tmp_path, "clean", square_mask((32, 32)))
+    noisy = jpeg_round_trip(square_mask((32, 32)))
+    assert len(np.unique(noisy)) > 10 and (noisy[noisy < 255] > 0).any()  # small values too
+    _, noisy_path = write_pair(tmp_path, "noisy", noisy)
+    with pytest.raises(ValueError) as info:
+        folder(tmp_path)
+    message = str(info.value)
+    distinct = len(np.unique(noisy))
+    assert str(noisy_path) in message and f"{distinct} distinct" in message
+    assert "JPEG-saved binary mask" in message and "mask_threshold=128" in message
+    kept = folder(tmp_path, strict=False)  # the noisy mask holds small values, yet not "index"
+    assert kept.mask_format == "binary" and [p[1].stem for p in kept.samples] == ["clean"]
+
+
+def test_mask_threshold_binarises_exactly_like_numpy(tmp_path):
+    edge = square_mask((32, 32))
+    edge[3, 4] = 128
+    paths = [write_pair(tmp_path, "edge", edge)[1],
+             write_pair(tmp_path, "noisy", jpeg_round_trip(square_mask((32, 32))))[1]]
+    ds = folder(tmp_path, mask_threshold=128)
+    assert ds.mask_format == "binary" and ds.num_classes == 2 and len(ds) == 2
+    for i, (_, mask_path) in enumerate(ds.samples):
+        expected = (stored(mask_path) >= 128).astype(np.int64)
+        torch.testing.assert_close(ds[i][1], torch.from_numpy(expected))
+    assert sorted(p[1] for p in ds.samples) == sorted(paths)
+    assert stored(paths[0])[3, 4] == 128 and ds[0][1][3, 4] == 1
+
+
+def test_mask_threshold_compares_16_bit_stored_values(tmp_path):
+    mask = np.zeros((12, 16), np.uint16)
+    mask[2:6, 3:9] = 40000
+    mask[2, 3] = 20000
+    _, mask_path = write_pair(tmp_path, "deep", mask)
+    with pytest.raises(ValueError, match=r"\[20000, 40000\].*mask_threshold"):
+        folder(tmp_path)
+    ds = folder(tmp_path, mask_threshold=32768)
+    expected = (stored(mask_path) >= 32768).astype(np.int64)
+    torch.testing.assert_close(ds[0][1], torch.from_numpy(expected))
+    assert ds[0][1][2, 3] == 0 and ds[0][1].sum() == 4 * 6 - 1
+
+
+def test_mask_threshold_rejects_palette_and_colour_masks(tmp_path):
+    palette = [0, 0, 0, 255, 255, 255] + [0, 0, 0] * 254
+    _, palette_path = write_pair(tmp_path, "p", np.array([[0, 1]] * 3, np.uint8), palette=palette)
+    with pytest.raises(ValueError, match="mask_threshold binarises grayscale masks") as info:
+        folder(tmp_path, mask_threshold=128)
+    assert str(palette_path) in str(info.value)
+    colours = np.zeros((3, 4, 3), np.uint8)
+    colours[0, 0] = (255, 0, 0)
+    (tmp_path / "colour").mkdir()
+    write_pair(tmp_path / "colour", "c", colours)
+    with pytest.raises(ValueError, match="mask_threshold binarises grayscale masks"):
+        folder(tmp_path / "colour", mask_threshold=128)
+
+
+def test_small_class_ids_with_ignore_stay_index_masks(tmp_path):
+    mask = np.array([[0, 1, 2, 255]] * 3, dtype=np.uint8)
+    write_pair(tmp_path, "a", mask)
+    ds = folder(tmp_path)
+    assert ds.mask_format == "index" and ds.num_classes == 3
+    torch.testing.assert_close(ds[0][1], torch.from_numpy(mask.astype(np.int64)))
+    assert ds.describe_mapping() == "class ids as stored (0..2), 255 ignored"
+
+
+def test_largest_auto_class_id_is_the_constant_minus_one(tmp_path):
+    write_pair(tmp_path, "a", np.array([[0, MAX_AUTO_CLASS_ID - 1]] * 3, dtype=np.uint8))
+    assert folder(tmp_path).num_classes == MAX_AUTO_CLASS_ID
+    _, too_large = write_pair(tmp_path, "b", np.array([[0, MAX_AUTO_CLASS_ID]] * 3, np.uint8))
+    with pytest.raises(ValueError, match=rf"\[{MAX_AUTO_CLASS_ID}\] are not class ids") as info:
+        folder(tmp_path)
+    assert str(too_large) in str(info.value)
+
+
+def test_explicit_num_classes_allows_large_class_ids(tmp_path):
+    mask = np.array([[0, 7, 150, 255]] * 3, dtype=np.uint8)
+    write_pair(tmp_path, "a", mask)
+    ds = folder(tmp_path, num_classes=200)
+    assert ds.mask_format == "index" and ds.num_classes == 200
+    torch.testing.assert_close(ds[0][1], torch.from_numpy(mask.astype(np.int64)))
+
+
+# -- the mapping, reported and rebuilt ------------------------------------------------------------
+
+def folder_of(kind: str, root: Path) -> dict:
+    """Write a one-pair folder of a kind; return the constructor arguments that read it."""
+    if kind == "binary":
+        write_pair(root, "a", square_mask())
+        return {}
+    if kind == "threshold":
+        edge = square_mask()
+        edge[3, 4] = 128
+        write_pair(root, "a", edge)
+        return {"mask_threshold": 100}
+    if kind == "index":
+        write_pair(root, "a", np.array([[0, 1, 2, 255]] * 3, dtype=np.uint8))
+        return {}
+    if kind == "value_to_class":
+        write_pair(root, "a", np.array([[0, 100, 200, 255]] * 3, dtype=np.uint8))
+        return {"value_to_class": {0: 0, 100: 1, 200: 2}}
+    if kind == "palette":
+        palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [200, 200, 200] * 253
+        write_pair(root, "a", np.array([[0, 1, 2, 255]] * 3, np.uint8), palette=palette)
+        return {}
+    labels = np.array([[0, 1, 1, 0]] * 3)
+    write_pair(root, "a", np.array([(0, 0, 0), (255, 0, 0)], dtype=np.uint8)[labels])
+    return {"color_to_class": {(0, 0, 0): 0, (255, 0, 0): 1}}
+
+
+@pytest.mark.parametrize("kind", ["binary", "threshold", "index", "value_to_class", "palette",
+                                  "rgb"])
+def test_mask_mapping_rebuilds_the_same_dataset(tmp_path, kind):
+    ds = folder(tmp_path, **folder_of(kind, tmp_path))
+    mapping = ds.mask_mapping
+    assert set(mapping) == {"mask_format", "mask_threshold", "value_to_class", "color_to_class",
+                            "num_classes", "ignore_index"}
+    assert mapping["mask_format"] == ds.mask_format and mapping["num_classes"] == ds.num_classes
+    rebuilt = folder(tmp_path, **mapping)
+    assert rebuilt.mask_mapping == mapping and rebuilt.num_classes == ds.num_classes
+    torch.testing.assert_close(rebuilt[0][1], ds[0][1])
+    mapping["num_classes"] = 99  # a copy: changing it leaves the dataset alone
+    assert ds.mask_mapping["num_classes"] == ds.num_classes
+
+
+def test_mask_mapping_is_plain_data(tmp_path):
+    ds = folder(tmp_path, **folder_of("value_to_class", tmp_path))
+    assert ds.mask_mapping == {"mask_format": "index", "mask_threshold": None,
+                               "value_to_class": {0: 0, 100: 1, 200: 2}, "color_to_class": None,
+                               "num_classes": 3, "ignore_index": 255}
+    assert all(type(key) is int for key in ds.mask_mapping["value_to_class"])
+
+
+@pytest.mark.parametrize("kind, line", [
+    ("binary", "binary masks: value 0 -> class 0, 255 (or 1) -> class 1"),
+    ("threshold", "mask values >= 100 -> class 1, below -> class 0"),
+    ("index", "class ids as stored (0..2), 255 ignored"),
+    ("value_to_class", "mask values -> classes: 0->0, 100->1, 200->2, 255 ignored"),
+    ("palette", "palette indices 0..2 as class ids, 255 ignored"),
+    ("rgb", "colours -> classes: (0,0,0)->0, (255,0,0)->1"),
+])
+def test_describe_mapping(tmp_path, kind, line):
+    assert folder(tmp_path, **folder_of(kind, tmp_path)).describe_mapping() == line

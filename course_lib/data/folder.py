@@ -9,10 +9,29 @@ Masks are stored in one of four ways, all decoded to an `(H, W)` int64 label map
 - "palette": palette PNG (mode "P", the Pascal VOC format): the palette index is the class id and
              the colours are only for display;
 - "rgb":     colour PNG, decoded through `color_to_class`, e.g. {(0, 0, 0): 0, (255, 0, 0): 1};
-- "binary":  0/255 (or 0/1) masks, the usual medical format (Kvasir-SEG, ISIC), mapped to 0/1.
-`mask_format="auto"` picks "rgb" when `color_to_class` is given, "palette" when every mask is a
-palette PNG, "binary" when every mask holds only 0 and 255 (and `num_classes` is None or 2 and no
-`value_to_class` is given), else "index".
+- "binary":  0/255 (or 0/1) masks, the usual medical format (Kvasir-SEG, ISIC), mapped to 0/1;
+             with `mask_threshold=t` any grayscale mask is binarised instead: class 1 where the
+             stored value is >= t, class 0 below (every pixel, `ignore_index` too, becomes 0 or 1).
+             t is compared with stored values: 128 suits 8-bit masks, 32768 16-bit ones.
+
+Masks are mapped on purpose, never by accident. The trap: a folder of 0/255 masks in which one
+file holds a stray 128 (an anti-aliased edge) or dozens of values (a mask once saved as JPEG) looks
+like class ids up to 255, and `num_classes = max + 1` would give a 129-class model that learns
+nothing. So `mask_format="auto"` decides as follows:
+- "rgb" when `color_to_class` is given, "palette" when every mask is a palette PNG (the indices are
+  class ids), "binary" when `mask_threshold` is given;
+- "binary" when every mask is grayscale, some hold 255, and each mask without stray values
+  (below) holds only 0 and 255 (and `num_classes` is None or 2 and no `value_to_class` is given);
+- else "index": stored values are class ids.
+Without `num_classes` or `value_to_class`, a grayscale value is taken as a class id only when it is
+below `MAX_AUTO_CLASS_ID` (or is `ignore_index`). A mask holding a larger value (a stray value) is
+a problem that names the file and the values and points to the fix: `mask_threshold=128`
+(`--mask-threshold 128` on the command line) to binarise, or `num_classes` / `value_to_class` when
+the values really are class ids. Such a mask does not take part in choosing the format, so with
+`strict=False` the clean 0/255 masks are still read as binary.
+
+`ds.mask_mapping` reports the decision as the constructor arguments that rebuild it, and
+`ds.describe_mapping()` says it in one line (see the method docs).
 
 The folder is checked on construction: an image without a mask and a mask without an image,
 unreadable or truncated files, image/mask sizes that differ, masks that are not PNG and labels
@@ -37,10 +56,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["SegmentationFolder", "IMAGE_EXTENSIONS", "MASK_FORMATS"]
+__all__ = ["SegmentationFolder", "IMAGE_EXTENSIONS", "MASK_FORMATS", "MAX_AUTO_CLASS_ID"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_FORMATS = ("auto", "index", "palette", "rgb", "binary")
+# Grayscale values below this are read as class ids when num_classes is inferred (max + 1). Real
+# class-id masks rarely need more; a larger value usually means anti-aliasing or JPEG noise.
+MAX_AUTO_CLASS_ID = 32
 _IMAGE_MODES = ("RGB", "L")
 
 
@@ -61,6 +83,7 @@ class SegmentationFolder(Dataset):
         strict: bool = True,
         mask_suffix: str = "",
         check_files: bool = True,
+        mask_threshold: int | None = None,
     ):
         self.image_dir = _existing_dir(image_dir, "image_dir")
         self.mask_dir = _existing_dir(mask_dir, "mask_dir")
@@ -77,6 +100,10 @@ class SegmentationFolder(Dataset):
                             f"got {transform!r}")
         self.color_to_class = _check_color_table(color_to_class, mask_format)
         self.value_to_class = _check_value_table(value_to_class, mask_format)
+        self.mask_threshold = _check_threshold(mask_threshold, mask_format, num_classes,
+                                               value_to_class, color_to_class)
+        if self.mask_threshold is not None:
+            mask_format, num_classes = "binary", 2
         self.transform = transform
         self.ignore_index = ignore_index
         self.image_mode = image_mode
@@ -94,6 +121,39 @@ class SegmentationFolder(Dataset):
             tail = (f"\n(and {more} more; SegmentationFolder(..., strict=False).problems "
                     "lists them all)" if more else "")
             raise ValueError(f"{self.problems[0]}{tail}")
+
+    @property
+    def mask_mapping(self) -> dict:
+        """How mask values become classes, as the constructor arguments that rebuild it.
+
+        `SegmentationFolder(image_dir, mask_dir, **ds.mask_mapping)` decodes every mask to the
+        same labels. Keys: mask_format, mask_threshold, value_to_class, color_to_class,
+        num_classes, ignore_index. The values are plain Python data (str, int, None, dict), fit for
+        a `torch.save` checkpoint; value_to_class keys are ints and color_to_class keys
+        (r, g, b) tuples, so for JSON convert those keys yourself (JSON keys are strings).
+        """
+        return {"mask_format": self.mask_format, "mask_threshold": self.mask_threshold,
+                "value_to_class": _copy(self.value_to_class),
+                "color_to_class": _copy(self.color_to_class),
+                "num_classes": self.num_classes, "ignore_index": self.ignore_index}
+
+    def describe_mapping(self) -> str:
+        """One line saying how stored mask values become class ids, e.g. for a training log."""
+        ignored = f", {self.ignore_index} ignored"
+        if self.mask_threshold is not None:
+            return f"mask values >= {self.mask_threshold} -> class 1, below -> class 0"
+        if self.mask_format == "binary":
+            return "binary masks: value 0 -> class 0, 255 (or 1) -> class 1"
+        if self.mask_format == "rgb":
+            pairs = ", ".join(f"({r},{g},{b})->{c}" for (r, g, b), c in self.color_to_class.items())
+            return f"colours -> classes: {pairs}"
+        stored = "palette indices" if self.mask_format == "palette" else "mask values"
+        if self.value_to_class is not None:
+            pairs = ", ".join(f"{v}->{c}" for v, c in sorted(self.value_to_class.items()))
+            return f"{stored} -> classes: {pairs}{ignored}"
+        if self.mask_format == "palette":
+            return f"palette indices 0..{self.num_classes - 1} as class ids{ignored}"
+        return f"class ids as stored (0..{self.num_classes - 1}){ignored}"
 
     def validate(self) -> list[str]:
         """Check the folders again and return every problem found (empty when all is well)."""
@@ -216,10 +276,16 @@ class SegmentationFolder(Dataset):
         if summaries and all(mode == "palette" for mode, _ in summaries):
             return "palette"
         binary_allowed = self.value_to_class is None and self._requested_classes in (None, 2)
-        zero_255 = all(mode == "gray" and values <= {0, 255} for mode, values in summaries)
-        if binary_allowed and summaries and zero_255 and any(255 in v for _, v in summaries):
+        gray = [values for mode, values in summaries if mode == "gray"]
+        clean = [values for values in gray if not self._stray_values(values)]  # strays: reported
+        zero_255 = len(gray) == len(summaries) and all(values <= {0, 255} for values in clean)
+        if binary_allowed and zero_255 and any(255 in values for values in gray):
             return "binary"
         return "index"
+
+    def _stray_values(self, values: frozenset) -> list[int]:
+        """Values too large to be taken for class ids when num_classes is inferred."""
+        return sorted(v for v in values if v >= MAX_AUTO_CLASS_ID and v != self.ignore_index)
 
     def _labels_of(self, mask_path: Path, mode: str, values: frozenset, mask_format: str):
         """Class labels a mask decodes to, or a problem message."""
@@ -233,6 +299,11 @@ class SegmentationFolder(Dataset):
                                "add them to the table (map them to "
                                f"ignore_index={self.ignore_index} to skip them)")
             return {self.color_to_class[c] for c in colours}, None
+        if self.mask_threshold is not None:
+            if mode != "gray":
+                return set(), (f"{mask_path}: mask_threshold binarises grayscale masks, got a "
+                               f"{mode!r} mask; drop mask_threshold or save the mask as grayscale")
+            return {int(v >= self.mask_threshold) for v in values}, None
         if mode == "rgb":
             return set(), (f"{mask_path}: is a colour mask; pass color_to_class="
                            "{(r, g, b): class_id, ...} or save it as an index or palette PNG")
@@ -241,10 +312,9 @@ class SegmentationFolder(Dataset):
                            "got a grayscale PNG")
         if mask_format == "binary":
             if not values <= {0, 1, 255} or {1, 255} <= values:
-                found = sorted(values)[:8]
-                return set(), (f"{mask_path}: binary mask has values {found}, expected "
-                               "0/255 or 0/1; a mask saved as JPEG must be thresholded, other "
-                               "encodings need value_to_class")
+                return set(), (f"{mask_path}: binary mask has values {_few(values)} "
+                               f"({len(values)} distinct), expected 0/255 or 0/1; "
+                               f"{_stray_values_advice(mask_path)}")
             return {1 if v else 0 for v in values}, None
         if self.value_to_class is not None:
             known = set(self.value_to_class) | {self.ignore_index}
@@ -252,6 +322,11 @@ class SegmentationFolder(Dataset):
             if unknown:
                 return set(), f"{mask_path}: mask values {unknown[:8]} are not in value_to_class"
             return {self.value_to_class.get(v, v) for v in values}, None
+        stray = self._stray_values(values)
+        if stray and mode == "gray" and self._requested_classes is None:
+            return set(), (f"{mask_path}: mask values {_few(stray)} are not class ids below "
+                           f"MAX_AUTO_CLASS_ID={MAX_AUTO_CLASS_ID} ({len(values)} distinct values "
+                           f"in the mask); {_stray_values_advice(mask_path)}")
         return set(values), None
 
     def _resolve_num_classes(self, mask_format: str, labels: set[int]) -> int:
@@ -281,8 +356,10 @@ class SegmentationFolder(Dataset):
         if self.mask_format == "rgb":
             # gray v is the colour (v, v, v): v * 65536 + v * 256 + v = v * 65793
             return _lookup(values * 65793, self._colour_keys(), mask_path)
+        if self.mask_format == "binary" and self.mask_threshold is not None:
+            return (values >= self.mask_threshold).astype(np.int64)
         if self.mask_format == "binary":
-            return (values > 0).astype(np.int64)
+            return (values > 0).astype(np.int64)  # 0/255 or 0/1
         if self.value_to_class is not None:
             table = dict(self.value_to_class)
             table.setdefault(self.ignore_index, self.ignore_index)
@@ -303,6 +380,31 @@ def _lookup(keys: np.ndarray, table: dict[int, int], path: Path) -> np.ndarray:
         raise ValueError(f"{path}: mask holds values missing from the class table "
                          "(file changed since the dataset was built?)")
     return target[position]
+
+
+def _stray_values_advice(mask_path: Path) -> str:
+    """How to fix a mask whose values are not class ids (re-reads the file: only on error)."""
+    with Image.open(mask_path) as pil:
+        array = np.asarray(pil)
+    gray = array[:, :, 0] if array.ndim == 3 else array  # (H, W): LA, or gray saved as RGB
+    share = float(np.isin(gray, (0, 255)).mean())
+    looks_binary = (f"{share:.1%} of its pixels are 0 or 255, so it looks like an anti-aliased "
+                    "or JPEG-saved binary mask; " if share > 0.5 else "")
+    return (f"{looks_binary}pass mask_threshold=128 (--mask-threshold 128 on the command line) to "
+            "binarise the masks, or num_classes / value_to_class if the values are class ids")
+
+
+def _few(values, shown: int = 8) -> str:
+    """Sorted values as a short list: all of them, or the first and last few."""
+    values = sorted(values)
+    if len(values) <= shown:
+        return str(values)
+    half = shown // 2
+    return f"[{', '.join(map(str, values[:half]))}, ..., {', '.join(map(str, values[-half:]))}]"
+
+
+def _copy(table: dict | None) -> dict | None:
+    return None if table is None else dict(table)
 
 
 def _existing_dir(path, name: str) -> Path:
@@ -375,6 +477,24 @@ def _check_value_table(table, mask_format: str):
                              f"got {value!r}: {label!r}")
         checked[int(value)] = int(label)
     return checked
+
+
+def _check_threshold(threshold, mask_format: str, num_classes, value_to_class, color_to_class):
+    """The validated mask_threshold: a positive int compared with stored values (8 or 16 bit)."""
+    if threshold is None:
+        return None
+    if not _is_count(threshold, minimum=1):
+        raise ValueError("mask_threshold must be a positive int (class 1 where the stored value "
+                         f">= it; 128 for 8-bit masks), got {threshold!r}")
+    if mask_format not in ("auto", "binary"):
+        raise ValueError("mask_threshold makes binary masks; use it with mask_format 'auto' or "
+                         f"'binary', got {mask_format!r}")
+    if num_classes not in (None, 2):
+        raise ValueError(f"mask_threshold gives 2 classes (0 and 1), got num_classes={num_classes}")
+    if value_to_class is not None or color_to_class is not None:
+        raise ValueError("mask_threshold, value_to_class and color_to_class are three ways to map "
+                         "mask values; give one")
+    return int(threshold)
 
 
 def _is_count(value, minimum: int) -> bool:
