@@ -26,7 +26,9 @@ if "google.colab" in sys.modules:
 # 4. the worst predictions, looked at rather than averaged away,
 # 5. inference on an image larger than the training crops (sliding window, blending, flip TTA),
 # 6. checkpoints: resuming an interrupted run to the very same weights, the NaN guard,
-# 7. BCE vs Dice vs BCE + Dice, and the command line that runs the same pipeline headless.
+# 7. BCE vs Dice vs BCE + Dice,
+# 8. your own images: the scale pitfall, and one scale from training to prediction; the command
+#    line that runs the same pipeline headless, with a budget in minutes.
 #
 # In fast mode (a CPU) the task is the synthetic `CellsDataset` and a tiny U-Net that trains in
 # seconds. In full mode (a GPU, e.g. Colab) the same cells train a DeepLabV3 with an
@@ -395,6 +397,102 @@ ax.legend(fontsize="small")
 fig.tight_layout()
 
 # %% [markdown]
+# ## 8. Your own images: one scale from training to prediction
+#
+# A folder of your own images is usually larger than the crops a model trains on. The pipeline
+# of many tutorials resizes every image to the crop size for training and validation; then the
+# trained model is run on the user's images as they are. Validation looks fine, because it
+# measures the resized task, and the masks the user gets are poor: the model is applied at a
+# scale it never learned.
+#
+# A folder of 256×256 grayscale slices with thin membranes (an electron-microscopy-like task,
+# drawn by `data.write_membrane_folder`) shows it. Two tiny U-Nets train for the same steps on
+# 64-pixel crops:
+# - **resized**: `train_transforms(64)` shrinks each image to 64×64 before cropping, and
+#   validation shrinks the same way (`val_transforms(64)`);
+# - **native**: `train_transforms(64, rescale=1.0)` cuts the crops at the images' own resolution
+#   (with a random zoom around 1), and validation runs on the whole image at that resolution
+#   through `inference.segment`.
+
+# %%
+from course_lib.data import SegmentationFolder, write_membrane_folder
+from course_lib.preprocessing import Preprocessing
+from course_lib.transforms import train_transforms, val_transforms
+
+own = write_membrane_folder(WORKDIR / "own", num_train=8, num_test=2, size=256, seed=0)
+CROP, STATS = 64, dict(mean=(0.5,), std=(0.25,))
+
+
+# What prediction will do: whole images, native scale, 128-pixel windows, sigmoid > 0.5.
+NATIVE = Preprocessing(num_classes=2, image_mode="L", scale=1.0, crop_size=CROP, window=2 * CROP,
+                       decision="sigmoid", **STATS)
+
+
+def membrane_run(train_transform, val_transform, preprocessing=None, steps=48):
+    seed_everything(0)
+    train_folder = SegmentationFolder(own["train_images"], own["train_masks"], train_transform,
+                                      image_mode="L")
+    val_folder = SegmentationFolder(own["test_images"], own["test_masks"], val_transform,
+                                    image_mode="L")
+    loader = DataLoader(torch.utils.data.ConcatDataset([train_folder] * (steps // 2)),
+                        batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    net = models.UNet(in_channels=1, num_classes=1, base_channels=8, depth=3)
+    engine.fit(net, loader, DataLoader(val_folder, batch_size=1), epochs=1, loss_fn=loss_fn,
+               num_classes=2, device=DEVICE, lr=5e-3, seed=0, progress=False)
+    reported = engine.evaluate(net, DataLoader(val_folder, batch_size=1), 2, DEVICE,
+                               preprocessing=preprocessing)
+    return net, float(reported["dice_per_class"][1])
+
+
+resized_net, resized_reported = membrane_run(train_transforms(CROP, seed=0, **STATS),
+                                             val_transforms(CROP, **STATS))
+native_net, native_reported = membrane_run(train_transforms(CROP, rescale=1.0, seed=0, **STATS),
+                                           val_transforms(**STATS), preprocessing=NATIVE)
+
+# %% [markdown]
+# Both models are now applied as a user would: to the test images at their own 256×256
+# resolution (the resized model would have to know that it must shrink them first, and nothing
+# told it), with 128-pixel sliding windows.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+test_folder = SegmentationFolder(own["test_images"], own["test_masks"], val_transforms(**STATS),
+                                 image_mode="L")
+test_image, test_mask = test_folder[0]
+answers = {}
+for name, net, reported in (("resized", resized_net, resized_reported),
+                            ("native", native_net, native_reported)):
+    scores = []
+    for image, mask in test_folder:
+        labels = inference.segment(net, image.to(DEVICE), window=NATIVE.window, output="labels").cpu()
+        scores.append((labels, mask))
+    user_dice = foreground_dice(torch.stack([s[0] for s in scores]), torch.stack([s[1] for s in scores]))
+    answers[name] = scores[0][0]
+    print(f"{name:<8} validation reports Dice {reported:.3f}; on the images as they are: {user_dice:.3f}")
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+panels = [("image", test_image[0]), ("ground truth", test_mask),
+          ("resized training", answers["resized"]), ("native training", answers["native"])]
+for ax, (title, picture) in zip(axes, panels):
+    is_labels = title != "image"  # labels 0/1 in black/white, the image in its own range
+    ax.imshow(picture, cmap="gray", vmin=0 if is_labels else None, vmax=1 if is_labels else None)
+    ax.set_title(title)
+    ax.set_axis_off()
+fig.tight_layout()
+
+# %% [markdown]
+# The resized model's validation figure describes a task nobody runs; at the images' own scale
+# its membranes are several times wider than anything it saw, and its answer falls apart. The
+# native model's validation figure and the user's figure are the same number, because both come
+# from the same path: whole image, training scale, sliding window, answer at the image's size.
+#
+# When images are very large and their structures large too, shrinking them is a fine choice,
+# as long as it is made **once** and applied everywhere: `train_transforms(..., rescale=0.5)` for
+# training and `inference.segment(..., scale=0.5)` for validation and prediction, which resizes
+# the answer back to the original size.
+
+# %% [markdown]
 # ## The same pipeline from the command line
 #
 # Everything above is also a headless job that writes `last.pt`, `metrics.json`, `curves.png`
@@ -402,7 +500,7 @@ fig.tight_layout()
 #
 # ```
 # python -m course_lib train --model unet --dataset cells --epochs 6 --out runs/cells
-# python -m course_lib train --images my/images --masks my/masks --out runs/mine
+# python -m course_lib train --images my/images --masks my/masks --minutes 10 --out runs/mine
 # python -m course_lib evaluate --checkpoint runs/cells/last.pt
 # python -m course_lib predict --checkpoint runs/cells/last.pt --input photos/ --output masks/
 # torchrun --nproc_per_node=4 -m course_lib train --distributed --dataset voc --model deeplabv3 --pretrained
@@ -421,6 +519,37 @@ status = course_cli(["train", "--dataset", "cells", "--epochs", "1", "--num-trai
 print("exit status", status, "| files:", sorted(p.name for p in (WORKDIR / "cli").iterdir()))
 
 # %% [markdown]
+# On your own folder, think in minutes rather than epochs: `--minutes M` trains for M minutes of
+# wall time, with the learning-rate schedule spread over that budget, validation on whole images
+# after each quarter, and the checkpoint at the end. The checkpoint records the scale, the
+# normalisation, the mask coding (here 0/255 -> 0/1) and the decision rule, so `predict` needs
+# nothing but the checkpoint, and writes label maps at each image's own size. A few seconds on
+# the membrane folder (the scores of such a short run depend on the machine's speed, so only
+# the settings it reports are printed here):
+
+# %%
+import contextlib
+import io
+
+log = io.StringIO()
+with contextlib.redirect_stdout(log):
+    course_cli(["train", "--images", str(own["train_images"]), "--masks", str(own["train_masks"]),
+                "--minutes", "0.15", "--image-size", str(CROP), "--no-progress",
+                "--threads", "1", "--out", str(WORKDIR / "mine")])
+    course_cli(["predict", "--checkpoint", str(WORKDIR / "mine" / "last.pt"),
+                "--input", str(own["test_images"]), "--output", str(WORKDIR / "mine_masks")])
+print("\n".join(line for line in log.getvalue().splitlines()
+                if line.startswith(("masks:", "preprocessing:"))))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from PIL import Image
+
+for path in sorted((WORKDIR / "mine_masks").glob("*_labels.png")):
+    with Image.open(path) as labels_png:
+        print(path.name, labels_png.size, "labels", sorted(np.unique(np.asarray(labels_png)).tolist()))
+
+# %% [markdown]
 # ## Summary
 #
 # - `train_one_epoch` is five lines of real work; `fit` adds the schedule (per step), mixed
@@ -432,6 +561,9 @@ print("exit status", status, "| files:", sorted(p.name for p in (WORKDIR / "cli"
 #   flip TTA.
 # - A checkpoint with optimiser, scheduler and RNG states makes an interrupted run resumable to
 #   the same weights.
+# - Train and predict at one scale: crops cut at the images' own resolution (or one recorded
+#   `scale`), validation on whole images through the same path as prediction, so the validation
+#   figure is the figure you get.
 #
 # Exercise 07 asks you to write `train_one_epoch`, an accumulating `evaluate` and the poly
 # schedule yourself: `python -m course_lib.grade ex07`.

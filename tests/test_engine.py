@@ -317,3 +317,70 @@ def test_progress_bars_do_not_change_the_run():
                                     _loader(images, targets), epochs=2, loss_fn=nn.CrossEntropyLoss(),
                                     num_classes=2, device="cpu", progress=progress))
     assert histories[0] == histories[1]
+
+
+class _TickingLoss(nn.Module):
+    """Cross-entropy that moves a fake clock on by one second per call (per batch)."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.clock.now += 1.0
+        self.calls += 1
+        return nn.functional.cross_entropy(logits, targets)
+
+
+class _FakeClock:
+    def __init__(self):
+        self.now = 500.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_fit_with_a_minutes_budget_stops_on_time_and_spends_the_schedule(monkeypatch, tmp_path):
+    clock = _FakeClock()
+    monkeypatch.setattr(engine.time, "monotonic", clock)  # the one `time` module, schedules too
+    images, targets = _threshold_data(n=8)
+    loss = _TickingLoss(clock)
+    torch.manual_seed(0)
+    path = tmp_path / "last.pt"
+    history = engine.fit(TinyNet(), _loader(images, targets, batch_size=2),
+                         _loader(images, targets, batch_size=8), epochs=None, minutes=0.5,
+                         loss_fn=loss, num_classes=2, device="cpu", lr=0.1, progress=False,
+                         checkpoint=path)
+    assert 30 <= clock.now - 500.0 <= 30 + 4 + 1  # stopped in the epoch that crossed 30 s
+    assert 2 <= len(history["epoch"]) <= 5  # a validation per quarter of the budget, and the last
+    assert history["lr"][-1] == 0.0  # the poly schedule ran over the budget, to its end
+    assert history["lr"] == sorted(history["lr"], reverse=True)
+    saved = load_checkpoint(path)
+    assert saved["epoch"] == history["epoch"][-1] and saved["extra"]["seconds"] >= 30
+
+
+def test_fit_with_minutes_and_epochs_stops_at_whichever_comes_first(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(engine.time, "monotonic", clock)
+    images, targets = _threshold_data(n=8)
+    history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets),
+                         epochs=2, minutes=60.0, loss_fn=_TickingLoss(clock), num_classes=2,
+                         device="cpu", progress=False)
+    assert history["epoch"] == [2]  # two epochs long before the hour: one validation at the end
+    with pytest.raises(ValueError, match="give epochs, minutes, or both"):
+        engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=None,
+                   loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu")
+
+
+def test_evaluate_with_preprocessing_scores_whole_images_like_the_plain_forward():
+    from course_lib.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, targets = _threshold_data(n=4, size=12)
+    record = Preprocessing(mean=(0.0,), std=(1.0,), num_classes=2, image_mode="L", window=16)
+    plain = engine.evaluate(model, _loader(images, targets, batch_size=1), 2, "cpu")
+    whole = engine.evaluate(model, _loader(images, targets, batch_size=1), 2, "cpu",
+                            preprocessing=record)
+    assert torch.equal(plain["confusion_matrix"], whole["confusion_matrix"])

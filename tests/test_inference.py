@@ -140,3 +140,49 @@ def test_sliding_window_checks_arguments():
         sliding_window(model, torch.rand(3, 8, 8), 0)
     with pytest.raises(ValueError, match="pad_mode"):
         sliding_window(model, torch.rand(3, 8, 8), 4, pad_mode="wrap")
+
+
+class _XDerivative(nn.Module):
+    """d/dx by central differences: a model whose answer depends on the scale it is applied at."""
+
+    def forward(self, x):
+        kernel = torch.tensor([[[[-0.5, 0.0, 0.5]]]], dtype=x.dtype)
+        x = nn.functional.pad(x, (1, 1, 0, 0), mode="replicate")  # window borders stay near-right
+        return nn.functional.conv2d(x, kernel)
+
+
+def test_segment_applies_the_model_at_the_scale_it_was_trained_on():
+    from course_lib.inference import segment
+
+    ramp = torch.arange(96, dtype=torch.float32).repeat(64, 1)[None, None]  # (1, 1, 64, 96), d/dx = 1
+    native = segment(_XDerivative(), ramp, window=32, scale=1.0)
+    half = segment(_XDerivative(), ramp, window=32, scale=0.5)
+    assert native.shape == half.shape == (1, 1, 64, 96)  # answered at the input's own size
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    torch.testing.assert_close(native[inner], torch.ones_like(native[inner]), atol=0.01, rtol=0)
+    torch.testing.assert_close(half[inner], torch.full_like(half[inner], 2.0), atol=0.1, rtol=0)
+
+
+def test_segment_at_scale_one_is_the_plain_forward_when_the_window_holds_the_image():
+    from course_lib.inference import segment
+
+    model = _conv_model(num_classes=3)
+    images = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        expected = model(images)
+    torch.testing.assert_close(segment(model, images, window=32), expected)
+    torch.testing.assert_close(segment(model, images, window=32, output="labels"), expected.argmax(1))
+    probs = segment(model, images[0], window=32, output="probs")
+    torch.testing.assert_close(probs, torch.softmax(expected[0], 0))
+
+
+def test_segment_odd_sizes_and_bad_arguments():
+    from course_lib.inference import segment
+
+    model = _conv_model(num_classes=2)
+    out = segment(model, torch.rand(1, 3, 37, 53), window=16, scale=0.3, output="labels")
+    assert out.shape == (1, 37, 53) and out.dtype == torch.int64
+    with pytest.raises(ValueError, match="scale must be a positive factor"):
+        segment(model, torch.rand(1, 3, 8, 8), window=8, scale=0)
+    with pytest.raises(ValueError, match="output must be"):
+        segment(model, torch.rand(1, 3, 8, 8), window=8, output="mask")

@@ -70,3 +70,37 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_build_scheduler_rejects_non_optimizer():
     with pytest.raises(TypeError, match="optimizer must be"):
         build_scheduler("adam", total_steps=3)
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_budget_factor_follows_the_clock(monkeypatch):
+    from course_lib import schedules
+
+    clock = _Clock()
+    monkeypatch.setattr(schedules.time, "monotonic", clock)
+    factor = schedules.TimeBudgetFactor("poly", total_seconds=100.0)
+    assert factor(0) == 1.0
+    clock.now += 50.0
+    assert factor(1) == pytest.approx(0.5 ** 0.9, rel=1e-5)  # half the budget: poly at t/T = 0.5
+    clock.now += 60.0
+    assert factor(2) == 0.0  # past the budget it stays at the end value
+    cosine = schedules.TimeBudgetFactor("cosine", total_seconds=10.0, spent_before=2.5)
+    assert cosine(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)), rel=1e-5)
+    warm = schedules.TimeBudgetFactor("poly", total_seconds=10.0, warmup_steps=4)
+    assert [warm(s) for s in range(3)] == [0.25, 0.5, 0.75]
+
+
+def test_build_scheduler_takes_steps_or_seconds_not_both():
+    with pytest.raises(ValueError, match="exactly one of total_steps and total_seconds"):
+        build_scheduler(_optimizer(), "poly", total_steps=3, total_seconds=3.0)
+    with pytest.raises(ValueError, match="exactly one of"):
+        build_scheduler(_optimizer(), "poly")
+    with pytest.raises(ValueError, match="total_seconds must be a positive"):
+        build_scheduler(_optimizer(), "poly", total_seconds=0)

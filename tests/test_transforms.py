@@ -226,3 +226,64 @@ def test_import_and_use_emit_no_warnings():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def _stripes(height: int, width: int, period: int):
+    """Vertical stripes `period` pixels wide: mask 0/1, image its brightness, 1 channel."""
+    mask = ((np.arange(width) // period) % 2).astype(np.int64)[None, :].repeat(height, 0)
+    return mask.astype(np.float32)[:, :, None], mask
+
+
+def _run_lengths(row: np.ndarray) -> list[int]:
+    """Lengths of the runs of equal values in a 1-D array, first and last runs dropped (cut)."""
+    edges = np.flatnonzero(np.diff(row)) + 1
+    return np.diff(edges).tolist()
+
+
+@pytest.mark.parametrize("rescale, expected", [(1.0, 8), (0.5, 4), (2.0, 16)])
+def test_native_crops_keep_the_image_scale(rescale, expected):
+    """rescale=f: objects in the crop are f times their size in the file, not resized to the crop."""
+    image, mask = _stripes(200, 300, period=8)
+    transform = T.train_transforms(48, mean=(0.0,), std=(1.0,), rescale=rescale, scale=(1.0, 1.0),
+                                   rotate=0.0, hflip=0.0, color=0.0, seed=0)
+    for _ in range(5):
+        out = transform(image=image, mask=mask)["mask"].numpy()  # (48, 48)
+        assert out.shape == (48, 48)
+        widths = _run_lengths(out[24])
+        assert widths and all(abs(w - expected) <= 1 for w in widths), widths
+
+
+def test_the_resize_to_crop_mode_changes_the_scale():
+    """The synthetic-data mode (rescale=None) resizes the shorter side to the crop: 200 -> 48."""
+    image, mask = _stripes(200, 300, period=40)
+    transform = T.train_transforms(48, mean=(0.0,), std=(1.0,), scale=(1.0, 1.0), rotate=0.0,
+                                   hflip=0.0, color=0.0, seed=0)
+    row = transform(image=image, mask=mask)["mask"].numpy()[24]
+    widths = _run_lengths(row[row != IGNORE])  # the affine shift may bring in an ignored border
+    assert len(widths) >= 2 and abs(np.median(widths) - 40 * 48 / 200) <= 1, widths
+
+
+def test_native_crops_of_small_images_are_padded_with_ignore_index():
+    image = np.full((20, 30, 1), 0.5, np.float32)
+    mask = np.ones((20, 30), np.int64)
+    transform = T.train_transforms(32, mean=(0.0,), std=(1.0,), rescale=1.0, scale=(1.0, 1.0),
+                                   rotate=0.0, hflip=0.0, color=0.0, seed=0)
+    out = transform(image=image, mask=mask)["mask"]
+    assert out.shape == (32, 32)
+    assert int((out == 1).sum()) == 20 * 30 and int((out == IGNORE).sum()) == 32 * 32 - 20 * 30
+
+
+def test_native_crop_scale_jitter_stays_in_range():
+    image, mask = _stripes(400, 400, period=20)
+    transform = T.train_transforms(64, mean=(0.0,), std=(1.0,), rescale=1.0, scale=(0.5, 1.5),
+                                   rotate=0.0, hflip=0.0, color=0.0, seed=1)
+    widths = set()
+    for _ in range(30):
+        widths.update(_run_lengths(transform(image=image, mask=mask)["mask"].numpy()[32]))
+    assert min(widths) >= 20 * 0.5 - 1 and max(widths) <= 20 * 1.5 + 1
+    assert max(widths) - min(widths) >= 6  # the factor really varies
+
+
+def test_rescale_must_be_a_factor():
+    with pytest.raises(ValueError, match="rescale must be None or a factor"):
+        T.train_transforms(32, rescale=0.0)
