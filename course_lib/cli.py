@@ -331,7 +331,7 @@ def _train(args) -> int:
             raise UsageError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     settings = train_settings(args, mode)
-    if args.images is None and settings["num_train"] is None:
+    if synthetic and settings["num_train"] is None:
         raise UsageError(f"--dataset {args.dataset} has no preset size; give --num-train and --num-val")
     spec = data_spec(args, settings)
     context = distributed.setup_distributed() if args.distributed else None

@@ -151,3 +151,39 @@ def test_minutes_budget_trains_for_the_time_given(tmp_path, capsys):
 def test_bad_own_data_options(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_real_data_set_of_mixed_sizes_trains_on_native_crops_and_scores_whole_images(
+        tmp_path, monkeypatch, capsys):
+    """Oxford-IIIT Pet's on-disk layout, images of different sizes: validation one whole image
+    at a time, and the predictions come back at each image's own size."""
+    base = tmp_path / "oxford-iiit-pet"
+    (base / "images").mkdir(parents=True)
+    (base / "annotations" / "trimaps").mkdir(parents=True)
+    sizes = {"Abyssinian_1": (40, 56), "beagle_12": (52, 36), "pug_3": (30, 44)}
+    rng = np.random.default_rng(0)
+    for name, (height, width) in sizes.items():
+        trimap = np.full((height, width), 2, np.uint8)  # 1 pet, 2 background, 3 boundary band
+        trimap[height // 4:-height // 4, width // 4:-width // 4] = 1
+        photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        photo[trimap == 1] //= 3
+        Image.fromarray(photo).save(base / "images" / f"{name}.jpg")
+        Image.fromarray(trimap).save(base / "annotations" / "trimaps" / f"{name}.png")
+    lines = [f"{name} {i + 1} 1 1" for i, name in enumerate(sizes)]
+    (base / "annotations" / "trainval.txt").write_text("\n".join(lines[:2]) + "\n")
+    (base / "annotations" / "test.txt").write_text("\n".join(lines[1:]) + "\n")
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "pets", "--model", "unet", "--epochs", "1",
+                 "--out", str(out)] + QUICK) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert int(np.sum(metrics["confusion_matrix"])) == 52 * 36 + 30 * 44  # whole test images
+    assert (out / "predictions.png").is_file()  # the gallery copes with mixed sizes
+    predictions = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(out / "last.pt"), "--input", str(base / "images"),
+                 "--output", str(predictions)]) == 0
+    for name, (height, width) in sizes.items():
+        with Image.open(predictions / f"{name}_labels.png") as png:
+            assert png.size == (width, height)
+            assert set(np.unique(np.asarray(png)).tolist()) <= {0, 1, 2}

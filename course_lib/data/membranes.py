@@ -39,6 +39,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from course_lib.atomic import write_bytes_atomic
+from course_lib.data.synthetic import _check_nonnegative_int
 
 __all__ = ["membrane_sample", "write_membrane_folder"]
 
@@ -57,12 +58,6 @@ def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
         raise ValueError(f"size must be at least {_MIN_SIZE} pixels per side (a cell is about "
                          f"40 pixels across), got {size!r}")
     return int(size[0]), int(size[1])
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    return int(value)
 
 
 def _spline_weights(length: int, nodes: int, scale: float) -> np.ndarray:
@@ -176,10 +171,10 @@ def write_membrane_folder(root: str | os.PathLike, *, num_train: int = 24, num_t
     (or someone's own images) is never replaced silently; `overwrite=True` rewrites the slices
     and removes stale `slice_NNN.png` files of an earlier, larger folder (other files are kept).
     """
-    num_train = _check_count("num_train", num_train)
-    num_test = _check_count("num_test", num_test)
+    num_train = _check_nonnegative_int("num_train", num_train)
+    num_test = _check_nonnegative_int("num_test", num_test)
     size = _check_size(size)
-    seed = _check_count("seed", seed)
+    seed = _check_nonnegative_int("seed", seed)
     root = Path(root)
     paths = {name.replace("/", "_"): root / name for name in _SUBFOLDERS}
     if root.exists() and not root.is_dir():
