@@ -192,9 +192,12 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
     "dice_foreground" (mean over classes 1..K-1), "pixel_accuracy", precision/recall per class,
     "confusion_matrix" (K, K) int64 on the CPU, and "loss" (mean per image) when `loss_fn` is given.
     Summing counts first is what makes these data-set numbers: averaging per-batch scores would
-    weigh a batch with a few pixels of a class as much as one full of them.
+    weigh a batch with a few pixels of a class as much as one full of them. `ignore_index=None`
+    takes the one the loader's data set declares (its `ignore_index` attribute), if any.
     """
     device = torch.device(device)
+    if ignore_index is None:
+        ignore_index = _declared_ignore_index(loader)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     threshold = preprocessing.threshold if preprocessing is not None else 0.5
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, threshold=threshold)
@@ -232,6 +235,19 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
     if loss_fn is not None:
         results["loss"] = float(loss_sum / image_count) if image_count.item() else math.nan
     return results
+
+
+def _declared_ignore_index(loader) -> int | None:
+    """The `ignore_index` that the loader's data set declares (through Subset/ConcatDataset)."""
+    dataset = getattr(loader, "dataset", None)
+    while dataset is not None and not hasattr(dataset, "ignore_index"):
+        if isinstance(dataset, torch.utils.data.Subset):
+            dataset = dataset.dataset
+        elif isinstance(dataset, torch.utils.data.ConcatDataset):
+            dataset = dataset.datasets[0]
+        else:
+            return None
+    return getattr(dataset, "ignore_index", None)
 
 
 def _loader_generators(loader) -> dict[str, torch.Generator]:
@@ -292,6 +308,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int | None, loss_
     validation runs after each quarter of the budget (whole-image validation is not free), and the checkpoint is
     written each time, with the wall time spent so far (`extra["seconds"]`); a resumed run counts
     that time against the budget.
+    ignore_index: target value left out of the metrics; None takes the one the validation data
+    set declares (an `ignore_index` attribute, as `SegmentationFolder` and the real data sets have).
     preprocessing: a `preprocessing.Preprocessing`; validation then scores whole images through
     `inference.segment` (see `evaluate`), and the checkpoint stores it as `extra["preprocessing"]`.
     """
@@ -315,6 +333,8 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int | None, loss_
                          f"got {early_stopping!r}")
     if len(train_loader) == 0:
         raise ValueError("train_loader is empty: no batch to train on")
+    if ignore_index is None:  # e.g. Oxford-IIIT Pet with boundary="ignore" declares 255
+        ignore_index = _declared_ignore_index(val_loader)
     if seed is not None:
         seed_everything(seed)
     device = get_device() if device is None else torch.device(device)

@@ -325,10 +325,24 @@ resumed, resumed_history = small_run(loss_fn, checkpoint=WORKDIR / "run.pt", res
 
 # %%
 # NBVAL_CHECK_OUTPUT
-same_weights = all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
-                                                      resumed.state_dict().values()))
+pairs = list(zip(straight.state_dict().values(), resumed.state_dict().values()))
+if DEVICE.type == "cuda":
+    # On a GPU the backward pass of bilinear upsampling adds with atomics in no fixed order, so a
+    # resumed run matches to rounding, not bit for bit (torch.use_deterministic_algorithms has no
+    # deterministic version of that kernel): compare with a tolerance there.
+    same_weights = all(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5) for a, b in pairs)
+else:
+    same_weights = all(torch.equal(a, b) for a, b in pairs)
 print("resumed epochs:", resumed_history["epoch"])
-print("identical weights:", same_weights, "| identical history:", straight_history == resumed_history)
+
+def same_values(a, b):
+    if DEVICE.type == "cuda":
+        return np.allclose(a, b, rtol=1e-3, atol=1e-5, equal_nan=True)
+    return a == b
+
+
+same_history = all(same_values(straight_history[k], resumed_history[k]) for k in straight_history)
+print("identical weights:", same_weights, "| identical history:", same_history)
 
 # %% [markdown]
 # When a loss turns into NaN (a learning rate far too high, a corrupt label, a division by zero
@@ -367,9 +381,32 @@ print("autocast dtype on this device:", engine.resolve_amp("auto", DEVICE))
 # The same model and schedule trained with three losses (lesson 05 compared them as functions;
 # here they train). In fast mode this is three epochs on 64 images: too short to rank the losses
 # reliably, it shows the mechanics. Full mode runs the whole schedule on the pet photos, where the
-# comparison is worth reading. Things to look for: how fast each curve rises in the first epochs
-# (BCE gives every pixel a gradient from the start, Dice's gradient is weak while the overlap is
-# small), and where each ends when the foreground is a small part of the image.
+# comparison is worth reading.
+#
+# What does each loss push at the start, when the untrained model says p = 0.5 everywhere? The
+# gradient with respect to the logits, on foreground and on background pixels, measured on a
+# mask with 18 % foreground (the mean of |gradient| times the number of pixels N, so BCE's is
+# |p - y| = 0.5 on every pixel):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+probe_target = (torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0)) < 0.18).long()
+foreground = probe_target[:, None].bool()  # (1, 1, 64, 64)
+pushes = {}
+for name, criterion in (("BCE", losses.BCEDiceLoss(bce_weight=1.0, dice_weight=0.0)),
+                        ("Dice", losses.BCEDiceLoss(bce_weight=0.0, dice_weight=1.0))):
+    logits = torch.zeros(1, 1, 64, 64, requires_grad=True)  # p = 0.5 everywhere
+    criterion(logits, probe_target).backward()
+    grad = logits.grad * foreground.numel()  # (1, 1, 64, 64), in units of 1/N
+    pushes[name] = (float(grad[foreground].abs().mean()), float(grad[~foreground].abs().mean()))
+    print(f"{name:<5} |gradient| x N: foreground {pushes[name][0]:.2f}, background {pushes[name][1]:.2f}")
+
+# %% [markdown]
+# Dice's gradient is not weak at the start: it pushes the foreground up at least as hard as BCE
+# does. What differs is the background: Dice, normalised by the foreground mass, pushes the many
+# background pixels down several times more gently than BCE, which treats every pixel alike.
+# Things to look for below: how fast each curve rises in the first epochs, and where each ends
+# when the foreground is a small part of the image.
 
 # %%
 experiment = {"BCE": losses.BCEDiceLoss(bce_weight=1.0, dice_weight=0.0),

@@ -384,3 +384,24 @@ def test_evaluate_with_preprocessing_scores_whole_images_like_the_plain_forward(
     whole = engine.evaluate(model, _loader(images, targets, batch_size=1), 2, "cpu",
                             preprocessing=record)
     assert torch.equal(plain["confusion_matrix"], whole["confusion_matrix"])
+
+
+class _DeclaresIgnore(TensorDataset):
+    ignore_index = 255
+
+
+def test_evaluate_and_fit_take_the_data_sets_declared_ignore_index():
+    torch.manual_seed(0)
+    images, targets = _threshold_data(n=4)
+    targets[:, 0, :] = 255  # an ignored band, as Oxford-IIIT Pet's trimap border
+    declared = DataLoader(torch.utils.data.Subset(_DeclaresIgnore(images, targets), range(4)),
+                          batch_size=2)
+    results = engine.evaluate(TinyNet(), declared, 2, "cpu")
+    assert int(results["confusion_matrix"].sum()) == 4 * 7 * 8  # the band's pixels left out
+    history = engine.fit(TinyNet(), declared, declared, epochs=1,
+                         loss_fn=nn.CrossEntropyLoss(ignore_index=255), num_classes=2,
+                         device="cpu", progress=False)
+    assert len(history["miou"]) == 1
+    undeclared = _loader(images, targets, batch_size=2)
+    with pytest.raises(ValueError, match="set num_classes or ignore_index"):
+        engine.evaluate(TinyNet(), undeclared, 2, "cpu")
