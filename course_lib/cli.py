@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs/demo"),
                      help="output folder for last.pt, metrics.json, curves.png, predictions.png")
     run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an OUT that already holds a checkpoint (replacing it)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--device", choices=("cuda", "mps", "cpu"), help="default: best available")
     run.add_argument("--threads", type=int,
@@ -324,6 +326,12 @@ def _train(args) -> int:
                          "at --image-size")
     if args.minutes is not None and not 0.0 < args.minutes < math.inf:
         raise UsageError(f"--minutes must be a positive number, got {args.minutes}")
+    checkpoint = args.out / CHECKPOINT_FILE
+    if args.resume and not checkpoint.is_file():
+        raise UsageError(f"--resume: no checkpoint at {checkpoint}")
+    if checkpoint.is_file() and not (args.resume or args.overwrite):
+        raise UsageError(f"{args.out} already holds a checkpoint ({checkpoint.name}); pass --resume "
+                         "to continue it, --overwrite to replace it, or choose another --out")
     synthetic = args.images is None and args.dataset not in REAL
     threads = args.threads if args.threads is not None else (1 if mode == "fast" and synthetic else None)
     if threads is not None:
@@ -403,8 +411,6 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
         val_loader = DataLoader(val_set, batch_size=val_batch, num_workers=args.workers)
     out = args.out
     checkpoint = out / CHECKPOINT_FILE
-    if args.resume and not checkpoint.is_file():
-        raise UsageError(f"--resume: no checkpoint at {checkpoint}")
     main_process = distributed.is_main_process()
     if main_process:
         length = (f"{settings['minutes']:g} minutes" if settings["minutes"] is not None

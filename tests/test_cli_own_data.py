@@ -187,3 +187,17 @@ def test_real_data_set_of_mixed_sizes_trains_on_native_crops_and_scores_whole_im
         with Image.open(predictions / f"{name}_labels.png") as png:
             assert png.size == (width, height)
             assert set(np.unique(np.asarray(png)).tolist()) <= {0, 1, 2}
+
+
+def test_a_finished_run_is_not_overwritten_by_accident(tmp_path, capsys):
+    images, masks = _stray_value_folder(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1",
+            "--mask-threshold", "128", "--val-fraction", "0.5", "--out", str(out)] + QUICK
+    assert main(argv) == 0
+    before = (out / "last.pt").read_bytes()
+    assert main(argv) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == before  # the earlier run is untouched
+    assert main(argv + ["--overwrite", "--seed", "1"]) == 0
+    assert (out / "last.pt").read_bytes() != before
