@@ -163,7 +163,9 @@ class PascalVOCSegmentation(Dataset):
                 f"Set COURSE_DATA_DIR to use another folder."
             )
         self._voc = _with_download_hint(
-            lambda: VOCSegmentation(str(root), year="2012", image_set=image_set, download=download),
+            # an extracted tree is used as it is: torchvision would fetch the 2 GB tar again
+            lambda: VOCSegmentation(str(root), year="2012", image_set=image_set,
+                                    download=download and not split_file.exists()),
             f"VOCtrainval_11-May-2012.tar ({self.URL}) into {root}",
         )
         self.transform = transform
