@@ -1,6 +1,7 @@
 """Tests for course_lib.data.real on tiny fixture trees in each dataset's real on-disk layout.
 
-No network: the download path is exercised with file:// URLs to archives the tests build.
+No network: the download path is exercised with file:// URLs to archives the tests build
+(mirrors, resume and unsafe archives are tested over a local HTTP server in test_downloads.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from PIL import Image
 from course_lib.data import real
 from course_lib.data.real import (
     MEDICAL_DATASETS,
+    DownloadError,
     OxfordPetSegmentation,
     PascalVOCSegmentation,
+    RemoteFile,
     download_file,
     extract_archive,
     medical_dataset,
@@ -160,7 +163,8 @@ def test_kvasir_download_extract_threshold_and_load(tmp_path, monkeypatch):
     archive.parent.mkdir()
     truth = kvasir_zip(archive)
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    recipe = MEDICAL_DATASETS["kvasir-seg"]._replace(archives=((archive.as_uri(), sha),))
+    recipe = MEDICAL_DATASETS["kvasir-seg"]._replace(
+        archives=(RemoteFile("kvasir-seg.zip", (archive.as_uri(),), f"sha256:{sha}"),))
     monkeypatch.setitem(real.MEDICAL_DATASETS, "kvasir-seg", recipe)
     ds = medical_dataset("kvasir-seg", root=tmp_path / "data", download=True)
     assert len(ds) == 2 and ds.num_classes == 2 and ds.mask_format == "binary"
@@ -202,16 +206,16 @@ def test_download_rejects_a_wrong_checksum_and_leaves_no_file(tmp_path):
     source.write_bytes(b"segmentation" * 100)
     target = tmp_path / "out" / "file.bin"
     target.parent.mkdir()
-    with pytest.raises(ValueError, match="SHA-256"):
-        download_file(source.as_uri(), target, sha256="0" * 64)
+    with pytest.raises(DownloadError, match="sha256 checksum"):
+        download_file([source.as_uri()], target, checksum="sha256:" + "0" * 64)
     assert list(target.parent.iterdir()) == []
-    good = hashlib.sha256(source.read_bytes()).hexdigest()
-    assert download_file(source.as_uri(), target, sha256=good).read_bytes() == source.read_bytes()
+    good = "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
+    assert download_file([source.as_uri()], target, good).read_bytes() == source.read_bytes()
 
 
 def test_download_failure_says_what_to_do(tmp_path):
-    with pytest.raises(RuntimeError, match="download it by hand"):
-        download_file((tmp_path / "absent.zip").as_uri(), tmp_path / "x.zip")
+    with pytest.raises(RuntimeError, match="Download it by hand"):
+        download_file([(tmp_path / "absent.zip").as_uri()], tmp_path / "x.zip")
     assert not (tmp_path / "x.zip.part").exists()
 
 

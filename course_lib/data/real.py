@@ -10,11 +10,13 @@
   regions with 255, the course's `ignore_index`.
 - Medical binary-mask sets as `SegmentationFolder` recipes: Kvasir-SEG (Jha et al., 2020; colon
   polyps, masks shipped as JPEG and thresholded to PNG once) and ISIC 2018 Task 1 (Codella et al.,
-  2019; skin lesions). `download_file` fetches with a SHA-256 check when a checksum is pinned.
+  2019; skin lesions).
 
 Everything lives under `course_lib.utils.data_dir()` (COURSE_DATA_DIR, default ~/.cache/course_lib).
 Nothing is downloaded unless `download=True`; without the files each class fails at once with a
-message saying what to download and where to put it.
+message saying what to download and where to put it. Each data set lists its archives as
+`RemoteFile`s (mirrors tried in order, checksum, size); `course_lib.data.download` fetches them
+with resume, verification and safe extraction.
 
 Samples follow the course contract: image `(3, H, W)` float32 in [0, 1], mask `(H, W)` int64; with
 `transform`, `out = transform(image=(H, W, 3) float32, mask=(H, W) int64)` and its "image", "mask".
@@ -22,14 +24,7 @@ Samples follow the course contract: image `(3, H, W)` float32 in [0, 1], mask `(
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -39,18 +34,28 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from course_lib.data.download import (  # download_file, extract_archive: public here as before
+    DownloadError,
+    RemoteFile,
+    download_and_extract,
+    download_file,
+    extract_archive,
+    manual_steps,
+)
 from course_lib.data.folder import SegmentationFolder
 from course_lib.utils import data_dir
 
 __all__ = [
+    "MEDICAL_DATASETS",
+    "VOC_CLASSES",
+    "DownloadError",
+    "MedicalRecipe",
     "OxfordPetSegmentation",
     "PascalVOCSegmentation",
-    "VOC_CLASSES",
-    "MedicalRecipe",
-    "MEDICAL_DATASETS",
-    "medical_dataset",
+    "RemoteFile",
     "download_file",
     "extract_archive",
+    "medical_dataset",
 ]
 
 VOC_CLASSES = (
@@ -64,10 +69,26 @@ class OxfordPetSegmentation(Dataset):
     """Oxford-IIIT Pet photos with trimap masks (see the module docstring for the label mapping).
 
     Files: `root/oxford-iiit-pet/images/*.jpg`, `.../annotations/trimaps/*.png` and
-    `.../annotations/{trainval,test}.txt`, the layout torchvision downloads (about 800 MB).
+    `.../annotations/{trainval,test}.txt`: the two archives extracted into `root/oxford-iiit-pet`,
+    the layout torchvision uses (about 810 MB).
     """
 
-    URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
+    # md5: torchvision.datasets.OxfordIIITPet._RESOURCES (torchvision 0.29). Sizes: the
+    # Content-Length of these files in public download logs. Mirrors: the files moved from the
+    # official page's links (torchvision's URLs, which now redirect) to thor.robots.ox.ac.uk; both
+    # thor paths appear in public code; none could be tried from here (no internet).
+    FILES = tuple(
+        RemoteFile(name, (f"https://thor.robots.ox.ac.uk/datasets/pets/{name}",
+                          f"https://thor.robots.ox.ac.uk/pets/{name}",
+                          f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}"),
+                   checksum, size)
+        for name, checksum, size in (
+            ("images.tar.gz", "md5:5c4f3ee8e5d25df40f4fd59a7f44e54c", 791_918_971),
+            ("annotations.tar.gz", "md5:95a8c909bbe2e81eed6a22bccdf3f68f", 19_173_078),
+        )
+    )
+    LAYOUT = ("images/*.jpg", "annotations/trimaps/*.png", "annotations/trainval.txt",
+              "annotations/test.txt")
 
     def __init__(
         self,
@@ -93,18 +114,15 @@ class OxfordPetSegmentation(Dataset):
         base = root / "oxford-iiit-pet"
         images, trimaps = base / "images", base / "annotations" / "trimaps"
         split_file = base / "annotations" / f"{split}.txt"
-        if not download and not all(path.exists() for path in (images, trimaps, split_file)):
+        needed = (images, trimaps, split_file)
+        if download and not all(path.exists() for path in needed):
+            download_and_extract("Oxford-IIIT Pet", self.FILES, base, self.LAYOUT)
+        if not all(path.exists() for path in needed):
             raise FileNotFoundError(
                 f"Oxford-IIIT Pet not found: expected {images}/*.jpg, {trimaps}/*.png and "
-                f"{split_file}. Pass download=True (about 800 MB), or download images.tar.gz and "
-                f"annotations.tar.gz from {self.URL} and extract both into {base}. "
-                "Set COURSE_DATA_DIR to use another folder."
-            )
-        self._pets = _with_download_hint(
-            lambda: OxfordIIITPet(str(root), split=split, target_types="segmentation",
-                                  download=download),
-            f"Oxford-IIIT Pet ({self.URL}) into {base}",
-        )
+                f"{split_file}. Pass download=True (about 810 MB), or:\n"
+                + manual_steps("Oxford-IIIT Pet", self.FILES, base, self.LAYOUT))
+        self._pets = OxfordIIITPet(str(root), split=split, target_types="segmentation")
         self.transform = transform
         self.ignore_index = ignore_index
         self.boundary = boundary
@@ -132,10 +150,24 @@ class PascalVOCSegmentation(Dataset):
     """Pascal VOC 2012 segmentation: 21 classes, 255 = ignore (object outlines, difficult parts).
 
     Files: `root/VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}`, the
-    layout of the official VOCtrainval_11-May-2012.tar that torchvision downloads (about 2 GB).
+    layout of the official VOCtrainval_11-May-2012.tar extracted into `root` (about 2 GB).
     """
 
-    URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
+    # md5 and the first mirror: torchvision.datasets.voc.DATASET_YEAR_DICT["2012"] (torchvision
+    # 0.29, which moved from the original host to thor). The original host has been unreliable
+    # for months; d2l's DATA_URL serves the same tar (a torchvision pull request, #9335, proposed
+    # it as the replacement); pjreddie's mirror is the long-standing community one, reported dead
+    # in late 2025. Size: the Content-Length in public download logs. None could be tried from
+    # here (no internet); the md5 rejects any mirror that serves other bytes.
+    FILES = (RemoteFile(
+        "VOCtrainval_11-May-2012.tar",
+        ("https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+         "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+         "http://d2l-data.s3-accelerate.amazonaws.com/VOCtrainval_11-May-2012.tar",
+         "http://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar"),
+        "md5:6cd6e144f989b92b3379bac3b3de84fd", 1_999_639_040),)
+    LAYOUT = ("VOCdevkit/VOC2012/JPEGImages/*.jpg", "VOCdevkit/VOC2012/SegmentationClass/*.png",
+              "VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt")
     CLASSES = VOC_CLASSES
     num_classes = len(VOC_CLASSES)
     ignore_index = 255
@@ -155,19 +187,14 @@ class PascalVOCSegmentation(Dataset):
         root = Path(root).expanduser() if root is not None else data_dir()
         base = root / "VOCdevkit" / "VOC2012"
         split_file = base / "ImageSets" / "Segmentation" / f"{image_set}.txt"
-        if not download and not split_file.exists():
+        if download and not split_file.exists():  # an extracted tree is used as it is
+            download_and_extract("Pascal VOC 2012", self.FILES, root, self.LAYOUT)
+        if not split_file.exists():
             raise FileNotFoundError(
                 f"Pascal VOC 2012 not found: expected {split_file} next to {base}/JPEGImages and "
-                f"{base}/SegmentationClass. Pass download=True (about 2 GB), or download "
-                f"VOCtrainval_11-May-2012.tar from {self.URL} and extract it into {root}. "
-                f"Set COURSE_DATA_DIR to use another folder."
-            )
-        self._voc = _with_download_hint(
-            # an extracted tree is used as it is: torchvision would fetch the 2 GB tar again
-            lambda: VOCSegmentation(str(root), year="2012", image_set=image_set,
-                                    download=download and not split_file.exists()),
-            f"VOCtrainval_11-May-2012.tar ({self.URL}) into {root}",
-        )
+                f"{base}/SegmentationClass. Pass download=True (about 2 GB), or:\n"
+                + manual_steps("Pascal VOC 2012", self.FILES, root, self.LAYOUT))
+        self._voc = VOCSegmentation(str(root), year="2012", image_set=image_set)
         self.transform = transform
 
     def __len__(self) -> int:
@@ -191,7 +218,7 @@ class MedicalRecipe(NamedTuple):
 
     title: str
     homepage: str
-    archives: tuple[tuple[str, str | None], ...]  # (url, sha256 or None when no checksum is pinned)
+    archives: tuple[RemoteFile, ...]  # extracted into the data set's folder
     image_dir: str  # relative to the dataset folder
     mask_dir: str
     mask_suffix: str = ""
@@ -200,11 +227,15 @@ class MedicalRecipe(NamedTuple):
 
 _ISIC_BUCKET = "https://isic-challenge-data.s3.amazonaws.com/2018"
 
+# No checksums: neither Simula nor the ISIC challenge publishes one, no library we could read pins
+# one, and there was no internet here to compute one from a download we could trust. Only the size
+# the server announces is checked. No second mirror serving the same archives is known either.
 MEDICAL_DATASETS: dict[str, MedicalRecipe] = {
     "kvasir-seg": MedicalRecipe(
         title="Kvasir-SEG (1000 colonoscopy images with polyp masks, about 45 MB)",
         homepage="https://datasets.simula.no/kvasir-seg/",
-        archives=(("https://datasets.simula.no/downloads/kvasir-seg.zip", None),),
+        archives=(RemoteFile("kvasir-seg.zip",
+                             ("https://datasets.simula.no/downloads/kvasir-seg.zip",)),),
         image_dir="Kvasir-SEG/images",
         mask_dir="Kvasir-SEG/masks",
         jpeg_masks=True,
@@ -212,10 +243,9 @@ MEDICAL_DATASETS: dict[str, MedicalRecipe] = {
     "isic2018": MedicalRecipe(
         title="ISIC 2018 Task 1 (2594 dermoscopy images with lesion masks, about 11 GB)",
         homepage="https://challenge.isic-archive.com/data/#2018",
-        archives=(
-            (f"{_ISIC_BUCKET}/ISIC2018_Task1-2_Training_Input.zip", None),
-            (f"{_ISIC_BUCKET}/ISIC2018_Task1_Training_GroundTruth.zip", None),
-        ),
+        archives=tuple(RemoteFile(name, (f"{_ISIC_BUCKET}/{name}",))
+                       for name in ("ISIC2018_Task1-2_Training_Input.zip",
+                                    "ISIC2018_Task1_Training_GroundTruth.zip")),
         image_dir="ISIC2018_Task1-2_Training_Input",
         mask_dir="ISIC2018_Task1_Training_GroundTruth",
         mask_suffix="_segmentation",
@@ -241,90 +271,19 @@ def medical_dataset(
     recipe = MEDICAL_DATASETS[name]
     folder = (Path(root).expanduser() if root is not None else data_dir()) / name
     images, masks = folder / recipe.image_dir, folder / recipe.mask_dir
+    layout = (f"{recipe.image_dir}/*.jpg", f"{recipe.mask_dir}/*{recipe.mask_suffix}.*")
     if download and not (images.is_dir() and masks.is_dir()):
-        folder.mkdir(parents=True, exist_ok=True)
-        for url, sha256 in recipe.archives:
-            archive = download_file(url, folder / url.rsplit("/", 1)[-1], sha256=sha256)
-            extract_archive(archive, folder)
-            archive.unlink()
+        download_and_extract(recipe.title, recipe.archives, folder, layout)
     if not (images.is_dir() and masks.is_dir()):
-        urls = " and ".join(url for url, _ in recipe.archives)
         raise FileNotFoundError(
-            f"{recipe.title} not found: expected images in {images} and masks in {masks}. Pass "
-            f"download=True, or download {urls} (see {recipe.homepage}) and extract into {folder}. "
-            f"Set COURSE_DATA_DIR to use another folder."
-        )
+            f"{recipe.title} not found: expected images in {images} and masks in {masks} (see "
+            f"{recipe.homepage}). Pass download=True, or:\n"
+            + manual_steps(recipe.title, recipe.archives, folder, layout))
     if recipe.jpeg_masks:
         masks = _threshold_jpeg_masks(masks, masks.with_name(masks.name + "_png"))
     return SegmentationFolder(images, masks, transform=transform, num_classes=2,
                               mask_format="binary", mask_suffix=recipe.mask_suffix,
                               check_files=check_files)
-
-
-def download_file(url: str, destination: str | Path, sha256: str | None = None,
-                  timeout: float = 60.0) -> Path:
-    """Download `url` to `destination` atomically; verify its SHA-256 when `sha256` is given.
-
-    The bytes go to `<destination>.part` and are renamed only when complete and verified, so an
-    interrupted or corrupted download never leaves a file that looks finished.
-    """
-    destination = Path(destination)
-    if destination.exists():
-        if sha256 is None or _sha256_of(destination) == sha256.lower():
-            return destination
-        raise ValueError(f"{destination} exists but its SHA-256 differs from {sha256}; "
-                         "delete it and retry")
-    partial = destination.with_name(destination.name + ".part")
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-    except (urllib.error.URLError, OSError) as error:
-        partial.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {url} ({error}); download it by hand and save it "
-                           f"as {destination}") from error
-    if sha256 is not None and digest.hexdigest() != sha256.lower():
-        partial.unlink()
-        raise ValueError(f"{url}: SHA-256 {digest.hexdigest()} differs from the expected {sha256}; "
-                         f"the download is corrupt or the file changed upstream")
-    os.replace(partial, destination)
-    return destination
-
-
-def extract_archive(archive: str | Path, destination: str | Path) -> Path:
-    """Extract a .zip or .tar(.gz) into `destination` via a temporary folder (all or nothing)."""
-    archive, destination = Path(archive), Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=destination, prefix=".extract-") as scratch:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(scratch)  # zipfile drops absolute paths and ".." itself
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tarred:
-                _extract_tar_safely(tarred, Path(scratch))
-        else:
-            raise ValueError(f"{archive}: not a zip or tar archive")
-        for entry in Path(scratch).iterdir():
-            target = destination / entry.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            os.replace(entry, target)
-    return destination
-
-
-def _extract_tar_safely(tarred: tarfile.TarFile, folder: Path) -> None:
-    """Extract regular files and folders only, refusing paths that leave `folder`."""
-    if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-        tarred.extractall(folder, filter="data")
-        return
-    root = folder.resolve()
-    for member in tarred.getmembers():
-        target = (folder / member.name).resolve()
-        if not (member.isfile() or member.isdir()) or root not in (target, *target.parents):
-            raise ValueError(f"{tarred.name}: refusing to extract {member.name!r}")
-    tarred.extractall(folder)
 
 
 def _threshold_jpeg_masks(source: Path, target: Path) -> Path:
@@ -350,15 +309,6 @@ def _check_transform(transform) -> None:
                         f"got {transform!r}")
 
 
-def _with_download_hint(build: Callable, what: str):
-    try:
-        return build()
-    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
-        raise RuntimeError(f"{error}. Download {what}, or pass download=True") from error
-    except (urllib.error.URLError, OSError) as error:
-        raise RuntimeError(f"download failed ({error}); download {what} by hand") from error
-
-
 def _sample(image: Image.Image, mask: np.ndarray, transform: Callable | None):
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
     if transform is not None:
@@ -366,11 +316,3 @@ def _sample(image: Image.Image, mask: np.ndarray, transform: Callable | None):
         return out["image"], out["mask"]
     image_chw = torch.from_numpy(array.transpose(2, 0, 1).copy())  # (3, H, W)
     return image_chw, torch.from_numpy(mask.astype(np.int64))
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
