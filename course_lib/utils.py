@@ -22,6 +22,8 @@ __all__ = [
     "get_device",
     "seed_everything",
     "course_mode",
+    "rehearsal",
+    "pretrained",
     "data_dir",
     "count_parameters",
     "environment_report",
@@ -89,6 +91,26 @@ def course_mode() -> str:
             raise ValueError(f"COURSE_MODE must be 'fast' or 'full', got {value!r}")
         return mode
     return "full" if torch.cuda.is_available() else "fast"
+
+
+def rehearsal() -> bool:
+    """True for a full-mode rehearsal: `COURSE_MODE=full COURSE_REHEARSAL=1`.
+
+    A rehearsal runs every full-mode path on a CPU without the internet: full mode's models and
+    image sizes, the real data-set classes reading small fixture trees in the real archives'
+    layouts (`course_lib.data.fixtures`), pretrained weights replaced by random initialisation,
+    and only the numbers of steps and images (and batch sizes) cut.
+    """
+    return course_mode() == "full" and os.environ.get("COURSE_REHEARSAL", "").strip() == "1"
+
+
+def pretrained(weights):
+    """`weights` as given, or None (random initialisation, said once per call) in a rehearsal."""
+    if weights is None or not rehearsal():
+        return weights
+    print(f"rehearsal: random initialisation instead of the pretrained weights {weights!s} "
+          "(nothing is downloaded)")
+    return None
 
 
 def data_dir() -> Path:

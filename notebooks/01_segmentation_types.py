@@ -42,10 +42,11 @@ from course_lib import metrics, viz
 from course_lib.data import CellsDataset, ScenesDataset, classic_scene
 from course_lib.instances import (decode_panoptic, encode_panoptic, instances_from_semantic,
                                   semantic_from_instances)
-from course_lib.utils import course_mode, seed_everything
+from course_lib.utils import course_mode, rehearsal, seed_everything
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
 SIZE = 160 if FAST else 320
 CLASSES = ScenesDataset.CLASSES
@@ -275,8 +276,8 @@ fig, _ = show_row([viz.colorize_instances(instances), viz.colorize_instances(com
 
 # %%
 # NBVAL_CHECK_OUTPUT
-scenes = ScenesDataset(length=48 if FAST else 400, image_size=96 if FAST else 256, seed=1,
-                       return_instances=True)
+scenes = ScenesDataset(length=48 if FAST or REHEARSAL else 400, image_size=96 if FAST else 256,
+                       seed=1, return_instances=True)
 merged = split = exact = 0
 for i in range(len(scenes)):
     _, scene_mask, scene_instances = scenes[i]

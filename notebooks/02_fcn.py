@@ -38,10 +38,12 @@ from torch.utils.data import DataLoader
 from course_lib import metrics, viz
 from course_lib.data import ScenesDataset
 from course_lib.models import FCN, bilinear_kernel
-from course_lib.utils import count_parameters, course_mode, get_device, seed_everything
+from course_lib.utils import (count_parameters, course_mode, get_device, pretrained, rehearsal,
+                              seed_everything)
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 if FAST:
     torch.set_num_threads(1)  # tiny models: one thread avoids synchronisation costs and is reproducible
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
@@ -257,8 +259,11 @@ del model
 SIZE = 64 if FAST else 192
 STEPS = 60 if FAST else 1500
 BATCH = 8 if FAST else 16
-train_set = ScenesDataset(length=96 if FAST else 2000, image_size=SIZE, seed=0)
-val_set = ScenesDataset(length=16 if FAST else 200, image_size=SIZE, seed=1)
+NUM_TRAIN, NUM_VAL = (96, 16) if FAST else (2000, 200)
+if REHEARSAL:
+    STEPS, BATCH, NUM_TRAIN, NUM_VAL = 2, 4, 16, 8
+train_set = ScenesDataset(length=NUM_TRAIN, image_size=SIZE, seed=0)
+val_set = ScenesDataset(length=NUM_VAL, image_size=SIZE, seed=1)
 NUM_CLASSES = ScenesDataset.num_classes
 print(f"{len(train_set)} training and {len(val_set)} validation scenes of {SIZE}×{SIZE}, "
       f"{NUM_CLASSES} classes: {', '.join(ScenesDataset.CLASSES)}")
@@ -414,7 +419,7 @@ for backbone, sizes in [("small", [(375, 500), (97, 131), (33, 35)]), ("resnet18
 # %%
 # NBVAL_CHECK_OUTPUT
 voc_fcn = FCN(num_classes=21, variant="8s", backbone="resnet18",
-              backbone_weights=None if FAST else "DEFAULT").eval()
+              backbone_weights=None if FAST else pretrained("DEFAULT")).eval()
 with torch.no_grad():
     voc_logits = voc_fcn(torch.rand(1, 3, 375, 500))
 print("logits:", tuple(voc_logits.shape), " parameters:", f"{count_parameters(voc_fcn):,}")
@@ -431,13 +436,16 @@ else:
     from course_lib import engine, transforms
     from course_lib.data import PascalVOCSegmentation
 
-    VOC_SIZE = 320
+    VOC_SIZE, VOC_BATCH, VOC_EPOCHS = 320, 16, 10
+    if REHEARSAL:
+        VOC_BATCH, VOC_EPOCHS = 2, 1
     voc_train = PascalVOCSegmentation(image_set="train", download=True,
                                       transform=transforms.train_transforms(VOC_SIZE, seed=0))
     voc_val = PascalVOCSegmentation(image_set="val", transform=transforms.val_transforms((VOC_SIZE, VOC_SIZE)))
     voc_history = engine.fit(
-        voc_fcn, DataLoader(voc_train, batch_size=16, shuffle=True, num_workers=2, drop_last=True),
-        DataLoader(voc_val, batch_size=16, num_workers=2), epochs=10, num_classes=21,
+        voc_fcn, DataLoader(voc_train, batch_size=VOC_BATCH, shuffle=True, num_workers=2,
+                            drop_last=True),
+        DataLoader(voc_val, batch_size=VOC_BATCH, num_workers=2), epochs=VOC_EPOCHS, num_classes=21,
         loss_fn=nn.CrossEntropyLoss(ignore_index=255), ignore_index=255, lr=1e-3, device=device, seed=0,
     )
     print(f"Pascal VOC val mIoU after {len(voc_history['miou'])} epochs: {voc_history['miou'][-1]:.3f}")

@@ -36,10 +36,11 @@ from course_lib import metrics, viz
 from course_lib.data import CellsDataset
 from course_lib.models import UNet
 from course_lib.models.unet import center_crop
-from course_lib.utils import count_parameters, course_mode, get_device, seed_everything
+from course_lib.utils import count_parameters, course_mode, get_device, rehearsal, seed_everything
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 if FAST:
     torch.set_num_threads(1)  # tiny models: one thread avoids synchronisation costs and is reproducible
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
@@ -132,8 +133,11 @@ for name, kwargs in configurations.items():
 SIZE = 64 if FAST else 256
 STEPS = 150 if FAST else 2000
 BATCH = 8
-train_set = CellsDataset(length=64 if FAST else 1000, image_size=SIZE, seed=0)
-val_set = CellsDataset(length=16 if FAST else 200, image_size=SIZE, seed=1)
+NUM_TRAIN, NUM_VAL = (64, 16) if FAST else (1000, 200)
+if REHEARSAL:
+    STEPS, NUM_TRAIN, NUM_VAL = 2, 16, 8
+train_set = CellsDataset(length=NUM_TRAIN, image_size=SIZE, seed=0)
+val_set = CellsDataset(length=NUM_VAL, image_size=SIZE, seed=1)
 fig = viz.show_grid(torch.stack([val_set[i][0] for i in range(3)]),
                     torch.stack([val_set[i][1] for i in range(3)]), class_names=CellsDataset.CLASSES,
                     max_rows=3)

@@ -46,10 +46,11 @@ from course_lib.data import ScenesDataset
 from course_lib.models import ASPP, DeepLabV3, DeepLabV3Plus
 from course_lib.receptive_field import (effective_kernel_size, effective_receptive_field, gradient_support,
                                         model_layers, receptive_field, receptive_field_growth)
-from course_lib.utils import course_mode, get_device, seed_everything
+from course_lib.utils import course_mode, get_device, pretrained, rehearsal, seed_everything
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
 device = get_device()
 print("course mode:", course_mode())
@@ -304,10 +305,13 @@ NUM_CLASSES = ScenesDataset.num_classes
 backbone_weights = None
 if not FAST:
     from torchvision.models import ResNet50_Weights
-    backbone_weights = ResNet50_Weights.IMAGENET1K_V2  # downloaded once by torchvision
+    backbone_weights = pretrained(ResNet50_Weights.IMAGENET1K_V2)  # downloaded once by torchvision
 
-train_set = ScenesDataset(length=256 if FAST else 2000, image_size=SIZE, seed=1)
-val_set = ScenesDataset(length=12 if FAST else 200, image_size=SIZE, seed=2)
+NUM_TRAIN, NUM_VAL = (256, 12) if FAST else (2000, 200)
+if REHEARSAL:
+    ENCODER_STEPS, HEAD_STEPS, BATCH, NUM_TRAIN, NUM_VAL = 2, 2, 2, 16, 8
+train_set = ScenesDataset(length=NUM_TRAIN, image_size=SIZE, seed=1)
+val_set = ScenesDataset(length=NUM_VAL, image_size=SIZE, seed=2)
 val_images, val_masks = map(torch.stack, zip(*(val_set[i] for i in range(len(val_set)))))
 train_images, train_masks = map(torch.stack, zip(*(train_set[i] for i in range(len(train_set)))))
 print("train", tuple(train_images.shape), "val", tuple(val_images.shape))

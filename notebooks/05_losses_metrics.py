@@ -41,10 +41,11 @@ import torch
 from course_lib import losses, metrics, viz
 from course_lib.data import CellsDataset, ScenesDataset
 from course_lib.models import UNet
-from course_lib.utils import course_mode, seed_everything
+from course_lib.utils import course_mode, rehearsal, seed_everything
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
 print("course mode:", course_mode())
 
@@ -215,8 +216,11 @@ print("(gradients x 1000)")
 if FAST:
     torch.set_num_threads(1)  # tiny model and images: one thread is as fast, and steadier
 IMAGE_SIZE, STEPS, SEEDS = (48, 40, (0, 1, 2)) if FAST else (128, 600, (0, 1, 2, 3, 4))
-train_set = CellsDataset(length=64 if FAST else 512, image_size=IMAGE_SIZE, seed=0)
-val_set = CellsDataset(length=16 if FAST else 128, image_size=IMAGE_SIZE, seed=1)
+NUM_TRAIN, NUM_VAL = (64, 16) if FAST else (512, 128)
+if REHEARSAL:
+    STEPS, SEEDS, NUM_TRAIN, NUM_VAL = 2, (0, 1), 16, 8
+train_set = CellsDataset(length=NUM_TRAIN, image_size=IMAGE_SIZE, seed=0)
+val_set = CellsDataset(length=NUM_VAL, image_size=IMAGE_SIZE, seed=1)
 train_x = torch.stack([train_set[i][0] for i in range(len(train_set))])  # (N, 1, H, W)
 train_y = torch.stack([train_set[i][1] for i in range(len(train_set))])  # (N, H, W)
 val_x = torch.stack([val_set[i][0] for i in range(len(val_set))])

@@ -46,10 +46,12 @@ from torch.utils.data import DataLoader, TensorDataset
 from course_lib import engine, inference, losses, metrics, models, viz
 from course_lib.data import CellsDataset, train_val_split
 from course_lib.schedules import LRFactor
-from course_lib.utils import count_parameters, course_mode, get_device, seed_everything
+from course_lib.utils import (count_parameters, course_mode, get_device, pretrained, rehearsal,
+                              seed_everything)
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 DEVICE = get_device()
 if FAST:
     # The tensors of fast mode are too small to gain much from several threads, and one thread
@@ -79,6 +81,8 @@ else:
     from course_lib.transforms import train_transforms, val_transforms
 
     IMAGE_SIZE, BATCH_SIZE, EPOCHS, LR = 256, 16, 20, 3e-4
+    if REHEARSAL:
+        BATCH_SIZE, EPOCHS = 2, 1
     train_set = OxfordPetSegmentation(split="trainval", boundary="ignore", download=True,
                                       transform=train_transforms(IMAGE_SIZE, seed=0))
     val_set = OxfordPetSegmentation(split="test", boundary="ignore", download=True,
@@ -111,7 +115,7 @@ seed_everything(0)
 def make_model():
     if FAST:
         return models.UNet(in_channels=1, num_classes=1, base_channels=8, depth=3)
-    return models.DeepLabV3(num_classes=1, backbone="resnet50", backbone_weights="DEFAULT")
+    return models.DeepLabV3(num_classes=1, backbone="resnet50", backbone_weights=pretrained("DEFAULT"))
 
 
 model = make_model()
@@ -289,8 +293,8 @@ fig.tight_layout()
 # interrupt it in the third epoch, and resume from the checkpoint.
 
 # %%
-small_train = torch.utils.data.Subset(train_set, range(32))
-small_val = torch.utils.data.Subset(val_set, range(8))
+small_train = torch.utils.data.Subset(train_set, range(min(32, len(train_set))))
+small_val = torch.utils.data.Subset(val_set, range(min(8, len(val_set))))
 
 
 class StopAfter:

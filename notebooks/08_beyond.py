@@ -56,11 +56,14 @@ from course_lib.utils import (
     course_mode,
     get_device,
     median_seconds,
+    pretrained,
+    rehearsal,
     seed_everything,
 )
 
 seed_everything(0)
 FAST = course_mode() == "fast"
+REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 if FAST:
     torch.set_num_threads(1)  # small models and images: one thread is as fast, and steadier
 DEVICE = get_device()
@@ -244,8 +247,11 @@ CONFIGS = {  # label -> (name in models.MODELS, keyword arguments)
     "SegFormer": ("segformer", dict()),
 }
 TRAIN_SIZE, TRAIN_IMAGES, EPOCHS = (64, 64, 2) if FAST else (256, 1000, 30)
+VAL_IMAGES = 16 if FAST else 200
+if REHEARSAL:
+    TRAIN_IMAGES, EPOCHS, VAL_IMAGES = 16, 1, 8
 train_set = ScenesDataset(length=TRAIN_IMAGES, image_size=TRAIN_SIZE, seed=0)
-val_set = ScenesDataset(length=16 if FAST else 200, image_size=TRAIN_SIZE, seed=1)
+val_set = ScenesDataset(length=VAL_IMAGES, image_size=TRAIN_SIZE, seed=1)
 val_loader = DataLoader(val_set, batch_size=8)
 print(f"{TRAIN_IMAGES} training images of {TRAIN_SIZE}x{TRAIN_SIZE}, batch 8, {EPOCHS} epochs: "
       f"{EPOCHS * TRAIN_IMAGES // 8} steps per model")
@@ -379,12 +385,13 @@ if FAST:
     losses = train_mask_rcnn(detector, instance_train, THINGS, steps=60, batch_size=4, lr=3e-3,
                              device=DEVICE)
 else:
-    instance_train = ScenesDataset(length=1000, image_size=PANOPTIC_SIZE, seed=2,
+    DETECTOR_IMAGES, DETECTOR_STEPS, DETECTOR_BATCH = (16, 2, 2) if REHEARSAL else (1000, 2000, 8)
+    instance_train = ScenesDataset(length=DETECTOR_IMAGES, image_size=PANOPTIC_SIZE, seed=2,
                                    return_instances=True)
     seed_everything(0)
     detector = build_mask_rcnn(len(THINGS) + 1, backbone="resnet18", image_size=PANOPTIC_SIZE)
-    losses = train_mask_rcnn(detector, instance_train, THINGS, steps=2000, batch_size=8, lr=1e-3,
-                             device=DEVICE)
+    losses = train_mask_rcnn(detector, instance_train, THINGS, steps=DETECTOR_STEPS,
+                             batch_size=DETECTOR_BATCH, lr=1e-3, device=DEVICE)
 print(f"Mask R-CNN: {count_parameters(detector) / 1e6:.2f} M parameters, {len(losses)} steps, "
       f"loss {np.mean(losses[:5]):.2f} -> {np.mean(losses[-5:]):.2f}")
 
@@ -398,7 +405,6 @@ images = torch.stack([test_set[i][0] for i in range(len(test_set))]).to(DEVICE)
 truth = torch.stack([encode_panoptic(test_set[i][1], test_set[i][2]) for i in range(len(test_set))])
 predicted = pipeline(images).cpu()
 pq = metrics.panoptic_quality(predicted, truth, K, thing_classes=THINGS)
-cm = metrics.confusion_matrix(predicted // 1000, truth // 1000, K, ignore_index=255)
 print(f"on {len(test_set)} new scenes: PQ {pq['pq']:.3f} (things {pq['pq_things']:.3f}, "
       f"stuff {pq['pq_stuff']:.3f}), SQ {pq['sq']:.3f}, RQ {pq['rq']:.3f}")
 for c in range(K):
@@ -454,9 +460,11 @@ if not FAST:
         photo = read_image(str(path), ImageReadMode.RGB).float() / 255
         photos.append(F.interpolate(photo[None], size=(480, 640), mode="bilinear")[0])
     coco_weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT
-    coco_detector = build_mask_rcnn(91, backbone="resnet50", weights=coco_weights,
+    coco_detector = build_mask_rcnn(91, backbone="resnet50", weights=pretrained(coco_weights),
                                     image_size=480).to(DEVICE)
-    voc_model = deeplabv3_resnet50(weights=DeepLabV3_ResNet50_Weights.DEFAULT).to(DEVICE)
+    voc_weights = pretrained(DeepLabV3_ResNet50_Weights.DEFAULT)
+    voc_model = deeplabv3_resnet50(weights=voc_weights, num_classes=21,
+                                   weights_backbone=None).to(DEVICE).eval()
     mean = torch.tensor([0.485, 0.456, 0.406], device=DEVICE)[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225], device=DEVICE)[:, None, None]
     coco_pipeline = PanopticPipeline(coco_detector, voc_model,
@@ -485,22 +493,23 @@ else:
 # - PQ and mIoU disagree in instructive ways: merging two cars costs nothing in mIoU and a false
 #   negative in PQ; a 27-pixel person missed moves mIoU by a hair and PQ by a whole segment; a
 #   stuff region below IoU 0.5 makes PQ drop off a cliff.
-# - Our speed table (section 3) put numbers on the trade-off. When this notebook was built (fast
-#   mode, one thread of a shared 2-core CPU, so the timings are rough), it read:
-#
-#   | model | parameters | CPU images/s at 256x256 | x U-Net | mIoU after 16 steps |
-#   |---|---|---|---|---|
-#   | U-Net | 0.48 M | 8.5 | 1.00 | 0.245 |
-#   | FCN-8s (ResNet-18) | 11.19 M | 13.1 | 1.53 | 0.336 |
-#   | DeepLabV3 (ResNet-18) | 15.90 M | 6.6 | 0.77 | 0.349 |
-#   | DeepLabV3+ (ResNet-18) | 16.60 M | 3.7 | 0.43 | 0.362 |
-#   | Fast-SCNN | 1.14 M | 59.1 | 6.92 | 0.105 |
-#   | SegFormer (tiny) | 0.78 M | 57.3 | 6.72 | 0.412 |
-#
-#   Fast-SCNN and the tiny SegFormer have 10-20x fewer parameters than the ResNet-18 FCN and
-#   DeepLab models and run about 7x faster than U-Net on a CPU; SegFormer also learned fastest in
-#   the short training, while Fast-SCNN, built for large images, suffered most from 64x64 ones.
-#   The panoptic pipeline reached PQ 0.668 on eight new scenes (stuff 0.892, things 0.444).
+# - Our speed table (section 3) put numbers on the trade-off; in this run (CPU timings are rough,
+#   their ratios travel better):
+
+# %%
+light = ("Fast-SCNN", "SegFormer")
+heavy = ("FCN-8s", "DeepLabV3", "DeepLabV3+")
+fewer = [results[h]["params"] / results[m]["params"] for h in heavy for m in light]
+ranked = sorted(results, key=lambda label: results[label]["miou"])
+print(f"{' and '.join(light)}: {min(fewer):.0f}-{max(fewer):.0f}x fewer parameters than the "
+      f"ResNet-18 models, at {results[light[0]]['cpu'] / base['cpu']:.1f}x and "
+      f"{results[light[1]]['cpu'] / base['cpu']:.1f}x U-Net's CPU speed")
+print(f"after the short training: best mIoU {ranked[-1]} ({results[ranked[-1]]['miou']:.3f}), "
+      f"lowest {ranked[0]} ({results[ranked[0]]['miou']:.3f})")
+print(f"panoptic pipeline: PQ {pq['pq']:.3f} on {len(test_set)} new scenes "
+      f"(stuff {pq['pq_stuff']:.3f}, things {pq['pq_things']:.3f})")
+
+# %% [markdown]
 # - A panoptic map can be assembled from two standard networks with a few lines of rules.
 #
 # Beyond this course: BiSeNet and its successors (more real-time designs), larger SegFormer and

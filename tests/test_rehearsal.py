@@ -1,0 +1,73 @@
+"""Full mode rehearsed: every notebook's full-mode path, top to bottom, on fixture trees laid out
+as the real archives, with full mode's models and image sizes (COURSE_REHEARSAL=1)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from course_lib.data import OxfordPetSegmentation, PascalVOCSegmentation
+from course_lib.data.fixtures import voc_palette, write_rehearsal_data
+from course_lib.utils import pretrained, rehearsal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import rehearse  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_rehearsal_data(tmp_path_factory.mktemp("rehearsal_data"))
+
+
+def test_voc_palette_is_pascals_colour_map():
+    palette = voc_palette()
+    colour = {c: tuple(palette[3 * c:3 * c + 3]) for c in (0, 1, 15, 20, 255)}
+    assert colour == {0: (0, 0, 0), 1: (128, 0, 0), 15: (192, 128, 128), 20: (0, 64, 128),
+                      255: (224, 224, 192)}  # background, aeroplane, person, tvmonitor, void
+
+
+def test_fixture_trees_are_read_by_the_real_data_set_classes(data):
+    voc = PascalVOCSegmentation(root=data, image_set="train", download=True)  # nothing downloaded
+    assert len(voc) == 6 and len(PascalVOCSegmentation(root=data, image_set="val")) == 4
+    image, mask = voc[0]
+    assert image.shape[0] == 3 and max(image.shape[1:]) == 500  # VOC's real sizes
+    assert set(mask.unique().tolist()) <= set(range(21)) | {255} and (mask == 255).any()
+    with Image.open(data / "VOCdevkit/VOC2012/SegmentationClass/2007_000032.png") as png:
+        assert png.mode == "P"
+    pets = OxfordPetSegmentation(root=data, split="test", boundary="ignore", download=True)
+    assert len(pets) == 4
+    image, mask = pets[0]
+    assert 300 <= image.shape[1] < 500 and set(mask.unique().tolist()) == {0, 1, 255}
+    test_lines = (data / "oxford-iiit-pet/annotations/test.txt").read_text().splitlines()
+    assert test_lines[0].split() == ["Abyssinian_1", "1", "1", "1"]  # name class species breed
+    for name in ("000000039769.jpg", "000000397133.jpg"):
+        with Image.open(data / "coco_samples" / name) as photo:
+            assert photo.size[0] == 640
+
+
+def test_rehearsal_switch_and_weights(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_REHEARSAL", "1")
+    assert rehearsal()
+    assert pretrained("DEFAULT") is None
+    assert "random initialisation" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    assert not rehearsal() and pretrained("DEFAULT") == "DEFAULT"
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.delenv("COURSE_REHEARSAL")
+    assert not rehearsal() and pretrained("DEFAULT") == "DEFAULT"
+
+
+def test_every_notebook_runs_its_full_mode_path_in_rehearsal(data):
+    """One test for all notebooks, as the issue asks: a failure names the notebook and cell."""
+    threads = torch.get_num_threads()
+    seconds = {}
+    try:
+        for script in rehearse.notebooks():
+            seconds[script.name] = rehearse.rehearse(script, data)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(seconds) == 9 and np.isfinite(list(seconds.values())).all()
