@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -40,7 +39,7 @@ from course_lib import distributed, inference
 from course_lib.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from course_lib.metrics import ConfusionMatrix, summarize
 from course_lib.schedules import SCHEDULES, build_scheduler
-from course_lib.utils import get_device, seed_everything
+from course_lib.utils import get_device, interactive, seed_everything
 
 __all__ = [
     "NonFiniteLossError",
@@ -91,15 +90,8 @@ def _progress_enabled(progress: bool | None) -> bool:
     if not distributed.is_main_process():
         return False
     if progress is None:
-        return sys.stdout.isatty() or _in_notebook()
+        return interactive()
     return bool(progress)
-
-
-def _in_notebook() -> bool:
-    """True inside a running Jupyter kernel (not merely when IPython is importable)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _batch_bar(loader, description: str, progress: bool | None):

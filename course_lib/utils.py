@@ -28,6 +28,7 @@ __all__ = [
     "count_parameters",
     "environment_report",
     "in_colab",
+    "interactive",
     "median_seconds",
 ]
 
@@ -122,6 +123,14 @@ def data_dir() -> Path:
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def interactive() -> bool:
+    """True when a person watches: a terminal or a running Jupyter kernel (progress bars on),
+    False when output goes to a log file (CI)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return sys.stdout.isatty() or (shell is not None and getattr(shell, "kernel", None) is not None)
 
 
 def median_seconds(fn, repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0) -> float:

@@ -33,7 +33,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
+
+from course_lib.utils import interactive
 
 __all__ = ["DownloadError", "RemoteFile", "download_and_extract", "download_file", "extract_archive",
            "manual_steps"]
@@ -191,7 +193,7 @@ def _fetch(url: str, partial: Path, size: int | None, timeout: float) -> None:
               if offset else f"Downloading {name} ({_human_size(total)}) from {url}")
         with open(partial, "ab" if offset else "wb") as out, \
                 tqdm(total=total, initial=offset, unit="B", unit_scale=True, leave=False,
-                     desc=name, disable=None) as bar:  # disable=None: quiet off a terminal
+                     desc=name, disable=not interactive()) as bar:  # quiet in CI logs
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 bar.update(len(chunk))
