@@ -15,12 +15,16 @@ Layouts (as the archives extract):
 - Oxford-IIIT Pet: `oxford-iiit-pet/images/Abyssinian_1.jpg`, trimaps in
   `annotations/trimaps/Abyssinian_1.png` (1 pet, 2 background, 3 border band) and
   `annotations/{trainval,test}.txt` ("name class-id species breed-id" lines).
+- Kvasir-SEG: `kvasir-seg/Kvasir-SEG/images/<id>.jpg` and the masks as JPEG files of the same
+  names in `Kvasir-SEG/masks/` (white polyp on black, with JPEG's soft edges), images of varied
+  sizes as in the archive (332x487 up to 1920x1072), plus `kavsir_bboxes.json`.
 - COCO val2017 samples: `coco_samples/000000039769.jpg` and `000000397133.jpg` (640 wide).
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +32,16 @@ from PIL import Image, ImageDraw
 
 from course_lib.atomic import write_bytes_atomic
 
-__all__ = ["voc_palette", "write_voc", "write_pets", "write_coco_samples", "write_rehearsal_data"]
+__all__ = ["voc_palette", "write_voc", "write_pets", "write_kvasir", "write_coco_samples",
+           "write_rehearsal_data"]
 
 _PET_BREEDS = (("Abyssinian", 1, 1), ("beagle", 2, 2), ("Bengal", 6, 1), ("pug", 28, 2))
+_KVASIR_IDS = ("cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0qx73cjw570799j4n5cjze",
+               "cju0roawvklrq0799vmjorwfv", "cju0rx1idathl0835detmsp84", "cju0s2a9ekvms080138tjjpxr",
+               "cju0s690hkp960855tjuaqvv0", "cju0sr5ghl0nd08789uzf1raf", "cju0sxqiclckk08551ycbwhno",
+               "cju0t4oil7vzk099370nun5h9", "cju0tl3uz8blh0993wxvn7ly3", "cju0u2g7pmnux0801vkk47ivj",
+               "cju0u82z3cuma0835wlxrnrjv", "cju0ue769mxii08019zqgdbxn", "cju0vtox5ain6099360pu62rp",
+               "cju0w68hdcabh0818aqe9vtdv")
 _VOC_NAMES = ("2007_000032", "2007_000039", "2007_000063", "2007_000129", "2007_000170",
               "2007_000323", "2007_000332", "2007_000346", "2007_000452", "2007_000464")
 COCO_SAMPLES = {"000000039769.jpg": (480, 640), "000000397133.jpg": (427, 640)}
@@ -130,6 +141,28 @@ def write_pets(root: str | Path, *, per_breed: int = 3, seed: int = 0) -> Path:
     return Path(root)
 
 
+def write_kvasir(root: str | Path, *, num_images: int = 16, seed: int = 0) -> Path:
+    """Kvasir-SEG in the layout of kvasir-seg.zip (extracted into `root/kvasir-seg`); returns root."""
+    if num_images > len(_KVASIR_IDS):
+        raise ValueError(f"at most {len(_KVASIR_IDS)} images, got {num_images}")
+    base = Path(root) / "kvasir-seg" / "Kvasir-SEG"
+    rng = np.random.default_rng(seed)
+    boxes = {}
+    for name in _KVASIR_IDS[:num_images]:
+        height, width = int(rng.integers(332, 1072)), int(rng.integers(487, 1350))
+        shapes = _shapes(rng, height, width, [1])
+        write_bytes_atomic(base / "images" / f"{name}.jpg",
+                           _encoded(_photo(rng, height, width, shapes), "JPEG"))
+        mask = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(mask).ellipse(shapes[0][1], fill=255)
+        write_bytes_atomic(base / "masks" / f"{name}.jpg", _encoded(mask, "JPEG"))
+        left, top, right, bottom = shapes[0][1]
+        boxes[name] = {"height": height, "width": width, "bbox": [
+            {"label": "polyp", "xmin": left, "ymin": top, "xmax": right, "ymax": bottom}]}
+    write_bytes_atomic(base / "kavsir_bboxes.json", json.dumps(boxes).encode())
+    return Path(root)
+
+
 def write_coco_samples(root: str | Path, *, seed: int = 0) -> Path:
     """The two COCO val2017 photographs notebook 08 reads, as `coco_samples/NAME.jpg`."""
     rng = np.random.default_rng(seed)
@@ -144,5 +177,6 @@ def write_rehearsal_data(root: str | Path, *, seed: int = 0) -> Path:
     """Every tree the notebooks' full mode reads, under `root` (use it as COURSE_DATA_DIR)."""
     write_voc(root, seed=seed)
     write_pets(root, seed=seed)
+    write_kvasir(root, seed=seed)
     write_coco_samples(root, seed=seed)
     return Path(root)
