@@ -61,7 +61,9 @@ def confusion_matrix(
     `ignore_index` are not counted. Use a single torch.bincount (no Python loop over pixels or
     classes).
     """
-    # HINT: keep = target != ignore_index; then index = target[keep] * num_classes + pred[keep].
+    # HINT: flatten both. Only when ignore_index is not None, drop the pixels whose target is
+    # HINT: ignore_index (one boolean mask indexes both); target * num_classes + pred then
+    # HINT: encodes each (target, pred) pair as one integer, `index`.
     # HINT: torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes).
     raise NotImplementedError
 

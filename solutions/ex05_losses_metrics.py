@@ -93,7 +93,9 @@ def confusion_matrix(
     classes).
     """
     # BEGIN SOLUTION
-    # HINT: keep = target != ignore_index; then index = target[keep] * num_classes + pred[keep].
+    # HINT: flatten both. Only when ignore_index is not None, drop the pixels whose target is
+    # HINT: ignore_index (one boolean mask indexes both); target * num_classes + pred then
+    # HINT: encodes each (target, pred) pair as one integer, `index`.
     # HINT: torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes).
     target = target.reshape(-1)
     pred = pred.reshape(-1)

@@ -66,12 +66,19 @@ def test_a_folder_target_with_an_endless_loop_and_a_wrong_answer(tmp_path):
         "    return in_features * out_features + out_features\n", "    while True:\n        pass\n"
     )
     source = source.replace("    return x + 1\n", "    return x + 2\n")
+    source = source.replace(
+        "    return x * self.scale\n",
+        "    raise ValueError('a diagnosis far longer than the table row, whose last words "
+        "are the ones that tell the learner what to do: END')\n",
+    )
     (tmp_path / "ex90_demo.py").write_text(source)
     done = _grade("ex90_demo", "--target", str(tmp_path), COURSE_GRADE_CALL_TIMEOUT="2")
     assert done.returncode == 1
     assert "timed out after 2 s while running ex90.count_parameters" in done.stdout
     assert "add_one on a float tensor" in done.stdout  # the test's own failure message, first line
-    assert any(line.startswith("total") and "4/7" in line for line in done.stdout.splitlines())
+    assert any(line.startswith("total") and "2/7" in line for line in done.stdout.splitlines())
+    below = " ".join(done.stdout.split("What went wrong:")[1].split())  # unwrapped
+    assert "what to do: END your code, ex90_demo.py:" in below and "in forward:" in below
 
 
 def test_syntax_error_is_reported_not_fatal(tmp_path):
@@ -79,6 +86,8 @@ def test_syntax_error_is_reported_not_fatal(tmp_path):
     done = _grade("ex90", "--target", str(tmp_path))
     assert done.returncode == 1
     assert "ex90_demo.py could not be imported: SyntaxError at line 2" in done.stdout
+    below = done.stdout.split("What went wrong:")[1]  # each failure in full, with the learner's line
+    assert "your code, ex90_demo.py:2:\n      return x" in below
 
 
 @pytest.mark.parametrize(

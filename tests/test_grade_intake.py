@@ -68,3 +68,51 @@ def test_student_folder_names_are_safe():
     assert student_folder_name("Zoë Smith") == "Zo__Smith"
     assert student_folder_name("grades.csv") == "student_grades.csv"
     assert student_folder_name("...") == "student"
+
+
+def test_upper_case_zip_suffix_is_a_zip(tmp_path):
+    archive = tmp_path / "dave.ZIP"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("ex01_types.py", "x = 1\n")
+    intake = take_in(archive, NAMES)
+    assert intake.student == "dave" and intake.files == {"ex01_types.py": b"x = 1\n"}
+    assert intake.ignored == []
+
+
+def test_zips_choose_among_copies_like_folders(tmp_path):
+    layout = [  # archive order: nested copies first
+        ("old/deeper/ex01_types.py", b"x = 3\n"),
+        ("old/ex01_types.py", b"x = 2\n"),
+        ("ex01_types.py", b"x = 1\n"),
+        ("b/ex02_fcn.py", b"y = 2\n"),
+        ("a/ex02_fcn.py", b"y = 1\n"),
+    ]
+    folder = tmp_path / "erin"
+    with zipfile.ZipFile(tmp_path / "erin.zip", "w") as bundle:
+        for name, data in layout:
+            bundle.writestr(name, data)
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+    from_zip, from_folder = take_in(tmp_path / "erin.zip", NAMES), take_in(folder, NAMES)
+    expected = {"ex01_types.py": b"x = 1\n", "ex02_fcn.py": b"y = 1\n"}
+    assert from_zip.files == from_folder.files == expected
+    assert sorted(from_zip.ignored) == sorted(from_folder.ignored)
+    assert (
+        "old/ex01_types.py: a second copy of ex01_types.py; ex01_types.py is graded"
+        in "\n".join(from_zip.ignored)
+    )
+
+
+def test_encodings_python_reads_are_taken_in(tmp_path):
+    student = tmp_path / "frank"
+    student.mkdir()
+    bom = b"\xef\xbb\xbfx = 'caf\xc3\xa9'\n"
+    latin = "# -*- coding: latin-1 -*-\nx = 'café'\n".encode("latin-1")
+    (student / "ex01_types.py").write_bytes(bom)
+    (student / "ex02_fcn.py").write_bytes(latin)
+    assert take_in(student, NAMES).files == {"ex01_types.py": bom, "ex02_fcn.py": latin}
+    (student / "ex02_fcn.py").write_bytes("x = 'café'\n".encode("latin-1"))  # no coding line
+    (student / "ex01_types.py").write_bytes(b"# coding: no-such-codec\nx = 1\n")
+    intake = take_in(student, NAMES)
+    assert intake.files == {}
+    assert all("not UTF-8 text" in line for line in intake.ignored) and len(intake.ignored) == 2

@@ -2,9 +2,11 @@
 
 Each folder under tests/grading_cases/submissions/ is one student's submission of the demo course
 (tests/grading_cases/demo: ex90 worth 9 points with its hidden tests, ex91 worth 1);
-tests/grading_cases/expected.json gives the points (and status) each must get. Two more cases are
-built here: a zip with `../` and absolute paths, and a symlinked exercise file. The run uses small
-limits so the endless loops cost seconds.
+tests/grading_cases/expected.json gives the points (and status) each must get. More cases are
+built here: a zip with `../` and absolute paths, a symlinked exercise file, and honest but odd
+submissions of the reference solution that must be graded exactly like `reference` (a UTF-8 BOM, a
+latin-1 file with its PEP 263 coding line, a `.ZIP`, a zip whose first member is a nested old copy).
+The run uses small limits so the endless loops cost seconds.
 """
 
 from __future__ import annotations
@@ -44,7 +46,40 @@ EXPECTED.update(
         },
     }
 )
+ODD_BUT_HONEST = {  # graded exactly like the clean `reference` submission
+    "utf8_bom": "both files start with a UTF-8 byte order mark",
+    "latin1_coding_line": "ex90 saved as latin-1 with `# -*- coding: latin-1 -*-`",
+    "upper_case_zip": "a zip named upper_case_zip.ZIP",
+    "zip_copy_choice": "a zip listing old/ex90_demo.py (a stub) before ex90_demo.py: the shallowest "
+    "copy wins, as in a folder",
+}
+EXPECTED.update({case: {**EXPECTED["reference"], "why": why} for case, why in ODD_BUT_HONEST.items()})
 LIMITS = Limits(call_timeout=4, exercise_timeout=40, startup_timeout=90, memory_mb=768, file_mb=8)
+
+
+def _write_odd_but_honest(submissions: Path) -> None:
+    """The reference solution, submitted in the odd ways of ODD_BUT_HONEST."""
+    ex90 = (DEMO.solutions / "ex90_demo.py").read_bytes()
+    ex91 = (DEMO.solutions / "ex91_more.py").read_bytes()
+    bom = submissions / "utf8_bom"
+    bom.mkdir()
+    (bom / "ex90_demo.py").write_bytes(b"\xef\xbb\xbf" + ex90)
+    (bom / "ex91_more.py").write_bytes(b"\xef\xbb\xbf" + ex91)
+    latin = submissions / "latin1_coding_line"
+    latin.mkdir()
+    text = ex90.decode("utf-8").replace('"""Demo exercise', '"""Démo exercise, café-grade', 1)
+    assert "é" in text
+    latin_bytes = ("# -*- coding: latin-1 -*-\n" + text).encode("latin-1")
+    assert b"\xe9" in latin_bytes  # not valid UTF-8: only the coding line makes it readable
+    (latin / "ex90_demo.py").write_bytes(latin_bytes)
+    (latin / "ex91_more.py").write_bytes(ex91)
+    with zipfile.ZipFile(submissions / "upper_case_zip.ZIP", "w") as bundle:
+        bundle.writestr("ex90_demo.py", ex90)
+        bundle.writestr("ex91_more.py", ex91)
+    with zipfile.ZipFile(submissions / "zip_copy_choice.zip", "w") as bundle:
+        bundle.writestr("old/ex90_demo.py", (DEMO.exercises / "ex90_demo.py").read_bytes())
+        bundle.writestr("ex90_demo.py", ex90)
+        bundle.writestr("ex91_more.py", ex91)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +98,7 @@ def graded(tmp_path_factory):
         bundle.writestr(link, "/etc/passwd")
     with zipfile.ZipFile(submissions / "reference.zip", "w") as bundle:
         bundle.writestr("work/ex91_more.py", (DEMO.solutions / "ex91_more.py").read_bytes())
+    _write_odd_but_honest(submissions)
     (submissions / "symlinked_file").mkdir()
     os.symlink(DEMO.solutions / "ex90_demo.py", submissions / "symlinked_file" / "ex90_demo.py")
     before = set(Path("/tmp").glob("results.json"))
@@ -105,6 +141,20 @@ def test_expected_points_and_status(graded, case):
     )
     if expected["status"] is not None:
         assert row["status"] == expected["status"], f"{case}: status {row['status']}\n{feedback}"
+
+
+@pytest.mark.parametrize("case", sorted(ODD_BUT_HONEST))
+def test_odd_but_honest_files_are_graded_like_the_clean_one(graded, case):
+    def outcomes(student):
+        results = json.loads((graded["out"] / student / "results.json").read_text())
+        return {t["name"]: (t["status"], t["score"]) for t in results["tests"]}
+
+    rows = {row["student"]: row for row in graded["summary"]["rows"]}
+    feedback = (graded["out"] / case / "feedback.md").read_text()
+    assert outcomes(case) == outcomes("reference"), f"{case} ({ODD_BUT_HONEST[case]}):\n{feedback}"
+    assert (rows[case]["total"], rows[case]["status"]) == (10, "ok")
+    if case == "zip_copy_choice":
+        assert "old/ex90_demo.py: a second copy of ex90_demo.py" in feedback
 
 
 def test_every_manifest_test_is_in_every_results_file(graded):
@@ -152,6 +202,10 @@ def test_reports_say_why(graded):
     assert "forbids reading" in feedback("reads_solutions_and_hidden_tests")
     assert "timed out" in feedback("infinite_loop")
     assert "SyntaxError at line" in feedback("syntax_error")
+    # under the table, the learner's line that raised: file:line, function and code
+    assert "your code, ex90_demo.py:11 in add_one:\n      raise KeyboardInterrupt" in feedback(
+        "keyboard_interrupt"
+    )
     assert "not implemented yet" in feedback("stubs")
     assert "conftest.py" in feedback("shipped_config_files") and "sitecustomize.py" in feedback(
         "shipped_config_files"

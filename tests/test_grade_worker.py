@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from course_lib.grade.client import LearnerError
+from course_lib.grade.fixtures import expect_raises
 from course_lib.grade.limits import Limits
 from course_lib.grade.runner import open_exercise
 
@@ -35,6 +36,22 @@ def write(path):
 
 def spawn():
     os.system("true")
+
+
+class ShapeError(ValueError):
+    pass
+
+
+def checks_with_the_wrong_type(x):
+    raise TypeError(f"x must be positive, got {x}")
+
+
+def checks_with_a_subclass(x):
+    raise ShapeError(f"x must be positive, got {x}")
+
+
+def forgets_to_check(x):
+    return x
 """
 
 
@@ -137,3 +154,47 @@ def test_a_function_that_timed_out_is_not_run_again(tmp_path):
         assert handle.answer() == 42  # the other functions are still graded
     finally:
         handle.close()
+
+
+def test_expect_raises_checks_the_type_and_points_at_the_learners_line(handle):
+    with pytest.raises(LearnerError) as caught:
+        expect_raises(lambda: handle.checks_with_the_wrong_type(-1), ValueError, when="x=-1")
+    assert str(caught.value) == (
+        "ex99.checks_with_the_wrong_type should raise ValueError when x=-1; "
+        "instead it raised TypeError: x must be positive, got -1"
+    )
+    line = LEARNER.splitlines().index('    raise TypeError(f"x must be positive, got {x}")') + 1
+    assert caught.value.where["line"] == line and caught.value.where["code"].startswith("raise TypeError")
+    assert caught.value.where["function"] == "checks_with_the_wrong_type"
+    error = expect_raises(lambda: handle.checks_with_a_subclass(-1), ValueError, when="x=-1")
+    assert "raised ShapeError" in str(error)  # a subclass of ValueError is a ValueError
+    with pytest.raises(
+        LearnerError, match=r"^ex99.forgets_to_check should raise ValueError when x=-1, but returned normally$"
+    ):
+        expect_raises(lambda: handle.forgets_to_check(-1), ValueError, when="x=-1")
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("ex96_bom", b"\xef\xbb\xbf" + "def word():\n    return 'café'\n".encode("utf-8")),
+        (
+            "ex95_latin",
+            "# -*- coding: latin-1 -*-\ndef word():\n    return 'café'\n".encode("latin-1"),
+        ),
+    ],
+)
+def test_files_python_runs_are_graded(tmp_path, name, data):
+    (tmp_path / f"{name}.py").write_bytes(data)
+    handle = open_exercise(name, target=str(tmp_path))
+    try:
+        assert handle.word() == "café"
+    finally:
+        handle.close()
+
+
+def test_undeclared_encoding_says_how_to_fix_it(tmp_path):
+    (tmp_path / "ex94_latin.py").write_bytes("def word():\n    return 'café'\n".encode("latin-1"))
+    handle = open_exercise("ex94_latin", target=str(tmp_path))
+    with pytest.raises(LearnerError, match="ex94_latin.py is not UTF-8 text .*PEP 263"):
+        handle.word()

@@ -90,6 +90,7 @@ def grade_student(
                 f"{row['exercise']}.py was not submitted",
                 "",
             )
+            row["details"], row["where"] = [], None
     status = student_status(rows, session_status, len(intake.files))
     write_text_atomic(
         folder / "feedback.md", feedback_markdown(intake.student, rows, intake.ignored, status)

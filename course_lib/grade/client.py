@@ -33,7 +33,18 @@ __all__ = ["LearnerError", "WorkerClient", "worker_environment"]
 
 
 class LearnerError(AssertionError):
-    """A learner's call that did not produce an answer; the message's first line says why."""
+    """A learner's call that did not produce an answer; the message's first line says why.
+
+    `raised` holds the qualified names of the learner's exception class and its bases
+    (`("builtins.ValueError", "builtins.Exception", ...)`; empty when the learner's code raised
+    nothing, e.g. a time-out or a missing function); `where` is the innermost line of the learner's
+    file in the traceback, `{"file", "line", "function", "code"}`, or None.
+    """
+
+    def __init__(self, message: str, *, raised=(), where: dict | None = None):
+        super().__init__(message)
+        self.raised = tuple(raised)
+        self.where = where
 
 
 class _TimedOut(LearnerError):
@@ -62,8 +73,8 @@ def worker_environment(home: str) -> dict[str, str]:
 class WorkerClient:
     """Runs the calls of one exercise in a killable worker process.
 
-    `source` is the learner's file text (read here, so the worker never opens the folder it came
-    from); `task_names` are the functions and classes the exercise asks for; `forbidden_roots`
+    `source` is the learner's file as bytes (read here, so the worker never opens the folder it
+    came from; the worker compiles the bytes, so a BOM or a PEP 263 coding line is honoured); `task_names` are the functions and classes the exercise asks for; `forbidden_roots`
     are folders the worker may not read.
     """
 
@@ -71,7 +82,7 @@ class WorkerClient:
         self,
         exercise: str,
         path: Path,
-        source: str,
+        source: bytes | str,
         *,
         task_names: list[str],
         forbidden_roots: list[str],
@@ -92,6 +103,7 @@ class WorkerClient:
         self._stdin = self._stdout = None
         self._home: str | None = None
         self._broken: str | None = None
+        self._broken_where: dict | None = None  # the learner's line that stopped the import
         self._reused: dict[str, str] = {}
         self._timed_out: dict[tuple[str, str], float] = {}  # (op, name) -> the limit it ran past
 
@@ -175,8 +187,9 @@ class WorkerClient:
             self._broken = f"{self.path.name} could not be imported: {message}" + (
                 f"\n{detail}" if detail else ""
             )
+            self._broken_where = ready["ready"].get("where")
             self._stop()
-            raise LearnerError(self._broken)
+            raise LearnerError(self._broken, where=self._broken_where)
         self._reused = ready["reused"]
 
     def _stop(self) -> None:
@@ -248,7 +261,7 @@ class WorkerClient:
         """Run `op` ("call" or "probe") `name` with plain-data arguments; return the answer."""
         __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
         if self._broken:
-            raise LearnerError(self._broken)
+            raise LearnerError(self._broken, where=self._broken_where)
         label = f"{self.exercise.split('_')[0]}.{name}"
         if (op, name) in self._timed_out:
             raise LearnerError(
@@ -276,7 +289,11 @@ class WorkerClient:
         self.peak_rss_kb = max(self.peak_rss_kb, int(answer.get("rss_kb", 0)))
         if not answer["ok"]:
             detail = answer.get("detail")
-            raise LearnerError(answer["error"] + (f"\n{detail}" if detail else ""))
+            raise LearnerError(
+                answer["error"] + (f"\n{detail}" if detail else ""),
+                raised=answer.get("raised", ()),
+                where=answer.get("where"),
+            )
         return answer["value"]
 
     def close(self) -> None:

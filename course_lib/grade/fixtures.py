@@ -4,18 +4,61 @@ Each graded test module names its exercise with a module-level constant, e.g.
 `EXERCISE = "ex01_segmentation_types"`, and asks for the `exercise` fixture: a handle on the
 learner's file chosen by `--target` (see `runner.ExerciseHandle`). One worker process serves the
 whole module; the workers of a pytest run are forked from one zygote (zygote.py), started on first use.
+
+A test that expects the learner's code to refuse bad input uses `expect_raises`:
+
+    expect_raises(lambda: exercise.one_hot(mask, 3), ValueError, when="a label is 5 and num_classes=3")
+
+It fails with "ex06.one_hot should raise ValueError when a label is 5 and num_classes=3, but
+returned normally", or "...; it raised TypeError instead: ..." when the type is wrong. Pair it, in
+the same test, with a valid call whose answer is checked, so code that always raises earns nothing.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
-from course_lib.grade.runner import open_exercise
+from course_lib.grade.runner import (
+    LearnerError,
+    forget_last_request,
+    last_request,
+    open_exercise,
+)
 from course_lib.grade.zygote import Zygote
 
-__all__ = ["exercise"]
+__all__ = ["exercise", "expect_raises"]
+
+
+def expect_raises(call, expected: type[BaseException] = ValueError, *, when: str) -> LearnerError:
+    """Run `call()` (a call into the learner's code); pass only if the learner raised `expected`.
+
+    A subclass of `expected` counts. Returns the learner's error; otherwise fails (LearnerError,
+    an AssertionError) with a message that names the function, the situation `when` and what the
+    learner's code did instead: returned normally, raised another type, or did not run.
+    """
+    __tracebackhide__ = True  # pytest shows the message, not the helper's frames
+    wanted = f"{expected.__module__}.{expected.__qualname__}"
+    shown = expected.__name__
+    forget_last_request()
+    try:
+        call()
+    except LearnerError as error:
+        if wanted in error.raised:
+            return error
+        subject = last_request() or "your code"
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raised = re.match(r"\S+ raised (.*)", first)  # "ex06.f raised TypeError: ..."
+        problem = f"instead it raised {raised[1]}" if raised else f"instead: {first}"
+        raise LearnerError(
+            f"{subject} should raise {shown} when {when}; {problem}",
+            raised=error.raised,
+            where=error.where,
+        ) from None
+    subject = last_request() or "your code"
+    raise LearnerError(f"{subject} should raise {shown} when {when}, but returned normally")
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,19 @@
 """Take a student's submission in: only the whitelisted exercise files, everything else reported.
 
-A submission is a folder or a `.zip`. From it the grader keeps regular, UTF-8, reasonably small
-files named like an exercise of the course (`exNN_<topic>.py`); `conftest.py`, `pytest.ini`,
-`sitecustomize.py`, symlinks, other names, oversized or non-UTF-8 files are ignored and listed in
-the report. Zip members are read in memory (never extracted by name), so `../` paths, absolute
-paths and links cannot place a file anywhere; total size and member count are bounded too.
+A submission is a folder or a `.zip` (any case: `bob.ZIP` too). From it the grader keeps regular,
+reasonably small files named like an exercise of the course (`exNN_<topic>.py`) that Python can
+read: UTF-8, with or without a BOM, or another encoding declared by a PEP 263 coding line.
+`conftest.py`, `pytest.ini`, `sitecustomize.py`, symlinks, other names, oversized or undecodable
+files are ignored and listed in the report. When a name occurs more than once, folders and zips
+follow the same rule: the shallowest copy wins, then the first in path order. Zip members are read
+in memory (never extracted by name), so `../` paths, absolute paths and links cannot place a file
+anywhere; total size and member count are bounded too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import stat
 import zipfile
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ class Intake:
     student: str
     files: dict[str, bytes] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)  # name -> where it was found
 
     def sha256(self) -> str:
         """Hash of the accepted files (names and contents), for the gradebook's audit column."""
@@ -57,18 +62,30 @@ def _consider(
     elif data is None:
         intake.ignored.append(f"{shown}: not a regular file")
     elif name in intake.files:
-        intake.ignored.append(f"{shown}: a second copy of {name}; the first one found is graded")
+        intake.ignored.append(
+            f"{shown}: a second copy of {name}; {intake.origins[name]} is graded "
+            "(the shallowest copy wins)"
+        )
     else:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            intake.ignored.append(f"{shown}: not UTF-8 text")
+        try:  # what `python file.py` reads: UTF-8 (BOM or not), or a PEP 263 coding line
+            importlib.util.decode_source(data)
+        except (UnicodeDecodeError, SyntaxError, LookupError):
+            intake.ignored.append(
+                f"{shown}: not UTF-8 text (save it as UTF-8, or declare its encoding on line 1 "
+                "or 2, PEP 263)"
+            )
             return
         intake.files[name] = data
+        intake.origins[name] = shown
+
+
+def _copy_order(parts: tuple[str, ...]) -> tuple[int, str]:
+    """Which copy of a name wins, in a folder and in a zip alike: the shallowest, then path order."""
+    return len(parts), "/".join(parts)
 
 
 def _from_folder(intake: Intake, folder: Path, known: set[str]) -> None:
-    entries = sorted(folder.rglob("*"), key=lambda p: (len(p.relative_to(folder).parts), str(p)))
+    entries = sorted(folder.rglob("*"), key=lambda p: _copy_order(p.relative_to(folder).parts))
     for path in entries[:MAX_ZIP_MEMBERS]:
         shown = str(path.relative_to(folder))
         mode = path.lstat().st_mode
@@ -90,7 +107,10 @@ def _from_folder(intake: Intake, folder: Path, known: set[str]) -> None:
 def _from_zip(intake: Intake, archive: Path, known: set[str]) -> None:
     try:
         with zipfile.ZipFile(archive) as bundle:
-            members = bundle.infolist()
+            members = sorted(
+                bundle.infolist(),
+                key=lambda m: _copy_order(PurePosixPath(m.filename.replace("\\", "/")).parts),
+            )
             if len(members) > MAX_ZIP_MEMBERS:
                 intake.ignored.append(
                     f"{archive.name}: {len(members)} members, over the {MAX_ZIP_MEMBERS} limit"
@@ -130,13 +150,14 @@ def _from_zip(intake: Intake, archive: Path, known: set[str]) -> None:
 def take_in(submission: Path, exercise_names: list[str]) -> Intake:
     """Accepted exercise files and ignored entries of one submission (a folder or a .zip)."""
     known = {f"{name}.py" for name in exercise_names}
-    student = submission.name.removesuffix(".zip")
+    is_zip = submission.suffix.lower() == ".zip"
+    student = submission.name[: -len(".zip")] if is_zip else submission.name
     intake = Intake(student=student)
     if submission.is_symlink():
         intake.ignored.append(f"{submission.name}: a symbolic link")
     elif submission.is_dir():
         _from_folder(intake, submission, known)
-    elif submission.suffix == ".zip" and submission.is_file():
+    elif is_zip and submission.is_file():
         _from_zip(intake, submission, known)
     else:
         intake.ignored.append(f"{submission.name}: neither a folder nor a .zip")

@@ -4,7 +4,9 @@ It writes a JSON report to the path in COURSE_GRADE_REPORT, rewritten atomically
 so a run that is killed part-way still leaves the outcomes it reached. A test counts as `passed`
 only when its set-up, call and tear-down all passed; skipped, xfailed and errored tests earn nothing.
 Each record: nodeid, exercise, points (from `@pytest.mark.points`), outcome, message (first line of
-the failure), output (the failure text, truncated) and duration.
+the failure), details (the first lines of the failure, without the learner's traceback), where (the
+learner's line that raised, `{"file", "line", "function", "code"}`, or None), output (the failure
+text, truncated) and duration.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from course_lib.atomic import write_text_atomic
 from course_lib.grade.client import LearnerError
 
 OUTPUT_LIMIT = 4000
+LINE_LIMIT = 1000  # a first line longer than this is a flood, not a diagnosis
+DETAIL_LINES = 12
 _records: dict[str, dict] = {}
 _order: list[str] = []
 
@@ -34,19 +38,30 @@ def _save() -> None:
         write_text_atomic(path, json.dumps({"tests": [_records[n] for n in _order]}, indent=1))
 
 
-def _message(report: pytest.TestReport, call_excinfo) -> tuple[str, str]:
+def _cap(line: str) -> str:
+    return line if len(line) <= LINE_LIMIT else line[:LINE_LIMIT] + " … (line truncated)"
+
+
+def _message(report: pytest.TestReport, call_excinfo) -> tuple[str, list[str], dict | None, str]:
+    """(first line, first lines without the learner's traceback, learner's line, full text)."""
+    where = None
     if call_excinfo is not None:
         error = call_excinfo.value
         if isinstance(error, LearnerError):
             text = str(error)
+            explanation = text.split("\n  ")[0]  # the worker's trace lines start with two spaces
+            where = error.where if isinstance(error.where, dict) else None
         else:
-            text = f"{type(error).__name__}: {error}".strip()
+            text = explanation = f"{type(error).__name__}: {error}".strip()
     else:
-        text = str(report.longrepr or "")
-    lines = [line for line in text.splitlines() if line.strip()]
+        text = explanation = str(report.longrepr or "")
+    lines = [_cap(line) for line in explanation.splitlines() if line.strip()]
     first = lines[0] if lines else report.outcome
+    if len(lines) > DETAIL_LINES:
+        more = len(lines) - DETAIL_LINES
+        lines = lines[:DETAIL_LINES] + [f"… {more} more lines (--json shows them)"]
     output = text if len(text) <= OUTPUT_LIMIT else text[:OUTPUT_LIMIT] + "\n... (output truncated)"
-    return first[:300], output
+    return first, lines or [first], where, output
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -61,6 +76,8 @@ def pytest_collection_modifyitems(session, config, items):
             "points": points,
             "outcome": "missing",
             "message": "did not run",
+            "details": [],
+            "where": None,
             "output": "",
             "duration": 0.0,
         }
@@ -86,9 +103,10 @@ def pytest_runtest_makereport(item, call):
     elif report.skipped:
         record["outcome"], record["message"] = "skipped", "skipped (earns nothing)"
     else:
-        first, output = _message(report, call.excinfo)
+        first, details, where, output = _message(report, call.excinfo)
         record["outcome"] = "failed" if report.when == "call" else "error"
         record["message"], record["output"] = first, output
+        record["details"], record["where"] = details, where
     if report.when == "teardown" and record["outcome"] == "running":
         record["outcome"], record["message"] = "error", "the test did not report a result"
     _save()

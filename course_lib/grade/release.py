@@ -39,10 +39,11 @@ Check your work at any time:
 
     python -m course_lib.grade ex01
 
-The table shows each graded test, the points it earned and, for a failed test, the first line of
-what went wrong. Your code runs in a separate process with a time limit, so an endless loop or a
-crash is reported rather than fatal; `--json` prints the same results for tools. The graded tests
-are ordinary pytest tests in `tests/graded/`.
+The table shows each graded test, the points it earned and, for a failed test, the start of what
+went wrong; under it, each failure is spelled out in full, with the line of your file that raised
+it. Your code runs in a separate process with a time limit, so an endless loop or a crash is
+reported rather than fatal; `--json` prints the same results for tools. The graded tests are
+ordinary pytest tests in `tests/graded/`.
 
 Your instructor grades with these public tests and with hidden tests on the same functions:
 passing every public test is necessary, not sufficient. Submit only your `exNN_<topic>.py` files;

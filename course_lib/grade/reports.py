@@ -8,7 +8,7 @@ names or failure messages.
 
 from __future__ import annotations
 
-from course_lib.grade.table import earned
+from course_lib.grade.table import earned, what_went_wrong
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -26,6 +26,13 @@ def _truncate(text: str, limit: int = OUTPUT_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "\n... (output truncated)"
 
 
+def _file_name_only(where: dict | None) -> dict | None:
+    """The learner's line with the file's name only: the graded copy lives in a private folder."""
+    if not isinstance(where, dict) or not where.get("file"):
+        return None
+    return {**where, "file": str(where["file"]).replace("\\", "/").rsplit("/", 1)[-1]}
+
+
 def merge_with_manifest(manifest: dict, records: list[dict]) -> list[dict]:
     """One row per manifest test: its manifest data plus outcome/message/output of the run."""
     by_id = {r["nodeid"]: r for r in records}
@@ -38,6 +45,8 @@ def merge_with_manifest(manifest: dict, records: list[dict]) -> list[dict]:
                 **test,
                 "outcome": outcome,
                 "message": record["message"] if record else "this test did not report a result",
+                "details": record.get("details", []) if record else [],
+                "where": _file_name_only(record.get("where")) if record else None,
                 "output": record.get("output", "") if record else "",
             }
         )
@@ -123,7 +132,8 @@ def fallback_results(manifest: dict, reason: str) -> dict:
 
 
 def feedback_markdown(student: str, rows: list[dict], ignored: list[str], status: str) -> str:
-    """A short Markdown report for the learner: public tests in full, hidden tests as points only."""
+    """A short Markdown report for the learner: public tests in full (each failure's first lines
+    and the learner's line under the table), hidden tests as points only."""
     lines = [f"# Feedback for {student}", ""]
     total, possible = sum(earned(r) for r in rows), sum(float(r["points"]) for r in rows)
     lines += [f"**Score: {total:g} / {possible:g}** (status: {status})", ""]
@@ -142,6 +152,9 @@ def feedback_markdown(student: str, rows: list[dict], ignored: list[str], status
                 f"{sum(r['outcome'] == 'passed' for r in hidden)} of {len(hidden)} passed |"
             )
         lines.append("")
+        failures = what_went_wrong([r for r in public if r["details"]])
+        if failures:
+            lines += ["What went wrong:", "", "```", *failures[1:], "```", ""]
     if ignored:
         lines += [
             "## Ignored files",

@@ -14,6 +14,7 @@ Arguments and results are plain data (see `wire.py`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ __all__ = [
     "ExerciseHandle",
     "LearnerError",
     "course_layout",
+    "forget_last_request",
+    "last_request",
     "open_exercise",
     "repo_root",
     "resolve_exercise_path",
@@ -80,6 +83,19 @@ def _local_probes(name: str, layout: CourseLayout) -> Path | None:
     return path if path.is_file() else None
 
 
+_last_request: list[str] = []  # label of the latest learner call made from this process
+
+
+def last_request() -> str | None:
+    """`exNN.name` of the latest call or probe sent to a learner's file (None before any)."""
+    return _last_request[-1] if _last_request else None
+
+
+def forget_last_request() -> None:
+    """Start afresh: `last_request()` is None until the next call (used by `expect_raises`)."""
+    _last_request.clear()
+
+
 class ExerciseHandle:
     """Calls into a learner's module through a worker; attribute access returns a callable."""
 
@@ -93,6 +109,7 @@ class ExerciseHandle:
 
     def _request(self, op: str, target: str, args: tuple, kwargs: dict) -> Any:
         __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
+        _last_request[:] = [f"{self._name.split('_')[0]}.{target}"]
         if self._problem is not None:
             raise LearnerError(self._problem)
         return self._client.request(op, target, args, kwargs)
@@ -133,12 +150,19 @@ def open_exercise(
         return ExerciseHandle(
             name, path, None, problem=f"{path.name} is missing (looked in {path.parent})"
         )
-    try:
-        source = path.read_text(encoding="utf-8")
+    source = path.read_bytes()
+    try:  # what `python file.py` accepts: UTF-8 with or without a BOM, or a PEP 263 coding line
+        importlib.util.decode_source(source)
     except UnicodeDecodeError as error:
         return ExerciseHandle(
-            name, path, None, problem=f"{path.name} is not UTF-8 text ({error.reason})"
+            name,
+            path,
+            None,
+            problem=f"{path.name} is not UTF-8 text ({error.reason}); save it as UTF-8, "
+            "or declare its encoding on line 1 or 2 (PEP 263)",
         )
+    except SyntaxError:
+        pass  # an unknown coding line: the worker reports it as Python would, a SyntaxError
     client = WorkerClient(
         name,
         path.resolve(),

@@ -5,13 +5,18 @@
 Sequence: move the request/answer pipes to private descriptors and send the console (fd 1 and 2)
 to a size-limited log file; import torch and the probes once; read the set-up message; lower the
 resource limits; install the audit-hook guards; only then compile and run the learner's file
-(its source text comes in the set-up message, so the worker never opens solutions/). Then answer
-requests one by one:
+(its source bytes come in the set-up message, so the worker never opens solutions/; they are
+compiled as bytes, so a UTF-8 BOM and a PEP 263 coding line work as they do for `python file.py`).
+Then answer requests one by one:
 
     {"op": "call", "name": f, "args": [...], "kwargs": {...}}   -> learner_module.f(*args, **kwargs)
     {"op": "probe", "name": p, ...}                            -> probes.exNN.p(learner_module, ...)
 
-An answer is {"ok": True, "value": ...} or {"ok": False, "error": "<one line>", "detail": "..."}.
+An answer is {"ok": True, "value": ...} or {"ok": False, "error": "<one line>", "detail": "...",
+"raised": [...], "where": {...}}: `raised` names the learner's exception class and its bases
+("builtins.ValueError", ...), `where` is the innermost line of the learner's file in the traceback
+(file, line, function, code), so a test can tell a ValueError from a TypeError and the learner's
+table can show the line that failed.
 A profiler notes every call into a course_lib function or class that has the name of one of the
 exercise's tasks and that happens while learner code is on the stack; such an answer earns nothing.
 """
@@ -58,6 +63,24 @@ def _learner_trace(error: BaseException, learner_file: str, limit: int = 6) -> s
         for f in frames[-limit:]
     ]
     return "\n".join(lines)
+
+
+def _raised(error: BaseException) -> list[str]:
+    """Qualified names of the class of `error` and its bases, e.g. ["builtins.ValueError", ...]."""
+    return [f"{cls.__module__!s}.{cls.__qualname__!s}" for cls in type(error).__mro__[:-1]]
+
+
+def _where(error: BaseException, learner_file: str) -> dict | None:
+    """The innermost frame of the learner's file in the traceback of `error` (None if there is none)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == learner_file]
+    if isinstance(error, SyntaxError) and error.filename == learner_file and error.lineno:
+        code = (error.text or "").rstrip()
+        return {"file": learner_file, "line": error.lineno, "function": None, "code": code}
+    if not frames:
+        return None
+    last = frames[-1]
+    code = last.line or ""
+    return {"file": learner_file, "line": last.lineno, "function": last.name, "code": code}
 
 
 def _learner_function(error: BaseException, learner_file: str) -> str | None:
@@ -118,6 +141,17 @@ def _reuses_course_lib(module: types.ModuleType, task_names: set[str]) -> dict[s
     return found
 
 
+def _source_lines(source: bytes) -> list[str]:
+    """The learner's lines as Python decodes them (BOM and PEP 263 coding line honoured)."""
+    import importlib.util
+
+    try:
+        text = importlib.util.decode_source(source)
+    except (SyntaxError, UnicodeDecodeError, LookupError):  # compile() reports the problem
+        text = source.decode("utf-8", "replace")
+    return text.splitlines(True)
+
+
 def _load_probes(exercise: str, probes_path: str | None) -> types.ModuleType | None:
     """The trusted probes of `exercise`: a course-local file if given, else course_lib.grade.probes.exNN."""
     import importlib
@@ -160,15 +194,17 @@ def main() -> None:
     import threading
 
     threading.setprofile(watch)
+    import importlib.util  # noqa: F401  (used by _source_lines; imported before the guards)
+    import linecache
+
     install_guards(home, tuple(setup["forbidden_roots"]))
     wire.write_frame(answers, {"started": True})  # from here on, the learner's import has the call budget
 
-    import linecache
-
-    source = setup[
-        "source"
-    ]  # tracebacks read the learner's lines from here, not from the (guarded) file
-    linecache.cache[learner_file] = (len(source), None, source.splitlines(True), learner_file)
+    source = setup["source"]  # bytes, as on disk: compile() reads a BOM or a coding line itself
+    if isinstance(source, str):
+        source = source.encode("utf-8")
+    # tracebacks read the learner's lines from here, not from the (guarded) file
+    linecache.cache[learner_file] = (len(source), None, _source_lines(source), learner_file)
     module = types.ModuleType(f"_graded_{exercise}")
     module.__file__ = learner_file
     sys.modules[module.__name__] = module
@@ -177,12 +213,17 @@ def main() -> None:
         code = compile(source, learner_file, "exec", dont_inherit=True)
         exec(code, module.__dict__)
     except SyntaxError as error:
-        loaded = {"ok": False, "error": f"SyntaxError at line {error.lineno}: {error.msg}"}
+        loaded = {
+            "ok": False,
+            "error": f"SyntaxError at line {error.lineno}: {error.msg}",
+            "where": _where(error, learner_file),
+        }
     except BaseException as error:  # noqa: BLE001  (sys.exit and KeyboardInterrupt at import too)
         loaded = {
             "ok": False,
             "error": f"{_first_line(error)} while importing",
             "detail": _learner_trace(error, learner_file),
+            "where": _where(error, learner_file),
         }
     reused = _reuses_course_lib(module, task_names) if loaded["ok"] else {}
     wire.write_frame(answers, {"ready": loaded, "reused": reused})
@@ -241,6 +282,7 @@ def _serve(
         return {
             "ok": False,
             "error": f"{exercise.split('_')[0]}.{where} is not implemented yet (NotImplementedError)",
+            "raised": _raised(error),
         }
     except BaseException as error:  # noqa: BLE001  (SystemExit, KeyboardInterrupt included)
         refused = violations()[seen:]
@@ -253,6 +295,8 @@ def _serve(
             "ok": False,
             "error": f"{label} raised {_first_line(error)}{reason}",
             "detail": _learner_trace(error, learner_file),
+            "raised": _raised(error),
+            "where": _where(error, learner_file),
         }
     if watch.hits:
         return {

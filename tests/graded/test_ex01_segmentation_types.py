@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from course_lib.data import ScenesDataset
-from course_lib.grade.runner import LearnerError
+from course_lib.grade.fixtures import expect_raises
 
 EXERCISE = "ex01_segmentation_types"
 
@@ -44,18 +44,6 @@ def partition_problem(got, expected: np.ndarray) -> str | None:
                 ys, xs = np.nonzero(mine == value)
                 return f"{name} (label {value} around pixel ({ys[0]}, {xs[0]}))"
     return None
-
-
-def expect_value_error(call, what: str) -> None:
-    """Fail with a readable message unless `call()` makes the learner's code raise ValueError."""
-    try:
-        call()
-    except LearnerError as error:
-        first_line = str(error).splitlines()[0]
-        assert "raised ValueError" in first_line, (
-            f"{what} should raise ValueError; instead: {first_line}")
-        return
-    pytest.fail(f"{what} should raise ValueError, but it returned normally")
 
 
 def random_mask(seed: int, shape=(14, 17), num_classes: int = 3,
@@ -93,8 +81,11 @@ def test_semantic_from_instances_on_a_scene(exercise):
 
 @pytest.mark.points(1)
 def test_semantic_from_instances_rejects_unknown_ids(exercise):
-    expect_value_error(lambda: exercise.semantic_from_instances(torch.tensor([[0, 1, 2]]), [0, 5]),
-                       "instance id 2 with a class table of 2 entries")
+    got = exercise.semantic_from_instances(torch.tensor([[0, 1, 1]]), [0, 5])  # valid: must not raise
+    torch.testing.assert_close(got, torch.tensor([[0, 5, 5]]),
+                               msg=lambda m: f"instances [[0, 1, 1]] with table [0, 5]: {m}")
+    expect_raises(lambda: exercise.semantic_from_instances(torch.tensor([[0, 1, 2]]), [0, 5]),
+                  ValueError, when="instance id 2 meets a class table of only 2 entries")
 
 
 # ----------------------------------------------------------------------- connected_components
@@ -146,8 +137,13 @@ def test_connected_components_match_scipy(exercise, connectivity):
 
 @pytest.mark.points(1)
 def test_connected_components_rejects_bad_connectivity(exercise):
-    expect_value_error(lambda: exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), 6),
-                       "connectivity=6")
+    for connectivity in (4, 8):  # valid: must not raise
+        labels, count = exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), connectivity)
+        assert count == 1, f"a 2x2 block is 1 region (connectivity={connectivity}), got count={count}"
+        torch.testing.assert_close(labels, torch.ones(2, 2, dtype=torch.int64), msg=lambda m: (
+            f"a 2x2 block labelled 1 (connectivity={connectivity}): {m}"))
+    expect_raises(lambda: exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), 6),
+                  ValueError, when="connectivity=6 (only 4 and 8 exist)")
 
 
 # ----------------------------------------------------------------------- instances_from_semantic
@@ -231,5 +227,8 @@ def test_decode_panoptic_inverts_encode(exercise):
 @pytest.mark.points(1)
 def test_encode_panoptic_rejects_ids_that_do_not_fit(exercise):
     semantic, instances = torch.tensor([[1, 2]]), torch.tensor([[0, 10]])
-    expect_value_error(lambda: exercise.encode_panoptic(semantic, instances, 10),
-                       "instance id 10 with label_divisor=10")
+    got = exercise.encode_panoptic(semantic, torch.tensor([[0, 9]]), 10)  # valid: must not raise
+    torch.testing.assert_close(got, torch.tensor([[10, 29]]),
+                               msg=lambda m: f"instance id 9 with label_divisor=10 fits: {m}")
+    expect_raises(lambda: exercise.encode_panoptic(semantic, instances, 10),
+                  ValueError, when="instance id 10 does not fit below label_divisor=10")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.runner import LearnerError
+from course_lib.grade.fixtures import expect_raises
 from course_lib.receptive_field import receptive_field as reference_receptive_field
 
 EXERCISE = "ex04_deeplab"
@@ -47,8 +47,10 @@ def test_dilated_conv_output_size_matches_conv2d(exercise, size, kernel, stride,
 
 @pytest.mark.points(1)
 def test_dilated_conv_output_size_rejects_too_short_inputs(exercise):
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.dilated_conv_output_size(8, 3, 1, 0, 6)  # effective kernel 13 > 8
+    got = exercise.dilated_conv_output_size(13, 3, 1, 0, 6)  # valid: effective kernel 13 == 13
+    assert got == 1, f"dilated_conv_output_size(13, 3, 1, 0, 6) returned {got}; nn.Conv2d gives 1"
+    expect_raises(lambda: exercise.dilated_conv_output_size(8, 3, 1, 0, 6), ValueError,
+                  when="the input (8 pixels, no padding) is shorter than the effective kernel (13)")
 
 
 @pytest.mark.points(3)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.runner import LearnerError
+from course_lib.grade.fixtures import expect_raises
 
 EXERCISE = "ex06_data_augmentation"
 
@@ -77,12 +77,15 @@ def test_flip_keeps_image_and_mask_aligned(exercise):
 @pytest.mark.points(1)
 def test_resize_checks_its_inputs(exercise):
     image, mask = labelled_pair(6, 8)
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.resize_and_flip(image, mask[:5], (4, 4), False)
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.resize_and_flip(image[0], mask, (4, 4), False)
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.resize_and_flip(image, mask, (0, 4), False)
+    _, got = exercise.resize_and_flip(image, mask, (4, 4), False)  # valid: must not raise
+    torch.testing.assert_close(got, nearest_by_formula(mask, (4, 4)),
+                               msg=lambda m: f"mask resized (6, 8) -> (4, 4): {m}")
+    expect_raises(lambda: exercise.resize_and_flip(image, mask[:5], (4, 4), False), ValueError,
+                  when="the mask has 5 rows and the image 6")
+    expect_raises(lambda: exercise.resize_and_flip(image[0], mask, (4, 4), False), ValueError,
+                  when="the image is (H, W) instead of (C, H, W)")
+    expect_raises(lambda: exercise.resize_and_flip(image, mask, (0, 4), False), ValueError,
+                  when="size=(0, 4) has a zero height")
 
 
 @pytest.mark.points(2)
@@ -103,8 +106,13 @@ def test_one_hot_matches_a_loop_over_classes(exercise):
 
 @pytest.mark.points(1)
 def test_one_hot_rejects_labels_out_of_range(exercise):
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.one_hot(torch.tensor([[0, 1], [5, 2]]), 3)
+    got = exercise.one_hot(torch.tensor([[0, 1], [255, 2]]), 3)  # valid: must not raise
+    expected = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]],
+                             [[0.0, 0.0], [0.0, 1.0]]])
+    torch.testing.assert_close(got, expected,
+                               msg=lambda m: f"one_hot([[0, 1], [255, 2]], 3), 255 ignored: {m}")
+    expect_raises(lambda: exercise.one_hot(torch.tensor([[0, 1], [5, 2]]), 3), ValueError,
+                  when="the mask holds label 5 and num_classes=3")
 
 
 MASKS = torch.tensor([[[0, 0], [0, 1]],
@@ -133,5 +141,5 @@ def test_balanced_data_gets_equal_weights_and_unknown_method_fails(exercise):
     for method in ("inverse", "median"):
         torch.testing.assert_close(exercise.class_weights(masks, 4, method), torch.ones(4),
                                    msg=lambda m: f"{method} weights of balanced masks: {m}")
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.class_weights(masks, 4, "sqrt")
+    expect_raises(lambda: exercise.class_weights(masks, 4, "sqrt"), ValueError,
+                  when="method='sqrt' (only 'inverse' and 'median' exist)")

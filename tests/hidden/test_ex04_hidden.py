@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import crf
-from course_lib.grade.runner import LearnerError
+from course_lib.grade.fixtures import expect_raises
 from course_lib.receptive_field import receptive_field as reference_receptive_field
 
 EXERCISE = "ex04_deeplab"
@@ -102,8 +102,8 @@ def test_dilated_conv_output_size_defaults_and_boundaries(exercise):
         got = exercise.dilated_conv_output_size(*args)
         assert got == expected, (
             f"dilated_conv_output_size{args} returned {got}; nn.Conv2d gives {expected}")
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.dilated_conv_output_size(2, 3, 1, 1, 2)  # padded length 4 < effective kernel 5
+    expect_raises(lambda: exercise.dilated_conv_output_size(2, 3, 1, 1, 2), ValueError,
+                  when="the padded length (4) is shorter than the effective kernel (5)")
 
 
 # ----------------------------------------------------------------------------- ASPP

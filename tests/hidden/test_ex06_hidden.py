@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.runner import LearnerError
+from course_lib.grade.fixtures import expect_raises
 
 EXERCISE = "ex06_data_augmentation"
 
@@ -67,11 +67,14 @@ def test_resize_then_flip_on_odd_non_square_sizes(exercise):
 @pytest.mark.points(1)
 def test_resize_rejects_sizes_that_are_not_two_positive_ints(exercise):
     image, mask = random_pair(3, 4, 6, seed=9)
+    _, got = exercise.resize_and_flip(image, mask, (3, 5), True)  # valid: must not raise
+    torch.testing.assert_close(got, nearest_then_flip(mask, (3, 5), True),
+                               msg=lambda m: f"mask resized (4, 6) -> (3, 5) and flipped: {m}")
     for size in [(4, 5, 6), (3, -2), (4.5, 5), (7,)]:
-        with pytest.raises(LearnerError, match="raised ValueError"):
-            exercise.resize_and_flip(image, mask, size, False)
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.resize_and_flip(image, mask[None], (4, 4), False)  # mask (1, H, W)
+        expect_raises(lambda size=size: exercise.resize_and_flip(image, mask, size, False),
+                      ValueError, when=f"size={size!r} is not two positive ints")
+    expect_raises(lambda: exercise.resize_and_flip(image, mask[None], (4, 4), False), ValueError,
+                  when="the mask is (1, H, W) instead of (H, W)")
 
 
 @pytest.mark.points(1)
@@ -86,10 +89,10 @@ def test_one_hot_with_ignore_index_minus_one_and_absent_classes(exercise):
     all_ignored = torch.full((2, 3), 255)
     torch.testing.assert_close(exercise.one_hot(all_ignored, 2), torch.zeros(2, 2, 3),
                                msg=lambda m: f"one_hot of a mask whose pixels are all 255: {m}")
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.one_hot(torch.tensor([[0, 255]]), 3, ignore_index=-1)  # 255 is a label now
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.one_hot(torch.tensor([[0, -2]]), 3)  # negative label, default ignore_index
+    expect_raises(lambda: exercise.one_hot(torch.tensor([[0, 255]]), 3, ignore_index=-1),
+                  ValueError, when="ignore_index=-1, so 255 is a label, and num_classes=3")
+    expect_raises(lambda: exercise.one_hot(torch.tensor([[0, -2]]), 3), ValueError,
+                  when="the mask holds label -2 (default ignore_index=255)")
 
 
 def counts_by_loop(masks: torch.Tensor, num_classes: int, ignore_index: int):
@@ -141,5 +144,5 @@ def test_inverse_weights_with_absent_classes_and_another_ignore_index(exercise):
                                    torch.zeros(3), msg=lambda m: (
                                        f"{method} weights when every pixel is ignored (no class "
                                        f"appears, all weights 0.0): {m}"))
-    with pytest.raises(LearnerError, match="raised ValueError"):
-        exercise.class_weights(torch.tensor([[[0, 4]]]), 4, "inverse")  # label 4 with K = 4
+    expect_raises(lambda: exercise.class_weights(torch.tensor([[[0, 4]]]), 4, "inverse"),
+                  ValueError, when="the masks hold label 4 and num_classes=4")
