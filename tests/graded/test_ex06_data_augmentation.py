@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +144,19 @@ def test_balanced_data_gets_equal_weights_and_unknown_method_fails(exercise):
                                    msg=lambda m: f"{method} weights of balanced masks: {m}")
     expect_raises(lambda: exercise.class_weights(masks, 4, "sqrt"), ValueError,
                   when="method='sqrt' (only 'inverse' and 'median' exist)")
+
+
+@pytest.mark.points(1)
+def test_median_frequency_weights_with_four_classes(exercise):
+    masks = torch.tensor([[[0, 0, 0, 1], [2, 2, 3, 3]],
+                          [[0, 0, 1, 1], [0, 3, 3, 3]]])
+    # c = (6, 3, 2, 5); P = (16, 16, 8, 16) (class 2 only in the first image), so
+    # f = (6/16, 3/16, 2/8, 5/16). Four classes: the median is the mean of the two middle values,
+    # (4/16 + 5/16) / 2, not torch.median's lower one (4/16)
+    frequency = np.array([6 / 16, 3 / 16, 2 / 8, 5 / 16])
+    expected = torch.tensor(float(np.median(frequency)) / frequency, dtype=torch.float32)
+    got = exercise.class_weights(masks, 4, "median")
+    torch.testing.assert_close(got, expected, msg=lambda m: (
+        f"median-frequency weights with 4 classes: expected {[round(w, 3) for w in expected.tolist()]} "
+        f"(median = mean of the two middle frequencies), got "
+        f"{got.tolist() if isinstance(got, torch.Tensor) else got}: {m}"))

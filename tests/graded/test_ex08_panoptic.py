@@ -101,6 +101,18 @@ def test_merge_stuff_area_threshold_and_void(exercise):
         assert expected[1, 1] == VOID and expected[1, 0] == VOID
 
 
+@pytest.mark.points(1)
+def test_merge_skips_empty_masks(exercise):
+    semantic = torch.tensor([[0, 3, 3, 0, 3, 3]])
+    first = boxes_mask((1, 6), (0, 1, 1, 3))
+    empty = torch.zeros(1, 6, dtype=torch.bool)  # a detection with no pixel: no id
+    second = boxes_mask((1, 6), (0, 4, 1, 6))
+    expected = check_merge(exercise, "an empty mask between two kept instances", semantic,
+                           [first, empty, second], [0.9, 0.8, 0.7], [3, 3, 3], stuff_classes=[0],
+                           stuff_area_threshold=0)
+    assert expected.tolist() == [[0, 3001, 3001, 0, 3002, 3002]]
+
+
 @pytest.mark.points(2)
 def test_merge_random_cases(exercise):
     generator = torch.Generator().manual_seed(8)
