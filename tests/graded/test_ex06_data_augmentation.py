@@ -81,6 +81,9 @@ def test_resize_checks_its_inputs(exercise):
     _, got = exercise.resize_and_flip(image, mask, (4, 4), False)  # valid: must not raise
     torch.testing.assert_close(got, nearest_by_formula(mask, (4, 4)),
                                msg=lambda m: f"mask resized (6, 8) -> (4, 4): {m}")
+    _, got = exercise.resize_and_flip(image, mask, (1, 5), False)  # 1 is a positive size
+    torch.testing.assert_close(got, nearest_by_formula(mask, (1, 5)),
+                               msg=lambda m: f"mask resized (6, 8) -> (1, 5): {m}")
     expect_raises(lambda: exercise.resize_and_flip(image, mask[:5], (4, 4), False), ValueError,
                   when="the mask has 5 rows and the image 6")
     expect_raises(lambda: exercise.resize_and_flip(image[0], mask, (4, 4), False), ValueError,
@@ -144,6 +147,8 @@ def test_balanced_data_gets_equal_weights_and_unknown_method_fails(exercise):
                                    msg=lambda m: f"{method} weights of balanced masks: {m}")
     expect_raises(lambda: exercise.class_weights(masks, 4, "sqrt"), ValueError,
                   when="method='sqrt' (only 'inverse' and 'median' exist)")
+    expect_raises(lambda: exercise.class_weights(masks, 3, "inverse"), ValueError,
+                  when="the masks hold label 3 and num_classes=3")
 
 
 @pytest.mark.points(1)

@@ -146,3 +146,13 @@ def test_inverse_weights_with_absent_classes_and_another_ignore_index(exercise):
                                        f"appears, all weights 0.0): {m}"))
     expect_raises(lambda: exercise.class_weights(torch.tensor([[[0, 4]]]), 4, "inverse"),
                   ValueError, when="the masks hold label 4 and num_classes=4")
+
+
+@pytest.mark.points(1)
+def test_one_hot_with_a_single_class_and_ignored_pixels(exercise):
+    mask = torch.tensor([[0, 255, 0], [255, 0, 0]])  # (2, 3): one class, two ignored pixels
+    expected = (mask == 0).float()[None]  # (1, 2, 3): 1.0 on class 0, 0.0 on ignored pixels
+    got = exercise.one_hot(mask, 1)
+    torch.testing.assert_close(got, expected, msg=lambda m: (
+        f"one_hot(mask with 255 pixels, num_classes=1): an ignored pixel must not be encoded "
+        f"as a label that does not exist: {m}"))
