@@ -51,6 +51,8 @@ def test_dilated_conv_output_size_rejects_too_short_inputs(exercise):
     assert got == 1, f"dilated_conv_output_size(13, 3, 1, 0, 6) returned {got}; nn.Conv2d gives 1"
     expect_raises(lambda: exercise.dilated_conv_output_size(8, 3, 1, 0, 6), ValueError,
                   when="the input (8 pixels, no padding) is shorter than the effective kernel (13)")
+    expect_raises(lambda: exercise.dilated_conv_output_size(2, 5, 1, 1, 1), ValueError,
+                  when="the padded input (2 + 2 * 1 = 4 pixels) is shorter than the kernel (5)")
 
 
 @pytest.mark.points(3)
