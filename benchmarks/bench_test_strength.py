@@ -44,6 +44,10 @@ HIDDEN = ROOT / "tests" / "hidden"
 # "exNN:line:mutation" (as printed in the survivors list) -> why no test can tell it apart.
 # These are left out of the share; every other survivor is a test to write.
 EQUIVALENT: dict[str, str] = {
+    "ex01:73:`+` -> `-` in `cy + dy`": (
+        "the neighbour steps are symmetric ((dy, dx) comes with (-dy, dx)): same neighbours"),
+    "ex01:73:`+` -> `-` in `cx + dx`": (
+        "the neighbour steps are symmetric ((dy, dx) comes with (dy, -dx)): same neighbours"),
 }
 
 COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
