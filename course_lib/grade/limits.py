@@ -11,6 +11,12 @@ submission down to a few seconds:
 | start-up of a worker (torch import; the learner's import has the per-call limit) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
 | memory (RLIMIT_DATA) | COURSE_GRADE_MEMORY_MB | 4096 MiB |
 | largest file written, console output included (RLIMIT_FSIZE) | COURSE_GRADE_FILE_MB | 64 MiB |
+| address space (RLIMIT_AS): the worker's size at start + memory + 1 GiB | (COURSE_GRADE_MEMORY_MB) | |
+| tasks (processes and threads) in one sandbox (RLIMIT_NPROC, sandbox only) | COURSE_GRADE_NPROC | 128 |
+
+RLIMIT_DATA does not count shared anonymous mappings; RLIMIT_AS bounds every mapping, with a 1 GiB
+margin for the libraries' reservations. RLIMIT_NPROC counts per user, so it is set only inside the
+bubblewrap sandbox (sandbox.py), where the learner's processes have a user of their own.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import resource
 import signal
 from dataclasses import dataclass
 
-__all__ = ["Limits", "apply_in_worker"]
+__all__ = ["SANDBOX_NPROC", "Limits", "apply_in_worker", "sandbox_nproc"]
+
+SANDBOX_NPROC = 128
+_AS_MARGIN = 1 << 30
 
 
 def _number(variable: str, default: float) -> float:
@@ -83,17 +92,30 @@ def apply_in_worker(limits: Limits) -> None:
     lower(resource.RLIMIT_FSIZE, int(limits.file_mb * 2**20))
     current_data = _data_in_use()
     lower(resource.RLIMIT_DATA, current_data + int(limits.memory_mb * 2**20))
+    size = _status_kb("VmSize:")
+    if size:
+        lower(resource.RLIMIT_AS, size + int(limits.memory_mb * 2**20) + _AS_MARGIN)
     signal.signal(
         signal.SIGXFSZ, signal.SIG_IGN
     )  # a too-large write raises OSError instead of killing
 
 
+def sandbox_nproc() -> int:
+    """RLIMIT_NPROC of a sandbox: COURSE_GRADE_NPROC, default SANDBOX_NPROC."""
+    return int(_number("COURSE_GRADE_NPROC", SANDBOX_NPROC))
+
+
 def _data_in_use() -> int:
     """Bytes of this process's data segment now (VmData), so the limit counts from here."""
+    return _status_kb("VmData:")
+
+
+def _status_kb(field: str) -> int:
+    """A `kB` field of /proc/self/status, in bytes (0 when it cannot be read)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmData:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

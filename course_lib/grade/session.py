@@ -5,12 +5,17 @@ process group, with the graded copy chosen by `target`, waits at most `timeout` 
 returns one record per collected test (see plugin.py); with a zygote the process is forked. The pytest process is trusted: it imports
 the tests and course_lib, and sends every learner call to a worker (runner.py). When the pytest
 process itself dies or overruns, the tests it had not finished are reported as `missing`.
+
+When bubblewrap is available (sandbox.py) and COURSE_GRADE_SANDBOX is not "off", the run's workers
+fork from a zygote of their own inside the sandbox, and `SessionResult.sandbox` says "bubblewrap";
+otherwise "none". COURSE_GRADE_SANDBOX=required makes a run without the sandbox an error.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +36,7 @@ class SessionResult:
     tests: list[dict] = field(default_factory=list)
     status: str = "ok"  # ok | timeout | crash
     log: str = ""
+    sandbox: str = "none"  # bubblewrap | none: how the learner's code was confined
 
 
 def _limits_env(limits: Limits) -> dict[str, str]:
@@ -62,6 +68,30 @@ def run_tests(
     limits = limits or Limits.from_env()
     if not files:
         return SessionResult(tests=[], status="ok", log="no graded test files")
+    from course_lib.grade import sandbox
+
+    mode = sandbox.mode()
+    if mode == "none" and os.environ.get("COURSE_GRADE_SANDBOX", "").lower() == "required":
+        raise RuntimeError(f"the grader's sandbox is required but unavailable: {sandbox.reason()}")
+    if mode == "bubblewrap":
+        from course_lib.grade.zygote import SandboxZygote
+
+        jail = tempfile.mkdtemp(prefix="grade-sandbox-")
+        probes = layout.root / "probes"
+        worker_zygote = SandboxZygote(Path(jail), [probes] if probes.is_dir() else [])
+        try:
+            result = _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote,
+                          worker_zygote.start(), jail)
+        finally:
+            worker_zygote.stop()
+            shutil.rmtree(jail, ignore_errors=True)
+        result.sandbox = mode
+        return result
+    return _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote, None, None)
+
+
+def _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote, worker_zygote, jail):
+    """`run_tests` proper; with `worker_zygote` the workers fork from that sandboxed zygote."""
     if timeout is None:
         timeout = len(files) * (limits.exercise_timeout + limits.startup_timeout) + 60
     with tempfile.TemporaryDirectory(prefix="grade-session-") as scratch:
@@ -81,6 +111,8 @@ def run_tests(
                 "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # graded tests need no third-party plugin; halves start-up
             }
         )
+        if worker_zygote is not None:
+            env["TMPDIR"] = jail  # WorkerClient makes the workers' homes here, inside the sandbox
         pytest_args = [
             "-p",
             "course_lib.grade.plugin",
@@ -100,6 +132,9 @@ def run_tests(
                 from course_lib.grade.zygote import spawn_child
 
                 env["COURSE_GRADE_ZYGOTE"] = zygote
+                if worker_zygote is not None:
+                    env["COURSE_GRADE_ZYGOTE"] = worker_zygote.socket_path
+                    env["COURSE_GRADE_WORKERS_SANDBOXED"] = "1"
                 null = os.open(os.devnull, os.O_RDONLY)
                 try:
                     process = spawn_child(
@@ -112,9 +147,13 @@ def run_tests(
                     )
                 except OSError:  # the zygote is gone: start a new interpreter instead
                     env.pop("COURSE_GRADE_ZYGOTE")
+                    env.pop("COURSE_GRADE_WORKERS_SANDBOXED", None)
                 finally:
                     os.close(null)
             if process is None:
+                if worker_zygote is not None:
+                    env["COURSE_GRADE_ZYGOTE"] = worker_zygote.socket_path
+                    env["COURSE_GRADE_WORKERS_SANDBOXED"] = "1"
                 process = subprocess.Popen(
                     [sys.executable, "-m", "pytest", *pytest_args],
                     cwd=layout.root,

@@ -12,6 +12,16 @@ become the child's stdin, stdout and stderr. The zygote forks; the child starts 
 
 Because children fork from an interpreter that has only imported libraries, a worker's memory
 holds no test, no manifest and no other student's code. The zygote exits when its parent does.
+
+`SandboxZygote` starts a second kind of zygote, for one pytest run's workers only, inside the
+bubblewrap sandbox (sandbox.py): `python -I -m course_lib.grade.zygote --fd N --sandbox`. It
+inherits an already listening socket (its path is not inside the sandbox, so a worker cannot ask
+its zygote for anything), serves only "worker" requests and lowers RLIMIT_NPROC before forking.
+Its children live in the sandbox's PID namespace, so each child itself sends the {"pid": ...} line:
+the kernel attaches the sender's credentials (SO_PASSCRED) translated to the grader's namespace,
+and `spawn_child` uses that host pid to kill the child's process group. A pytest process whose
+environment has COURSE_GRADE_WORKERS_SANDBOXED=1 never falls back to unsandboxed workers: when
+the sandboxed zygote cannot be reached, `spawn_child` raises RuntimeError instead of OSError.
 """
 
 from __future__ import annotations
@@ -21,13 +31,14 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PRELOAD", "Zygote", "spawn_child"]
+__all__ = ["PRELOAD", "SandboxZygote", "Zygote", "spawn_child"]
 
 PRELOAD = (
     "numpy",
@@ -43,11 +54,21 @@ PRELOAD = (
 _MAX_REQUEST = 1 << 20
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become the requested process; never returns."""
+def _run_child(request: dict, fds: list[int], announce: socket.socket | None = None) -> None:
+    """In the forked child: become the requested process; never returns.
+
+    `announce` (sandboxed zygote): the child sends its own {"pid": ...} line on it, so the grader
+    receives the child's credentials, with its pid as the grader sees it.
+    """
     code = 1
     try:
         os.setsid()
+        if announce is not None:
+            from course_lib.grade.sandbox import drop_privileges
+
+            drop_privileges(request.get("cwd"))
+            announce.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+            announce.close()
         for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)
         for fd in fds:
@@ -56,6 +77,9 @@ def _run_child(request: dict, fds: list[int]) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.environ.clear()
         os.environ.update(request["env"])
+        import tempfile as _tempfile
+
+        _tempfile.tempdir = None  # the zygote may have cached its own TMPDIR
         os.chdir(request["cwd"])
         sys.stdin = open(0, "r", closefd=False)
         sys.stdout = open(1, "w", buffering=1, closefd=False)
@@ -85,17 +109,31 @@ def _run_child(request: dict, fds: list[int]) -> None:
         os._exit(code)
 
 
-def serve(path: str) -> None:
-    """The zygote's loop: accept requests, fork children, report their exits."""
+def serve(path: str | None, *, listen_fd: int | None = None, sandboxed: bool = False) -> None:
+    """The zygote's loop: accept requests, fork children, report their exits.
+
+    `listen_fd`: an inherited listening socket instead of binding `path`; `sandboxed`: serve only
+    workers, let each child announce its own pid, and lower RLIMIT_NPROC first.
+    """
     for name in PRELOAD:
         try:
             __import__(name)
         except ImportError:
             pass
+    if sandboxed:
+        import resource
+
+        from course_lib.grade.limits import sandbox_nproc
+
+        nproc = sandbox_nproc()
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     parent = os.getppid()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
+    if listen_fd is not None:
+        listener = socket.socket(fileno=listen_fd)
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(64)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
@@ -110,20 +148,34 @@ def serve(path: str) -> None:
                 except (OSError, ValueError):
                     connection.close()
                     continue
-                pid = os.fork()
+                if sandboxed and (not isinstance(request, dict) or request.get("kind") != "worker"):
+                    for fd in fds:
+                        os.close(fd)
+                    connection.close()
+                    continue
+                try:
+                    pid = os.fork()
+                except OSError:  # RLIMIT_NPROC: the sandbox is full
+                    for fd in fds:
+                        os.close(fd)
+                    connection.close()
+                    continue
                 if pid == 0:
                     listener.close()
-                    connection.close()
                     for other in children.values():
                         other.close()
+                    if sandboxed:
+                        _run_child(request, fds, announce=connection)
+                    connection.close()
                     _run_child(request, fds)
                 for fd in fds:
                     os.close(fd)
                 children[pid] = connection
-                try:
-                    connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-                except OSError:
-                    pass
+                if not sandboxed:
+                    try:
+                        connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                    except OSError:
+                        pass
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -201,6 +253,11 @@ def spawn_child(
     socket_path: str, kind: str, *, cwd: str, env: dict, args: list[str], fds: list[int]
 ) -> ChildHandle:
     """Ask the zygote at `socket_path` for a child; `fds` become its stdin, stdout, stderr."""
+    if os.environ.get("COURSE_GRADE_WORKERS_SANDBOXED") == "1" and kind == "worker":
+        try:
+            return _spawn_sandboxed(socket_path, cwd=cwd, env=env, args=args, fds=fds)
+        except OSError as error:  # never OSError: the caller would fall back to an unsandboxed worker
+            raise RuntimeError(f"the sandboxed worker could not be started: {error}") from None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(socket_path)
     request = json.dumps({"kind": kind, "cwd": cwd, "env": env, "args": args}).encode("utf-8")
@@ -214,6 +271,33 @@ def spawn_child(
         buffer += chunk
     line, rest = buffer.split(b"\n", 1)
     handle = ChildHandle(connection, int(json.loads(line)["pid"]))
+    handle._buffer = rest
+    return handle
+
+
+def _spawn_sandboxed(socket_path: str, *, cwd: str, env: dict, args: list[str], fds: list[int]) -> ChildHandle:
+    """`spawn_child` for a sandboxed zygote: the pid comes from the child's own credentials."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    connection.connect(socket_path)
+    request = json.dumps({"kind": "worker", "cwd": cwd, "env": env, "args": args}).encode("utf-8")
+    socket.send_fds(connection, [request], fds)
+    # the sandboxed zygote imports torch before it accepts: allow the start-up budget
+    connection.settimeout(float(os.environ.get("COURSE_GRADE_STARTUP_TIMEOUT") or 120) + 30)
+    buffer, pid = b"", None
+    while b"\n" not in buffer:
+        chunk, ancillary, _, _ = connection.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+        if not chunk:
+            raise OSError("the sandboxed zygote closed the connection without starting a worker")
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and pid is None:
+                pid = struct.unpack("3i", data[: struct.calcsize("3i")])[0]
+        buffer += chunk
+    line, rest = buffer.split(b"\n", 1)
+    if "pid" not in json.loads(line) or not pid or pid <= 1:
+        connection.close()
+        raise OSError("the sandboxed worker ended before it announced itself")
+    handle = ChildHandle(connection, pid)
     handle._buffer = rest
     return handle
 
@@ -266,5 +350,85 @@ class Zygote:
         self.stop()
 
 
+class SandboxZygote:
+    """A zygote for one pytest run's workers, inside bubblewrap (see sandbox.py).
+
+    `scratch` is the run's private writable folder (workers' homes are made in it); `readable`
+    extra read-only folders (course-local probes). `start()` does not wait for torch to be
+    imported: the first `spawn_child` waits on the already listening socket.
+    """
+
+    def __init__(self, scratch: Path, readable: list[Path] = ()):
+        self.scratch = Path(scratch)
+        self.readable = [Path(p) for p in readable]
+        self._folder = tempfile.mkdtemp(prefix="grade-sandbox-zygote-")
+        self.socket_path = str(Path(self._folder) / "zygote.sock")
+        self._process: subprocess.Popen | None = None
+        self._listener: socket.socket | None = None
+
+    def start(self) -> SandboxZygote:
+        from course_lib.grade import sandbox
+
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.socket_path)
+        self._listener.listen(64)
+        fd = self._listener.fileno()
+        command = [sys.executable, "-I", "-m", "course_lib.grade.zygote", "--fd", str(fd), "--sandbox"]
+        argv = sandbox.bwrap_command(
+            command, writable=[self.scratch], readable=self.readable, drop_in_children=True
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "CUDA_VISIBLE_DEVICES": "",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "TMPDIR": str(self.scratch),
+            "COURSE_GRADE_NPROC": os.environ.get("COURSE_GRADE_NPROC", ""),
+        }
+        self._process = subprocess.Popen(
+            argv,
+            pass_fds=[fd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=str(self.scratch),
+            start_new_session=True,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            try:  # bwrap is the sandbox's PID 1: when it dies, the kernel kills every process in it
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except OSError:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+        try:
+            os.rmdir(self._folder)
+        except OSError:
+            pass
+
+    def __enter__(self) -> SandboxZygote:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    if sys.argv[1] == "--fd":
+        serve(None, listen_fd=int(sys.argv[2]), sandboxed="--sandbox" in sys.argv[3:])
+    else:
+        serve(sys.argv[1])
