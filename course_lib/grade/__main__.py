@@ -36,9 +36,27 @@ def _learner(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({k: v for k, v in graded.items() if k != "log"}, indent=1))
+        from course_lib.grade import sandbox
+
+        record = {k: v for k, v in graded.items() if k != "log"}
+        record["sandbox"] = sandbox.mode()
+        print(json.dumps(record, indent=1))
     all_passed = graded["tests"] and all(t["outcome"] == "passed" for t in graded["tests"])
     return 0 if all_passed else 1
+
+
+def _stamp_sandbox(out: Path, mode: str) -> None:
+    """Add "sandbox": "bubblewrap" | "none" to every student's results.json of `out`."""
+    from course_lib.atomic import write_text_atomic
+
+    for path in sorted(Path(out).glob("*/results.json")):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        results["sandbox"] = mode
+        write_text_atomic(path, json.dumps(results, indent=1))
+    print(f"learner code ran with sandbox: {mode}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         "--manifest", type=Path, help="use this manifest instead of running the solutions first"
     )
     parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run learner code without the bubblewrap sandbox (needed for --hidden where bwrap is unavailable)",
+    )
+    parser.add_argument(
         "--package",
         type=Path,
         metavar="OUT",
         help="write the Gradescope and GitHub Classroom files",
     )
     args = parser.parse_args(argv)
+    if args.no_sandbox:
+        import os
+
+        os.environ["COURSE_GRADE_SANDBOX"] = "off"
     if args.package:
         from course_lib.grade.package import write_packages
 
@@ -76,8 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.submissions:
         if args.out is None:
             parser.error("--submissions needs --out")
+        from course_lib.grade import sandbox
         from course_lib.grade.bulk import grade_class
         from course_lib.grade.manifest import ManifestError
+
+        if args.hidden and not args.no_sandbox and not sandbox.available():
+            print(
+                f"error: grading with --hidden runs untrusted code next to the hidden tests and "
+                f"needs the sandbox, which is unavailable: {sandbox.reason()}. Pass --no-sandbox "
+                "to grade without it (inside a container).",
+                file=sys.stderr,
+            )
+            return 2
+        if args.hidden and not args.no_sandbox:
+            import os
+
+            os.environ["COURSE_GRADE_SANDBOX"] = "required"  # never silently unsandboxed
 
         try:
             grade_class(
@@ -91,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, ManifestError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        _stamp_sandbox(args.out, sandbox.mode())
         return 0
     if not args.exercise:
         parser.error("name an exercise (e.g. ex01) or use --submissions DIR --out OUT")
