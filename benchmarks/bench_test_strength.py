@@ -48,6 +48,12 @@ EQUIVALENT: dict[str, str] = {
         "the neighbour steps are symmetric ((dy, dx) comes with (-dy, dx)): same neighbours"),
     "ex01:73:`+` -> `-` in `cx + dx`": (
         "the neighbour steps are symmetric ((dy, dx) comes with (dy, -dx)): same neighbours"),
+    "ex08:90:delete `continue`": (
+        "pred_ids has no void segment and a match needs the same class: a void target never "
+        "matches anyway"),
+    "ex08:98:delete `continue`": (
+        "the shortcut only saves time: with no overlap the IoU is 0 (union >= |T| >= 1), "
+        "never > 0.5"),
 }
 
 COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
