@@ -293,8 +293,9 @@ fig.tight_layout()
 # interrupt it in the third epoch, and resume from the checkpoint.
 
 # %%
-small_train = torch.utils.data.Subset(train_set, range(min(32, len(train_set))))
-small_val = torch.utils.data.Subset(val_set, range(min(8, len(val_set))))
+SMALL_TRAIN, SMALL_VAL = (2, 2) if REHEARSAL else (32, 8)
+small_train = torch.utils.data.Subset(train_set, range(SMALL_TRAIN))
+small_val = torch.utils.data.Subset(val_set, range(SMALL_VAL))
 
 
 class StopAfter:

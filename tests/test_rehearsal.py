@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from course_lib.data import OxfordPetSegmentation, PascalVOCSegmentation
+from course_lib.data import OxfordPetSegmentation, PascalVOCSegmentation, medical_dataset
 from course_lib.data.fixtures import voc_palette, write_rehearsal_data
 from course_lib.utils import pretrained, rehearsal
 
@@ -43,6 +43,10 @@ def test_fixture_trees_are_read_by_the_real_data_set_classes(data):
     assert 300 <= image.shape[1] < 500 and set(mask.unique().tolist()) == {0, 1, 255}
     test_lines = (data / "oxford-iiit-pet/annotations/test.txt").read_text().splitlines()
     assert test_lines[0].split() == ["Abyssinian_1", "1", "1", "1"]  # name class species breed
+    kvasir = medical_dataset("kvasir-seg", root=data, download=True)  # JPEG masks, thresholded
+    sizes = {tuple(kvasir[i][0].shape[1:]) for i in range(len(kvasir))}
+    assert len(kvasir) == 16 and len(sizes) > 1  # varied sizes, as the archive's
+    assert set(kvasir[0][1].unique().tolist()) == {0, 1}
     for name in ("000000039769.jpg", "000000397133.jpg"):
         with Image.open(data / "coco_samples" / name) as photo:
             assert photo.size[0] == 640
@@ -61,6 +65,7 @@ def test_rehearsal_switch_and_weights(monkeypatch, capsys):
     assert not rehearsal() and pretrained("DEFAULT") == "DEFAULT"
 
 
+@pytest.mark.timeout(2400)  # about 8 minutes on an idle 2-core machine; slower under load
 def test_every_notebook_runs_its_full_mode_path_in_rehearsal(data):
     """One test for all notebooks, as the issue asks: a failure names the notebook and cell."""
     threads = torch.get_num_threads()
