@@ -69,7 +69,10 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     if amp == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # A T4 (Colab's free GPU) "supports" bfloat16 only by emulation, slower than float16's
+        # tensor cores: ask for native support.
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
     if amp == "bf16":
         return torch.bfloat16
     if amp == "fp16":

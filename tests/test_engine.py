@@ -405,3 +405,16 @@ def test_evaluate_and_fit_take_the_data_sets_declared_ignore_index():
     undeclared = _loader(images, targets, batch_size=2)
     with pytest.raises(ValueError, match="set num_classes or ignore_index"):
         engine.evaluate(TinyNet(), undeclared, 2, "cpu")
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_amp_uses_bfloat16_only_where_the_gpu_has_it_natively(monkeypatch, native, expected):
+    asked = {}
+
+    def is_bf16_supported(including_emulation=True):
+        asked["including_emulation"] = including_emulation
+        return native or including_emulation  # a T4: True only when emulation counts
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert engine.resolve_amp("auto", torch.device("cuda")) is expected
+    assert asked == {"including_emulation": False}
