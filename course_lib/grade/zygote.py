@@ -334,14 +334,7 @@ class Zygote:
             self._process.wait()
             self._process.stdout.close()
             self._process = None
-        try:
-            os.unlink(self.socket_path)
-        except OSError:
-            pass
-        try:
-            os.rmdir(self._folder)
-        except OSError:
-            pass
+        _remove_socket_folder(self.socket_path, self._folder)
 
     def __enter__(self) -> Zygote:
         return self.start()
@@ -411,20 +404,22 @@ class SandboxZygote:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        try:
-            os.unlink(self.socket_path)
-        except OSError:
-            pass
-        try:
-            os.rmdir(self._folder)
-        except OSError:
-            pass
+        _remove_socket_folder(self.socket_path, self._folder)
 
     def __enter__(self) -> SandboxZygote:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _remove_socket_folder(socket_path, folder) -> None:
+    """Remove a zygote's socket and its (then empty) folder; either may be gone already."""
+    for remove, path in ((os.unlink, socket_path), (os.rmdir, folder)):
+        try:
+            remove(path)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":
