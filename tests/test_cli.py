@@ -17,12 +17,7 @@ from course_lib.cli_data import build_datasets
 from course_lib.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """`main` sets PyTorch's thread count (1 in fast mode); give the rest of the session its own."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # `main` sets the thread count
 
 
 TINY = ["--epochs", "1", "--num-train", "8", "--num-val", "4", "--image-size", "32",

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from course_lib.checkpoint import load_checkpoint
@@ -14,11 +13,7 @@ from course_lib.data.membranes import write_membrane_folder
 from course_lib.preprocessing import Preprocessing
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # `main` sets the thread count
 
 
 QUICK = ["--image-size", "32", "--batch-size", "4", "--base-channels", "8", "--depth", "2",
