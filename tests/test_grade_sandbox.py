@@ -13,13 +13,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from course_lib.grade import sandbox
-from course_lib.grade.client import LearnerError, WorkerClient
+from course_lib.grade.client import WorkerClient
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.limits import Limits
 from course_lib.grade.session import run_tests
