@@ -78,12 +78,17 @@ class LRFactor:
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        decay_step = step - self.warmup_steps
-        decay_total = self.total_steps - self.warmup_steps
+        return self._decay(*self._decay_position(step))
+
+    def _decay_position(self, step: int) -> tuple[int, int]:
+        """(steps done, steps in all) of the decay that follows the warm-up."""
+        return step - self.warmup_steps, self.total_steps - self.warmup_steps
+
+    def _decay(self, done: int, total: int) -> float:
         if self.name == "poly":
-            return poly_factor(decay_step, decay_total, self.power)
+            return poly_factor(done, total, self.power)
         if self.name == "cosine":
-            return cosine_factor(decay_step, decay_total, self.min_factor)
+            return cosine_factor(done, total, self.min_factor)
         return 1.0
 
     def __repr__(self) -> str:
@@ -91,12 +96,13 @@ class LRFactor:
                 f"warmup_steps={self.warmup_steps})")
 
 
-class TimeBudgetFactor:
+class TimeBudgetFactor(LRFactor):
     """Step -> factor of schedule `name` over a wall-time budget of `total_seconds`.
 
     Progress is `(spent_before + seconds since start) / total_seconds`, read from the clock at
     each step, after an optional warm-up of `warmup_steps` steps. `spent_before` is time a resumed
     run already used; `start()` sets the clock's zero (when training begins, not when built).
+    The warm-up and the decay are `LRFactor`'s; only the position in the decay comes from the clock.
     """
 
     def __init__(self, name: str, total_seconds: float, warmup_steps: int = 0, power: float = 0.9,
@@ -123,16 +129,9 @@ class TimeBudgetFactor:
         spent = self.spent_before + time.monotonic() - self.started_at
         return min(max(spent / self.total_seconds, 0.0), 1.0)
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        resolution = 1_000_000  # progress as a step count of the step-based factors
-        done = round(self.progress() * resolution)
-        if self.name == "poly":
-            return poly_factor(done, resolution, self.power)
-        if self.name == "cosine":
-            return cosine_factor(done, resolution, self.min_factor)
-        return 1.0
+    def _decay_position(self, step: int) -> tuple[int, int]:
+        resolution = 1_000_000  # the share of the budget spent, as a count of a million steps
+        return round(self.progress() * resolution), resolution
 
     def __repr__(self) -> str:
         return (f"TimeBudgetFactor({self.name!r}, total_seconds={self.total_seconds:g}, "
