@@ -162,7 +162,11 @@ def _self_test() -> tuple[bool, str]:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="grade-sandbox-test-") as scratch:
-        probe = "import os, sys; print(os.getuid(), os.path.exists(sys.argv[1]))"
+        # course_lib must be importable from the read-only mount: an editable install that points
+        # at another checkout would leave the sandboxed zygote unable to start
+        probe = ("import os, sys, importlib.util; spec = importlib.util.find_spec('course_lib'); "
+                 "assert spec and os.path.exists(spec.origin), f'course_lib not importable: {spec}'; "
+                 "print(os.getuid(), os.path.exists(sys.argv[1]))")
         try:
             argv = bwrap_command(
                 [sys.executable, "-I", "-c", probe, str(Path(__file__).resolve().parents[2] / "solutions")],
