@@ -122,6 +122,16 @@ def test_batch_equals_one_image_at_a_time_and_outputs_are_probabilities():
     assert batched.min() >= 0
 
 
+@pytest.mark.parametrize("method, chunk_size", [("local", 2), ("local", 7), ("exact", 3)])
+def test_chunks_give_the_answer_of_the_whole_batch(method, chunk_size):
+    probs, image = tiny_case(n=5, h=12, w=10, seed=4, dtype=torch.float32)
+    whole = crf.dense_crf(probs, image, method=method, window=5)
+    chunked = crf.dense_crf(probs, image, method=method, window=5, chunk_size=chunk_size)
+    torch.testing.assert_close(chunked, whole)
+    single = crf.dense_crf(probs[4:], image[4:], method=method, window=5)  # the short last chunk
+    torch.testing.assert_close(chunked[4:], single)
+
+
 def test_float32_on_cpu_matches_float64_reference_and_module_wrapper():
     probs, image = tiny_case(n=2, h=10, w=9, seed=4)
     reference = crf.dense_crf(probs, image, window=7)
@@ -175,6 +185,7 @@ def test_crf_improves_boundary_accuracy_of_a_coarse_scene_prediction():
         (dict(num_iterations=-1), "num_iterations"),
         (dict(spatial_std=0.0), "spatial_std must be > 0"),
         (dict(bilateral_weight=-1.0), "bilateral_weight must be >= 0"),
+        (dict(chunk_size=0), "chunk_size must be an int >= 1"),
     ],
 )
 def test_input_checks(kwargs, message):
