@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 __all__ = ["Preprocessing", "read_image"]
@@ -107,10 +106,11 @@ def read_image(path, image_mode: str = "RGB") -> torch.Tensor:
     """An image file as a (C, H, W) float32 tensor in [0, 1] (C = 3 for "RGB", 1 for "L")."""
     from PIL import Image, UnidentifiedImageError
 
+    from course_lib.data.folder import image_array
+
     try:
         with Image.open(path) as pil:
-            array = np.asarray(pil.convert(image_mode), dtype=np.float32) / 255.0
+            array = image_array(pil, image_mode, path)  # (H, W, C); 16-bit kept, not clipped
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
-    array = array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
     return torch.from_numpy(array.transpose(2, 0, 1).copy())  # (C, H, W)

@@ -72,6 +72,28 @@ def test_grayscale_images(tmp_path):
     assert image.shape == (1, 12, 16)
 
 
+def test_16_bit_grayscale_images_are_rescaled_not_clipped(tmp_path):
+    raw = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300)  # 0 .. 57,300
+    write_pair(tmp_path, "deep", np.zeros((12, 16), np.uint8), image=raw)
+    assert Image.open(tmp_path / "images" / "deep.png").mode.startswith("I")  # stored in 16 bits
+    for mode, channels in [("L", 1), ("RGB", 3)]:
+        image, _ = folder(tmp_path, image_mode=mode, num_classes=2)[0]
+        expected = torch.from_numpy(raw.astype(np.float64) / 65535).float()  # (H, W)
+        assert image.shape == (channels, 12, 16)
+        for channel in image:
+            torch.testing.assert_close(channel, expected)
+    assert len(set(image[0].flatten().tolist())) == 12 * 16  # PIL's convert("L") would clip
+
+
+def test_floating_point_images_are_refused_with_their_file(tmp_path):
+    write_pair(tmp_path, "f", np.zeros((12, 16), np.uint8))
+    Image.fromarray(np.ones((12, 16), np.float32)).save(tmp_path / "images" / "f.tiff")
+    (tmp_path / "images" / "f.png").unlink()
+    ds = folder(tmp_path, num_classes=2)
+    with pytest.raises(ValueError, match=r"f\.tiff: floating-point image"):
+        ds[0]
+
+
 def test_palette_masks_decode_to_indices(tmp_path):
     palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [200, 200, 200] * 253
     mask = np.array([[0, 1, 2, 255]] * 3, dtype=np.uint8)
@@ -323,6 +345,19 @@ def test_mask_threshold_compares_16_bit_stored_values(tmp_path):
     expected = (stored(mask_path) >= 32768).astype(np.int64)
     torch.testing.assert_close(ds[0][1], torch.from_numpy(expected))
     assert ds[0][1][2, 3] == 0 and ds[0][1].sum() == 4 * 6 - 1
+
+
+@pytest.mark.parametrize("threshold, side, label", [(250, "above", 0), (5, "at or below", 1)])
+def test_mask_threshold_that_puts_every_pixel_in_one_class_is_refused(tmp_path, threshold, side,
+                                                                       label):
+    for stem in ("a", "b"):
+        mask = np.full((12, 16), 10, np.uint8)
+        mask[2:6, 3:9] = 200
+        write_pair(tmp_path, stem, mask)
+    with pytest.raises(ValueError, match=rf"mask_threshold={threshold} is {side} every stored "
+                                         rf"mask value \(\[10, 200\] in 2 masks\).*class {label}"):
+        folder(tmp_path, mask_threshold=threshold)
+    assert folder(tmp_path, mask_threshold=100)[0][1].sum() == 4 * 6
 
 
 def test_mask_threshold_rejects_palette_and_colour_masks(tmp_path):

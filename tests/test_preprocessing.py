@@ -77,6 +77,13 @@ def test_read_image_grayscale_and_rgb(tmp_path):
         read_image(tmp_path / "broken.png")
 
 
+def test_read_image_keeps_16_bit_precision(tmp_path):
+    raw = np.array([[0, 255, 256, 65535]], np.uint16)  # 256 would clip to 255 in 8 bits
+    Image.fromarray(raw).save(tmp_path / "deep.png")
+    image = read_image(tmp_path / "deep.png", "L")  # (1, 1, 4)
+    torch.testing.assert_close(image[0], torch.tensor([[0, 255 / 65535, 256 / 65535, 1.0]]))
+
+
 def test_describe_names_scale_and_rule():
     line = _record().describe()
     assert "grayscale" in line and "resized by 0.5" in line and "sigmoid > 0.7" in line

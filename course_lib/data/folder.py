@@ -56,7 +56,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["SegmentationFolder", "IMAGE_EXTENSIONS", "MASK_FORMATS", "MAX_AUTO_CLASS_ID"]
+__all__ = ["SegmentationFolder", "IMAGE_EXTENSIONS", "MASK_FORMATS", "MAX_AUTO_CLASS_ID", "image_array"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_FORMATS = ("auto", "index", "palette", "rgb", "binary")
@@ -64,6 +64,27 @@ MASK_FORMATS = ("auto", "index", "palette", "rgb", "binary")
 # class-id masks rarely need more; a larger value usually means anti-aliasing or JPEG noise.
 MAX_AUTO_CLASS_ID = 32
 _IMAGE_MODES = ("RGB", "L")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # how PIL opens 16-bit grayscale files
+
+
+def image_array(pil: Image.Image, image_mode: str, path) -> np.ndarray:
+    """A PIL image as a (H, W, C) float32 array in [0, 1], C = 3 for "RGB", 1 for "L".
+
+    16-bit grayscale (microscopy, medical scans) is divided by 65535: PIL's `convert("L")` would
+    clip every value above 255 to white instead of rescaling it.
+    """
+    if pil.mode == "F":
+        raise ValueError(f"{path}: floating-point image (PIL mode 'F'); save it as an 8- or "
+                         "16-bit image")
+    if pil.mode not in _SIXTEEN_BIT_MODES:
+        array = np.asarray(pil.convert(image_mode), dtype=np.float32) / 255.0
+        return array[:, :, None] if array.ndim == 2 else array
+    gray = np.asarray(pil, dtype=np.float32)  # (H, W)
+    if gray.size and (gray.min() < 0 or gray.max() > 65535):
+        raise ValueError(f"{path}: 32-bit integer image with values {gray.min():.0f}.."
+                         f"{gray.max():.0f}, outside 16 bits (0..65535); rescale it to 8 or 16 bits")
+    gray = gray[:, :, None] / 65535.0  # (H, W, 1)
+    return gray if image_mode == "L" else np.repeat(gray, 3, axis=2)
 
 
 class SegmentationFolder(Dataset):
@@ -165,9 +186,7 @@ class SegmentationFolder(Dataset):
     def __getitem__(self, index: int):
         image_path, mask_path = self.samples[index]
         with Image.open(image_path) as pil:
-            image = np.asarray(pil.convert(self.image_mode), dtype=np.float32) / 255.0
-        if image.ndim == 2:
-            image = image[:, :, None]  # (H, W, 1)
+            image = image_array(pil, self.image_mode, image_path)  # (H, W, C) in [0, 1]
         mask = self._decode_mask(mask_path)  # (H, W) int64
         invalid = (mask >= self.num_classes) & (mask != self.ignore_index)
         if invalid.any():
@@ -216,6 +235,8 @@ class SegmentationFolder(Dataset):
                 problems.append(problem)
             else:
                 labels_by_stem[stem] = labels
+        if self.mask_threshold is not None and labels_by_stem:
+            problems.extend(self._threshold_problem(summaries, labels_by_stem))
         num_classes = self._resolve_num_classes(mask_format, set().union(*labels_by_stem.values()))
         good: list[tuple[Path, Path]] = []
         for stem, labels in labels_by_stem.items():
@@ -230,6 +251,18 @@ class SegmentationFolder(Dataset):
             extensions = ", ".join(IMAGE_EXTENSIONS)
             problems.append(f"{self.image_dir}: no image files ({extensions}) found")
         return good, problems, mask_format, num_classes
+
+    def _threshold_problem(self, summaries: dict, labels_by_stem: dict) -> list[str]:
+        """A problem when mask_threshold puts every pixel of every mask in one class."""
+        labels = set().union(*labels_by_stem.values())
+        if len(labels) > 1:
+            return []
+        stored = set().union(*(summaries[stem][1] for stem in labels_by_stem))
+        side = "above" if labels == {0} else "at or below"
+        return [f"{self.mask_dir}: mask_threshold={self.mask_threshold} is {side} every stored "
+                f"mask value ({_few(stored)} in {len(labels_by_stem)} masks), so every pixel "
+                f"would be class {labels.pop()}; choose a threshold between the background and "
+                "the foreground values"]
 
     def _summarise_pair(self, image_path: Path, mask_path: Path, problems: list[str]):
         """(mask mode, unique values or colours) of a readable, size-matched pair, else None."""
