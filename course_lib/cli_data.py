@@ -114,7 +114,7 @@ def _all_grayscale(folder) -> bool:
                 modes.add(pil.mode)
         except OSError:
             return False  # SegmentationFolder reports the unreadable file by name
-    return bool(modes) and modes <= {"L", "I", "I;16", "1"}
+    return bool(modes) and modes <= {"L", "1", "I", "I;16", "I;16B", "I;16L"}  # 1, 8, 16 bits
 
 
 def _folder_datasets(spec: dict, train: bool):
