@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from course_lib import engine, losses, models  # noqa: E402
-from course_lib.cli_data import PRESETS, build_datasets  # noqa: E402
+from course_lib.cli_data import PRESETS, DataSpec, build_datasets  # noqa: E402
 from course_lib.utils import seed_everything  # noqa: E402
 
 BUDGET_S = 60.0
@@ -49,8 +49,8 @@ def run(seed: int, epochs: int | None) -> dict:
     preset = dict(PRESETS[("cells", "fast")])
     if epochs is not None:
         preset["epochs"] = epochs
-    spec = {"kind": "cells", "image_size": preset["image_size"], "num_train": preset["num_train"],
-            "num_val": preset["num_val"], "seed": seed, "val_fraction": 0.2}
+    spec = DataSpec(kind="cells", image_size=preset["image_size"], num_train=preset["num_train"],
+                    num_val=preset["num_val"], seed=seed)
     start = time.perf_counter()
     seed_everything(seed)
     train_set, val_set, num_classes, _ = build_datasets(spec)

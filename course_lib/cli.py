@@ -32,6 +32,7 @@ from course_lib.atomic import write_bytes_atomic
 from course_lib.cli_data import (
     REAL,
     SYNTHETIC,
+    DataSpec,
     UsageError,
     build_datasets,
     data_spec,
@@ -349,7 +350,7 @@ def _train(args) -> int:
     return code
 
 
-def _preprocessing_for(spec: dict, settings: dict, val_set, num_classes: int, class_names,
+def _preprocessing_for(spec: DataSpec, settings: dict, val_set, num_classes: int, class_names,
                        out_channels: int):
     """The `Preprocessing` record of this run: what evaluate and predict will repeat."""
     from course_lib.preprocessing import Preprocessing
@@ -361,17 +362,17 @@ def _preprocessing_for(spec: dict, settings: dict, val_set, num_classes: int, cl
     folder = folder_of(val_set)
     # Windows twice the crop: more context per window and fewer seams, at a cost that inference
     # (no gradients) can afford; synthetic images are one window of their own size.
-    window = settings["image_size"] * (1 if spec["kind"] in SYNTHETIC else 2)
+    window = settings["image_size"] * (1 if spec.kind in SYNTHETIC else 2)
     return Preprocessing(
         mean=tuple(mean), std=tuple(std), num_classes=num_classes,
-        image_mode="L" if in_channels == 1 else "RGB", scale=spec.get("scale", 1.0),
+        image_mode="L" if in_channels == 1 else "RGB", scale=spec.scale,
         crop_size=settings["image_size"], window=window,
         mask_mapping=folder.mask_mapping if folder is not None else {},
         class_names=tuple(class_names) if class_names else None,
         decision="sigmoid" if out_channels == 1 else "argmax")
 
 
-def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
+def _train_run(args, mode: str, settings: dict, spec: DataSpec, context) -> int:
     """Build data and model, run `engine.fit`, evaluate, and (on rank 0) write the run folder."""
     from course_lib import distributed, engine, viz
     from course_lib.utils import get_device, seed_everything
@@ -396,7 +397,7 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
     model = build_model(args.model, **build_kwargs)
     # Synthetic images share one size and are scored in batches; folder and real images are
     # scored whole, one at a time, at the scale and window that predict will use.
-    whole_images = spec["kind"] not in SYNTHETIC
+    whole_images = spec.kind not in SYNTHETIC
     val_batch = 1 if whole_images else settings["batch_size"]
     if context is not None:
         model = distributed.wrap_model(model, device, sync_batchnorm=args.sync_batchnorm)
@@ -415,7 +416,7 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
     if main_process:
         length = (f"{settings['minutes']:g} minutes" if settings["minutes"] is not None
                   else f"{settings['epochs']} epochs")
-        print(f"training {args.model} on {spec['kind']} ({len(train_set)} train / {len(val_set)} val "
+        print(f"training {args.model} on {spec.kind} ({len(train_set)} train / {len(val_set)} val "
               f"images, {num_classes} classes) for {length} on {device}, loss {loss_name}, "
               f"mode {mode}", flush=True)
         folder = folder_of(val_set)
@@ -432,7 +433,7 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
         resume=checkpoint if args.resume else None, seed=args.seed,
         progress=False if args.no_progress else None, verbose=True, model_name=args.model,
         model_kwargs=kwargs, preprocessing=validation,
-        extra={"data": spec, "class_names": class_names, "mean": preprocessing.mean,
+        extra={"data": spec.to_dict(), "class_names": class_names, "mean": preprocessing.mean,
                "std": preprocessing.std, "num_classes": num_classes, "loss": loss_name,
                "preprocessing": preprocessing.to_dict()})
     final = engine.evaluate(model, val_loader, num_classes, device, ignore_index=255,
@@ -442,7 +443,7 @@ def _train_run(args, mode: str, settings: dict, spec: dict, context) -> int:
         summary = {key: final[key] for key in ("miou", "dice", "dice_foreground", "pixel_accuracy",
                                                "iou_per_class", "dice_per_class")}
         _write_json(out / "metrics.json", {
-            "model": args.model, "model_kwargs": kwargs, "data": spec, "class_names": class_names,
+            "model": args.model, "model_kwargs": kwargs, "data": spec.to_dict(), "class_names": class_names,
             "loss": loss_name, "settings": settings, "preprocessing": preprocessing.to_dict(),
             "device": str(device), "final": summary,
             "confusion_matrix": final["confusion_matrix"], "history": history})
@@ -475,6 +476,18 @@ def _preprocessing_of(checkpoint: dict):
     return Preprocessing.from_dict(record)
 
 
+# Synthetic images drawn for `evaluate --dataset` from a seed no training run uses by default.
+_OTHER_DATASET_SEED = 12345
+
+
+def _other_dataset(kind: str, trained_on: DataSpec) -> DataSpec:
+    """The validation data of `kind` at the trained size (`evaluate --dataset` on other data)."""
+    if kind in SYNTHETIC:
+        return DataSpec(kind=kind, image_size=trained_on.image_size, seed=_OTHER_DATASET_SEED,
+                        num_train=1, num_val=trained_on.num_val or 32)
+    return DataSpec(kind=kind, image_size=trained_on.image_size, scale=trained_on.scale)
+
+
 def _evaluate(args) -> int:
     from course_lib import engine
     from course_lib.utils import get_device
@@ -486,29 +499,30 @@ def _evaluate(args) -> int:
     device = get_device(args.device)
     checkpoint = _load(args.checkpoint, device)
     preprocessing = _preprocessing_of(checkpoint)
-    spec = dict(checkpoint["extra"].get("data") or {})
-    if not spec:
-        raise UsageError("the checkpoint records no data settings; pass --images and --masks")
-    if args.images is not None:
-        spec = {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
-                "val_images": str(args.images), "val_masks": str(args.masks),
-                "grayscale": preprocessing.image_mode == "L", "image_size": preprocessing.crop_size,
-                "mask_mapping": preprocessing.mask_mapping or None,
-                "num_classes": preprocessing.num_classes, "scale": preprocessing.scale, "seed": 0}
-    elif args.dataset is not None and args.dataset != spec.get("kind"):
-        spec = {"kind": args.dataset, "image_size": spec.get("image_size", 128),
-                "num_train": 1, "num_val": spec.get("num_val") or 32, "seed": 12345}
+    if args.images is not None:  # other images, decoded and scaled as in training
+        spec = DataSpec(kind="folder", images=str(args.images), masks=str(args.masks),
+                        val_images=str(args.images), val_masks=str(args.masks),
+                        grayscale=preprocessing.image_mode == "L",
+                        image_size=preprocessing.crop_size, scale=preprocessing.scale,
+                        mask_mapping=preprocessing.mask_mapping or None,
+                        num_classes=preprocessing.num_classes)
+    else:
+        if not checkpoint["extra"].get("data"):
+            raise UsageError("the checkpoint records no data settings; pass --images and --masks")
+        spec = DataSpec.from_dict(checkpoint["extra"]["data"])
+        if args.dataset is not None and args.dataset != spec.kind:
+            spec = _other_dataset(args.dataset, spec)
     _, val_set, num_classes, class_names = build_datasets(spec, train=False, download=args.download)
     if num_classes != preprocessing.num_classes:
         raise UsageError(f"the data has {num_classes} classes, the checkpoint "
                          f"{preprocessing.num_classes}")
     model = _rebuild_model(checkpoint).to(device)
-    whole_images = spec["kind"] not in SYNTHETIC
+    whole_images = spec.kind not in SYNTHETIC
     loader = DataLoader(val_set, batch_size=1 if whole_images else args.batch_size)
     results = engine.evaluate(model, loader, num_classes, device, ignore_index=255,
                               preprocessing=preprocessing if whole_images else None)
     names = class_names or tuple(f"class {i}" for i in range(num_classes))
-    print(f"{checkpoint['model_name']} on {spec['kind']} ({len(val_set)} images)")
+    print(f"{checkpoint['model_name']} on {spec.kind} ({len(val_set)} images)")
     print(f"  miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
           f"pixel accuracy {results['pixel_accuracy']:.4f}")
     for name, iou, dice in zip(names, results["iou_per_class"], results["dice_per_class"]):

@@ -1,20 +1,21 @@
 """Data of the command line: presets, the data spec a checkpoint records, and building data sets.
 
 `train_settings` merges explicit options over the preset of (dataset family, course mode);
-`data_spec` turns the options into plain values that `last.pt` stores, and `build_datasets`
-rebuilds the same train and validation sets from such a spec, so `evaluate` and `predict` see the
-data that `train` saw.
+`DataSpec` is the one record of which data a run used: built from the options by `data_spec`,
+stored in `last.pt` as plain values, and turned back into the same train and validation sets by
+`build_datasets`, so `evaluate` and `predict` see the data that `train` saw.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["PRESETS", "REAL", "SYNTHETIC", "UsageError", "build_datasets", "data_spec",
-           "folder_of", "normalisation", "train_settings"]
+__all__ = ["PRESETS", "REAL", "SYNTHETIC", "DataSpec", "UsageError", "build_datasets",
+           "data_spec", "folder_of", "normalisation", "train_settings"]
 
 SYNTHETIC = ("cells", "scenes")
 REAL = ("pets", "voc")
@@ -77,27 +78,71 @@ def _materialise(dataset: Dataset) -> TensorDataset:
     return TensorDataset(torch.stack(images), torch.stack(masks))
 
 
-def _synthetic(name: str, length: int, image_size: int, seed: int) -> Dataset:
-    from course_lib.data import CellsDataset, ScenesDataset
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data a run trains and validates on, in plain values a checkpoint can store.
 
-    cls = CellsDataset if name == "cells" else ScenesDataset
-    return cls(length=length, image_size=image_size, seed=seed)
+    kind: "cells" | "scenes" (synthetic), "pets" | "voc" (real data sets) or "folder" (own
+    images; then `images`/`masks` and optionally `val_images`/`val_masks` are folder paths).
+    Synthetic data are `num_train` + `num_val` images drawn from `seed`; a folder without its
+    own validation folders is split by `val_fraction` with `seed`. `mask_mapping` is the mapping a
+    trained checkpoint recorded (`SegmentationFolder.mask_mapping`); without one, `num_classes` and
+    `mask_threshold` are passed on as given.
+    """
+
+    kind: str
+    image_size: int
+    seed: int = 0
+    scale: float = 1.0
+    val_fraction: float = 0.2
+    num_train: int | None = None
+    num_val: int | None = None
+    images: str | None = None
+    masks: str | None = None
+    val_images: str | None = None
+    val_masks: str | None = None
+    grayscale: bool = False
+    num_classes: int | None = None
+    mask_threshold: int | None = None
+    mask_mapping: dict | None = None
+
+    def __post_init__(self):
+        if self.kind not in SYNTHETIC + REAL + ("folder",):
+            raise ValueError(f"unknown data kind {self.kind!r}; expected one of "
+                             f"{SYNTHETIC + REAL + ('folder',)}")
+        if self.kind == "folder" and (self.images is None or self.masks is None):
+            raise ValueError("a folder data spec needs images and masks folders")
+        if self.kind in SYNTHETIC and (self.num_train is None or self.num_val is None):
+            raise ValueError(f"synthetic data ({self.kind}) need num_train and num_val")
+
+    def to_dict(self) -> dict:
+        """Plain values (str, int, float, bool, None, dict) for the checkpoint and metrics.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DataSpec:
+        """The spec a checkpoint stored; keys it does not know are refused by name."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"data spec has unknown keys {unknown}; train the model again")
+        return cls(**values)
+
+    def with_changes(self, **changes) -> DataSpec:
+        return replace(self, **changes)
 
 
-def data_spec(args, settings) -> dict:
-    """What a checkpoint records to rebuild the validation data (plain values only)."""
-    if args.images is not None:
-        return {"kind": "folder", "images": str(args.images), "masks": str(args.masks),
-                "val_images": str(args.val_images) if args.val_images else None,
-                "val_masks": str(args.val_masks) if args.val_masks else None,
-                "val_fraction": args.val_fraction,
-                "grayscale": args.grayscale or _all_grayscale(args.images),
-                "num_classes": args.num_classes, "mask_threshold": args.mask_threshold,
-                "image_size": settings["image_size"], "scale": args.scale, "seed": args.seed}
-    name = args.dataset or "cells"
-    return {"kind": name, "image_size": settings["image_size"], "num_train": settings["num_train"],
-            "num_val": settings["num_val"], "seed": args.seed, "val_fraction": args.val_fraction,
-            "scale": args.scale}
+def data_spec(args, settings) -> DataSpec:
+    """The spec of the data the options name (the preset settings fill what they leave out)."""
+    common = dict(image_size=settings["image_size"], seed=args.seed, scale=args.scale,
+                  val_fraction=args.val_fraction)
+    if args.images is None:
+        return DataSpec(kind=args.dataset or "cells", num_train=settings["num_train"],
+                        num_val=settings["num_val"], **common)
+    return DataSpec(kind="folder", images=str(args.images), masks=str(args.masks),
+                    val_images=str(args.val_images) if args.val_images else None,
+                    val_masks=str(args.val_masks) if args.val_masks else None,
+                    grayscale=args.grayscale or _all_grayscale(args.images),
+                    num_classes=args.num_classes, mask_threshold=args.mask_threshold, **common)
 
 
 def _all_grayscale(folder) -> bool:
@@ -117,40 +162,39 @@ def _all_grayscale(folder) -> bool:
     return bool(modes) and modes <= {"L", "1", "I", "I;16", "I;16B", "I;16L"}  # 1, 8, 16 bits
 
 
-def _folder_datasets(spec: dict, train: bool):
+def _folder_datasets(spec: DataSpec, train: bool):
     from course_lib.data import SegmentationFolder, train_val_split
     from course_lib.transforms import train_transforms, val_transforms
 
     mean, std = normalisation(spec)
-    image_mode = "L" if spec["grayscale"] else "RGB"
-    mapping = spec.get("mask_mapping") or {"num_classes": spec["num_classes"],
-                                           "mask_threshold": spec.get("mask_threshold")}
+    image_mode = "L" if spec.grayscale else "RGB"
+    mapping = spec.mask_mapping or {"num_classes": spec.num_classes,
+                                    "mask_threshold": spec.mask_threshold}
     common = dict(image_mode=image_mode, **mapping)  # a checkpoint's mapping, or the options
-    if (spec["val_images"] is None) != (spec["val_masks"] is None):
+    if (spec.val_images is None) != (spec.val_masks is None):
         raise UsageError("give both --val-images and --val-masks, or neither")
-    train_t = train_transforms(spec["image_size"], mean=mean, std=std, rescale=spec.get("scale", 1.0),
-                               seed=spec["seed"]) if train else None
+    train_t = train_transforms(spec.image_size, mean=mean, std=std, rescale=spec.scale,
+                               seed=spec.seed) if train else None
     val_t = val_transforms(None, mean=mean, std=std)  # whole images, scaled by inference.segment
-    if spec["val_images"] is not None:
-        val_set = SegmentationFolder(spec["val_images"], spec["val_masks"], val_t, **common)
-        train_set = SegmentationFolder(spec["images"], spec["masks"], train_t, **common) if train else None
+    if spec.val_images is not None:
+        val_set = SegmentationFolder(spec.val_images, spec.val_masks, val_t, **common)
+        train_set = SegmentationFolder(spec.images, spec.masks, train_t, **common) if train else None
     else:
-        plain = SegmentationFolder(spec["images"], spec["masks"], train_t, **common)
-        evaluation = SegmentationFolder(spec["images"], spec["masks"], val_t, **common)
-        train_set, val_set = train_val_split(plain, spec["val_fraction"], spec["seed"],
+        plain = SegmentationFolder(spec.images, spec.masks, train_t, **common)
+        evaluation = SegmentationFolder(spec.images, spec.masks, val_t, **common)
+        train_set, val_set = train_val_split(plain, spec.val_fraction, spec.seed,
                                              val_dataset=evaluation)
         return train_set, val_set, plain.num_classes, None
     return train_set, val_set, val_set.num_classes, None
 
 
-def _real_datasets(spec: dict, train: bool, download: bool):
+def _real_datasets(spec: DataSpec, train: bool, download: bool):
     from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation
     from course_lib.transforms import train_transforms, val_transforms
 
-    train_t = (train_transforms(spec["image_size"], rescale=spec.get("scale", 1.0), seed=spec["seed"])
-               if train else None)
+    train_t = train_transforms(spec.image_size, rescale=spec.scale, seed=spec.seed) if train else None
     val_t = val_transforms(None)  # whole images, scaled by inference.segment
-    if spec["kind"] == "pets":
+    if spec.kind == "pets":
         val_set = OxfordPetSegmentation(split="test", transform=val_t, download=download)
         train_set = (OxfordPetSegmentation(split="trainval", transform=train_t, download=download)
                      if train else None)
@@ -169,28 +213,32 @@ def folder_of(dataset: Dataset):
     return dataset if isinstance(dataset, SegmentationFolder) else None
 
 
-def normalisation(spec: dict):
+def normalisation(spec: DataSpec):
     """(mean, std) of the model input, or (None, None) for synthetic data used as it is."""
-    if spec["kind"] in SYNTHETIC:
+    if spec.kind in SYNTHETIC:
         return None, None
-    if spec["kind"] == "folder" and spec.get("grayscale"):
+    if spec.kind == "folder" and spec.grayscale:
         return (0.5,), (0.25,)
     from course_lib.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def build_datasets(spec: dict, train: bool = True, download: bool = False):
-    """(train_set or None, val_set, num_classes, class_names or None) for a data spec."""
-    if spec["kind"] in SYNTHETIC:
+def build_datasets(spec: DataSpec | dict, train: bool = True, download: bool = False):
+    """(train_set or None, val_set, num_classes, class_names or None) for a data spec.
+
+    `spec` may also be the plain dict a checkpoint stores (`DataSpec.to_dict()`).
+    """
+    spec = spec if isinstance(spec, DataSpec) else DataSpec.from_dict(spec)
+    if spec.kind in SYNTHETIC:
         from course_lib.data import CellsDataset, ScenesDataset
 
-        cls = CellsDataset if spec["kind"] == "cells" else ScenesDataset
-        total = spec["num_train"] + spec["num_val"]
-        full = _materialise(_synthetic(spec["kind"], total, spec["image_size"], spec["seed"]))
-        train_set = torch.utils.data.Subset(full, range(spec["num_train"])) if train else None
-        val_set = torch.utils.data.Subset(full, range(spec["num_train"], total))
+        cls = CellsDataset if spec.kind == "cells" else ScenesDataset
+        total = spec.num_train + spec.num_val
+        full = _materialise(cls(length=total, image_size=spec.image_size, seed=spec.seed))
+        train_set = torch.utils.data.Subset(full, range(spec.num_train)) if train else None
+        val_set = torch.utils.data.Subset(full, range(spec.num_train, total))
         return train_set, val_set, cls.num_classes, tuple(cls.CLASSES)
-    if spec["kind"] == "folder":
+    if spec.kind == "folder":
         return _folder_datasets(spec, train)
     return _real_datasets(spec, train, download)

@@ -162,3 +162,27 @@ def test_checkpoint_kwargs_rebuild_without_download(trained):
         v.numel() for k, v in checkpoint["model"].items()
         if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert torch.isfinite(model(torch.rand(1, 1, 32, 32))).all()
+
+
+def test_data_spec_round_trips_through_plain_values_and_refuses_unknown_keys(tmp_path):
+    from course_lib.cli_data import DataSpec
+
+    spec = DataSpec(kind="folder", image_size=64, images=str(tmp_path), masks=str(tmp_path),
+                    mask_threshold=128, scale=0.5)
+    values = spec.to_dict()
+    assert all(isinstance(v, (str, int, float, bool, type(None), dict)) for v in values.values())
+    assert DataSpec.from_dict(values) == spec
+    with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
+        DataSpec.from_dict({**values, "colour": 1})
+    with pytest.raises(ValueError, match="unknown data kind 'mnist'"):
+        DataSpec(kind="mnist", image_size=64)
+    with pytest.raises(ValueError, match="needs images and masks"):
+        DataSpec(kind="folder", image_size=64)
+    with pytest.raises(ValueError, match="need num_train and num_val"):
+        DataSpec(kind="cells", image_size=64)
+    # A synthetic spec builds exactly the images its seed draws.
+    _, val_set, _, _ = build_datasets(DataSpec(kind="cells", image_size=32, num_train=2, num_val=1,
+                                               seed=3), train=False)
+    from course_lib.data import CellsDataset
+
+    torch.testing.assert_close(val_set[0][0], CellsDataset(length=3, image_size=32, seed=3)[2][0])
