@@ -533,11 +533,10 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from tqdm.auto import tqdm
 
     from course_lib import viz
     from course_lib.preprocessing import read_image
-    from course_lib.utils import get_device, interactive
+    from course_lib.utils import get_device, interactive, progress_bar
 
     if not args.input.is_dir():
         raise UsageError(f"--input {args.input} is not a folder")
@@ -553,7 +552,7 @@ def _predict(args) -> int:
     preprocessing = _preprocessing_of(checkpoint)
     model = _rebuild_model(checkpoint).to(device)
     print(f"preprocessing: {preprocessing.describe()}", flush=True)
-    for path in tqdm(files, desc="predict", unit="image", disable=not interactive()):
+    for path in progress_bar(files, desc="predict", unit="image", disable=not interactive()):
         image = read_image(path, preprocessing.image_mode)  # (C, H, W) in [0, 1]
         labels = _predicted_labels(model, preprocessing.normalize(image), preprocessing, device,
                                    window=args.window, overlap=args.overlap, tta=args.tta)

@@ -33,13 +33,12 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from course_lib import distributed, inference
 from course_lib.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from course_lib.metrics import ConfusionMatrix, summarize
 from course_lib.schedules import SCHEDULES, build_scheduler
-from course_lib.utils import get_device, interactive, seed_everything
+from course_lib.utils import get_device, interactive, progress_bar, seed_everything
 
 __all__ = [
     "NonFiniteLossError",
@@ -101,7 +100,7 @@ def _batch_bar(loader, description: str, progress: bool | None):
     """A progress bar updated by hand: wrapping the loader itself would let tqdm create an extra
     loader iterator, which draws from the global RNG and changes the shuffling of the run."""
     total = len(loader) if hasattr(loader, "__len__") else None
-    return tqdm(total=total, desc=description, leave=False, disable=not _progress_enabled(progress))
+    return progress_bar(total=total, desc=description, leave=False, disable=not _progress_enabled(progress))
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,9 +374,9 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int | None, loss_
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     show = _progress_enabled(progress)
     if budget is None:
-        bar = tqdm(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
+        bar = progress_bar(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
     else:
-        bar = tqdm(total=round(budget), initial=round(min(spent_before, budget)), unit="s",
+        bar = progress_bar(total=round(budget), initial=round(min(spent_before, budget)), unit="s",
                    desc="minutes budget", disable=not show)
     epoch, losses, last_check = start_epoch, [], started
     while (epochs is None or epoch < epochs) and (deadline is None or time.monotonic() < deadline):

@@ -29,6 +29,7 @@ __all__ = [
     "environment_report",
     "in_colab",
     "interactive",
+    "progress_bar",
     "median_seconds",
 ]
 
@@ -131,6 +132,22 @@ def interactive() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     return sys.stdout.isatty() or (shell is not None and getattr(shell, "kernel", None) is not None)
+
+
+def progress_bar(*args, **kwargs):
+    """A tqdm progress bar: a live widget in a notebook, text in a terminal.
+
+    A notebook executed to be saved (`tools/build_notebooks.py` sets COURSE_TEXT_PROGRESS=1) gets
+    text bars on stdout: a saved widget keeps no state, so it would show a bar frozen at 0 % where
+    the text shows how the run ended.
+    """
+    if os.environ.get("COURSE_TEXT_PROGRESS") == "1":
+        from tqdm.std import tqdm
+
+        kwargs.setdefault("file", sys.stdout)
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)
 
 
 def median_seconds(fn, repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0) -> float:

@@ -95,3 +95,22 @@ def test_median_seconds_skips_warmup_and_takes_the_median(monkeypatch):
     assert len(calls) == 5, "two untimed warm-up calls, then three timed ones"
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         utils.median_seconds(lambda: None, repeats=0)
+
+
+def test_progress_bar_is_text_on_stdout_when_a_notebook_is_executed_to_be_saved(monkeypatch, capsys):
+    from tqdm.auto import tqdm as auto_tqdm
+    from tqdm.std import tqdm as text_tqdm
+
+    from course_lib.utils import progress_bar
+
+    monkeypatch.setenv("COURSE_TEXT_PROGRESS", "1")
+    with progress_bar(total=3, desc="epochs") as bar:
+        for _ in range(3):
+            bar.update()
+    assert type(bar) is text_tqdm
+    out, err = capsys.readouterr()
+    assert "epochs: 100%" in out and "3/3" in out and err == ""
+    monkeypatch.delenv("COURSE_TEXT_PROGRESS")
+    with progress_bar(total=1, disable=True) as bar:
+        pass
+    assert type(bar) is auto_tqdm
