@@ -10,7 +10,10 @@ cannot be imported (syntax error, exception, endless loop at import) fails every
 the same reason, without retrying. When the calls of an exercise have used
 `Limits.exercise_timeout` seconds in all, further calls fail immediately.
 
-Nothing from the worker is unpickled: answers are wire frames of plain data (`wire.py`).
+Nothing from the worker is unpickled: answers are wire frames of plain data (`wire.py`), at most
+`MAX_ANSWER_BYTES` each (checked from the frame's header before anything else is read; the worker
+refuses a larger answer itself, with the learner's function in the message). The largest answer of
+the course's graded tests is about 1.2 MiB.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from typing import Any
 from course_lib.grade import wire
 from course_lib.grade.limits import Limits
 
-__all__ = ["LearnerError", "WorkerClient", "worker_environment"]
+__all__ = ["MAX_ANSWER_BYTES", "LearnerError", "WorkerClient", "worker_environment"]
+
+MAX_ANSWER_BYTES = 16 << 20  # one answer of the worker, far below wire.MAX_FRAME_BYTES
 
 
 class LearnerError(AssertionError):
@@ -174,6 +179,7 @@ class WorkerClient:
             "forbidden_roots": self.forbidden_roots,
             "limits": limits,
             "probes_path": self.probes_path,
+            "max_answer_bytes": MAX_ANSWER_BYTES,
         }
         try:  # two answers: the worker is up (start-up budget), the file is imported (call budget)
             self._exchange(setup, self.limits.startup_timeout, what="starting the worker")
@@ -223,7 +229,7 @@ class WorkerClient:
 
         def read() -> None:
             try:
-                result["value"] = wire.read_frame(self._stdout)
+                result["value"] = wire.read_frame(self._stdout, max_bytes=MAX_ANSWER_BYTES)
             except BaseException as error:  # noqa: BLE001  (reported below)
                 result["error"] = error
 
@@ -253,6 +259,8 @@ class WorkerClient:
             if isinstance(error, EOFError):
                 reason = _describe_exit(code)
                 raise LearnerError(f"the worker running the file stopped while {what}: {reason}")
+            if isinstance(error, wire.FrameTooLarge):
+                raise LearnerError(f"the answer while {what} was refused: {error}")
             raise LearnerError(f"the worker sent an unreadable answer while {what}: {error}")
         return result["value"]
 
@@ -286,15 +294,21 @@ class WorkerClient:
         except _TimedOut:
             self._timed_out[op, name] = timeout
             raise
-        self.peak_rss_kb = max(self.peak_rss_kb, int(answer.get("rss_kb", 0)))
+        if not isinstance(answer, dict) or type(answer.get("ok")) is not bool:
+            self._stop()  # a worker whose answers are not the worker's is not reused
+            raise LearnerError(f"the worker sent a malformed answer while running {label}")
+        rss_kb = answer.get("rss_kb")
+        self.peak_rss_kb = max(self.peak_rss_kb, rss_kb if type(rss_kb) is int else 0)
         if not answer["ok"]:
-            detail = answer.get("detail")
+            error, detail = answer.get("error"), answer.get("detail")
+            raised, where = answer.get("raised"), answer.get("where")
             raise LearnerError(
-                answer["error"] + (f"\n{detail}" if detail else ""),
-                raised=answer.get("raised", ()),
-                where=answer.get("where"),
+                (error if isinstance(error, str) else f"{label} failed")
+                + (f"\n{detail}" if isinstance(detail, str) and detail else ""),
+                raised=[r for r in raised if isinstance(r, str)] if isinstance(raised, list) else (),
+                where=where if isinstance(where, dict) else None,
             )
-        return answer["value"]
+        return answer.get("value")
 
     def close(self) -> None:
         self._stop()

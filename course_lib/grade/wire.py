@@ -7,7 +7,9 @@ scalars. Subclasses are refused (a tensor subclass whose comparison always succe
 worker side), so what the grader compares is an ordinary tensor built from raw bytes.
 
 A message is one frame: an 8-byte big-endian length, then a 4-byte length of the JSON tree, the
-JSON tree, and the raw byte buffers the tree refers to by index.
+JSON tree, and the raw byte buffers the tree refers to by index. `read_frame` takes a size limit and
+checks the lengths in the header against it before reading or decoding anything else, so the
+grader's side of an answer costs at most a few times that limit in memory.
 """
 
 from __future__ import annotations
@@ -20,9 +22,20 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-__all__ = ["MAX_FRAME_BYTES", "WireError", "decode", "encode", "read_frame", "write_frame"]
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "MAX_TREE_BYTES",
+    "FrameTooLarge",
+    "WireError",
+    "decode",
+    "encode",
+    "frame_size",
+    "read_frame",
+    "write_frame",
+]
 
-MAX_FRAME_BYTES = 1 << 30  # a single answer larger than 1 GiB is refused
+MAX_FRAME_BYTES = 1 << 30  # a single message larger than 1 GiB is refused
+MAX_TREE_BYTES = 1 << 20  # the JSON tree (structure and scalars) of one message: 1 MiB
 _MAX_DEPTH = 64
 
 _TORCH_DTYPES = {
@@ -134,12 +147,28 @@ def encode(value: Any) -> tuple[Any, list[bytes]]:
     return walk(value, 0), buffers
 
 
-def decode(tree: Any, buffers: list[bytes]) -> Any:
+def _buffer(buffers: list[bytes], index: Any) -> bytes:
+    if type(index) is not int or not 0 <= index < len(buffers):
+        raise WireError(f"message refers to buffer {index!r:.20} of {len(buffers)}")
+    return buffers[index]
+
+
+def _shape(node: Any) -> list[int]:
+    shape = node.get("shape")
+    if not isinstance(shape, list) or not all(type(x) is int and x >= 0 for x in shape):
+        raise WireError(f"malformed shape {shape!r:.80}")
+    return shape
+
+
+def decode(tree: Any, buffers: list[bytes], depth: int = 0) -> Any:
     """Rebuild the value described by `tree` (the inverse of `encode`)."""
     if tree is None or isinstance(tree, (bool, str)):
         return tree
     if not isinstance(tree, dict) or len(tree) == 0:
         raise WireError(f"malformed message node {tree!r:.80}")
+    if depth > _MAX_DEPTH:
+        raise WireError(f"message nested deeper than {_MAX_DEPTH} levels")
+    depth += 1
     if "int" in tree:
         return int(tree["int"])
     if "float" in tree:
@@ -148,23 +177,23 @@ def decode(tree: Any, buffers: list[bytes]) -> Any:
         real, imag = tree["complex"]
         return complex(float(real), float(imag))
     if "bytes" in tree:
-        return bytes(buffers[tree["bytes"]])
+        return bytes(_buffer(buffers, tree["bytes"]))
     if "list" in tree:
-        return [decode(x, buffers) for x in tree["list"]]
+        return [decode(x, buffers, depth) for x in tree["list"]]
     if "tuple" in tree:
-        return tuple(decode(x, buffers) for x in tree["tuple"])
+        return tuple(decode(x, buffers, depth) for x in tree["tuple"])
     if "size" in tree:
         return torch.Size([int(x) for x in tree["size"]])
     if "dict" in tree:
-        return {decode(k, buffers): decode(v, buffers) for k, v in tree["dict"]}
+        return {decode(k, buffers, depth): decode(v, buffers, depth) for k, v in tree["dict"]}
     if "torch_dtype" in tree:
         return _TORCH_DTYPES[tree["torch_dtype"]]
     if "device" in tree:
         return torch.device(tree["device"])
     if "tensor" in tree:
         dtype = _TORCH_DTYPES[tree["dtype"]]
-        shape = [int(x) for x in tree["shape"]]
-        raw = buffers[tree["tensor"]]
+        shape = _shape(tree)
+        raw = _buffer(buffers, tree["tensor"])
         expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         if len(raw) != expected:
             raise WireError(f"tensor buffer holds {len(raw)} bytes, expected {expected}")
@@ -181,9 +210,10 @@ def decode(tree: Any, buffers: list[bytes]) -> Any:
         dtype = np.dtype(tree["dtype"])
         if dtype.kind not in "biufc" or dtype.hasobject:
             raise WireError(f"refused numpy dtype {dtype}")
-        return np.frombuffer(bytearray(buffers[tree["ndarray"]]), dtype=dtype).reshape(
-            tree["shape"]
-        )
+        shape, raw = _shape(tree), _buffer(buffers, tree["ndarray"])
+        if len(raw) != math.prod(shape) * dtype.itemsize:
+            raise WireError(f"array buffer holds {len(raw)} bytes, expected shape {shape}")
+        return np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
     if "npscalar" in tree:
         dtype = np.dtype(tree["dtype"])
         if dtype.kind not in "biufc":
@@ -192,10 +222,20 @@ def decode(tree: Any, buffers: list[bytes]) -> Any:
     raise WireError(f"unknown message node {sorted(tree)!r:.80}")
 
 
+def _tree_bytes(tree: Any, buffers: list[bytes]) -> bytes:
+    return json.dumps({"tree": tree, "sizes": [len(b) for b in buffers]}).encode("utf-8")
+
+
+def frame_size(message: Any) -> int:
+    """Bytes `message` takes as a frame (after the 8-byte length); WireError when not plain data."""
+    tree, buffers = encode(message)
+    return 4 + len(_tree_bytes(tree, buffers)) + sum(len(b) for b in buffers)
+
+
 def write_frame(stream: BinaryIO, message: Any) -> None:
     """Encode `message` and write it as one frame; WireError when it is not plain data."""
     tree, buffers = encode(message)
-    tree_bytes = json.dumps({"tree": tree, "sizes": [len(b) for b in buffers]}).encode("utf-8")
+    tree_bytes = _tree_bytes(tree, buffers)
     size = 4 + len(tree_bytes) + sum(len(b) for b in buffers)
     if size > MAX_FRAME_BYTES:
         raise WireError(f"an answer of {size} bytes; the limit is {MAX_FRAME_BYTES} bytes")
@@ -215,16 +255,40 @@ def _read_exactly(stream: BinaryIO, count: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(stream: BinaryIO) -> Any:
-    """Read one frame from `stream` and decode it; EOFError when the other side is gone."""
+class FrameTooLarge(WireError):
+    """A frame whose header announces more bytes than the reader accepts (nothing else was read)."""
+
+    def __init__(self, size: int, limit: int, part: str = "message"):
+        super().__init__(f"a {part} of {_mib(size)}; the limit is {_mib(limit)}")
+        self.size, self.limit = size, limit
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size} bytes"
+
+
+def read_frame(
+    stream: BinaryIO, max_bytes: int = MAX_FRAME_BYTES, max_tree_bytes: int = MAX_TREE_BYTES
+) -> Any:
+    """Read one frame from `stream` and decode it; EOFError when the other side is gone.
+
+    The frame's length is checked against `max_bytes` and its tree's length against
+    `max_tree_bytes` before the rest is read (FrameTooLarge); the buffer sizes the tree lists must
+    add up to the frame, and every tensor's and array's shape must match its buffer (WireError).
+    """
     (size,) = struct.unpack(">Q", _read_exactly(stream, 8))
-    if size > MAX_FRAME_BYTES or size < 4:
+    if size > min(max_bytes, MAX_FRAME_BYTES):
+        raise FrameTooLarge(size, min(max_bytes, MAX_FRAME_BYTES))
+    if size < 4:
         raise WireError(f"frame of {size} bytes refused")
-    payload = _read_exactly(stream, size)
-    (tree_size,) = struct.unpack(">I", payload[:4])
-    header = json.loads(payload[4 : 4 + tree_size].decode("utf-8"))
-    buffers, offset = [], 4 + tree_size
-    for length in header["sizes"]:
-        buffers.append(payload[offset : offset + length])
-        offset += length
+    (tree_size,) = struct.unpack(">I", _read_exactly(stream, 4))
+    if tree_size > min(max_tree_bytes, size - 4):
+        raise FrameTooLarge(tree_size, min(max_tree_bytes, size - 4), part="message structure")
+    header = json.loads(_read_exactly(stream, tree_size).decode("utf-8"))
+    sizes = header.get("sizes") if isinstance(header, dict) else None
+    if not isinstance(sizes, list) or not all(type(n) is int and n >= 0 for n in sizes):
+        raise WireError("malformed frame header")
+    if 4 + tree_size + sum(sizes) != size:
+        raise WireError(f"frame of {size} bytes whose parts add up to {4 + tree_size + sum(sizes)}")
+    buffers = [_read_exactly(stream, length) for length in sizes]
     return decode(header["tree"], buffers)

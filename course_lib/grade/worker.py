@@ -12,6 +12,11 @@ Then answer requests one by one:
     {"op": "call", "name": f, "args": [...], "kwargs": {...}}   -> learner_module.f(*args, **kwargs)
     {"op": "probe", "name": p, ...}                            -> probes.exNN.p(learner_module, ...)
 
+Probes receive everything as plain data (weights, inputs) and return only what the learner's code
+produced: the tests compute the expected values in the grader's process, so nothing this process
+answers is ever taken as a reference. An answer larger than the grader's limit (set-up message)
+is refused here, naming the function.
+
 An answer is {"ok": True, "value": ...} or {"ok": False, "error": "<one line>", "detail": "...",
 "raised": [...], "where": {...}}: `raised` names the learner's exception class and its bases
 ("builtins.ValueError", ...), `where` is the innermost line of the learner's file in the traceback
@@ -171,6 +176,22 @@ def _load_probes(exercise: str, probes_path: str | None) -> types.ModuleType | N
         return None
 
 
+def _probe_functions(probes: types.ModuleType | None) -> dict[str, types.FunctionType]:
+    """The public functions of the probe module, taken before any learner code runs.
+
+    Probes only build the learner's objects and run them; the expected values are computed by the
+    tests in the grader's process, so a probe the learner replaces can only change the learner's
+    own answer. Taking them early keeps the error messages of an honest run intact all the same.
+    """
+    if probes is None:
+        return {}
+    return {
+        name: value
+        for name, value in vars(probes).items()
+        if not name.startswith("_") and isinstance(value, types.FunctionType)
+    }
+
+
 def main() -> None:
     home = os.getcwd()
     requests, answers = _private_pipes(os.path.join(home, "console.log"))
@@ -186,7 +207,8 @@ def main() -> None:
     setup = wire.read_frame(requests)
     learner_file, exercise = setup["path"], setup["exercise"]
     task_names = set(setup["task_names"])
-    probes = _load_probes(exercise, setup.get("probes_path"))
+    max_answer_bytes = int(setup.get("max_answer_bytes") or wire.MAX_FRAME_BYTES)
+    probes = _probe_functions(_load_probes(exercise, setup.get("probes_path")))
 
     apply_in_worker(Limits(**setup["limits"]))
     watch = _CallWatch(task_names, learner_file)
@@ -229,12 +251,13 @@ def main() -> None:
     wire.write_frame(answers, {"ready": loaded, "reused": reused})
 
     while True:
-        try:
-            request = wire.read_frame(requests)
+        try:  # requests come from the grader: only the frame limit applies
+            request = wire.read_frame(requests, max_tree_bytes=wire.MAX_FRAME_BYTES)
         except EOFError:
             return
         answer = _serve(
-            request, module, probes, watch, learner_file, exercise, reused, violations, wire
+            request, module, probes, watch, learner_file, exercise, reused, violations, wire,
+            max_answer_bytes,
         )
         answer["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
@@ -244,7 +267,8 @@ def main() -> None:
 
 
 def _serve(
-    request, module, probes, watch, learner_file, exercise, reused, violations, wire
+    request, module, probes, watch, learner_file, exercise, reused, violations, wire,
+    max_answer_bytes,
 ) -> dict:
     op, name = request["op"], request["name"]
     args, kwargs = request.get("args", []), request.get("kwargs", {})
@@ -261,7 +285,7 @@ def _serve(
                 "error": f"{label} is {reused[name]}; write it yourself, it earns nothing",
             }
     elif op == "probe":
-        if probes is None or not callable(getattr(probes, name, None)):
+        if name not in probes:
             return {"ok": False, "error": f"the grader has no probe {name!r} for {exercise}"}
         bad = sorted(t for t in reused)
         if bad:
@@ -269,7 +293,7 @@ def _serve(
                 "ok": False,
                 "error": f"{exercise.split('_')[0]}.{bad[0]} is {reused[bad[0]]}; write it yourself, it earns nothing",
             }
-        target = getattr(probes, name)
+        target = probes[name]
         args = [module, *args]
     else:
         return {"ok": False, "error": f"unknown request {op!r}"}
@@ -305,9 +329,15 @@ def _serve(
             "this exercise asks you to write; it earns nothing",
         }
     try:
-        wire.encode(value)
+        size = wire.frame_size({"ok": True, "value": value, "rss_kb": 0})
     except wire.WireError as error:
         return {"ok": False, "error": f"{label} returned {error}"}
+    if size > max_answer_bytes:
+        return {
+            "ok": False,
+            "error": f"{label} returned {size / 2**20:.1f} MiB of data; answers are limited to "
+            f"{max_answer_bytes / 2**20:.0f} MiB (return only what the task asks for)",
+        }
     return {"ok": True, "value": value}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.grade.probes.ex03 import double_conv_case, unet_case
+
 EXERCISE = "ex03_unet"
 
 
@@ -36,14 +38,15 @@ def test_center_crop_paper_sizes(exercise):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("padding, batch_norm", [("same", True), ("valid", False), ("valid", True)])
 def test_double_conv_matches_course_lib(exercise, padding, batch_norm):
-    result = exercise.probe("double_conv_outputs", 3, 5, padding, batch_norm, 11, 9)
-    assert result["got_parameters"] == result["expected_parameters"], (
-        f"DoubleConv(3, 5, {padding!r}, batch_norm={batch_norm}) has {result['got_parameters']} "
-        f"parameters, expected {result['expected_parameters']}"
+    case = double_conv_case(3, 5, padding, batch_norm, 11, 9)  # the course's DoubleConv, run here
+    got = case.run(exercise)  # the learner's, with the same weights and input, run in the worker
+    assert got.parameters == case.expected_parameters, (
+        f"DoubleConv(3, 5, {padding!r}, batch_norm={batch_norm}) has {got.parameters} "
+        f"parameters, expected {case.expected_parameters}"
     )
     torch.testing.assert_close(
-        result["got"],
-        result["expected"],
+        got.output,
+        case.expected,
         msg=lambda m: (
             f"DoubleConv(3, 5, {padding!r}, batch_norm={batch_norm}) "
             f"with the reference weights: {m}"
@@ -80,16 +83,15 @@ def test_unet_valid_572_gives_388(exercise):
 def test_unet_forward_matches_course_lib(
     exercise, in_channels, num_classes, base, depth, padding, batch_norm, height, width
 ):
-    result = exercise.probe(
-        "unet_outputs", in_channels, num_classes, base, depth, padding, batch_norm, height, width
-    )
-    assert result["got"].shape == result["expected"].shape, (
+    case = unet_case(in_channels, num_classes, base, depth, padding, batch_norm, height, width)
+    got = case.run(exercise).output
+    assert got.shape == case.expected.shape, (
         f"UNet(depth={depth}, padding={padding!r}) on {height}x{width}: output shape "
-        f"{tuple(result['got'].shape)}, expected {tuple(result['expected'].shape)}"
+        f"{tuple(got.shape)}, expected {tuple(case.expected.shape)}"
     )
     torch.testing.assert_close(
-        result["got"],
-        result["expected"],
+        got,
+        case.expected,
         rtol=1e-4,
         atol=1e-4,
         msg=lambda m: f"UNet(depth={depth}, padding={padding!r}) with the reference weights: {m}",

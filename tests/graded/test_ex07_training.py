@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from course_lib import engine
-from course_lib.grade.probes.ex07 import build_case
+from course_lib.grade.probes.ex07 import build_case, case_data
 from course_lib.schedules import poly_factor
 
 EXERCISE = "ex07_training"
@@ -53,8 +53,8 @@ def test_poly_lr_matches_the_course_schedule_on_every_step(exercise):
 
 @pytest.mark.points(2)
 def test_train_one_epoch_matches_the_reference_loop(exercise):
-    got = exercise.probe("train_one_epoch_run", 0, 8, 4)
-    model, loader, optimizer = build_case(0, 8, 4)
+    got = exercise.probe("train_one_epoch_run", case_data(0, 8, 4), 2)  # dropout seed 2
+    model, loader, optimizer = build_case(0, 8, 4)  # the same case, trained here by the course
     torch.manual_seed(2)
     expected_loss = engine.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu")
     expected_weights = torch.cat([t.detach().flatten().double() for t in model.state_dict().values()])
@@ -80,7 +80,7 @@ def test_train_one_epoch_weighs_a_short_last_batch(exercise):
     expected = engine.train_one_epoch(model, loader, recording_loss, optimizer, "cpu")
     unweighted = sum(batch_losses) / len(batch_losses)
     assert abs(unweighted - expected) > 1e-4, "the case must separate the two averages"
-    got = exercise.probe("train_one_epoch_run", 5, 5, 2)["loss"]
+    got = exercise.probe("train_one_epoch_run", case_data(5, 5, 2), 7)["loss"]
     assert got == pytest.approx(expected, rel=1e-5), (
         f"expected the mean loss per image {expected:.6f}, got {got:.6f}"
         + (" (that is the plain mean of the batch losses; weigh each by its number of images)"
@@ -89,7 +89,7 @@ def test_train_one_epoch_weighs_a_short_last_batch(exercise):
 
 @pytest.mark.points(2)
 def test_evaluate_matches_the_course_engine_in_eval_mode(exercise):
-    got = exercise.probe("evaluate_run", 3, 10, 4)
+    got = exercise.probe("evaluate_run", case_data(3, 10, 4))
     model, loader, _ = build_case(3, 10, 4)
     expected = engine.evaluate(model, loader, 3, "cpu")
     assert got["weights_unchanged"], ("evaluate changed the model's state (BatchNorm statistics?): "

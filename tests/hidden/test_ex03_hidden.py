@@ -7,8 +7,9 @@
   and "valid" padding on the smallest input it accepts, batch 1;
 - `UNet.forward` with a single level (depth 1), batch 1, one output class, odd channel widths, and
   with three levels, "valid" padding and batch norm on a non-square input, and four levels on a
-  wide input (reference: `course_lib.models.UNet` given the same weights, through the probes of
-  `course_lib/grade/probes/ex03.py`; the output sizes are checked against hand-computed ones).
+  wide input (reference: `course_lib.models.UNet` run in this process, its weights copied into the
+  learner's U-Net by the probes of `course_lib/grade/probes/ex03.py`; the output sizes are checked
+  against hand-computed ones).
 """
 
 from __future__ import annotations
@@ -16,28 +17,31 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_lib.grade.probes.ex03 import double_conv_case, unet_case
+
 EXERCISE = "ex03_unet"
 
 
 def _check_unet(exercise, config: tuple, batch: int, expected_shape: tuple) -> None:
     """Run the learner's U-Net and the course's with the same weights; compare shape and logits."""
     in_channels, num_classes, base, depth, padding, batch_norm, height, width = config
-    result = exercise.probe("unet_outputs", *config, batch=batch)
+    case = unet_case(*config, batch=batch)  # the course's U-Net, run here
+    got = case.run(exercise).output  # the learner's, same weights and input, run in the worker
     what = (
         f"UNet(in_channels={in_channels}, num_classes={num_classes}, base_channels={base}, "
         f"depth={depth}, padding={padding!r}, batch_norm={batch_norm}) on a "
         f"({batch}, {in_channels}, {height}, {width}) input"
     )
-    assert tuple(result["expected"].shape) == expected_shape, (
-        f"test set-up: the reference {what} gives {tuple(result['expected'].shape)}, "
+    assert tuple(case.expected.shape) == expected_shape, (
+        f"test set-up: the reference {what} gives {tuple(case.expected.shape)}, "
         f"not {expected_shape}"
     )
-    assert tuple(result["got"].shape) == expected_shape, (
-        f"{what}: output shape {tuple(result['got'].shape)}, expected {expected_shape}"
+    assert tuple(got.shape) == expected_shape, (
+        f"{what}: output shape {tuple(got.shape)}, expected {expected_shape}"
     )
     torch.testing.assert_close(
-        result["got"],
-        result["expected"],
+        got,
+        case.expected,
         rtol=1e-4,
         atol=1e-4,
         msg=lambda m: f"{what} with the reference weights: {m}",
@@ -73,19 +77,17 @@ def test_double_conv_same_without_batch_norm_and_smallest_valid_input(exercise):
         what = (
             f"DoubleConv({cin}, {cout}, {padding!r}, batch_norm={batch_norm}) on {height}x{width}"
         )
-        result = exercise.probe(
-            "double_conv_outputs", cin, cout, padding, batch_norm, height, width, seed, batch=1
+        case = double_conv_case(cin, cout, padding, batch_norm, height, width, seed, batch=1)
+        got = case.run(exercise)
+        assert got.parameters == case.expected_parameters, (
+            f"{what} has {got.parameters} parameters, expected {case.expected_parameters}"
         )
-        assert result["got_parameters"] == result["expected_parameters"], (
-            f"{what} has {result['got_parameters']} parameters, "
-            f"expected {result['expected_parameters']}"
-        )
-        assert tuple(result["got"].shape) == (1, cout, *out_size), (
-            f"{what}: output shape {tuple(result['got'].shape)}, expected {(1, cout, *out_size)}"
+        assert tuple(got.output.shape) == (1, cout, *out_size), (
+            f"{what}: output shape {tuple(got.output.shape)}, expected {(1, cout, *out_size)}"
         )
         torch.testing.assert_close(
-            result["got"],
-            result["expected"],
+            got.output,
+            case.expected,
             msg=lambda m, what=what: f"{what} with the reference weights: {m}",
         )
 

@@ -5,13 +5,13 @@
 - `dilated_conv_output_size`: the default arguments, a stride larger than the kernel, a padded
   input exactly as long as the effective kernel (one output), padding that makes a short input
   valid, and one pixel too few (ValueError).
-- `ASPP.forward` (through the probe `aspp_outputs`): batch 1, a 1x1 feature map, a single rate, four
+- `ASPP.forward` (through the probe `aspp_forward`): batch 1, a 1x1 feature map, a single rate, four
   rates on a non-square map, a rate larger than the map.
 - `mean_field_step`: one pixel (no pairs: the unary alone), a grayscale row and column with two
   labels, and a float32 input with two colour channels and the default parameters.
 
 References: `course_lib.receptive_field.receptive_field` and hand-computed values,
-`torch.nn.functional.conv2d` output shapes, `course_lib.models.ASPP` (inside the probe), and the
+`torch.nn.functional.conv2d` output shapes, `course_lib.models.ASPP` (run in this process, `probes.ex04.aspp_case`), and the
 all-pairs CRF of `course_lib.crf` (`exact_kernels` without normalisation, `exact_message`,
 `mean_field_step`) computed in float64.
 """
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from course_lib import crf
 from course_lib.grade.fixtures import expect_raises
+from course_lib.grade.probes.ex04 import aspp_case
 from course_lib.receptive_field import receptive_field as reference_receptive_field
 
 EXERCISE = "ex04_deeplab"
@@ -118,11 +119,10 @@ def test_aspp_forward_on_batch_one_tiny_and_non_square_maps(exercise):
         (4, 6, [18], 5, 3, 1),  # a rate far larger than the map, more outputs than inputs
     ]
     for in_channels, out_channels, rates, height, width, batch in cases:
-        result = exercise.probe("aspp_outputs", in_channels, out_channels, rates, height, width,
-                                3, batch)  # seed 3
+        case = aspp_case(in_channels, out_channels, rates, height, width, 3, batch)  # seed 3
         what = (f"ASPP({in_channels}, {out_channels}, {rates}) on a ({batch}, {in_channels}, "
                 f"{height}, {width}) input, weights copied from course_lib")
-        torch.testing.assert_close(result["got"], result["expected"],
+        torch.testing.assert_close(case.run(exercise).output, case.expected,
                                    msg=lambda m, what=what: f"{what}: {m}")
 
 

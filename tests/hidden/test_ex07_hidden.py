@@ -3,7 +3,8 @@ epoch with another loss and batches of one image, and an evaluation with uneven 
 classes that only the prediction or only the target holds.
 
 References: the poly formula written out with `math`, `course_lib.engine.train_one_epoch` on the
-identical seeded case (`probes.ex07.build_case`), and confusion matrices counted pixel by pixel.
+identical seeded case (`probes.ex07.build_case`; the worker is sent its `case_data`), and confusion
+matrices counted pixel by pixel.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from course_lib import engine
-from course_lib.grade.probes.ex07 import build_case
+from course_lib.grade.probes.ex07 import build_case, case_data
 
 EXERCISE = "ex07_training"
 
@@ -60,8 +61,8 @@ def test_train_one_epoch_uses_the_given_loss_with_batches_of_one(exercise):
     class_weight, smoothing = WEIGHTED
     for seed, num_images, batch_size in ((9, 3, 1), (4, 6, 16)):  # batches of one; one batch
         what = f"{num_images} images in batches of {batch_size}"
-        got = exercise.probe("train_one_epoch_weighted_run", seed, num_images, batch_size,
-                             class_weight, smoothing)
+        got = exercise.probe("train_one_epoch_weighted_run", case_data(seed, num_images, batch_size),
+                             seed + 2, class_weight, smoothing)
         model, loader, optimizer = build_case(seed, num_images, batch_size)
         loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weight), label_smoothing=smoothing)
         torch.manual_seed(seed + 2)
@@ -81,7 +82,7 @@ def test_train_one_epoch_uses_the_given_loss_with_batches_of_one(exercise):
 
 @pytest.mark.points(1)
 def test_train_one_epoch_returns_a_python_float(exercise):
-    got = exercise.probe("train_one_epoch_weighted_run", 1, 5, 2, [1.0, 1.0, 1.0], 0.0)
+    got = exercise.probe("train_one_epoch_weighted_run", case_data(1, 5, 2), 3, [1.0, 1.0, 1.0], 0.0)
     assert got["loss_is_float"], (
         f"train_one_epoch must return the mean loss as a Python float (loss.item()), got a "
         f"{got['loss_type']}; summing loss tensors also keeps every batch's graph alive")
