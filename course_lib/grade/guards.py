@@ -104,7 +104,13 @@ def _as_path(value: object) -> str | None:
 
 def install_guards(write_root: str, forbidden_roots: tuple[str, ...]) -> None:
     """Install the audit hook; `write_root` and `forbidden_roots` are absolute folder paths."""
+    import threading
+
     realpath, join, sep = os.path.realpath, os.path.join, os.sep
+    get_frame = sys._getframe
+    # a new thread installs the worker's profiler (threading.setprofile) on itself: allowed, so
+    # that threads run at all; any other sys.setprofile stays refused
+    thread_start, profiler = threading.Thread._bootstrap_inner.__code__, threading._profile_hook
     write_prefix = realpath(write_root).rstrip(sep) + sep
     forbidden = tuple(realpath(root).rstrip(sep) for root in forbidden_roots)
     denied = _DENIED_EVENTS
@@ -153,6 +159,9 @@ def install_guards(write_root: str, forbidden_roots: tuple[str, ...]) -> None:
             refuse("replacing a function's __code__")
         if event.startswith("ctypes."):
             refuse(f"ctypes ({event})")
+        if event == "sys.setprofile" and profiler is not None and threading._profile_hook is profiler:
+            if get_frame(1).f_code is thread_start:
+                return
         if event.startswith(denied):
             refuse(f"{event}")
 
