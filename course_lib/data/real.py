@@ -18,6 +18,14 @@ message saying what to download and where to put it. Each data set lists its arc
 `RemoteFile`s (mirrors tried in order, checksum, size); `course_lib.data.download` fetches them
 with resume, verification and safe extraction.
 
+Checksums. The SHA-256 of every archive is unknown: no source we could read publishes one, and
+without the internet none could be computed here from a trusted download. What is pinned instead:
+- `VOCtrainval_11-May-2012.tar`: md5 6cd6e144f989b92b3379bac3b3de84fd (from torchvision's source);
+- Oxford-IIIT Pet `images.tar.gz`: md5 5c4f3ee8e5d25df40f4fd59a7f44e54c and `annotations.tar.gz`:
+  md5 95a8c909bbe2e81eed6a22bccdf3f68f (from torchvision's source), with their byte sizes;
+- Kvasir-SEG `kvasir-seg.zip` and the two ISIC 2018 Task 1 zips: no checksum at all (none is
+  published); only the size the server announces is checked.
+
 Samples follow the course contract: image `(3, H, W)` float32 in [0, 1], mask `(H, W)` int64; with
 `transform`, `out = transform(image=(H, W, 3) float32, mask=(H, W) int64)` and its "image", "mask".
 """
