@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 from course_lib.grade.bulk import grade_class
-from course_lib.grade.layout import default_layout
+from course_lib.grade.layout import course_layout
 from course_lib.grade.limits import Limits
 
 
 def _make_class(folder: Path, exercises: list[str]) -> dict[str, str]:
     """Write 30 submissions into `folder`; return student -> kind."""
-    layout = default_layout()
+    layout = course_layout()
     kinds = (
         ["reference"] * 10
         + ["stub"] * 8
@@ -116,7 +116,7 @@ def main() -> None:
                         help="seconds per call (default: the grader's own default)")
     parser.add_argument("--baseline", type=int, default=6, help="submissions graded both ways (0: skip the baseline)")
     args = parser.parse_args()
-    layout = default_layout()
+    layout = course_layout()
     exercises = [layout.resolve(e) for e in args.exercises]
     limits = Limits(call_timeout=args.call_timeout)
     scratch = Path(tempfile.mkdtemp(prefix="bench-grading-"))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib.grade.layout import default_layout
+from course_lib.grade.layout import course_layout
 from course_lib.grade.session import run_tests
 from course_lib.grade.zygote import Zygote
 
-LAYOUT = default_layout()
+LAYOUT = course_layout()
 EXERCISES = LAYOUT.exercise_names()
 FILES = [path for name in EXERCISES for path in LAYOUT.test_files(name, hidden=True)]
 

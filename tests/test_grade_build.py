@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from course_lib.grade import build
-from course_lib.grade.layout import CourseLayout, default_layout
+from course_lib.grade.layout import CourseLayout, course_layout
 from course_lib.grade.release import LeakError, build_student_release, leaks
 from course_lib.grade.stubs import MarkerError, make_stub, solution_regions, task_names
 
@@ -125,7 +125,7 @@ def test_build_reports_marker_errors_without_traceback(tmp_path, capsys):
 
 
 def test_real_exercises_are_in_sync_with_solutions():
-    problems = build.out_of_sync(default_layout())
+    problems = build.out_of_sync(course_layout())
     assert problems == [], "run `python -m course_lib.grade.build`:\n" + "\n".join(problems)
 
 
@@ -167,7 +167,7 @@ def test_release_refuses_a_leaking_public_test(tmp_path):
 
 
 def test_real_student_release_passes_the_leak_check(tmp_path):
-    layout = default_layout()
+    layout = course_layout()
     if not layout.exercise_names():
         pytest.skip("no exercise in solutions/ yet")
     out = build_student_release(layout, tmp_path / "release")
@@ -175,3 +175,35 @@ def test_real_student_release_passes_the_leak_check(tmp_path):
         f"{n}.py" for n in layout.exercise_names()
     ]
     assert not (out / "solutions").exists() and not (out / "tests" / "hidden").exists()
+
+
+def test_grader_modules_import_each_other_without_a_cycle():
+    """Every import between the grader's modules, also inside functions, points one way."""
+    package = Path(build.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+        graph[path.stem] = {name.split(".")[2] for name in targets
+                            if name.startswith("course_lib.grade.") and name.count(".") >= 2}
+    graph = {name: {t for t in targets if t in graph and t not in (name, "__init__")}
+             for name, targets in graph.items()}
+    assert graph["release"] and "stubs" in graph["release"]  # the walk sees real imports
+
+    def cycle_from(name, trail):
+        if name in trail:
+            return trail[trail.index(name):] + [name]
+        for target in sorted(graph[name]):
+            found = cycle_from(target, trail + [name])
+            if found:
+                return found
+        return None
+
+    cycles = [cycle for name in sorted(graph) if (cycle := cycle_from(name, []))]
+    assert not cycles, f"import cycle: {' -> '.join(cycles[0])}"

@@ -15,19 +15,10 @@ import sys
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade.layout import CourseLayout, default_layout
-from course_lib.grade.stubs import MarkerError, make_stub
+from course_lib.grade.layout import CourseLayout, course_layout
+from course_lib.grade.stubs import MarkerError, expected_stubs
 
-__all__ = ["expected_stubs", "main", "out_of_sync", "regenerate"]
-
-
-def expected_stubs(layout: CourseLayout) -> dict[str, str]:
-    """Stub text of every exercise, keyed by file name (`exNN_topic.py`)."""
-    stubs = {}
-    for name in layout.exercise_names():
-        path = layout.solutions / f"{name}.py"
-        stubs[path.name] = make_stub(path.read_text(encoding="utf-8"), filename=str(path))
-    return stubs
+__all__ = ["main", "out_of_sync", "regenerate"]
 
 
 def out_of_sync(layout: CourseLayout) -> list[str]:
@@ -72,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "--instructor", type=Path, metavar="OUT", help="write the instructor bundle into OUT"
     )
     args = parser.parse_args(argv)
-    layout = CourseLayout(args.root.resolve()) if args.root else default_layout()
+    layout = CourseLayout(args.root.resolve()) if args.root else course_layout()
     try:
         if args.check:
             problems = out_of_sync(layout)

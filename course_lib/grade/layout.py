@@ -7,11 +7,12 @@ Exercises are named `exNN_<topic>` (the file name without `.py`); `exNN` alone a
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EXERCISE_FILE", "CourseLayout", "default_layout", "repo_root"]
+__all__ = ["EXERCISE_FILE", "CourseLayout", "course_layout", "repo_root"]
 
 EXERCISE_FILE = re.compile(r"ex\d{2}_[A-Za-z0-9_]+\.py")
 
@@ -86,6 +87,8 @@ class CourseLayout:
         return files
 
 
-def default_layout() -> CourseLayout:
-    """The layout of this checkout."""
-    return CourseLayout(repo_root())
+def course_layout() -> CourseLayout:
+    """The course being graded: the folder COURSE_GRADE_ROOT names if set (a grading server's
+    copy of the course), else this checkout."""
+    root = os.environ.get("COURSE_GRADE_ROOT")
+    return CourseLayout(Path(root).resolve()) if root else CourseLayout(repo_root())

@@ -18,10 +18,9 @@ import tempfile
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade.build import expected_stubs
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.manifest import build_manifest, save_manifest
-from course_lib.grade.stubs import solution_regions
+from course_lib.grade.stubs import expected_stubs, solution_regions
 
 __all__ = ["LeakError", "build_instructor_bundle", "build_student_release", "leaks"]
 

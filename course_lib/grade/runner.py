@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from course_lib.grade.client import LearnerError, WorkerClient
-from course_lib.grade.layout import CourseLayout, default_layout, repo_root
+from course_lib.grade.layout import CourseLayout, course_layout, repo_root
 from course_lib.grade.limits import Limits
 from course_lib.grade.stubs import MarkerError, task_names
 
@@ -34,12 +34,6 @@ __all__ = [
     "repo_root",
     "resolve_exercise_path",
 ]
-
-
-def course_layout() -> CourseLayout:
-    """The course being graded: COURSE_GRADE_ROOT if set, else this checkout."""
-    root = os.environ.get("COURSE_GRADE_ROOT")
-    return CourseLayout(Path(root).resolve()) if root else default_layout()
 
 
 def resolve_exercise_path(name: str, target: str, layout: CourseLayout | None = None) -> Path:
@@ -96,6 +90,20 @@ def forget_last_request() -> None:
     _last_request.clear()
 
 
+def _failure_kind(client: WorkerClient, error: LearnerError, op: str, target: str) -> str:
+    """What stopped a call, read from the worker client's own state, never from the message
+    (the learner writes messages): timeout, import, raised, crash or failed."""
+    if (op, target) in client._timed_out or client.spent >= client.limits.exercise_timeout:
+        return "timeout"
+    if client._broken:
+        return "import"
+    if error.raised:
+        return "raised"
+    if client._process is None:  # the client stopped the worker: it died or its answer was unreadable
+        return "crash"
+    return "failed"
+
+
 class ExerciseHandle:
     """Calls into a learner's module through a worker; attribute access returns a callable."""
 
@@ -111,8 +119,14 @@ class ExerciseHandle:
         __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
         _last_request[:] = [f"{self._name.split('_')[0]}.{target}"]
         if self._problem is not None:
-            raise LearnerError(self._problem)
-        return self._client.request(op, target, args, kwargs)
+            error = LearnerError(self._problem)
+            error.kind = "unreadable"
+            raise error
+        try:
+            return self._client.request(op, target, args, kwargs)
+        except LearnerError as error:
+            error.kind = getattr(error, "kind", None) or _failure_kind(self._client, error, op, target)
+            raise
 
     def __getattr__(self, function_name: str):
         if function_name.startswith("_"):

@@ -21,6 +21,10 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from course_lib.grade.layout import CourseLayout
 
 __all__ = [
     "BEGIN",
@@ -28,6 +32,7 @@ __all__ = [
     "HINT",
     "MarkerError",
     "Region",
+    "expected_stubs",
     "make_stub",
     "solution_regions",
     "task_names",
@@ -142,3 +147,12 @@ def task_names(source: str, filename: str = "<solution>") -> list[str]:
             if any(node.lineno <= region.begin_line <= last for region in regions):
                 names.append(node.name)
     return names
+
+
+def expected_stubs(layout: CourseLayout) -> dict[str, str]:
+    """Stub text of every exercise, keyed by file name (`exNN_topic.py`): what exercises/ holds."""
+    stubs = {}
+    for name in layout.exercise_names():
+        path = layout.solutions / f"{name}.py"
+        stubs[path.name] = make_stub(path.read_text(encoding="utf-8"), filename=str(path))
+    return stubs
