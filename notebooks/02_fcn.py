@@ -19,19 +19,21 @@ if "google.colab" in sys.modules:
 #
 # 1. a fully connected layer is a convolution in disguise, so a classifier can slide over an image
 #    of any size and produce a coarse map of class scores;
-# 2. that coarse map is upsampled back to the image with *learnable* transposed convolutions, and
-#    finer encoder maps are added on the way ("skips") to recover detail: FCN-32s, FCN-16s, FCN-8s.
+# 2. that coarse map is upsampled back to the image with transposed convolutions (learned for the
+#    2× steps, fixed bilinear for the final one), and finer encoder maps are added on the way
+#    ("skips") to recover detail: FCN-32s, FCN-16s, FCN-8s.
 #
 # This lesson builds both ideas from scratch, checks them with numbers, trains the three FCN
 # variants on the course's synthetic street scenes, and measures what the skips buy at object
-# boundaries. It ends with a shape bug that many FCN-8s tutorials contain, and why
-# `course_lib.models.FCN` does not have it.
+# boundaries. It ends with a shape bug that many FCN-8s tutorials contain, why
+# `course_lib.models.FCN` does not have it, and an FCN-8s on a ResNet-18 written out in a dozen lines.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -175,52 +177,81 @@ fig.tight_layout()
 
 # %% [markdown]
 # Inside the image the two agree to rounding error. On the border the transposed convolution sees
-# zeros beyond the image where interpolation repeats the edge pixel, so the border fades out: one
-# reason the paper crops its outputs, and a detail training can learn to fix.
+# zeros beyond the image where interpolation repeats the edge pixel, so the border fades out.
+# Repeating the edge row and column once before upsampling removes the fade; `models.FCN` does that
+# for its ResNet and small encoders (section 4). (The paper's crops, also in section 4, have another
+# purpose: they undo its 100-pixel input padding and align the maps.)
 #
 # ### Checkerboard artefacts
 #
 # When the kernel size is not a multiple of the stride, the stamps overlap unevenly: some output
-# pixels receive two stamps, their neighbours one. Even a perfectly flat input then produces a
-# grid pattern (Odena et al., "Deconvolution and Checkerboard Artifacts", Distill 2016). Counting
-# the stamps per pixel shows it directly: apply a transposed convolution with all-ones weights to
-# an all-ones image.
+# pixels receive more stamps than their neighbours. Counting the stamps per pixel shows it
+# directly: apply a transposed convolution with all-ones weights to an all-ones image. We count for
+# stride 2 and stride 8, with kernel `2s` (a multiple of the stride) and `2s − 1` (the kernel that
+# puts input pixel `y` exactly on output pixel `s·y`, used in section 4).
 
 # %%
-flat = torch.ones(1, 1, 6, 6)
-coverage = {}
-for kernel in (3, 4):
-    stamps = nn.ConvTranspose2d(1, 1, kernel, stride=2, padding=1, bias=False)
-    nn.init.ones_(stamps.weight)
-    with torch.no_grad():
-        coverage[kernel] = stamps(flat)[0, 0]
+flat = torch.ones(1, 1, 16, 16)
 
-torch.manual_seed(2)
-random_up = nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False)
-with torch.no_grad():
-    random_out = random_up(torch.ones(1, 1, 16, 16))[0, 0]
+
+def stamps_per_pixel(kernel, stride, padding):
+    """Output of an all-ones transposed convolution on an all-ones image: stamps per pixel."""
+    layer = nn.ConvTranspose2d(1, 1, kernel, stride, padding, bias=False)
+    nn.init.ones_(layer.weight)
+    with torch.no_grad():
+        return layer(flat)[0, 0]
+
+
+coverage = {(k, st): stamps_per_pixel(k, st, pad) for k, st, pad in
+            [(4, 2, 1), (3, 2, 1), (16, 8, 4), (15, 8, 7)]}
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for kernel, counts in coverage.items():
-    inner = counts[2:-2, 2:-2]
-    print(f"kernel {kernel}, stride 2: stamps per interior pixel between "
+for (kernel, stride), counts in coverage.items():
+    inner = counts[kernel:-kernel, kernel:-kernel]  # away from the border
+    print(f"kernel {kernel:>2}, stride {stride}: stamps per interior pixel between "
           f"{inner.min():.0f} and {inner.max():.0f}")
 
-# %%
-fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
-for ax, (picture, title) in zip(axes, [(coverage[3], "kernel 3, stride 2: uneven"),
-                                       (coverage[4], "kernel 4, stride 2: even"),
-                                       (random_out, "random kernel 3, flat input")]):
-    ax.imshow(picture, cmap="magma")
-    ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
-fig.tight_layout()
-
 # %% [markdown]
-# With kernel 4 and stride 2 (a multiple), every interior pixel gets the same number of stamps, so
-# a flat input stays flat. FCN's choices (kernel `2s`, or `2s - 1` with the matching padding)
-# avoid the uneven overlap; the alternative used by many later models is "resize, then convolve".
+# Kernel `2s − 1` overlaps unevenly: interior pixels get 1, 2 or 4 stamps. Yet the bilinear
+# initialisation of such a kernel turns a flat input into a flat output: the tent's taps that land
+# on any one output pixel always sum to 1. The uneven overlap is still there, only hidden by the
+# weights. A *random* initialisation shows it, and so can training, which is free to move the
+# weights away from the tent. Even overlap is not enough either: with kernel `2s` every pixel gets
+# the same number of stamps, but of *different* taps, so a random kernel 4 also draws a grid with
+# period 2. What makes a flat input come out flat whatever the weights is **resize, then
+# convolve** (nearest or bilinear upsampling followed by an ordinary convolution, Odena et al.), or
+# keeping the upsampling fixed at bilinear, as FCN does for its final upsampling (section 3).
+# The spread (largest minus smallest interior value, relative to the mean) measures the pattern:
+
+# %%
+torch.manual_seed(2)
+flat_in = torch.ones(1, 1, 16, 16)
+upsamplers = {
+    "random, kernel 3 (2s − 1)": nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False),
+    "random, kernel 4 (2s)": nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1, bias=False),
+    "bilinear, kernel 3": nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False),
+    "resize, then random 3×3 conv": nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                                  nn.Conv2d(1, 1, 3, padding=1, bias=False)),
+}
+with torch.no_grad():
+    upsamplers["bilinear, kernel 3"].weight.copy_(bilinear_kernel(1, 1, 3))
+    flat_out = {name: layer(flat_in)[0, 0, 4:-4, 4:-4] for name, layer in upsamplers.items()}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for name, picture in flat_out.items():
+    spread = (picture.max() - picture.min()) / picture.mean().abs()
+    print(f"{name:<30} flat input -> relative spread {spread:.2f}")
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+for ax, (name, picture) in zip(axes, flat_out.items()):
+    ax.imshow(picture, cmap="magma")
+    ax.set_title(name, fontsize=8)
+    ax.set_axis_off()
+fig.suptitle("a flat image upsampled 2× (interior)", fontsize=9)
+fig.tight_layout()
 
 # %% [markdown]
 # ## 3. FCN-32s, FCN-16s and FCN-8s
@@ -232,21 +263,33 @@ fig.tight_layout()
 # - **FCN-16s** upsamples them 2×, adds the pool4 scores, then upsamples 16×.
 # - **FCN-8s** does one more step with pool3, then upsamples 8×.
 #
-# The skip score layers start at zero, so FCN-16s and FCN-8s begin exactly as FCN-32s and learn to
-# use the finer maps. `course_lib.models.FCN` implements the paper's VGG16 network and ResNet
-# encoders; for this lesson we use its `"small"` encoder (five stages of two 3×3 convolutions) so
-# that training takes seconds on a CPU.
+# As in the paper, the 2× upsamplings are learned (initialised to bilinear) and the final one is
+# fixed bilinear interpolation. The skip score layers start at zero, so FCN-16s and FCN-8s begin
+# exactly as FCN-32s and learn to use the finer maps. `course_lib.models.FCN` implements the
+# paper's VGG16 network and ResNet encoders; for this lesson we use its `"small"` encoder (five
+# stages of two 3×3 convolutions) so that training takes seconds on a CPU.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'model':<24}{'parameters':>14}")
-for backbone in ("small", "resnet18", "vgg16"):
-    for variant in ("32s", "8s") if backbone != "vgg16" else ("8s",):
-        model = FCN(num_classes=21, variant=variant, backbone=backbone)
-        print(f"{'FCN-' + variant + ' ' + backbone:<24}{count_parameters(model):>14,}")
+def upsampling_parameters(model):
+    return sum(p.numel() for name, p in model.named_parameters() if name.startswith("upscore"))
+
+
+print(f"{'model (21 classes)':<40}{'parameters':>12}{'in upsamplers':>15}")
+rows = [("small", "32s", False), ("small", "16s", False), ("small", "8s", False),
+        ("small", "32s", True), ("resnet18", "8s", False), ("vgg16", "8s", False)]
+for backbone, variant, learned in rows:
+    model = FCN(num_classes=21, variant=variant, backbone=backbone, learn_final_upsampling=learned)
+    name = f"FCN-{variant} {backbone}" + (", final upsampler learned" if learned else "")
+    print(f"{name:<40}{count_parameters(model):>12,}{upsampling_parameters(model):>15,}")
 del model
 
 # %% [markdown]
+# With the final upsampling fixed, the three variants differ by little: FCN-16s and FCN-8s add a
+# 1×1 score layer and a 2× upsampler (21 × 21 filters of 3×3) per skip. A *learned* final
+# upsampler is another matter: a transposed convolution from K to K channels with kernel `2f − 1`
+# has K·K·(2f − 1)² weights, for FCN-32s 21 · 21 · 63 · 63, more than the whole small encoder, and
+# all but the K diagonal filters start at zero. That is the row with the learned final upsampler.
 # The VGG16 FCN-8s has 134 million parameters, the figure of Table 1 of the paper; most of them sit
 # in `fc6` (a 7×7×512 → 4096 convolution, 103 million). The ResNet-18 version has 11 million.
 #
@@ -320,6 +363,9 @@ for variant in ("32s", "16s", "8s"):
     results[variant] = {"loss": final_loss, "miou": miou, "boundary_f1": boundary, "pred": predictions}
     print(f"FCN-{variant}: final training loss {final_loss:.3f}, val mIoU {miou:.3f}, "
           f"boundary F-score {boundary:.3f}")
+gain_miou = results["8s"]["miou"] - results["32s"]["miou"]
+gain_boundary = results["8s"]["boundary_f1"] - results["32s"]["boundary_f1"]
+print(f"from FCN-32s to FCN-8s: mIoU {gain_miou:+.3f}, boundary F-score {gain_boundary:+.3f}")
 
 # %%
 val_images = torch.stack([val_set[i][0] for i in range(3)])
@@ -339,16 +385,18 @@ fig.tight_layout()
 
 # %% [markdown]
 # FCN-32s can only paint blobs: its scores live on a grid of 32×32-pixel cells, and upsampling
-# cannot invent detail that is not there. Each skip adds scores computed from a finer map, and the
-# boundary F-score rises with them more than the mIoU does: region metrics are dominated by the
-# interiors of large regions, which even a coarse prediction gets right. (In fast mode the runs are
-# short and the numbers noisy; full mode trains longer on larger scenes.)
+# cannot invent detail that is not there. Each skip adds scores computed from a finer map. Compare
+# the two gains printed above: region metrics are dominated by the interiors of large regions,
+# which even a coarse prediction gets right, while the boundary F-score looks only at the outlines,
+# where the finer scores matter. (In fast mode the runs are short and one seed is noisy; full mode
+# trains longer on larger scenes.)
 #
 # ## 4. The classic FCN-8s shape bug
 #
 # Many tutorial implementations of FCN-8s look like this: floor-mode pooling, then
 # `upsample(score) + skip_score` with transposed convolutions that exactly double the size. It works
-# on 224×224 or 512×512 images, whose sides divide by 32, and fails on anything else.
+# on 224×224 or 512×512 images, whose sides divide by 32, and fails on most other sizes; a few
+# others pass without a word, which is worse.
 
 
 # %%
@@ -386,9 +434,42 @@ for height, width in [(224, 224), (375, 500)]:
         print(f"{height}×{width}: RuntimeError: {str(error).splitlines()[0]}")
 
 # %% [markdown]
-# A Pascal VOC photo of 375×500 pixels breaks it: pooling 375 → 187 → 93 → 46 → 23 → 11, and
-# upsampling 11 gives 22, not 23. (Even when the sums happen to fit, the output of 8·⌊H/8⌋ pixels
-# can be smaller than the image, and the maps are misaligned by a fraction of a cell.)
+# A Pascal VOC photo of 375×500 pixels breaks it. PyTorch compares the sizes of the two summands
+# from the last dimension backwards, so the error names dimension 3, the **width**. Follow the
+# width through the five poolings (each halves and rounds down), and the height too:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for axis, side in (("height", 375), ("width", 500)):
+    sides = [side]
+    for _ in range(5):
+        sides.append(sides[-1] // 2)  # MaxPool2d(2) rounds down
+    print(f"{axis:>6}: {' -> '.join(map(str, sides))};  pool5 upsampled 2x: {2 * sides[5]}, "
+          f"pool4: {sides[4]}")
+
+# %% [markdown]
+# The width's pool5 has 15 columns; doubled, 30, against pool4's 31: the error's "30" and "31". The
+# height fails in the same way (11 doubled is 22, against 23); PyTorch reports only the first
+# dimension it checks. Which sizes pass? Try every height from 224 to 255 (width 224):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+exact, short, broken = [], [], []
+with torch.no_grad():
+    for height in range(224, 256):
+        try:
+            out_height = tutorial(torch.rand(1, 3, height, 224)).shape[-2]
+            (exact if out_height == height else short).append(height)
+        except RuntimeError:
+            broken.append(height)
+print("output as tall as the image:", exact)
+print(f"runs, but the output is {out_height} rows for heights", short)
+print(f"RuntimeError for {len(broken)} heights: {broken[0]} ... {broken[-1]}")
+
+# %% [markdown]
+# Heights 32k + 1 to 32k + 7 run silently: every pooled size is the same as for 32k, and the
+# output has 8·⌊H/8⌋ = 32k rows, a few short of the image, with every map misaligned by a fraction
+# of a cell. All other heights between two multiples of 32 fail.
 #
 # `course_lib.models.FCN` is exact for every size, in one of two ways:
 #
@@ -398,8 +479,9 @@ for height, width in [(224, 224), (375, 500)]:
 #   so the offsets are constants (`tests/test_fcn.py` derives them from the layer geometry).
 # - **ResNet and small encoders**: a pixel `y` of a stride-`s` map sits over image pixel `s·y`. A
 #   transposed convolution with kernel `2f-1`, stride `f` and padding `f-1` puts input pixel `y` on
-#   output pixel `f·y` and interpolates in between; its `output_size` argument makes it exactly as
-#   large as the finer map (`output_padding` absorbs the odd pixel).
+#   output pixel `f·y` and interpolates in between. The last row and column are repeated once
+#   before upsampling (with zeros there, the pixels past the last centre would fade, to 7/8 … 1/8 for
+#   `f = 8`), and the result is cut to the size of the finer map.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -410,11 +492,80 @@ for backbone, sizes in [("small", [(375, 500), (97, 131), (33, 35)]), ("resnet18
     print(f"FCN-8s {backbone}: {shapes}")
 
 # %% [markdown]
-# ## 5. A ResNet-18 encoder with pretrained weights
+# No border is attenuated either: a classifier that answers the same score everywhere (weights zero,
+# bias 1) must give exactly that score on every output pixel, corners included.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+constant_fcn = FCN(num_classes=1, variant="8s", backbone="small").eval()
+with torch.no_grad():
+    nn.init.zeros_(constant_fcn.score_fr.weight)
+    nn.init.ones_(constant_fcn.score_fr.bias)
+    constant_out = constant_fcn(torch.rand(1, 3, 97, 131))[0, 0]
+print(f"constant score 1 -> output between {constant_out.min():.3f} and {constant_out.max():.3f}")
+
+# %% [markdown]
+# ## 5. FCN-8s on a ResNet-18, written out
 #
-# The seed exercise of this lesson asks for an FCN with a ResNet-18 encoder for the 21 Pascal VOC
-# classes. It is one line; `backbone_weights="DEFAULT"` downloads the ImageNet weights through
-# torchvision (full mode only: fast mode never touches the network).
+# Everything above fits in a dozen lines on torchvision's ResNet-18: its stages up to `layer2`
+# give the 1/8 map, `layer3` the 1/16 and `layer4` the 1/32 map; three 1×1 convolutions score them;
+# each coarser score map is upsampled to the size of the next finer one and added; the sum is
+# upsampled to the image. Here `F.interpolate` does the upsampling, so every size lines up by
+# construction.
+
+
+# %%
+def resize(scores, size):
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+
+
+class HandFCN8s(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        r = torchvision.models.resnet18(weights=None)
+        self.to_c3 = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2)  # 1/8
+        self.to_c4, self.to_c5 = r.layer3, r.layer4  # 1/16, 1/32
+        self.scores = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in (128, 256, 512))
+
+    def forward(self, x):
+        c3 = self.to_c3(x)  # (N, 128, H/8, W/8), sizes rounded up
+        c4 = self.to_c4(c3)  # (N, 256, H/16, W/16)
+        c5 = self.to_c5(c4)  # (N, 512, H/32, W/32)
+        s3, s4, s5 = (score(c) for score, c in zip(self.scores, (c3, c4, c5)))  # (N, K, ., .)
+        fused = resize(s5, s4.shape[-2:]) + s4  # FCN-16s: (N, K, H/16, W/16)
+        fused = resize(fused, s3.shape[-2:]) + s3  # FCN-8s: (N, K, H/8, W/8)
+        return resize(fused, x.shape[-2:]), (c3, c4, c5)  # (N, K, H, W) and the encoder maps
+
+
+# %% [markdown]
+# Built after the same seed, the hand-written encoder and the library's hold the same weights, so
+# their maps must agree in shape *and* in value; the outputs must agree in shape.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+hand = HandFCN8s(num_classes=21).eval()
+torch.manual_seed(0)
+library = FCN(num_classes=21, variant="8s", backbone="resnet18").eval()
+with torch.no_grad():
+    for h, w in [(375, 500), (97, 131), (33, 35)]:
+        image = torch.rand(1, 3, h, w)
+        hand_out, hand_maps = hand(image)
+        library_maps = library.encoder(image)
+        same_maps = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(hand_maps, library_maps))
+        print(f"{h}×{w}: maps {[tuple(m.shape[-2:]) for m in hand_maps]} same values: {same_maps}; "
+              f"output {tuple(hand_out.shape[-2:])} vs {tuple(library(image).shape[-2:])}")
+
+# %% [markdown]
+# The library differs in its upsampling only: transposed convolutions on the grid of section 4
+# (pixel `y` of a stride-`s` map at image pixel `s·y`, where the strided convolutions sampled it),
+# learned for the 2× steps and fixed bilinear for the last. `F.interpolate` with
+# `align_corners=False` places coarse pixel `y` at `s·y + (s − 1)/2` instead, a few pixels off that
+# grid. The sizes agree either way; the positions only on the library's grid.
+#
+# With `backbone_weights="DEFAULT"` the library's encoder starts from torchvision's ImageNet weights
+# (a download, so full mode only: fast mode never touches the network). Here is the FCN-8s for the
+# 21 Pascal VOC classes:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -458,11 +609,17 @@ else:
 #   it slides over larger images and gives a map of scores.
 # - A transposed convolution of stride `s` upsamples; initialised with a bilinear kernel it *is*
 #   bilinear interpolation, and training can improve it. Kernels that are not a multiple of the
-#   stride overlap unevenly and draw checkerboards.
+#   stride overlap unevenly; a random or trained kernel can draw checkerboards even when the overlap
+#   is even. Resize-then-convolve, or a fixed bilinear kernel (FCN's final upsampling), cannot.
 # - Skips from pool4 and pool3 add finer scores; boundaries improve most.
-# - Fused maps must be aligned exactly; crops at fixed offsets (the paper) or `output_size` (ours
-#   for ResNets) make that hold for every image size.
+# - Fused maps must be aligned exactly; crops at fixed offsets (the paper) or upsampling onto the
+#   strided grid (ours for ResNets) make that hold for every image size.
 #
 # **Exercise 02** (`exercises/ex02_fcn.py`): the transposed-convolution size formula, the bilinear
 # kernel, a linear layer rewritten as a convolution, and one skip-fusion step. Check it with
-# `python -m pytest tests/graded/test_ex02_fcn.py`.
+# `python -m course_lib.grade ex02`, or from this notebook:
+
+# %%
+from course_lib.grade import check
+
+check("ex02")

@@ -5,7 +5,16 @@ import torch
 import torchvision
 from torch import nn
 
-from course_lib.models.fcn import FCN, PAPER_OFFSETS, ResNetEncoder, VGG16Encoder, crop, fuse_skip
+from course_lib.models.blocks import bilinear_kernel
+from course_lib.models.fcn import (
+    FCN,
+    PAPER_OFFSETS,
+    BilinearUpsampling,
+    ResNetEncoder,
+    VGG16Encoder,
+    crop,
+    fuse_skip,
+)
 from course_lib.utils import count_parameters
 
 
@@ -50,18 +59,61 @@ def test_paper_crop_offsets_follow_from_the_layer_geometry():
 
 
 @pytest.mark.parametrize("factor", [2, 8])
-def test_resnet_upsampler_maps_strided_centres_exactly(factor):
+@pytest.mark.parametrize("learned", [False, True])
+def test_resnet_upsampler_maps_strided_centres_exactly(factor, learned):
     # coarse pixel y sits at image coordinate factor * y; fill the map with that coordinate (a ramp
-    # along H): upsampled pixel o must then hold o, up to the last coarse pixel centre
-    model = FCN(num_classes=1, variant="8s", backbone="resnet18")
+    # along H): upsampled pixel o must then hold o up to the last coarse pixel centre, and the last
+    # centre's value beyond it (the border is repeated, as F.interpolate does, not faded)
+    model = FCN(num_classes=1, variant="8s", backbone="resnet18", learn_final_upsampling=learned)
     up = model.upscore_pool4 if factor == 2 else model.upscore_final
     coarse = (factor * torch.arange(6.0)).view(1, 1, 6, 1).repeat(1, 1, 1, 5)  # (1, 1, 6, 5)
     last_centre = factor * 5
-    for fine_height in (last_centre + 1, factor * 6):  # the two sizes a finer map can have
+    for fine_height in (last_centre + 1, factor * 6):  # the two extreme sizes a finer map can have
         with torch.no_grad():
-            out = up(coarse, output_size=(fine_height, factor * 5))
+            out = model._upsample(up, coarse, (fine_height, factor * 5))
         assert out.shape[-2:] == (fine_height, factor * 5)
-        torch.testing.assert_close(out[0, 0, : last_centre + 1, 0], torch.arange(last_centre + 1.0))
+        expected = torch.arange(fine_height, dtype=torch.float32).clamp(max=last_centre)
+        torch.testing.assert_close(out[0, 0, :, 0], expected)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "small"])
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+def test_constant_scores_give_constant_logits_up_to_every_border(backbone, variant):
+    # the classifier answers a constant per class: every output pixel, borders included, must hold
+    # it (before the border was repeated, the bottom/right rows faded to 7/8 ... 1/8 of it)
+    torch.manual_seed(0)
+    model = FCN(num_classes=3, variant=variant, backbone=backbone).eval()
+    constant = torch.tensor([1.0, -2.0, 3.0])
+    with torch.no_grad():
+        nn.init.zeros_(model.score_fr.weight)
+        model.score_fr.bias.copy_(constant)
+        for size in [(33, 61), (64, 45), (1, 5), (97, 131)]:
+            out = model(torch.rand(1, 3, *size))  # (1, 3, H, W)
+            torch.testing.assert_close(out, constant.view(1, 3, 1, 1).expand_as(out))
+
+
+def test_final_upsampling_is_fixed_bilinear_by_default():
+    fixed = FCN(num_classes=21, variant="32s", backbone="resnet18")
+    learned = FCN(num_classes=21, variant="32s", backbone="resnet18", learn_final_upsampling=True)
+    assert not any(name.startswith("upscore_final") for name, _ in fixed.named_parameters())
+    assert "upscore_final.filter" not in fixed.state_dict()
+    # the learned 32x layer: 21 x 21 filters of 63 x 63, the 1.75 M weights a fixed one saves
+    extra = count_parameters(learned) - count_parameters(fixed)
+    assert extra == learned.upscore_final.weight.numel() == 21 * 21 * 63 * 63 == 1_750_329
+    # fixed and learned-at-initialisation upsampling give the same logits
+    learned.load_state_dict(fixed.state_dict(), strict=False)
+    x = torch.rand(1, 3, 70, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed.eval()(x), learned.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bilinear_upsampling_equals_the_transposed_convolution_it_replaces():
+    up = BilinearUpsampling(factor=4, kernel_size=8, padding=2)
+    reference = nn.ConvTranspose2d(3, 3, 8, stride=4, padding=2, bias=False)
+    with torch.no_grad():
+        reference.weight.copy_(bilinear_kernel(3, 3, 8))
+        x = torch.randn(2, 3, 5, 7)
+        torch.testing.assert_close(up(x), reference(x))
 
 
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
@@ -112,10 +164,8 @@ def test_skip_score_layers_start_at_zero_so_8s_starts_as_32s():
     fcn32.score_fr.load_state_dict(fcn8.score_fr.state_dict())
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        # 2x then 2x then 8x bilinear equals one 32x bilinear upsampling away from the borders
-        torch.testing.assert_close(
-            fcn8(x)[..., :33, :33], fcn32(x)[..., :33, :33], rtol=1e-4, atol=1e-5
-        )
+        # 2x then 2x then 8x bilinear equals one 32x bilinear upsampling, up to every border
+        torch.testing.assert_close(fcn8(x), fcn32(x), rtol=1e-4, atol=1e-5)
 
 
 def test_vgg16_fcn8s_parameter_count_against_torchvision():
@@ -123,8 +173,8 @@ def test_vgg16_fcn8s_parameter_count_against_torchvision():
     vgg = count_parameters(torchvision.models.vgg16(weights=None))
     fc8 = 4096 * 1000 + 1000  # the ImageNet classifier FCN drops
     scores = (4096 + 1) * 21 + (512 + 1) * 21 + (256 + 1) * 21  # score_fr, score_pool4, score_pool3
-    upsampling = 21 * 21 * (4 * 4 + 4 * 4 + 16 * 16)  # upscore2, upscore_pool4, upscore8, no bias
-    assert ours == vgg - fc8 + scores + upsampling == 134_489_759
+    upsampling = 21 * 21 * (4 * 4 + 4 * 4)  # upscore2, upscore_pool4 (no bias); upscore8 is fixed
+    assert ours == vgg - fc8 + scores + upsampling == 134_376_863
     assert round(ours / 1e6) == 134  # Table 1 of the paper: 134M parameters
 
 

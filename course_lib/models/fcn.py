@@ -13,15 +13,23 @@ Alignment of the fused maps, exact for every input size:
   every fused map is cropped at the paper's fixed offsets (5 for pool4, 9 for pool3; 19, 27, 31 for
   the final 32s, 16s, 8s outputs). The offsets are fixed because every layer maps coordinates by the
   same affine rule whatever the image size; the 100-pixel pad makes every map large enough.
+  This path keeps the paper's geometry as it is, including its border: image pixels that lie
+  before the first (or after the last) score centre receive less than the full bilinear weight.
 - `backbone="resnet18"|"resnet34"|"resnet50"` (torchvision encoders) and `backbone="small"` (five
   stages of two 3x3 `ConvBNReLU`, the first with stride 2, for CPU lessons) use "same" padding: a
   pixel `y` of a stride-`s` map sits at image pixel `s * y`. A transposed convolution with kernel
   `2f - 1`, stride `f` and padding `f - 1` places input pixel `y` at output pixel `f * y` and
-  interpolates linearly in between, and `output_size` makes its output exactly as large as the
-  finer map: no crop needed.
+  interpolates linearly in between. Beyond the last input pixel there is nothing to interpolate
+  towards, and zeros would fade the bottom/right border (to 7/8 ... 1/8 for f = 8); the last row
+  and column are therefore repeated once before upsampling (as `F.interpolate` does at a border),
+  and the result is cropped to the size of the finer map: no crop offsets needed.
 
-The upsampling layers are transposed convolutions initialised with `bilinear_kernel` and learned;
-the skip score layers start at zero, so FCN-16s/8s begin as FCN-32s and learn to use the skips.
+The 2x upsampling layers of FCN-16s/8s are transposed convolutions initialised with
+`bilinear_kernel` and learned. The final 8x/16x/32x upsampling is fixed bilinear interpolation, as
+in the paper (its final deconvolution filters are fixed to bilinear interpolation, the intermediate
+ones initialised to it and learned); `learn_final_upsampling=True` makes it learned too, which costs
+`K * K * k * k` weights (1.75 M for K = 21 and the 63x63 kernel of FCN-32s on a ResNet).
+The skip score layers start at zero, so FCN-16s/8s begin as FCN-32s and learn to use the skips.
 `backbone_weights` is passed to torchvision (e.g. "DEFAULT" downloads ImageNet weights); the default
 None builds a randomly initialised encoder and never touches the network ("small" has no
 pretrained weights).
@@ -30,6 +38,7 @@ pretrained weights).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -41,6 +50,7 @@ __all__ = [
     "PAPER_OFFSETS",
     "crop",
     "fuse_skip",
+    "BilinearUpsampling",
     "VGG16Encoder",
     "ResNetEncoder",
     "SmallEncoder",
@@ -79,6 +89,34 @@ def fuse_skip(upsampled: torch.Tensor, skip_scores: torch.Tensor, offset: int = 
             "agree in batch size and number of classes"
         )
     return upsampled + crop(skip_scores, upsampled.shape[-2:], offset)  # (N, K, h, w)
+
+
+class BilinearUpsampling(nn.Module):
+    """Fixed (not learned) bilinear upsampling by `factor`, each channel on its own.
+
+    The transposed convolution `nn.ConvTranspose2d(C, C, kernel_size, stride=factor,
+    padding=padding)` with the weights of `bilinear_kernel`, computed as a grouped convolution with
+    one `(k, k)` filter shared by every channel. The filter is a buffer, not a parameter: it is
+    never trained and not saved in the `state_dict` (it follows from `factor` and `kernel_size`).
+    """
+
+    def __init__(self, factor: int, kernel_size: int, padding: int = 0):
+        super().__init__()
+        check_positive_int("factor", factor)
+        self.kernel_size, self.stride = (kernel_size, kernel_size), (factor, factor)
+        self.padding = (padding, padding)
+        self.register_buffer("filter", bilinear_kernel(1, 1, kernel_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        weight = self.filter.expand(channels, 1, -1, -1)  # (C, 1, k, k), one filter for all
+        return F.conv_transpose2d(
+            x, weight, stride=self.stride, padding=self.padding, groups=channels
+        )  # (N, C, (h - 1) * factor - 2 * padding + k, ...)
+
+    def extra_repr(self) -> str:
+        factor, kernel, padding = self.stride[0], self.kernel_size[0], self.padding[0]
+        return f"factor={factor}, kernel_size={kernel}, padding={padding}"
 
 
 def _first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -209,6 +247,7 @@ class FCN(nn.Module):
         backbone: str = "vgg16",
         in_channels: int = 3,
         backbone_weights: str | None = None,
+        learn_final_upsampling: bool = False,
     ):
         super().__init__()
         self.num_classes = check_positive_int("num_classes", num_classes)
@@ -240,7 +279,13 @@ class FCN(nn.Module):
         if variant == "8s":
             self.score_pool3 = self._zero_conv(c3, num_classes)
             self.upscore_pool4 = self._upsampler(2)
-        self.upscore_final = self._upsampler({"32s": 32, "16s": 16, "8s": 8}[variant])
+        final_factor = {"32s": 32, "16s": 16, "8s": 8}[variant]
+        self.learn_final_upsampling = learn_final_upsampling
+        if learn_final_upsampling:
+            self.upscore_final = self._upsampler(final_factor)
+        else:  # the paper: fixed bilinear interpolation, no weights
+            kernel, padding = self._upsampling_geometry(final_factor)
+            self.upscore_final = BilinearUpsampling(final_factor, kernel, padding)
 
     @staticmethod
     def _zero_conv(in_channels: int, num_classes: int) -> nn.Conv2d:
@@ -249,26 +294,28 @@ class FCN(nn.Module):
         nn.init.zeros_(conv.bias)
         return conv
 
+    def _upsampling_geometry(self, factor: int) -> tuple[int, int]:
+        """(kernel, padding) of a `factor`x upsampling on this encoder's sampling grid."""
+        if self.paper_alignment:  # the paper: kernel 2f, no padding, crop afterwards
+            return 2 * factor, 0
+        return 2 * factor - 1, factor - 1  # pixel y -> pixel f * y, linear in between
+
     def _upsampler(self, factor: int) -> nn.ConvTranspose2d:
         """Learnable `factor`x upsampling initialised to bilinear interpolation (no bias)."""
         k = self.num_classes
-        if self.paper_alignment:  # the paper: kernel 2f, no padding, crop afterwards
-            up = nn.ConvTranspose2d(k, k, 2 * factor, stride=factor, bias=False)
-        else:  # pixel y -> pixel f * y, linear in between
-            up = nn.ConvTranspose2d(
-                k, k, 2 * factor - 1, stride=factor, padding=factor - 1, bias=False
-            )
+        kernel, padding = self._upsampling_geometry(factor)
+        up = nn.ConvTranspose2d(k, k, kernel, stride=factor, padding=padding, bias=False)
         with torch.no_grad():
-            up.weight.copy_(bilinear_kernel(k, k, up.kernel_size[0]))
+            up.weight.copy_(bilinear_kernel(k, k, kernel))
         return up
 
-    def _upsample(
-        self, layer: nn.ConvTranspose2d, x: torch.Tensor, size: torch.Size
-    ) -> torch.Tensor:
+    def _upsample(self, layer: nn.Module, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         """Upsample `x`: to exactly `size` (ResNet, small), or larger, to be cropped (VGG16)."""
         if self.paper_alignment:
             return layer(x)
-        return layer(x, output_size=size)
+        # repeat the last row and column so the pixels past the last centre are not faded by zeros
+        x = F.pad(x, (0, 1, 0, 1), mode="replicate")  # (N, K, h + 1, w + 1)
+        return crop(layer(x), size)  # (N, K, f * h + 1, f * w + 1) -> (N, K, *size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.in_channels)
