@@ -45,20 +45,6 @@ def _learner(args: argparse.Namespace) -> int:
     return 0 if all_passed else 1
 
 
-def _stamp_sandbox(out: Path, mode: str) -> None:
-    """Add "sandbox": "bubblewrap" | "none" to every student's results.json of `out`."""
-    from course_lib.atomic import write_text_atomic
-
-    for path in sorted(Path(out).glob("*/results.json")):
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        results["sandbox"] = mode
-        write_text_atomic(path, json.dumps(results, indent=1))
-    print(f"learner code ran with sandbox: {mode}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m course_lib.grade", description="Grade course exercises."
@@ -121,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["COURSE_GRADE_SANDBOX"] = "required"  # never silently unsandboxed
 
         try:
-            grade_class(
+            graded = grade_class(
                 args.submissions,
                 args.out,
                 workers=args.workers,
@@ -129,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                 exercises=args.exercises,
                 manifest_path=args.manifest,
             )
-        except (ValueError, ManifestError) as error:
+        except (ValueError, ManifestError, RuntimeError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        _stamp_sandbox(args.out, sandbox.mode())
+        modes = sorted({row["sandbox"] for row in graded["rows"]}) or [sandbox.mode()]
+        print(f"learner code ran with sandbox: {', '.join(modes)}")
         return 0
     if not args.exercise:
         parser.error("name an exercise (e.g. ex01) or use --submissions DIR --out OUT")

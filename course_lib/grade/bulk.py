@@ -1,11 +1,22 @@
 """Grade a whole class: `python -m course_lib.grade --submissions DIR --out OUT [--workers N] [--hidden]`.
 
 DIR holds one folder or `.zip` per student. For each student the grader takes in the whitelisted
-exercise files (intake.py), writes a fallback `results.json` (zero points, every test listed), runs
-the graded tests in a fresh pytest process whose workers run the student's code (session.py), then
-replaces `results.json` atomically and writes `feedback.md`. The class gets `grades.csv` (a column
-per exercise, total, status, submission and tests hashes) and a summary table. Workers never read
-DIR, OUT, the manifest, solutions/ or hidden tests (guards.py).
+exercise files (intake.py), puts a fallback `results.json` (zero points, every test listed) in a
+folder of its own, runs the graded tests in a fresh pytest process whose workers run the student's
+code (session.py), then replaces the student's folder with a new one holding `results.json` and
+`feedback.md`. The class gets `grades.csv` (a column per exercise, total, status, sandbox,
+submission and tests hashes) and a summary table. Workers never read DIR, OUT, the manifest,
+solutions/, hidden tests or other students' copies (the sandbox hides them; guards.py refuses them).
+
+Only this process writes under OUT, and only from its own records:
+- each student's folder is made fresh (a new folder renamed into place; whatever was at that path,
+  a file, a folder or a link, is moved aside and deleted first);
+- a run that did not finish (the pytest process died, a test never reported, the tests changed
+  during the run) is a grader fault: the student is graded again in a fresh interpreter, and if
+  that fails too their row is booked as zero with status `crash`, never as a partial report;
+- `tests_sha256` is computed from the test files, conftest files and probes on disk before and after
+  each student's run;
+- `grades.csv` is written last, atomically; a folder or link in its place is moved aside.
 
 Output: OUT/manifest.json, OUT/grades.csv, OUT/<student>/results.json, OUT/<student>/feedback.md.
 """
@@ -15,18 +26,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
+from course_lib.grade import sandbox
 from course_lib.grade.intake import Intake, take_in
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.limits import Limits
-from course_lib.grade.manifest import build_manifest, load_manifest, save_manifest
+from course_lib.grade.manifest import build_manifest, load_manifest, save_manifest, tests_sha256
 from course_lib.grade.reports import (
     fallback_results,
     feedback_markdown,
@@ -34,7 +49,7 @@ from course_lib.grade.reports import (
     merge_with_manifest,
     student_status,
 )
-from course_lib.grade.runner import course_layout
+from course_lib.grade.layout import course_layout
 from course_lib.grade.session import run_tests
 from course_lib.grade.table import earned
 from course_lib.grade.zygote import Zygote
@@ -50,6 +65,52 @@ def student_folder_name(student: str) -> str:
     return name[:100]
 
 
+def _move_aside_and_delete(path: Path) -> None:
+    """Remove whatever is at `path` (file, folder or link, never following a link)."""
+    if not os.path.lexists(path):
+        return
+    aside = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
+    os.rename(path, aside)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside)
+    else:
+        aside.unlink()
+
+
+def publish_folder(out: Path, name: str, files: dict[str, str]) -> Path:
+    """Make OUT/name a folder made fresh by the grader that holds `files` (name -> text).
+
+    The files are written into a new private folder under OUT, which is then renamed to OUT/name
+    after whatever was there has been moved aside and deleted. Three attempts; a path that keeps
+    being re-created raises RuntimeError.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".new", dir=out))
+    try:
+        for file_name, text in files.items():
+            write_text_atomic(staging / file_name, text)
+        os.chmod(staging, 0o755)
+        target = out / name
+        for _ in range(3):
+            _move_aside_and_delete(target)
+            try:
+                os.rename(staging, target)  # an empty folder put back in between is replaced too
+                return target
+            except OSError:  # something else appeared at `target` in between
+                continue
+        raise RuntimeError(f"{target} keeps being re-created; its reports could not be written")
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finished(result, manifest: dict) -> bool:
+    """Whether a pytest run reported a final outcome for every manifest test."""
+    if result.status == "crash":
+        return False
+    outcomes = {t.get("nodeid"): t.get("outcome") for t in result.tests}
+    return all(outcomes.get(t["id"]) not in (None, "missing", "running") for t in manifest["tests"])
+
+
 def grade_student(
     intake: Intake,
     layout: CourseLayout,
@@ -59,56 +120,74 @@ def grade_student(
     forbidden: list[Path],
     limits: Limits,
     zygote: str | None = None,
+    copies: Path | None = None,
 ) -> dict:
-    """Grade one student's accepted files; write their reports; return their gradebook row."""
-    folder = out / student_folder_name(intake.student)
-    write_text_atomic(
-        folder / "results.json",
-        json.dumps(
-            fallback_results(manifest, "grading did not finish; ask your instructor"), indent=1
-        ),
-    )
+    """Grade one student's accepted files; write their reports; return their gradebook row.
+
+    `copies`: the folder under which the student's files are copied (the class keeps all its
+    copies in one folder that every worker is forbidden to read).
+    """
+    folder_name = student_folder_name(intake.student)
+    fallback = fallback_results(manifest, "grading did not finish; ask your instructor")
+    publish_folder(out, folder_name, {"results.json": json.dumps(fallback, indent=1)})
     started = time.monotonic()
-    records, session_status = [], "ok"
-    with tempfile.TemporaryDirectory(prefix="grade-submission-") as copy:
-        intake.write(Path(copy))
-        files = [
-            f
-            for name in manifest["exercises"]
-            for f in layout.test_files(name, hidden=manifest["hidden"])
-        ]
-        if intake.files:
-            result = run_tests(
-                files, copy, layout, limits=limits, forbidden=forbidden, zygote=zygote
+    names = manifest["exercises"]
+    files = [f for name in names for f in layout.test_files(name, hidden=manifest["hidden"])]
+    records, session_status, mode = [], "ok", sandbox.mode()
+    digest = tests_sha256(layout, names, manifest["hidden"])
+    if intake.files:
+        finished = False
+        for attempt in (zygote, None) if zygote else (None, None):  # the second in a fresh interpreter
+            with tempfile.TemporaryDirectory(prefix="grade-submission-", dir=copies) as copy:
+                intake.write(Path(copy))
+                result = run_tests(
+                    files, copy, layout, limits=limits, forbidden=forbidden, zygote=attempt
+                )
+            after = tests_sha256(layout, names, manifest["hidden"])
+            finished = _finished(result, manifest) and after == digest
+            if result.status == "timeout" or finished:
+                break
+            print(
+                f"grading {intake.student} did not finish (run status {result.status}"
+                f"{', the tests changed during the run' if after != digest else ''}); grading again",
+                file=sys.stderr,
             )
-            records, session_status = result.tests, result.status
+            digest = after
+        if not finished and result.status != "timeout":
+            raise RuntimeError(f"grading {intake.student} did not finish twice: {result.log[-500:]}")
+        records, session_status, mode = result.tests, result.status, result.sandbox
     rows = merge_with_manifest(manifest, records)
     for row in rows:
         if f"{row['exercise']}.py" not in intake.files:
-            row["outcome"], row["message"], row["output"] = (
+            row["outcome"], row["kind"], row["message"], row["output"] = (
                 "missing",
+                "not submitted",
                 f"{row['exercise']}.py was not submitted",
                 "",
             )
             row["details"], row["where"] = [], None
     status = student_status(rows, session_status, len(intake.files))
-    write_text_atomic(
-        folder / "feedback.md", feedback_markdown(intake.student, rows, intake.ignored, status)
-    )
-    write_text_atomic(
-        folder / "results.json",
-        json.dumps(gradescope_results(intake.student, rows, intake.ignored, status), indent=1),
+    results = gradescope_results(intake.student, rows, intake.ignored, status)
+    results["sandbox"] = mode
+    publish_folder(
+        out,
+        folder_name,
+        {
+            "results.json": json.dumps(results, indent=1),
+            "feedback.md": feedback_markdown(intake.student, rows, intake.ignored, status),
+        },
     )
     row = {"student": intake.student}
-    for name in manifest["exercises"]:
+    for name in names:
         row[name] = sum(earned(r) for r in rows if r["exercise"] == name)
     row.update(
         {
             "total": sum(earned(r) for r in rows),
             "max_score": sum(float(r["points"]) for r in rows),
             "status": status,
+            "sandbox": mode,
             "submission_sha256": intake.sha256(),
-            "tests_sha256": manifest["tests_sha256"],
+            "tests_sha256": digest,
             "ignored": len(intake.ignored),
             "seconds": round(time.monotonic() - started, 1),
         }
@@ -116,7 +195,9 @@ def grade_student(
     return row
 
 
-def _grader_fault_row(intake: Intake, manifest: dict, names: list[str], error: Exception) -> dict:
+def _grader_fault_row(
+    intake: Intake, manifest: dict, names: list[str], error: Exception, layout: CourseLayout
+) -> dict:
     """Gradebook row of a student whose grading itself failed: zero, status crash, fallback report kept."""
     print(f"grading {intake.student} failed: {type(error).__name__}: {error}", file=sys.stderr)
     row = {"student": intake.student, **{name: 0.0 for name in names}}
@@ -125,13 +206,34 @@ def _grader_fault_row(intake: Intake, manifest: dict, names: list[str], error: E
             "total": 0.0,
             "max_score": sum(float(t["points"]) for t in manifest["tests"]),
             "status": "crash",
+            "sandbox": sandbox.mode(),
             "submission_sha256": intake.sha256(),
-            "tests_sha256": manifest["tests_sha256"],
+            "tests_sha256": tests_sha256(layout, names, manifest["hidden"]),
             "ignored": len(intake.ignored),
             "seconds": 0.0,
         }
     )
     return row
+
+
+def write_gradebook(out: Path, text: str) -> Path:
+    """Write OUT/grades.csv atomically; a folder or link in its place is moved aside first.
+
+    When even that fails, the gradebook goes to OUT/grades-<time>.csv and RuntimeError says where:
+    a class run never ends without a gradebook it does not mention.
+    """
+    path = out / "grades.csv"
+    try:
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):
+            aside = path.with_name(f"grades.csv.replaced-{uuid.uuid4().hex[:8]}")
+            os.rename(path, aside)
+            print(f"warning: {path} was not a file; moved it to {aside.name}", file=sys.stderr)
+        write_text_atomic(path, text)
+        return path
+    except OSError as error:
+        spare = out / f"grades-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.csv"
+        write_text_atomic(spare, text)
+        raise RuntimeError(f"could not write {path} ({error}); the gradebook is in {spare}") from error
 
 
 def _csv_text(rows: list[dict], exercises: list[str]) -> str:
@@ -141,6 +243,7 @@ def _csv_text(rows: list[dict], exercises: list[str]) -> str:
         "total",
         "max_score",
         "status",
+        "sandbox",
         "submission_sha256",
         "tests_sha256",
         "ignored",
@@ -257,7 +360,22 @@ def _grade_all(
     else:
         manifest = build_manifest(layout, names, hidden=hidden, limits=limits, zygote=socket_path)
     save_manifest(manifest, out / "manifest.json")
-    forbidden = [out, submissions] + ([Path(manifest_path).resolve()] if manifest_path else [])
+    copies = Path(tempfile.mkdtemp(prefix="grade-submissions-"))  # every student's copy, one folder
+    forbidden = [out, submissions, copies] + (
+        [Path(manifest_path).resolve()] if manifest_path else []
+    )
+    try:
+        return _grade_students(
+            submissions, out, workers, names, layout, limits, progress, socket_path, manifest,
+            forbidden, copies,
+        )
+    finally:
+        shutil.rmtree(copies, ignore_errors=True)
+
+
+def _grade_students(
+    submissions, out, workers, names, layout, limits, progress, socket_path, manifest, forbidden, copies
+) -> dict:
     entries = sorted(p for p in submissions.iterdir() if not p.name.startswith("."))
     started = time.monotonic()
     rows: list[dict] = []
@@ -287,6 +405,7 @@ def _grade_all(
                 forbidden=forbidden,
                 limits=limits,
                 zygote=socket_path,
+                copies=copies,
             ): intake
             for intake in intakes
         }
@@ -294,13 +413,13 @@ def _grade_all(
             try:
                 rows.append(future.result())
             except Exception as error:  # noqa: BLE001  (a grader fault for one student must not stop the class)
-                rows.append(_grader_fault_row(futures[future], manifest, names, error))
+                rows.append(_grader_fault_row(futures[future], manifest, names, error, layout))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
     rows.sort(key=lambda r: r["student"])
     seconds = time.monotonic() - started
-    write_text_atomic(out / "grades.csv", _csv_text(rows, names))
+    write_gradebook(out, _csv_text(rows, names))
     print(_summary(rows, names, seconds))
     return {"rows": rows, "seconds": seconds, "manifest": manifest}

@@ -15,7 +15,11 @@ submission down to a few seconds:
 | tasks (processes and threads) in one sandbox (RLIMIT_NPROC, sandbox only) | COURSE_GRADE_NPROC | 128 |
 
 RLIMIT_DATA does not count shared anonymous mappings; RLIMIT_AS bounds every mapping, with a 1 GiB
-margin for the libraries' reservations. RLIMIT_NPROC counts per user, so it is set only inside the
+margin for the libraries' reservations.
+
+The trusted pytest process of a grading run gets limits of its own (`apply_in_session`): RLIMIT_AS
+of its size at start + the memory limit + 2 GiB (answers are capped at 16 MiB each, so this only
+stops a runaway), no core dumps, and files of at most 1 GiB. RLIMIT_NPROC counts per user, so it is set only inside the
 bubblewrap sandbox (sandbox.py), where the learner's processes have a user of their own.
 """
 
@@ -26,7 +30,7 @@ import resource
 import signal
 from dataclasses import dataclass
 
-__all__ = ["SANDBOX_NPROC", "Limits", "apply_in_worker", "sandbox_nproc"]
+__all__ = ["SANDBOX_NPROC", "Limits", "apply_in_session", "apply_in_worker", "sandbox_nproc"]
 
 SANDBOX_NPROC = 128
 _AS_MARGIN = 1 << 30
@@ -76,12 +80,7 @@ class Limits:
 def apply_in_worker(limits: Limits) -> None:
     """Lower this process's limits (hard limits too, so learner code cannot raise them again)."""
 
-    def lower(kind: int, value: int) -> None:
-        _, hard = resource.getrlimit(kind)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(kind, (value, value))
-
+    lower = _lower
     cpu = limits.cpu_seconds
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
     resource.setrlimit(
@@ -98,6 +97,23 @@ def apply_in_worker(limits: Limits) -> None:
     signal.signal(
         signal.SIGXFSZ, signal.SIG_IGN
     )  # a too-large write raises OSError instead of killing
+
+
+def _lower(kind: int, value: int) -> None:
+    """Lower soft and hard limit `kind` to `value` (never above the current hard limit)."""
+    _, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(kind, (value, value))
+
+
+def apply_in_session(limits: Limits) -> None:
+    """Limits of the trusted pytest process of a grading run (it never runs learner code)."""
+    _lower(resource.RLIMIT_CORE, 0)
+    _lower(resource.RLIMIT_FSIZE, 1 << 30)
+    size = _status_kb("VmSize:")
+    if size:
+        _lower(resource.RLIMIT_AS, size + int(limits.memory_mb * 2**20) + 2 * _AS_MARGIN)
 
 
 def sandbox_nproc() -> int:

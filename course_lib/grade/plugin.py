@@ -6,7 +6,9 @@ only when its set-up, call and tear-down all passed; skipped, xfailed and errore
 Each record: nodeid, exercise, points (from `@pytest.mark.points`), outcome, message (first line of
 the failure), details (the first lines of the failure, without the learner's traceback), where (the
 learner's line that raised, `{"file", "line", "function", "code"}`, or None), output (the failure
-text, truncated) and duration.
+text, truncated), duration and, for a failure, kind: what stopped the learner's call (timeout,
+import, unreadable, raised, crash, failed; None when the test's own check failed), decided by the
+grader's side (runner.py), never read from a message.
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ def _message(report: pytest.TestReport, call_excinfo) -> tuple[str, list[str], d
     return first, lines or [first], where, output
 
 
+def pytest_configure(config):
+    """In a grading run (COURSE_GRADE_REPORT set), this trusted process gets limits too (limits.py)."""
+    if _report_path() is not None:
+        from course_lib.grade.limits import Limits, apply_in_session
+
+        apply_in_session(Limits.from_env())
+
+
 def pytest_collection_modifyitems(session, config, items):
     for item in items:
         marker = item.get_closest_marker("points")
@@ -107,6 +117,11 @@ def pytest_runtest_makereport(item, call):
         record["outcome"] = "failed" if report.when == "call" else "error"
         record["message"], record["output"] = first, output
         record["details"], record["where"] = details, where
+        error = call.excinfo.value if call.excinfo is not None else None
+        # set by the trusted side (runner.py) from the worker client's state; None: the test's own
+        # check failed (a wrong answer)
+        kind = getattr(error, "kind", None) if isinstance(error, LearnerError) else None
+        record["kind"] = kind if isinstance(kind, str) else None
     if report.when == "teardown" and record["outcome"] == "running":
         record["outcome"], record["message"] = "error", "the test did not report a result"
     _save()

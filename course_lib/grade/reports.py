@@ -48,24 +48,29 @@ def merge_with_manifest(manifest: dict, records: list[dict]) -> list[dict]:
                 "details": record.get("details", []) if record else [],
                 "where": _file_name_only(record.get("where")) if record else None,
                 "output": record.get("output", "") if record else "",
+                "kind": record.get("kind") if record else None,
             }
         )
     return rows
 
 
 def student_status(rows: list[dict], session_status: str, accepted_files: int) -> str:
-    """ok | partial | error | timeout | crash | missing for one student's run."""
+    """ok | partial | error | timeout | crash | missing for one student's run.
+
+    Decided from structured fields only (the run's status, each test's outcome and the `kind` the
+    grader's side gave its failure), never from a message, which the learner's code can write.
+    """
     if accepted_files == 0:
         return "missing"
     if session_status in ("timeout", "crash"):
         return session_status
-    messages = " ".join(r["message"] for r in rows if r["outcome"] != "passed")
-    if "worker running the file stopped" in messages or "unreadable answer" in messages:
+    kinds = {r.get("kind") for r in rows if r["outcome"] != "passed"}
+    if "crash" in kinds:
         return "crash"
-    if "timed out" in messages or "time budget" in messages:
+    if "timeout" in kinds:
         return "timeout"
-    ran = [r for r in rows if not r["message"].endswith("was not submitted")]
-    if "could not be imported" in messages or any(r["outcome"] == "missing" for r in ran):
+    ran = [r for r in rows if r.get("kind") != "not submitted"]
+    if kinds & {"import", "unreadable"} or any(r["outcome"] == "missing" for r in ran):
         return "error"
     return "ok" if all(r["outcome"] == "passed" for r in rows) else "partial"
 

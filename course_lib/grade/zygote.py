@@ -19,7 +19,9 @@ inherits an already listening socket (its path is not inside the sandbox, so a w
 its zygote for anything), serves only "worker" requests and lowers RLIMIT_NPROC before forking.
 Its children live in the sandbox's PID namespace, so each child itself sends the {"pid": ...} line:
 the kernel attaches the sender's credentials (SO_PASSCRED) translated to the grader's namespace,
-and `spawn_child` uses that host pid to kill the child's process group. A pytest process whose
+and `spawn_child` uses that host pid to kill the child's process group. When a zygote dies before it
+reports a child's exit, `ChildHandle` kills that child's process group (no orphan keeps running)
+and sets `zygote_lost`; the class grader treats the unfinished run as its own fault (bulk.py). A pytest process whose
 environment has COURSE_GRADE_WORKERS_SANDBOXED=1 never falls back to unsandboxed workers: when
 the sandboxed zygote cannot be reached, `spawn_child` raises RuntimeError instead of OSError.
 """
@@ -208,6 +210,7 @@ class ChildHandle:
         self._connection = connection
         self._buffer = b""
         self.returncode: int | None = None
+        self.zygote_lost = False  # the zygote died before reporting this child's exit
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -219,10 +222,11 @@ class ChildHandle:
         try:
             while b"\n" not in self._buffer:
                 chunk = self._connection.recv(4096)
-                if not chunk:
-                    self.returncode = (
-                        self.returncode if self.returncode is not None else -signal.SIGKILL
-                    )
+                if not chunk:  # the zygote is gone: end the orphan, a grader fault
+                    if self.returncode is None:
+                        self.zygote_lost = True
+                        self.kill()
+                        self.returncode = -signal.SIGKILL
                     return
                 self._buffer += chunk
         except (TimeoutError, BlockingIOError):
