@@ -1,6 +1,6 @@
 """Quality target of fast mode: a U-Net on the synthetic cells reaches Dice >= 0.90 within 60 s.
 
-Trains the command line's fast-mode preset for `--dataset cells` (course_lib.cli_data.PRESETS) with the
+Trains the command line's fast-mode preset for `--dataset cells` (course_lib.cli.data.PRESETS) with the
 same code path as `python -m course_lib train` (data, model, BCE + Dice loss, engine.fit) and
 prints the foreground (nucleus) Dice on the validation split after every epoch, the seconds of
 training at which it was reached, and the share of the 60-second budget used.
@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from course_lib import engine, losses, models  # noqa: E402
-from course_lib.cli_data import PRESETS, DataSpec, build_datasets  # noqa: E402
+from course_lib.cli.data import PRESETS, DataSpec, build_datasets  # noqa: E402
 from course_lib.utils import seed_everything  # noqa: E402
 
 BUDGET_S = 60.0

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from course_lib import engine
 from course_lib.checkpoint import load_checkpoint
 from course_lib.cli import main
-from course_lib.cli_data import build_datasets
+from course_lib.cli.data import build_datasets
 from course_lib.models import build_model
 
 
@@ -165,7 +165,7 @@ def test_checkpoint_kwargs_rebuild_without_download(trained):
 
 
 def test_data_spec_round_trips_through_plain_values_and_refuses_unknown_keys(tmp_path):
-    from course_lib.cli_data import DataSpec
+    from course_lib.cli.data import DataSpec
 
     spec = DataSpec(kind="folder", image_size=64, images=str(tmp_path), masks=str(tmp_path),
                     mask_threshold=128, scale=0.5)

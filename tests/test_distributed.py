@@ -141,7 +141,7 @@ def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path)
     assert done.stdout.count("validation: miou") == 1, "only rank 0 prints and writes"
     metrics = json.loads((out / "metrics.json").read_text())
     checkpoint = load_checkpoint(out / "last.pt")
-    from course_lib.cli_data import build_datasets
+    from course_lib.cli.data import build_datasets
     from course_lib.models import build_model
 
     model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])

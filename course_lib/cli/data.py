@@ -1,4 +1,4 @@
-"""Data of the command line: presets, the data spec a checkpoint records, and building data sets.
+"""The data of a command-line run: presets, the data spec a checkpoint records, building data sets.
 
 `train_settings` merges explicit options over the preset of (dataset family, course mode);
 `DataSpec` is the one record of which data a run used: built from the options by `data_spec`,
