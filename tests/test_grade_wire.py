@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -110,3 +112,76 @@ def test_malformed_frames_are_refused():
         wire.decode({"pickle": "cos\nsystem\n"}, [])
     with pytest.raises(EOFError):
         wire.read_frame(io.BytesIO(b"\0\0\0"))
+
+
+class _CountingStream(io.BytesIO):
+    """A stream that counts the bytes read from it."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.consumed = 0
+
+    def read(self, size=-1):
+        chunk = super().read(size)
+        self.consumed += len(chunk)
+        return chunk
+
+
+def _frame(value) -> bytes:
+    stream = io.BytesIO()
+    wire.write_frame(stream, value)
+    return stream.getvalue()
+
+
+def test_a_frame_over_the_limit_is_refused_from_its_header_alone():
+    raw = _frame(torch.zeros(1000))  # 4000 bytes of tensor
+    stream = _CountingStream(raw)
+    with pytest.raises(wire.FrameTooLarge, match="the limit is 1000 bytes") as refused:
+        wire.read_frame(stream, max_bytes=1000)
+    assert stream.consumed == 8 and refused.value.size > 4000
+    # a header announcing 1 TiB is refused before anything is allocated
+    with pytest.raises(wire.FrameTooLarge):
+        wire.read_frame(_CountingStream(struct.pack(">Q", 1 << 40)), max_bytes=1 << 20)
+    assert torch.equal(wire.read_frame(io.BytesIO(raw), max_bytes=len(raw)), torch.zeros(1000))
+
+
+def test_a_structure_over_its_limit_is_refused_before_parsing():
+    raw = _frame(list(range(3000)))  # about 40 kB of JSON tree, no buffer
+    stream = _CountingStream(raw)
+    with pytest.raises(wire.FrameTooLarge, match="message structure"):
+        wire.read_frame(stream, max_tree_bytes=10_000)
+    assert stream.consumed == 12
+    assert wire.read_frame(io.BytesIO(raw)) == list(range(3000))
+
+
+def _forged_frame(header: dict, buffers: list[bytes]) -> bytes:
+    tree = json.dumps(header).encode()
+    body = struct.pack(">I", len(tree)) + tree + b"".join(buffers)
+    return struct.pack(">Q", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "header, buffers, complaint",
+    [
+        ({"tree": {"tensor": 0, "dtype": "float32", "shape": [2]}, "sizes": [8]}, [b"\0" * 4],
+         "parts add up to"),
+        ({"tree": {"tensor": 0, "dtype": "float32", "shape": [-1, -2]}, "sizes": [8]}, [b"\0" * 8],
+         "malformed shape"),
+        ({"tree": {"tensor": 3, "dtype": "float32", "shape": [2]}, "sizes": [8]}, [b"\0" * 8],
+         "buffer 3 of 1"),
+        ({"tree": {"ndarray": 0, "dtype": "<f4", "shape": [3]}, "sizes": [8]}, [b"\0" * 8],
+         "array buffer holds 8 bytes"),
+        ({"tree": {"list": [{"list": []}]}, "sizes": "8"}, [], "malformed frame header"),
+    ],
+)
+def test_forged_frames_are_refused_with_a_reason(header, buffers, complaint):
+    with pytest.raises(wire.WireError, match=complaint):
+        wire.read_frame(io.BytesIO(_forged_frame(header, buffers)))
+
+
+def test_deeply_nested_messages_are_refused():
+    tree: dict = {"list": []}
+    for _ in range(200):
+        tree = {"list": [tree]}
+    with pytest.raises(wire.WireError, match="nested deeper"):
+        wire.decode(tree, [])

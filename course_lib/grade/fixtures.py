@@ -12,6 +12,11 @@ A test that expects the learner's code to refuse bad input uses `expect_raises`:
 It fails with "ex06.one_hot should raise ValueError when a label is 5 and num_classes=3, but
 returned normally", or "...; it raised TypeError instead: ..." when the type is wrong. Pair it, in
 the same test, with a valid call whose answer is checked, so code that always raises earns nothing.
+
+A test that unpacks an answer checks its type and length first with `unpack`, so that a tensor
+where a pair was expected fails with a message instead of being split row by row:
+
+    labels, count = unpack(exercise.connected_components(mask), "labels", "count")
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from course_lib.grade.runner import (
 )
 from course_lib.grade.zygote import Zygote
 
-__all__ = ["exercise", "expect_raises"]
+__all__ = ["exercise", "expect_raises", "unpack"]
 
 
 def expect_raises(call, expected: type[BaseException] = ValueError, *, when: str) -> LearnerError:
@@ -59,6 +64,27 @@ def expect_raises(call, expected: type[BaseException] = ValueError, *, when: str
         ) from None
     subject = last_request() or "your code"
     raise LearnerError(f"{subject} should raise {shown} when {when}, but returned normally")
+
+
+def unpack(answer, *names: str) -> tuple:
+    """`answer` as a tuple of `len(names)` values, after checking that it is a tuple or list of
+    exactly that length (LearnerError naming the function and what came back otherwise).
+
+    Unpacking a tensor splits it into one tensor per row, so a learner's huge tensor returned
+    where a pair was expected would cost the grader's process far more memory than the answer
+    itself; a tuple or list is unpacked as it is.
+    """
+    __tracebackhide__ = True  # pytest shows the message, not the helper's frames
+    if type(answer) in (tuple, list) and len(answer) == len(names):
+        return tuple(answer)
+    subject = last_request() or "your code"
+    if type(answer) in (tuple, list):
+        got = f"a {type(answer).__name__} of {len(answer)} values"
+    elif hasattr(answer, "shape") and hasattr(answer, "dtype"):
+        got = f"a {type(answer).__name__} of shape {tuple(answer.shape)}"
+    else:
+        got = f"a {type(answer).__name__}"
+    raise LearnerError(f"{subject} should return {len(names)} values ({', '.join(names)}), got {got}")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from course_lib.data import ScenesDataset
-from course_lib.grade.fixtures import expect_raises
+from course_lib.grade.fixtures import expect_raises, unpack
 
 EXERCISE = "ex01_segmentation_types"
 
@@ -92,13 +92,15 @@ def test_semantic_from_instances_rejects_unknown_ids(exercise):
 
 @pytest.mark.points(1)
 def test_connected_components_empty_and_single_pixel(exercise):
-    labels, count = exercise.connected_components(torch.zeros(4, 5, dtype=torch.bool))
+    labels, count = unpack(
+        exercise.connected_components(torch.zeros(4, 5, dtype=torch.bool)), "labels", "count"
+    )
     assert count == 0, f"an all-False mask has 0 regions, you returned count={count}"
     torch.testing.assert_close(labels, torch.zeros(4, 5, dtype=torch.int64),
                                msg=lambda m: f"an all-False mask must be labelled all 0: {m}")
     single = torch.zeros(3, 3, dtype=torch.bool)
     single[1, 2] = True
-    labels, count = exercise.connected_components(single)
+    labels, count = unpack(exercise.connected_components(single), "labels", "count")
     expected = torch.zeros(3, 3, dtype=torch.int64)
     expected[1, 2] = 1
     assert count == 1, f"one True pixel is 1 region, you returned count={count}"
@@ -111,7 +113,9 @@ def test_connected_components_diagonal_4_vs_8(exercise):
                            [0, 1, 0, 1],
                            [0, 0, 1, 0]], dtype=torch.bool)
     for connectivity, regions in ((4, 4), (8, 1)):
-        labels, count = exercise.connected_components(binary, connectivity)
+        labels, count = unpack(
+            exercise.connected_components(binary, connectivity), "labels", "count"
+        )
         assert count == regions, (f"with connectivity={connectivity} the mask "
                                   f"{binary.int().tolist()} "
                                   f"has {regions} regions, you returned count={count}")
@@ -125,7 +129,9 @@ def test_connected_components_match_scipy(exercise, connectivity):
     for seed in range(6):
         binary = random_mask(seed, shape=(11 + seed, 19 - seed), num_classes=1) > 0
         expected, regions = scipy_components(binary, connectivity)
-        labels, count = exercise.connected_components(binary, connectivity)
+        labels, count = unpack(
+            exercise.connected_components(binary, connectivity), "labels", "count"
+        )
         assert count == regions, (f"random mask (seed {seed}, connectivity {connectivity}): "
                                   f"scipy.ndimage.label finds {regions} regions, "
                                   f"you returned {count}")
@@ -138,7 +144,11 @@ def test_connected_components_match_scipy(exercise, connectivity):
 @pytest.mark.points(1)
 def test_connected_components_rejects_bad_connectivity(exercise):
     for connectivity in (4, 8):  # valid: must not raise
-        labels, count = exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), connectivity)
+        labels, count = unpack(
+            exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), connectivity),
+            "labels",
+            "count",
+        )
         assert count == 1, f"a 2x2 block is 1 region (connectivity={connectivity}), got count={count}"
         torch.testing.assert_close(labels, torch.ones(2, 2, dtype=torch.int64), msg=lambda m: (
             f"a 2x2 block labelled 1 (connectivity={connectivity}): {m}"))
@@ -217,7 +227,9 @@ def test_decode_panoptic_inverts_encode(exercise):
     instances = torch.randint(0, 37, (9, 11), generator=generator)
     for divisor in (37, 256, 1000):
         panoptic = semantic * divisor + instances
-        got_semantic, got_instances = exercise.decode_panoptic(panoptic, divisor)
+        got_semantic, got_instances = unpack(
+            exercise.decode_panoptic(panoptic, divisor), "semantic", "instances"
+        )
         torch.testing.assert_close(got_semantic, semantic,
                                    msg=lambda m: f"classes, divisor {divisor}: {m}")
         torch.testing.assert_close(got_instances, instances,

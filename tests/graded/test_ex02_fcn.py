@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course_lib.grade.fixtures import unpack
 from course_lib.models.blocks import bilinear_kernel as reference_bilinear_kernel
 
 EXERCISE = "ex02_fcn"
@@ -85,7 +86,9 @@ def test_linear_to_conv_gives_the_same_numbers(exercise):
     torch.manual_seed(0)
     linear = torch.nn.Linear(4 * 3 * 5, 6)
     weight, bias = linear.weight.detach(), linear.bias.detach()
-    conv_weight, conv_bias = exercise.linear_to_conv(weight, bias, 4, 3, 5)
+    conv_weight, conv_bias = unpack(
+        exercise.linear_to_conv(weight, bias, 4, 3, 5), "conv_weight", "conv_bias"
+    )
     assert tuple(conv_weight.shape) == (6, 4, 3, 5), (
         f"conv weight shape {tuple(conv_weight.shape)}, expected (6, 4, 3, 5)"
     )
@@ -101,7 +104,9 @@ def test_linear_to_conv_gives_the_same_numbers(exercise):
 def test_linear_to_conv_slides_over_a_larger_map(exercise):
     torch.manual_seed(1)
     weight, bias = torch.randn(3, 2 * 2 * 2), torch.randn(3)
-    conv_weight, conv_bias = exercise.linear_to_conv(weight, bias, 2, 2, 2)
+    conv_weight, conv_bias = unpack(
+        exercise.linear_to_conv(weight, bias, 2, 2, 2), "conv_weight", "conv_bias"
+    )
     x = torch.randn(1, 2, 4, 5)
     scores = F.conv2d(x, conv_weight, conv_bias)  # (1, 3, 3, 4): one classification per window
     for i in range(3):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.fixtures import expect_raises
+from course_lib.grade.fixtures import expect_raises, unpack
 
 EXERCISE = "ex06_data_augmentation"
 
@@ -36,7 +36,7 @@ def nearest_by_formula(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 @pytest.mark.parametrize("in_size, out_size", SIZES)
 def test_resize_mask_is_nearest_neighbour(exercise, in_size, out_size):
     image, mask = labelled_pair(*in_size)
-    _, got = exercise.resize_and_flip(image, mask, out_size, False)
+    _, got = unpack(exercise.resize_and_flip(image, mask, out_size, False), "image", "mask")
     expected = nearest_by_formula(mask, out_size)
     torch.testing.assert_close(got, expected,
                                msg=lambda m: f"mask resized {in_size} -> {out_size}: {m}")
@@ -46,7 +46,7 @@ def test_resize_mask_is_nearest_neighbour(exercise, in_size, out_size):
 def test_resize_never_invents_labels(exercise):
     image, mask = labelled_pair(6, 8, seed=1)
     for size in [(9, 13), (4, 5), (17, 3)]:
-        _, got = exercise.resize_and_flip(image, mask, size, True)
+        _, got = unpack(exercise.resize_and_flip(image, mask, size, True), "image", "mask")
         invented = set(got.unique().tolist()) - {0, 3, 7, 255}
         assert not invented, (f"resizing to {size} created labels {sorted(invented)} "
                               "that were not in the mask")
@@ -55,7 +55,7 @@ def test_resize_never_invents_labels(exercise):
 @pytest.mark.points(1)
 def test_resize_image_is_bilinear(exercise):
     image, mask = labelled_pair(6, 8, seed=2)
-    got, _ = exercise.resize_and_flip(image, mask, (9, 13), False)
+    got, _ = unpack(exercise.resize_and_flip(image, mask, (9, 13), False), "image", "mask")
     expected = F.interpolate(image[None], size=(9, 13), mode="bilinear", align_corners=False)[0]
     assert got.dtype == torch.float32, f"image dtype should be float32, got {got.dtype}"
     torch.testing.assert_close(got, expected, msg=lambda m: f"image resized bilinearly: {m}")
@@ -64,8 +64,12 @@ def test_resize_image_is_bilinear(exercise):
 @pytest.mark.points(2)
 def test_flip_keeps_image_and_mask_aligned(exercise):
     image, mask = labelled_pair(7, 9, seed=3)
-    plain_image, plain_mask = exercise.resize_and_flip(image, mask, (7, 9), False)
-    flipped_image, flipped_mask = exercise.resize_and_flip(image, mask, (7, 9), True)
+    plain_image, plain_mask = unpack(
+        exercise.resize_and_flip(image, mask, (7, 9), False), "image", "mask"
+    )
+    flipped_image, flipped_mask = unpack(
+        exercise.resize_and_flip(image, mask, (7, 9), True), "image", "mask"
+    )
     torch.testing.assert_close(plain_mask, mask,
                                msg=lambda m: f"same size, no flip: mask unchanged: {m}")
     torch.testing.assert_close(flipped_mask, mask.flip(-1), msg=lambda m: f"flipped mask: {m}")
@@ -78,10 +82,14 @@ def test_flip_keeps_image_and_mask_aligned(exercise):
 @pytest.mark.points(1)
 def test_resize_checks_its_inputs(exercise):
     image, mask = labelled_pair(6, 8)
-    _, got = exercise.resize_and_flip(image, mask, (4, 4), False)  # valid: must not raise
+    _, got = unpack(  # valid: must not raise
+        exercise.resize_and_flip(image, mask, (4, 4), False), "image", "mask"
+    )
     torch.testing.assert_close(got, nearest_by_formula(mask, (4, 4)),
                                msg=lambda m: f"mask resized (6, 8) -> (4, 4): {m}")
-    _, got = exercise.resize_and_flip(image, mask, (1, 5), False)  # 1 is a positive size
+    _, got = unpack(  # 1 is a positive size
+        exercise.resize_and_flip(image, mask, (1, 5), False), "image", "mask"
+    )
     torch.testing.assert_close(got, nearest_by_formula(mask, (1, 5)),
                                msg=lambda m: f"mask resized (6, 8) -> (1, 5): {m}")
     expect_raises(lambda: exercise.resize_and_flip(image, mask[:5], (4, 4), False), ValueError,

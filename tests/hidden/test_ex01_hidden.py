@@ -11,6 +11,8 @@ import pytest
 import torch
 from scipy import ndimage
 
+from course_lib.grade.fixtures import unpack
+
 EXERCISE = "ex01_segmentation_types"
 
 
@@ -45,8 +47,10 @@ def test_connected_components_on_a_spiral_and_a_diagonal_chain(exercise):
     for binary, connectivity in ((spiral, 4), (chain, 8), (chain, 4)):
         structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
         expected, count = ndimage.label(binary, structure=structure)
-        labels, got_count = exercise.connected_components(
-            torch.from_numpy(binary.copy()), connectivity
+        labels, got_count = unpack(
+            exercise.connected_components(torch.from_numpy(binary.copy()), connectivity),
+            "labels",
+            "count",
         )
         assert got_count == count, (
             f"connectivity={connectivity}: expected {count} regions, got {got_count}"
@@ -60,7 +64,7 @@ def test_connected_components_on_a_spiral_and_a_diagonal_chain(exercise):
 def test_decode_panoptic_with_another_label_divisor(exercise):
     generator = torch.Generator().manual_seed(7)
     panoptic = torch.randint(0, 20 * 256, (5, 9), generator=generator)
-    semantic, instances = exercise.decode_panoptic(panoptic, 256)
+    semantic, instances = unpack(exercise.decode_panoptic(panoptic, 256), "semantic", "instances")
     expected = [divmod(int(v), 256) for v in panoptic.flatten()]
     torch.testing.assert_close(
         semantic.flatten(),

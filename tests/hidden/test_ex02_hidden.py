@@ -18,6 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course_lib.grade.fixtures import unpack
+
 EXERCISE = "ex02_fcn"
 
 
@@ -126,8 +128,8 @@ def test_linear_to_conv_one_pixel_map_and_float64_chain(exercise):
     b6 = torch.randn(7, dtype=torch.float64, generator=generator)
     w7 = torch.randn(5, 7, dtype=torch.float64, generator=generator)
     b7 = torch.randn(5, dtype=torch.float64, generator=generator)
-    conv6, bias6 = exercise.linear_to_conv(w6, b6, 3, 2, 3)
-    conv7, bias7 = exercise.linear_to_conv(w7, b7, 7, 1, 1)
+    conv6, bias6 = unpack(exercise.linear_to_conv(w6, b6, 3, 2, 3), "conv_weight", "conv_bias")
+    conv7, bias7 = unpack(exercise.linear_to_conv(w7, b7, 7, 1, 1), "conv_weight", "conv_bias")
     for name, got, shape in (("fc6", conv6, (7, 3, 2, 3)), ("fc7", conv7, (5, 7, 1, 1))):
         assert tuple(got.shape) == shape and got.dtype == torch.float64, (
             f"{name}: conv weight {tuple(got.shape)} {got.dtype}, expected {shape} torch.float64"

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.fixtures import expect_raises
+from course_lib.grade.fixtures import expect_raises, unpack
 
 EXERCISE = "ex06_data_augmentation"
 
@@ -52,7 +52,9 @@ def test_resize_then_flip_on_odd_non_square_sizes(exercise):
     for seed, (channels, in_size, out_size, hflip, dtype) in enumerate(CASES):
         what = f"{channels}-channel {dtype} image {in_size} -> {out_size}, hflip={hflip}"
         image, mask = random_pair(channels, *in_size, seed=seed, dtype=dtype)
-        got_image, got_mask = exercise.resize_and_flip(image, mask, out_size, hflip)
+        got_image, got_mask = unpack(
+            exercise.resize_and_flip(image, mask, out_size, hflip), "image", "mask"
+        )
         expected_mask = nearest_then_flip(mask, out_size, hflip)  # (H_out, W_out)
         torch.testing.assert_close(got_mask, expected_mask, msg=lambda m, what=what: (
             f"mask of a {what} (resize with the index formula, then flip): {m}"))
@@ -67,7 +69,9 @@ def test_resize_then_flip_on_odd_non_square_sizes(exercise):
 @pytest.mark.points(1)
 def test_resize_rejects_sizes_that_are_not_two_positive_ints(exercise):
     image, mask = random_pair(3, 4, 6, seed=9)
-    _, got = exercise.resize_and_flip(image, mask, (3, 5), True)  # valid: must not raise
+    _, got = unpack(  # valid: must not raise
+        exercise.resize_and_flip(image, mask, (3, 5), True), "image", "mask"
+    )
     torch.testing.assert_close(got, nearest_then_flip(mask, (3, 5), True),
                                msg=lambda m: f"mask resized (4, 6) -> (3, 5) and flipped: {m}")
     for size in [(4, 5, 6), (3, -2), (4.5, 5), (7,)]:

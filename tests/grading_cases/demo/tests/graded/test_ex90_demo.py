@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from course_lib.grade.fixtures import unpack
+
 EXERCISE = "ex90_demo"
 
 
@@ -40,6 +42,6 @@ def test_count_parameters_of_linear(exercise):
 @pytest.mark.points(2)
 def test_doubler_probe(exercise):
     x = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
-    out, grad = exercise.probe("doubler_output_and_grad", x)
+    out, grad = unpack(exercise.probe("doubler_output_and_grad", x), "output", "gradient")
     torch.testing.assert_close(out, 2 * x, msg=lambda m: f"Doubler output: {m}")
     torch.testing.assert_close(grad, x.sum(), msg=lambda m: f"gradient of the scale: {m}")
