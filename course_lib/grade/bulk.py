@@ -84,6 +84,7 @@ def publish_folder(out: Path, name: str, files: dict[str, str]) -> Path:
     after whatever was there has been moved aside and deleted. Three attempts; a path that keeps
     being re-created raises RuntimeError.
     """
+    out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".new", dir=out))
     try:
         for file_name, text in files.items():
