@@ -21,6 +21,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -419,3 +421,27 @@ def test_a_gradebook_that_cannot_be_written_fails_clearly(tmp_path, monkeypatch)
         bulk.write_gradebook(out, "student,total\nalice,1\n")
     spare = list(out.glob("grades-*.csv"))
     assert len(spare) == 1 and spare[0].read_text() == "student,total\nalice,1\n"
+
+
+def test_the_trusted_pytest_process_has_limits_too(tmp_path):
+    # the plugin lowers the limits of a grading run's pytest process (COURSE_GRADE_REPORT set)
+    (tmp_path / "test_limits.py").write_text(
+        "import resource\n\n"
+        "def test_limited():\n"
+        "    soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "    assert soft != resource.RLIM_INFINITY and soft == hard\n"
+        "    assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)\n"
+        "    try:\n"
+        "        bytearray(soft)\n"
+        "    except MemoryError:\n"
+        "        return\n"
+        "    raise AssertionError('an allocation past RLIMIT_AS succeeded')\n"
+    )
+    env = {**os.environ, "COURSE_GRADE_REPORT": str(tmp_path / "report.json"),
+           "COURSE_GRADE_MEMORY_MB": "256", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "course_lib.grade.plugin", "-p", "no:cacheprovider",
+         str(tmp_path / "test_limits.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
