@@ -169,3 +169,24 @@ def test_run_autograder_script_grades_a_submission(tmp_path):
     assert RUN_AUTOGRADER.startswith("#!/usr/bin/env bash")
     assert "results.json.tmp" in RUN_AUTOGRADER and "--manifest" in RUN_AUTOGRADER
     subprocess.run(["bash", "-n", "-c", RUN_AUTOGRADER], check=True)
+
+
+def test_class_run_writes_the_sandbox_mode_and_a_gradebook_over_a_folder(tmp_path):
+    from course_lib.grade import sandbox
+
+    submission = tmp_path / "submissions" / "dana"
+    submission.mkdir(parents=True)
+    shutil.copy(DEMO / "solutions" / "ex91_more.py", submission / "ex91_more.py")
+    out = tmp_path / "out"
+    (out / "grades.csv").mkdir(parents=True)  # left there by a hostile run without the sandbox
+    mode = "bubblewrap" if sandbox.available() else "none"
+    flags = [] if mode == "bubblewrap" else ["--no-sandbox"]
+    done = _grade("--submissions", str(tmp_path / "submissions"), "--out", str(out),
+                  "--exercises", "ex91", "--hidden", *flags)
+    assert done.returncode == 0, done.stderr
+    assert f"learner code ran with sandbox: {mode}" in done.stdout
+    assert "was not a file; moved it to grades.csv.replaced-" in done.stderr
+    lines = (out / "grades.csv").read_text().splitlines()
+    assert lines[0].split(",")[:6] == ["student", "ex91_more", "total", "max_score", "status", "sandbox"]
+    assert lines[1].split(",")[:6] == ["dana", "1", "1", "1", "ok", mode]
+    assert json.loads((out / "dana" / "results.json").read_text())["sandbox"] == mode
