@@ -22,14 +22,16 @@ if "google.colab" in sys.modules:
 # "ignore" labels leaking into the loss.
 #
 # This lesson
-# 1. plots each loss as a function of prediction quality and under class imbalance,
+# 1. writes the Dice and focal losses in a few lines, then plots each loss as a function of
+#    prediction quality and under class imbalance,
 # 2. compares the gradients of cross-entropy, focal and Dice on easy and hard pixels,
-# 3. trains the same small U-Net with BCE, Dice and BCE + Dice and reports Dice and HD95,
-# 4. shows five metric pitfalls, each with numbers,
-# 5. draws a confusion matrix and looks at boundary metrics.
+# 3. trains a 3-class problem with sigmoid Dice and with softmax Dice to show what each optimises,
+# 4. trains the same small U-Net with BCE, Dice and BCE + Dice and reports Dice and HD95,
+# 5. shows five metric pitfalls, each with numbers,
+# 6. draws a confusion matrix and looks at boundary metrics.
 #
-# Everything used here lives in `course_lib.losses` and `course_lib.metrics`; each function's
-# docstring states its convention (absent classes, NaN, `smooth`, empty masks).
+# After the first section everything comes from `course_lib.losses` and `course_lib.metrics`;
+# each function's docstring states its convention (absent classes, NaN, `smooth`, empty masks).
 
 # %%
 import math
@@ -37,6 +39,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from course_lib import losses, metrics, viz
@@ -52,6 +55,55 @@ print("course mode:", course_mode())
 
 # %% [markdown]
 # ## 1. Each loss as a function of prediction quality
+#
+# ### The formulas, written out
+#
+# With `p` the predicted probabilities and `t` the target (0/1, or one-hot over K classes), summed
+# over the pixels:
+#
+# - **soft Dice loss** = `1 − 2·Σ p·t / (Σ p + Σ t)`, per class; the multiclass loss averages it
+#   over the classes present in the target, with `p` from a softmax over the K channels;
+# - **focal loss** = mean over pixels of `−(1 − p_t)^γ · log p_t`, where `p_t` is the probability
+#   of the pixel's true class (γ = 0 gives cross-entropy).
+#
+# In code, from logits, and checked against `course_lib.losses` on random inputs:
+
+
+# %%
+def dice_loss_binary(logits, target):  # logits (N, 1, H, W), target (N, H, W) of 0/1
+    p, t = torch.sigmoid(logits[:, 0]), target.float()
+    return 1 - 2 * (p * t).sum() / (p.sum() + t.sum())
+
+
+def dice_loss_multiclass(logits, target):  # logits (N, K, H, W), target (N, H, W) int64
+    p = logits.softmax(dim=1)  # (N, K, H, W), sums to 1 over K
+    t = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()  # (N, K, H, W)
+    dice = 2 * (p * t).sum((0, 2, 3)) / (p.sum((0, 2, 3)) + t.sum((0, 2, 3)))  # (K,)
+    present = t.sum((0, 2, 3)) > 0  # classes that occur in the target
+    return 1 - dice[present].mean()
+
+
+def focal_loss_multiclass(logits, target, gamma=2.0):
+    log_pt = logits.log_softmax(dim=1).gather(1, target.unsqueeze(1)).squeeze(1)  # (N, H, W)
+    return (-((1 - log_pt.exp()) ** gamma) * log_pt).mean()
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+z1, y1 = torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 8, 8))
+z3, y3 = torch.randn(2, 3, 8, 8), torch.randint(0, 2, (2, 8, 8))  # class 2 absent
+checks = [
+    ("binary Dice", dice_loss_binary(z1, y1), losses.dice_loss(z1, y1, mode="binary")),
+    ("multiclass Dice", dice_loss_multiclass(z3, y3), losses.dice_loss(z3, y3)),
+    ("focal, gamma 2", focal_loss_multiclass(z3, y3), losses.focal_loss(z3, y3, gamma=2.0)),
+    ("focal, gamma 0 = CE", focal_loss_multiclass(z3, y3, 0.0), F.cross_entropy(z3, y3)),
+]
+for name, ours, reference in checks:
+    print(f"{name:<20} by hand {ours.item():.5f}   reference {reference.item():.5f}")
+
+# %% [markdown]
+# ### The losses as the prediction improves
 #
 # A toy binary image: 200 pixels, 20 of them foreground (10 %). The "model" predicts probability
 # `q` for the right class on every pixel, so `q = 0.5` is a coin flip and `q → 1` is perfect.
@@ -131,7 +183,12 @@ for fraction in (0.5, 0.1, 0.01):
 # %% [markdown]
 # With 1 % foreground, BCE drops to 0.13 and pixel accuracy reaches 0.99: both call the lazy
 # model good. The Dice loss *rises* to 0.98 and the foreground IoU is 0. Per-pixel losses
-# average over pixels, so the majority class dominates; overlap losses average over *classes*.
+# average over pixels, so the majority class dominates. Binary Dice has a single class, the
+# foreground, so its robustness cannot come from averaging over classes: it comes from the
+# denominator `Σ p + Σ t`, which scales with the foreground mass. Missing half of a 10-pixel
+# object costs as much as missing half of a 10 000-pixel one, and the easy background pixels
+# enter only through their false-positive mass `Σ p`, never as a crowd of cheap right answers.
+# (The multiclass Dice does the same per class and then averages, so every class counts equally.)
 # That is the reason for Dice in medical imaging, and for class weights in cross-entropy:
 
 # %%
@@ -205,7 +262,84 @@ print("(gradients x 1000)")
 # attention in proportion to the overlap it loses, not to its number of pixels.
 
 # %% [markdown]
-# ## 4. Experiment: Dice vs BCE vs BCE + Dice on nuclei (polyps in full mode)
+# ## 4. Sigmoid Dice on multiclass logits
+#
+# A pitfall copied from binary code: applying `torch.sigmoid` to the K logits of a multiclass
+# model and computing Dice against the one-hot target. That is the **multilabel** Dice
+# (`mode="multilabel"`): K independent yes/no questions, "is this pixel class c?", each with its own
+# sigmoid. Nothing ties the K answers together, so a pixel may say yes to two classes or to none.
+# The **softmax** Dice (`mode="multiclass"`) turns the K logits into one distribution per pixel:
+# raising one class lowers the others, which is what mutually exclusive classes need.
+#
+# A 3-class problem with a rare class: 4000 pixels, each with two features drawn around a class
+# centre (75 % background, 20 % class 1, 5 % class 2, overlapping), a 1×1 convolution (a linear
+# classifier per pixel), 300 Adam steps with each loss, three seeds, scored on 4000 other pixels.
+
+# %%
+if FAST:
+    torch.set_num_threads(1)  # tiny models and images: one thread is as fast, and steadier
+
+
+def three_class_pixels(n, seed):
+    """Features (1, 2, n, 1) around a class centre, labels (1, n, 1) drawn 75 / 20 / 5 %."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.multinomial(torch.tensor([0.75, 0.2, 0.05]), n, replacement=True, generator=g)
+    centres = torch.tensor([[0.0, 0.0], [1.5, 0.0], [0.75, 1.3]])
+    features = centres[labels] + 0.6 * torch.randn(n, 2, generator=g)  # (n, 2)
+    return features.T.reshape(1, 2, n, 1), labels.view(1, n, 1)
+
+
+toy_train, toy_val = three_class_pixels(4000, seed=0), three_class_pixels(4000, seed=1)
+DICE_VARIANTS = {
+    "softmax Dice": lambda z, t: losses.dice_loss(z, t, mode="multiclass"),
+    "sigmoid Dice": lambda z, t: losses.dice_loss(z, F.one_hot(t, 3).movedim(-1, 1),
+                                                  mode="multilabel"),
+}
+toy_results = {}
+for name, loss_fn in DICE_VARIANTS.items():
+    runs = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        classifier = torch.nn.Conv2d(2, 3, kernel_size=1)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=0.05)
+        for _ in range(300):
+            loss = loss_fn(classifier(toy_train[0]), toy_train[1])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            z = classifier(toy_val[0])  # (1, 3, 4000, 1)
+        probs = z.softmax(dim=1) if name == "softmax Dice" else torch.sigmoid(z)
+        claims = (probs > 0.5).sum(dim=1)  # classes a pixel says yes to
+        cm = metrics.confusion_matrix(z.argmax(dim=1), toy_val[1], num_classes=3)
+        runs.append({"iou": metrics.iou_per_class(cm).numpy(), "miou": metrics.mean_iou(cm),
+                     "none": (claims == 0).float().mean().item(),
+                     "several": (claims >= 2).float().mean().item(),
+                     "sum_low": probs.sum(1).min().item(), "sum_high": probs.sum(1).max().item()})
+    toy_results[name] = runs
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{'loss':<14}{'mIoU (argmax)':>15}{'IoU class 2 (5 %)':>19}{'no class > 0.5':>16}"
+      f"{'2+ classes > 0.5':>18}{'sum of probabilities':>22}")
+for name, runs in toy_results.items():
+    miou = np.array([r["miou"] for r in runs])
+    rare = np.array([r["iou"][2] for r in runs])
+    print(f"{name:<14}{miou.mean():>9.3f} ± {miou.std():.3f}{rare.mean():>13.3f} ± {rare.std():.3f}"
+          f"{np.mean([r['none'] for r in runs]):>16.3f}{np.mean([r['several'] for r in runs]):>18.3f}"
+          f"{min(r['sum_low'] for r in runs):>14.2f} to {max(r['sum_high'] for r in runs):.2f}")
+
+# %% [markdown]
+# Read the columns from the right. The softmax model's probabilities sum to 1 on every pixel; the
+# sigmoid model's do not, and some pixels say yes to two classes (or to none): its outputs are not
+# a distribution, and "the class with the largest logit" compares answers to three separate
+# questions. The argmax scores show what that costs when classes overlap, most on the rare class.
+# Use `mode="multiclass"` (softmax) when every pixel has exactly one class, and the sigmoid
+# (`mode="binary"` or `"multilabel"`) only for one foreground channel or for classes that may
+# overlap.
+
+# %% [markdown]
+# ## 5. Experiment: Dice vs BCE vs BCE + Dice on nuclei (polyps in full mode)
 #
 # The same small U-Net, trained with three losses on the microscopy-like `CellsDataset` (binary:
 # background / nucleus), several seeds each. Full mode runs the same experiment on real medical
@@ -216,8 +350,6 @@ print("(gradients x 1000)")
 # stray. The training loop is written out here; notebook 07 wraps it in `course_lib.engine`.
 
 # %%
-if FAST:
-    torch.set_num_threads(1)  # tiny model and images: one thread is as fast, and steadier
 IMAGE_SIZE, STEPS, SEEDS = (48, 40, (0, 1, 2)) if FAST else (256, 600, (0, 1, 2))
 NUM_TRAIN, NUM_VAL = (64, 16) if FAST else (880, 120)
 if REHEARSAL:
@@ -321,9 +453,9 @@ plt.show()
 # a single infinite value would make every mean infinite.
 
 # %% [markdown]
-# ## 5. Metric pitfalls, with numbers
+# ## 6. Metric pitfalls, with numbers
 #
-# ### 5.1 Averaging mIoU over batches
+# ### 6.1 Averaging mIoU over batches
 # Two batches. In the first, the foreground (10 pixels) is found perfectly; in the second, a
 # single foreground pixel is missed. Averaging the per-batch mIoU weighs the 1-pixel miss like the
 # 10-pixel success. The correct way sums the confusion matrices and computes the metric once.
@@ -346,7 +478,7 @@ print("accumulated confusion matrix -> mIoU", f"{metrics.mean_iou(accumulated.co
 print(accumulated.compute().tolist())
 
 # %% [markdown]
-# ### 5.2 Classes that are absent
+# ### 6.2 Classes that are absent
 # Three classes, but this image only shows classes 0 and 1, and the prediction is perfect.
 # Class 2 has IoU 0/0. Our convention: **NaN, left out of the mean**. Counting it as 0 punishes the
 # model for a class the data never showed; counting it as 1 rewards it. A class that is absent from
@@ -367,7 +499,7 @@ print("one pixel wrongly predicted as class 2 -> IoU per class:",
       [round(v, 3) for v in metrics.iou_per_class(cm).tolist()], f"mIoU {metrics.mean_iou(cm):.3f}")
 
 # %% [markdown]
-# ### 5.3 `ignore_index`
+# ### 6.3 `ignore_index`
 # Annotators often leave a thin "void" band (label 255) around objects, where the true boundary is
 # uncertain. Those pixels must be left out of both the loss and the metric. Forgetting it is
 # caught early: the label 255 does not fit two classes.
@@ -403,24 +535,45 @@ print(f"BCE on the same predictions, void ignored: {bce.item():.3f}")
 # Most of the model's errors sit on the object outlines, so leaving the uncertain band out changes
 # the score noticeably: report which convention was used.
 #
-# ### 5.4 The threshold of a binary mask
+# ### 6.4 The threshold of a binary mask
 # A binary model outputs probabilities; the mask depends on the threshold, and 0.5 is only a
-# default. The best threshold should be chosen on validation data, never on the test set.
+# default. The threshold is a choice made by looking at data, so it must be chosen on one set of
+# images and reported on another; otherwise the report includes the luck of the choice. We split
+# the validation images in two halves: the first chooses, the second reports.
 
 # %%
 thresholds = np.round(np.arange(0.1, 0.91, 0.1), 2)
-dice_at = [metrics.dice_per_image(combined_probs > t, val_y).mean().item() for t in thresholds]
+half = len(val_y) // 2
+choose, report = slice(0, half), slice(half, None)
+dice_choose = [metrics.dice_per_image(combined_probs[choose] > t, val_y[choose]).mean().item()
+               for t in thresholds]
+dice_report = [metrics.dice_per_image(combined_probs[report] > t, val_y[report]).mean().item()
+               for t in thresholds]
 fig, ax = plt.subplots(figsize=(5, 2.8))
-ax.plot(thresholds, dice_at, marker="o")
+ax.plot(thresholds, dice_choose, marker="o", label=f"images 0-{half - 1}: choose")
+ax.plot(thresholds, dice_report, marker="s", label=f"images {half}-{len(val_y) - 1}: report")
 ax.set_xlabel("threshold on sigmoid(logits)")
 ax.set_ylabel("mean per-image Dice")
+ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 plt.show()
-best = int(np.argmax(dice_at))
-print(f"best threshold {thresholds[best]}: Dice {dice_at[best]:.3f} (at 0.5: {dice_at[4]:.3f})")
+best = int(np.argmax(dice_choose))
+at_half = int(np.flatnonzero(thresholds == 0.5)[0])
+print(f"threshold chosen on the first half: {thresholds[best]} "
+      f"(Dice there {dice_choose[at_half]:.3f} at 0.5 -> {dice_choose[best]:.3f})")
+print(f"reported on the second half: Dice {dice_report[at_half]:.3f} at 0.5 -> "
+      f"{dice_report[best]:.3f} at {thresholds[best]}")
+print(f"gain seen where it was chosen {dice_choose[best] - dice_choose[at_half]:+.3f}, "
+      f"on unseen images {dice_report[best] - dice_report[at_half]:+.3f}")
 
 # %% [markdown]
-# ### 5.5 Pixel accuracy on imbalanced data
+# Compare the two gains: only the second is a measurement. The first is the best of nine tries on
+# the images that made the choice, biased upwards on average, the more so the more settings are
+# tuned and the fewer images choose them. In a real project the split is a validation set
+# (choose) and a test set (report), and the test set is looked at once.
+
+# %% [markdown]
+# ### 6.5 Pixel accuracy on imbalanced data
 # The lazy "no nucleus anywhere" predictor on the validation images:
 
 # %%
@@ -434,7 +587,7 @@ print(f"pixel accuracy {metrics.pixel_accuracy(cm):.3f}   "
 # A model that finds nothing scores 0.82 pixel accuracy. Report per-class IoU (or Dice) and
 # the mIoU; pixel accuracy alone says little when one class dominates.
 #
-# ## 6. The confusion matrix as a picture
+# ## 7. The confusion matrix as a picture
 #
 # A deliberately simple classifier on the street scenes: each pixel gets the class whose mean
 # colour (measured on training images) is closest. The row-normalised confusion matrix shows
@@ -477,7 +630,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 7. Boundary metrics
+# ## 8. Boundary metrics
 #
 # On a large object, an outline that is off by two pixels barely moves the IoU. Boundary metrics
 # look only near the contours: Boundary IoU (the IoU of the bands of width `d` inside each
@@ -506,7 +659,11 @@ for shift in (0, 1, 2, 4):
 #   over K channels with an integer target; `ignore_index` removes pixels from both prediction
 #   and target. `course_lib.losses` checks shapes and labels and says what is wrong.
 # - Per-pixel losses (BCE, CE, focal) average over pixels and follow the majority class; overlap
-#   losses (Dice, Tversky, Lovász) average over classes. Combining one of each is a robust default.
+#   losses (Dice, Tversky, Lovász) divide each class's overlap by that class's own mass, so a
+#   small foreground counts as much as a large one (the multiclass versions then average over
+#   classes). Combining one of each is a robust default.
+# - Exclusive classes need the softmax Dice; a sigmoid on K logits answers K separate questions.
+# - Choose a threshold (or any setting) on one set of images and report on another.
 # - Evaluate with one confusion matrix accumulated over the whole data set (and summed over
 #   processes with `ConfusionMatrix.all_reduce` under `torch.distributed`), never with an average
 #   of per-batch scores.
@@ -516,4 +673,10 @@ for shift in (0, 1, 2, 4):
 #   of a large object does not.
 #
 # **Exercise 05** asks you to write a multiclass soft Dice loss, a focal loss, the confusion matrix
-# with `ignore_index` and the mIoU with the NaN policy: `python -m course_lib.grade ex05`.
+# with `ignore_index` and the mIoU with the NaN policy. Check it with `python -m course_lib.grade
+# ex05`, or from this notebook:
+
+# %%
+from course_lib.grade import check
+
+check("ex05")
