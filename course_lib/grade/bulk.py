@@ -67,12 +67,13 @@ def student_folder_name(student: str) -> str:
 
 def _move_aside_and_delete(path: Path) -> None:
     """Remove whatever is at `path` (file, folder or link, never following a link)."""
-    if not os.path.lexists(path):
-        return
     aside = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
-    os.rename(path, aside)
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
     if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside)
+        shutil.rmtree(aside, ignore_errors=True)  # out of the way already: a leftover does no harm
     else:
         aside.unlink()
 
