@@ -9,7 +9,8 @@ that, from then on, refuses with PermissionError:
 - starting processes (subprocess, os.system, exec*, spawn*, fork), sending signals (os.kill);
 - sockets, ctypes, changing resource limits;
 - the introspection a submission would need to disarm the grader: sys.settrace / sys.setprofile
-  (the profiler that spots calls to the course_lib implementation), gc.get_objects /
+  (the profiler that spots calls to the course_lib implementation; a new `threading.Thread` may
+  install that same profiler on itself, or no thread could run), gc.get_objects /
   gc.get_referrers / gc.get_referents, and replacing a function's `__code__`.
 Every refusal is also recorded in `violations()` so the report can say why a test failed.
 
