@@ -21,7 +21,8 @@ if "google.colab" in sys.modules:
 # which carries "what". Written for cell microscopy with a few dozen training images, it became the
 # default network of medical image segmentation.
 #
-# This lesson follows the shapes through the network, counts its parameters, trains it with and
+# This lesson writes the two building blocks out, follows the shapes through the network, counts
+# its parameters, trains it with and
 # without skips on the course's microscopy-like cells, and compares the paper's "valid" padding
 # with "same" padding and transposed with bilinear upsampling.
 
@@ -30,6 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 
 from course_lib import metrics, viz
@@ -55,7 +57,64 @@ print("course mode:", course_mode())
 # times "2×2 up-convolution, concatenate the encoder map, two 3×3 convolutions" on the way up. Its
 # convolutions have no padding ("valid"), so each one trims 2 pixels.
 #
-# The walk below performs the steps of `UNet.forward` one by one and records each shape. It runs
+# ### The two building blocks, written out
+#
+# Everything in U-Net is made of two pieces. `DoubleConv` is two rounds of "3×3 convolution, batch
+# norm, ReLU" (the paper has no batch norm; nearly every later U-Net adds it). One decoder step
+# upsamples the coarser map, crops the encoder map of the same level to that size (with valid
+# padding the encoder map is larger), concatenates the two along the channels and applies a
+# `DoubleConv`.
+
+
+# %%
+def double_conv(in_channels, out_channels, padding=1):
+    """Two (3×3 convolution, batch norm, ReLU); padding=0 is the paper's "valid" convolution."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
+        nn.BatchNorm2d(out_channels), nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, 3, padding=padding, bias=False),
+        nn.BatchNorm2d(out_channels), nn.ReLU(),
+    )
+
+
+def decoder_step(x, skip, upsample, decode):
+    """One decoder level: upsample x, centre-crop the skip to its size, concatenate, DoubleConv."""
+    x = upsample(x)  # (N, C, 2h, 2w): size doubled, channels halved
+    top, left = (skip.shape[-2] - x.shape[-2]) // 2, (skip.shape[-1] - x.shape[-1]) // 2
+    skip = skip[..., top : top + x.shape[-2], left : left + x.shape[-1]]  # (N, C, 2h, 2w)
+    x = torch.cat([skip, x], dim=1)  # (N, 2C, 2h, 2w): the encoder's "where" next to the "what"
+    return decode(x)  # (N, C, 2h - 4, 2w - 4) with valid padding
+
+
+# %% [markdown]
+# Checked against `course_lib`: our `double_conv` with the weights of the library's first encoder
+# level gives the same numbers, and the library's U-Net run level by level with our
+# `decoder_step` gives the same logits as its own `forward`.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+reference = UNet(in_channels=1, num_classes=2, base_channels=8, depth=2, padding="valid").eval()
+ours = double_conv(1, 8, padding=0).eval()
+with torch.no_grad():
+    for mine, theirs in zip(ours.state_dict().values(), reference.encoder[0].state_dict().values()):
+        mine.copy_(theirs)
+    image = torch.rand(1, 1, 92, 92)
+    print(f"double_conv vs DoubleConv: largest difference "
+          f"{(ours(image) - reference.encoder[0](image)).abs().max():.1e}")
+    x, skips = image, []
+    for encode in reference.encoder:
+        skips.append(encode(x))  # (N, C_l, H_l, W_l)
+        x = reference.pool(skips[-1])
+    x = reference.bottleneck(x)
+    for upsample, decode, skip in zip(reference.upsamplers, reference.decoder, reversed(skips)):
+        x = decoder_step(x, skip, upsample, decode)
+    by_steps, by_forward = reference.head(x), reference(image)
+print(f"logits {tuple(by_steps.shape)} by decoder_step, {tuple(by_forward.shape)} by forward, "
+      f"same: {torch.allclose(by_steps, by_forward, atol=1e-6)}")
+
+# %% [markdown]
+# The library's `UNet` stacks these pieces; the walk below performs the steps of `UNet.forward` one by one and records each shape. It runs
 # on PyTorch's `meta` device, which computes shapes without allocating or computing anything, so
 # even the 31-million-parameter network costs nothing here.
 
@@ -280,12 +339,15 @@ print(f"flat input -> transposed output takes {len(torch.unique(by_transpose))} 
       f"bilinear {len(torch.unique(by_bilinear))}")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(5, 2.6))
+# one colour scale for both panels: a constant picture drawn on its own scale would show no value
+low = min(by_transpose.min(), by_bilinear.min()).item()
+high = max(by_transpose.max(), by_bilinear.max()).item()
+fig, axes = plt.subplots(1, 2, figsize=(5.6, 2.6))
 for ax, picture, title in zip(axes, (by_transpose, by_bilinear), ("2×2 up-conv", "bilinear + 1×1")):
-    ax.imshow(picture, cmap="magma")
+    shown = ax.imshow(picture, cmap="magma", vmin=low, vmax=high)
     ax.set_title(f"{title}: flat input", fontsize=9)
     ax.set_axis_off()
-fig.tight_layout()
+fig.colorbar(shown, ax=axes, shrink=0.8)
 
 # %% [markdown]
 # Both work well in practice once trained; bilinear upsampling is the common choice when memory is
@@ -302,4 +364,9 @@ fig.tight_layout()
 #
 # **Exercise 03** (`exercises/ex03_unet.py`): write `DoubleConv`, `center_crop` and the U-Net
 # forward pass; the grader copies `course_lib`'s weights into your network and compares outputs.
-# Check it with `python -m pytest tests/graded/test_ex03_unet.py`.
+# Check it with `python -m course_lib.grade ex03`, or from this notebook:
+
+# %%
+from course_lib.grade import check
+
+check("ex03")
