@@ -177,7 +177,7 @@ def _load_probes(exercise: str, probes_path: str | None) -> types.ModuleType | N
 
 
 def _probe_functions(probes: types.ModuleType | None) -> dict[str, types.FunctionType]:
-    """The public functions of the probe module, taken before any learner code runs.
+    """The public functions the probe module defines, taken before any learner code runs.
 
     Probes only build the learner's objects and run them; the expected values are computed by the
     tests in the grader's process, so a probe the learner replaces can only change the learner's
@@ -188,7 +188,9 @@ def _probe_functions(probes: types.ModuleType | None) -> dict[str, types.Functio
     return {
         name: value
         for name, value in vars(probes).items()
-        if not name.startswith("_") and isinstance(value, types.FunctionType)
+        if not name.startswith("_")
+        and isinstance(value, types.FunctionType)
+        and value.__module__ == probes.__name__
     }
 
 
