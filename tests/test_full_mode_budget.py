@@ -148,3 +148,63 @@ def test_notebook_source_reads_full_mode_and_skips_the_rehearsal():
     (call,) = source.calls("Net")
     assert call.kwargs == {"width": 128, "name": "x"} and call.line == 11  # device is not simple
     assert source.loop_values("variant") == ("32s", "8s")
+
+
+def test_notebook_source_reads_dtypes_deletions_and_calls_inside_a_function():
+    source = budget.NotebookSource("xx", text=textwrap.dedent("""\
+        CACHE_DTYPE, CACHE_DEVICE = torch.float16, 'cpu'
+        def frozen_features(images):
+            return torch.cat([f(x) for x in images])
+        def other():
+            return torch.stack([])
+        cache = frozen_features(images)
+        del cache
+        if True:
+            del kept
+        """))
+    assert source["CACHE_DTYPE"] is torch.float16 and source["CACHE_DEVICE"] == "cpu"
+    assert source.function_calls("frozen_features", "cat")
+    assert not source.function_calls("other", "cat")
+    assert source.deletes("cache")
+    assert not source.deletes("kept")  # only a top-level del frees for the rest of the notebook
+    with pytest.raises(KeyError, match="no `def missing`"):
+        source.function_calls("missing", "cat")
+
+
+def _notebook_04_phases(edit=lambda text: text) -> dict:
+    """notebook_04()'s phases, by the start of their names, from an edited copy of the notebook."""
+    path = next(budget.NOTEBOOKS.glob("04_*.py"))
+    text = edit(path.read_text())
+    real = budget.NotebookSource.__init__
+
+    def reading(self, prefix, source=None):
+        real(self, prefix, text if prefix == "04" else source)
+        self.path = path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(budget.NotebookSource, "__init__", reading)
+        phases = budget.notebook_04()
+    return {("crf" if "CRF" in p.name else p.name.split(" ")[0]): p for p in phases}
+
+
+def _replace(text, old, new):
+    assert old in text, f"notebook 04 no longer has {old!r}; update this test"
+    return text.replace(old, new)
+
+
+def test_notebook_04_cache_and_crf_follow_the_notebook_code():
+    """What the notebook first did (the cache in float32 on the device, joined by torch.cat, never
+    freed) must be charged, and its current code must fit."""
+    rates = {precision: budget.t4_flop_per_s(precision) for precision in budget.T4_PEAK}
+    now = _notebook_04_phases()
+    on_device = _notebook_04_phases(lambda t: _replace(_replace(
+        t, 'CACHE_DTYPE, CACHE_DEVICE = torch.float16, "cpu"',
+        'CACHE_DTYPE, CACHE_DEVICE = torch.float32, "cuda"'),
+        "lows[i:i + 8].copy_(low)", "lows = torch.cat([lows, low])"))
+    kept = _notebook_04_phases(lambda t: _replace(t, "del cache, low_train, context_train", "pass"))
+    assert not any(p.misses(rates) for p in now.values())
+    # float32 on the device, doubled by torch.cat: 2 x 2 x the float16 cache, plus the models
+    assert on_device["frozen-feature"].misses(rates) == ["GPU"]
+    cache16 = now["frozen-feature"].host_bytes - now["DeepLabV3"].host_bytes / 2  # minus the scenes
+    assert 4 * cache16 < on_device["frozen-feature"].gpu_bytes < 4 * cache16 + now["frozen-feature"].gpu_bytes
+    # without the del, the cache is still in host RAM while the CRF runs
+    assert kept["crf"].host_bytes == pytest.approx(now["crf"].host_bytes + cache16, rel=1e-6)

@@ -76,3 +76,21 @@ def test_every_notebook_runs_its_full_mode_path_in_rehearsal(data):
     finally:
         torch.set_num_threads(threads)
     assert len(seconds) == 9 and np.isfinite(list(seconds.values())).all()
+
+
+def test_cell_times_reads_nbclients_timestamps_slowest_first():
+    import nbformat
+
+    def cell(source, begin, end):
+        code = nbformat.v4.new_code_cell(source)
+        code.metadata["execution"] = {"iopub.execute_input": f"2026-01-01T00:00:{begin}Z",
+                                      "shell.execute_reply": f"2026-01-01T00:00:{end}Z"}
+        return code
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        cell("# NBVAL_CHECK_OUTPUT\nfast()", "01.000", "01.500"),
+        cell("slow()", "02.000", "09.250"),
+        nbformat.v4.new_markdown_cell("text"),
+        nbformat.v4.new_code_cell("never_ran()"),
+    ])
+    assert rehearse.cell_times(notebook) == [(7.25, "slow()"), (0.5, "fast()")]

@@ -150,6 +150,19 @@ class NotebookSource:
                 return tuple(self._eval(k) for k in node.value.keys)
         raise KeyError(f"no dict literal {name} in {self.path.name}")
 
+    def deletes(self, name: str) -> bool:
+        """Whether the notebook has a top-level `del name` (it frees what `name` held)."""
+        return any(isinstance(node, ast.Delete) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets) for node in self.tree.body)
+
+    def function_calls(self, function: str, func: str) -> bool:
+        """Whether the body of the notebook's `def function` calls `func` (a name or attribute)."""
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.FunctionDef) and node.name == function:
+                return any(isinstance(n, ast.Call) and _func_name(n.func) == func
+                           for n in ast.walk(node))
+        raise KeyError(f"no `def {function}` in {self.path.name}")
+
     def _collect(self, body: list[ast.stmt]) -> None:
         for node in body:
             if isinstance(node, ast.If):
@@ -196,6 +209,9 @@ class NotebookSource:
             return all(values) if isinstance(node.op, ast.And) else any(values)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             return _BINARY[type(node.op)](self._eval(node.left), self._eval(node.right))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "torch" and isinstance(getattr(torch, node.attr, None), torch.dtype):
+            return getattr(torch, node.attr)  # torch.float16 and the other dtypes
         if isinstance(node, ast.Call) and _func_name(node.func) == "dict" and not node.args:
             return {k.arg: self._eval(k.value) for k in node.keywords}
         raise NotSimple(ast.dump(node)[:60])
@@ -571,13 +587,18 @@ def notebook_04() -> list[Phase]:
               "first (list and stacked copy coexist)"),
         fix="fewer end-to-end steps, or stack the scenes into preallocated tensors")
 
-    # Frozen features: low (N, 256, H/4, W/4) and ASPP output (N, 256, H/16, W/16), kept on the
-    # device by frozen_features(), torch.cat of a list of batches: list and result coexist once.
+    # Frozen features: low (N, 256, H/4, W/4) and ASPP output (N, 256, H/16, W/16) of every
+    # training image, in CACHE_DTYPE on CACHE_DEVICE; joined by torch.cat, the list of batches and
+    # the result coexist once, written into preallocated tensors they do not.
     with torch.no_grad():
         x = torch.randn(batch, 3, size, size, device="meta")
         low, high = v3.eval().backbone(x)
         context = v3.aspp(high)
-    cache_bytes = (_nbytes(low) + _nbytes(context)) // batch * num_train
+    cache_dtype, cache_device = nb["CACHE_DTYPE"], nb["CACHE_DEVICE"]
+    cache_bytes = (low[0].numel() + context[0].numel()) * cache_dtype.itemsize * num_train
+    concatenated = nb.function_calls("frozen_features", "cat")
+    cache_peak = 2 * cache_bytes if concatenated else cache_bytes
+    on_cpu = cache_device == "cpu"
     features_peak = traced_peak(lambda: v3.aspp(v3.backbone(x)[1]), v3)
     v3plus = on_meta(lambda: DeepLabV3Plus(**v3_kwargs))
     resident = encoder.model_bytes + 2 * encoder.trainable_bytes + sum(  # v3, its Adam, v3plus
@@ -585,7 +606,7 @@ def notebook_04() -> list[Phase]:
     for p in list(v3plus.backbone.parameters()) + list(v3plus.aspp.parameters()):
         p.requires_grad_(False)  # only low_project and decoder train
 
-    def v3plus_head_step():
+    def v3plus_head_step():  # a batch of the cache, moved to the device in float32
         low_batch = torch.randn(batch, *low.shape[1:], device="meta")  # low_train[index]
         context_batch = torch.randn(batch, *context.shape[1:], device="meta")
         targets = torch.randint(0, k, (batch, size, size), device="meta")
@@ -604,39 +625,56 @@ def notebook_04() -> list[Phase]:
         logits = F.interpolate(v3.train().head(context), size=(size, size), mode="bilinear")
         F.cross_entropy(logits, targets).backward()
     predict_flops = 2 * encoder.forward_flops / batch * num_val  # v3 and v3plus on val
+    if on_cpu:
+        heads_gpu = resident + max(features_peak, head_dynamic)
+        heads_host = data_bytes + cache_peak
+    else:
+        heads_gpu = resident + max(cache_peak + features_peak, cache_bytes + head_dynamic)
+        heads_host = data_bytes
+    where = "host RAM" if on_cpu else "the device"
     heads = Phase(
-        "04", "frozen-feature cache of the training set + V3 head and V3+ decoder",
-        f"{num_train} × {size}² cached", nb.where("NUM_TRAIN"), params=head.params,
-        gpu_bytes=resident + max(2 * cache_bytes + features_peak, cache_bytes + head_dynamic),
-        step=head, step_name="V3+ decoder on cached features", host_bytes=data_bytes,
+        "04", f"frozen-feature cache of the training set ({str(cache_dtype)[6:]}, in {where}) "
+        "+ V3 head and V3+ decoder", f"{num_train} × {size}² cached", nb.where("NUM_TRAIN"),
+        params=head.params, gpu_bytes=heads_gpu, step=head,
+        step_name="V3+ decoder on cached features", host_bytes=heads_host,
         flops=(encoder.forward_flops / batch * num_train + nb["HEAD_STEPS"]
                * (head.step_flops + v3_head_flops.get_total_flops()) + predict_flops),
-        note=(f"cache {cache_bytes / GiB:.1f} GiB on the device (float32 stride-4 features), "
-              "doubled while torch.cat joins the batches; DeepLabV3, its Adam state and "
-              "DeepLabV3+ stay resident"),
+        note=(f"cache {cache_bytes / GiB:.1f} GiB in {where} ({str(cache_dtype)[6:]} stride-4 "
+              "features and ASPP outputs), "
+              + ("doubled while torch.cat joins the batches" if concatenated else
+                 "written batch by batch into preallocated tensors")
+              + ("; each training batch moved to the device in float32" if on_cpu else "")
+              + "; DeepLabV3, its Adam state and DeepLabV3+ stay resident"),
         fix_by="the issue's",
-        fix=f"the cache in float16 ({cache_bytes / 2 / GiB:.1f} GiB), for a subset of the images, "
-            "or on the CPU, written batch by batch into one preallocated tensor (no torch.cat "
-            "copy)")
+        fix=f"the cache in float16 ({cache_bytes / cache_dtype.itemsize * 2 / GiB:.1f} GiB), for "
+            "a subset of the images, or on the CPU, written batch by batch into one preallocated "
+            "tensor (no torch.cat copy)")
 
-    crf_kwargs = nb.calls("dense_crf")[-1].kwargs  # dense_crf(probs_v3, val_images, ...)
+    # dense_crf(probs_v3, val_images, ..., chunk_size=CRF_CHUNK): the one call over the val set
+    crf_kwargs = (nb.calls("dense_crf", having=("chunk_size",)) or nb.calls("dense_crf"))[-1].kwargs
+    chunk = crf_kwargs.get("chunk_size") or num_val
     probs_bytes = num_val * k * size * size * 4  # (N, K, H, W) float32
     with mock.patch.object(crf, "_check_inputs", lambda *a, **kw: None):  # its checks read values
         probs = torch.randn(num_val, k, size, size, device="meta")
         images = torch.randn(num_val, 3, size, size, device="meta")
-        crf_peak = traced_peak(lambda: crf.dense_crf(probs, images, **crf_kwargs))
+        crf_peak = traced_peak(lambda: crf.dense_crf(probs, images, **crf_kwargs))  # output included
+    cache_left = on_cpu and not (nb.deletes("low_train") and nb.deletes("context_train"))
     megapixels = num_val * size * size / 1e6
+    how = f"in chunks of {chunk} images" if chunk < num_val else "all at once"
     refine = Phase(
-        "04", f"dense CRF (window {crf_kwargs['window']}, {crf_kwargs['num_iterations']} "
-        f"iterations) over all {num_val} val images at once, on the CPU", f"{num_val} × {size}²",
+        "04", f"local dense CRF (window {crf_kwargs['window']}, {crf_kwargs['num_iterations']} "
+        f"iterations) over {num_val} val images {how}, on the CPU", f"{num_val} × {size}²",
         nb.where("NUM_VAL"), precision="CPU",
-        host_bytes=data_bytes + 2 * probs_bytes + crf_peak,
+        host_bytes=data_bytes + 2 * probs_bytes + crf_peak + (cache_bytes if cache_left else 0),
         cpu_seconds=megapixels * MEASURED_ON_CPU["crf_s_per_megapixel"],
-        note=(f"CRF working set {crf_peak / GiB:.1f} GiB (window² - 1 kernels per pixel, "
-              "traced on meta) on top of the stacked scenes and two sets of probabilities"),
+        note=(f"CRF working set {crf_peak / GiB:.2f} GiB ({how}; window² - 1 kernels per pixel, "
+              "the refined output included, traced on meta) on top of the stacked scenes and two "
+              "sets of probabilities"
+              + ("; the feature cache is still held" if cache_left else
+                 ("; the feature cache was freed (`del`)" if on_cpu else ""))),
         fix_by="the issue's",
         fix=f"the CRF in chunks of a few images (its working set is "
-            f"{crf_peak / num_val / 2**20:.0f} MiB per {size}² image)")
+            f"{crf_peak / chunk / 2**20:.0f} MiB per {size}² image)")
     return [end_to_end, heads, refine]
 
 
@@ -690,29 +728,52 @@ def notebook_07() -> list[Phase]:
     from course_lib.models import DeepLabV3
     nb = NotebookSource("07")
     size, batch, epochs = nb["IMAGE_SIZE"], nb["BATCH_SIZE"], nb["EPOCHS"]
+    val_images, workers = min(nb["VAL_IMAGES"], PET_TEST), nb["NUM_WORKERS"]
+    exp_images, exp_epochs = min(nb["EXP_IMAGES"], PET_TRAINVAL), nb["EXP_EPOCHS"]
+    exp_val = min(nb["EXP_VAL_IMAGES"], PET_TEST)
     kwargs = nb.calls("DeepLabV3")[0].kwargs
-    fits = 1 + len(nb.dict_keys("experiment"))  # the main run + the loss experiment
+    runs = len(nb.dict_keys("experiment"))  # the loss experiment's fits
     step = measure_step(on_meta(lambda: DeepLabV3(**kwargs)), _image_batch(batch, 3, size),
                         bce_dice, batch)
-    train_steps = fits * epochs * math.ceil(PET_TRAINVAL / batch)
-    val_images = fits * epochs * PET_TEST + 3 * PET_TEST  # + sections 3 and 4 (three passes)
-    # While the loss experiment trains, `model` (section 2) and `straight` / `resumed` (section 6)
-    # are still on the device: three more DeepLabV3s.
-    resident = 3 * step.model_bytes
+    rate, photo_s = t4_flop_per_s("AMP"), MEASURED_ON_CPU["photo_ms"] / 1e3
+    per_image = step.forward_flops / batch
+    # (training steps, validation images): the main fit (drop_last=True), sections 3 and 4
+    # (three passes over the validation images), the loss experiment
+    main = (epochs * (PET_TRAINVAL // batch), epochs * val_images)
+    sections = (0, 3 * val_images)
+    experiment = (runs * exp_epochs * math.ceil(exp_images / batch), runs * exp_epochs * exp_val)
+    parts = [main, sections, experiment]
+    train_steps = sum(p[0] for p in parts)
+    val_passes = sum(p[1] for p in parts)
+    flops = step.step_flops * train_steps + per_image * val_passes
+    # Loader workers decode while the GPU computes: only decoding beyond the GPU time counts,
+    # for the training images and for the validation images separately.
+    train_gpu = step.step_flops * train_steps / rate
+    train_load = (epochs * (PET_TRAINVAL // batch) * batch + runs * exp_epochs * exp_images) \
+        * photo_s / max(workers, 1)
+    val_gpu, val_load = per_image * val_passes / rate, val_passes * photo_s / max(workers, 1)
+    cpu_seconds = max(0.0, train_load - train_gpu) + max(0.0, val_load - val_gpu)
+    # While the loss experiment trains, the models of sections 2 and 6 (`model`, `straight`,
+    # `resumed`) are still on the device unless the notebook deletes them.
+    freed = all(nb.deletes(name) for name in ("model", "straight", "resumed"))
+    resident = 0 if freed else 3 * step.model_bytes
+    loaders = f"{workers} loader workers" if workers else "loaders without workers"
     return [Phase(
-        "07", f"DeepLabV3 {kwargs['backbone']} on Oxford-IIIT Pet, {fits} fits × {epochs} epochs",
+        "07", f"DeepLabV3 {kwargs['backbone']} on Oxford-IIIT Pet: {epochs} epochs + "
+        f"{runs} × {exp_epochs} epochs on {exp_images} images",
         f"{batch} × {size}²", nb.where("IMAGE_SIZE"), params=step.params,
         gpu_bytes=resident + step.peak_bytes,
         step=step, step_name=f"DeepLabV3 {kwargs['backbone']}", precision="AMP",
-        flops=step.step_flops * train_steps + step.forward_flops / batch * val_images,
-        cpu_seconds=(fits * epochs * (PET_TRAINVAL + PET_TEST) + 3 * PET_TEST)
-        * MEASURED_ON_CPU["photo_ms"] / 1e3,
-        note=(f"{train_steps} steps + {val_images} val images; loaders without workers: JPEG "
-              "decoding and augmentation in the main process; three earlier DeepLabV3s stay on "
-              "the device"),
+        flops=flops, cpu_seconds=cpu_seconds,
+        note=(f"{train_steps} steps + {val_passes} val images ({val_images} of the {PET_TEST} "
+              f"test photos per pass; the loss experiment on {exp_images} training and "
+              f"{exp_val} test photos); {loaders}"
+              + (" (only decoding beyond the GPU time counts)" if workers else
+                 ": JPEG decoding and augmentation in the main process")
+              + ("; the earlier DeepLabV3s are deleted before the loss experiment" if freed else
+                 "; three earlier DeepLabV3s stay on the device")),
         fix="one fit instead of four (the loss experiment on a subset or for a few "
-            "epochs), fewer epochs, DataLoader workers for the JPEG decoding, and float16 "
-            "autocast on a T4 (see below)")]
+            "epochs), fewer epochs, DataLoader workers for the JPEG decoding")]
 
 
 def notebook_08() -> list[Phase]:
@@ -737,13 +798,20 @@ def notebook_08() -> list[Phase]:
         resident += cost.model_bytes
         flops += cost.step_flops * steps + cost.forward_flops / batch * num_val * epochs
     heaviest = max(costs, key=lambda label: costs[label].peak_bytes)
+    # rendered(...) draws every scene once into a TensorDataset (the list of scenes and the
+    # stacked copy coexist once); otherwise each model and epoch draws them again.
+    once = bool(nb.calls("TensorDataset"))
+    scene_bytes = (images + num_val) * (3 * 4 + 8) * size * size  # float32 image, int64 mask
+    renders = (images + num_val) * (1 if once else len(costs) * epochs)
     six = Phase(
         "08", f"{len(costs)} models × {epochs} epochs on scenes (heaviest: {heaviest})",
         f"{batch} × {size}²", nb.where("TRAIN_SIZE"), params=costs[heaviest].params,
         gpu_bytes=max(peaks), step=costs[heaviest], step_name=heaviest, precision="AMP",
-        flops=flops,
-        cpu_seconds=len(costs) * epochs * (images + num_val) * _scenes_ms(size) / 1e3,
-        note=f"{len(costs)} × {steps} steps; scenes rendered in the main process",
+        flops=flops, host_bytes=2 * scene_bytes if once else 0,
+        cpu_seconds=renders * _scenes_ms(size) / 1e3,
+        note=(f"{len(costs)} × {steps} steps; " + (
+            f"the {images} + {num_val} scenes rendered once and held as tensors"
+            if once else "scenes rendered in the main process for every model and epoch")),
         fix_by="the issue's",
         fix="render with DataLoader workers (then the rendering overlaps the GPU time), or fewer "
             "scenes / epochs")
@@ -901,6 +969,15 @@ def document(phases: list[Phase], rates: dict[str, float]) -> str:
     moved_05 = "" if any(p.misses(rates) for p in phases if p.notebook == "05") else (
         "Notebook 05 was on the issue's list (its U-Net trained on the CPU); since commit 0bf4c14\n"
         "it trains on the device (Kvasir-SEG), which is what is measured above.\n\n")
+    what_changed = (
+        "Notebooks 04, 07 and 08 did not fit at first (04: 17.3 GiB of GPU and "
+        "17.9 GiB of\nhost RAM; 07: about 149 minutes; 08: about 26); what changed is in their "
+        "notes below: 04's feature\ncache in float16 in host RAM, written into preallocated "
+        "tensors, and its CRF in chunks; 07's main\nrun shortened, the loss comparison on a "
+        "subset, loader workers, the earlier models freed; 08's\nscenes rendered once, fewer "
+        "epochs and detector steps.")
+    fit_section = (f"By notebook: {by_notebook}. By step:\n\n{not_fitting}" if not_fitting else
+                   f"Nothing: every step and every notebook is within the limits.\n\n{what_changed}")
     cpu = MEASURED_ON_CPU
     fp32, amp = rates["fp32"], rates["AMP"]
     return f"""# Full mode's memory and time, measured rather than guessed
@@ -963,20 +1040,15 @@ that step alone, a notebook's the sum of its steps.
 
 ## What does not fit
 
-By notebook: {by_notebook}. By step:
-
-{not_fitting}
+{fit_section}
 
 {moved_05}Also found while measuring:
 
-- `engine.resolve_amp("auto")` asks `torch.cuda.is_bf16_supported()`, which returns True on a T4
-  (compute capability 7.5) because bfloat16 can be *emulated* there (`including_emulation=True` is
-  its default). `engine.fit` would then train notebooks 02, 07 and 08 in bfloat16, which a T4's
-  tensor cores do not support: likely no faster than float32. The mixed-precision rate above
-  assumes float16. The fix belongs in `course_lib/engine.py`:
-  `torch.cuda.is_bf16_supported(including_emulation=False)`.
-- Notebook 04 keeps the cached features on the device (`frozen_features` appends the backbone's
-  outputs without `.cpu()`), so its cache is GPU memory, not host RAM.
+- `torch.cuda.is_bf16_supported()` returns True on a T4 (compute capability 7.5) because
+  bfloat16 can be *emulated* there (`including_emulation=True` is its default), and a T4's tensor
+  cores do not run bfloat16. `engine.resolve_amp("auto")` therefore asks
+  `is_bf16_supported(including_emulation=False)` and picks float16 on a T4, which is what the
+  mixed-precision rate above assumes.
 
 ## Notes per step
 
@@ -989,8 +1061,9 @@ By notebook: {by_notebook}. By step:
   training rows; Mask R-CNN does not run on meta tensors.
 - Downloads (Pascal VOC about 2 GB, Oxford-IIIT Pet about 800 MB, Kvasir-SEG about 45 MB,
   weights), checkpoint writes (notebook 07 writes one per epoch), the small runs of notebook 07's
-  section 6 (a few dozen steps), notebook 08's CPU speed measurement (a few batch-2 forward
-  passes), and metrics computed on the CPU (HD95, boundary scores).
+  sections 2 and 6 (its written-out loop on three batches, a few dozen steps), notebook 08's CPU
+  speed measurement (a few batch-2 forward passes), and metrics computed on the CPU (HD95,
+  boundary scores).
 - Nothing here ran on a GPU. The figures bound the cost from the models' shapes; one epoch on a
   T4 is what will confirm them.
 """
