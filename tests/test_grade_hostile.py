@@ -31,13 +31,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from course_lib.grade import bulk, sandbox
 from course_lib.grade.bulk import grade_class, grade_student, publish_folder
+from course_lib.grade.client import LearnerError, WorkerClient
 from course_lib.grade.intake import take_in
 from course_lib.grade.layout import CourseLayout
 from course_lib.grade.limits import Limits
 from course_lib.grade.manifest import build_manifest, save_manifest
+from course_lib.grade.runner import ExerciseHandle
 from course_lib.grade.manifest import tests_sha256 as hash_of_tests
 from course_lib.grade.session import SessionResult
 from course_lib.grade.zygote import Zygote, spawn_child
@@ -336,24 +339,40 @@ def _reference_intake(tmp_path: Path):
     return take_in(folder, ["ex90_demo", "ex91_more"])
 
 
-def test_an_unfinished_run_is_graded_again_in_a_fresh_process(tmp_path, manifest, monkeypatch):
+@pytest.mark.parametrize("cut", ["killed", "no_worker"])
+def test_an_unfinished_run_is_graded_again_in_a_fresh_process(tmp_path, manifest, monkeypatch, cut):
     calls, real = [], bulk.run_tests
 
-    def killed_once(files, target, layout, **kwargs):
+    def cut_short_once(files, target, layout, **kwargs):
         calls.append(kwargs.get("zygote"))
-        if len(calls) == 1:  # as if the zygote had been killed in the middle of the run: the
-            tests = [  # first tests reported, the one running then never did
-                {"nodeid": t["id"], "outcome": "passed", "message": "", "kind": None}
-                for t in manifest["tests"][:2]
-            ] + [{"nodeid": manifest["tests"][2]["id"], "outcome": "running", "message": ""}]
-            return SessionResult(tests=tests, status="ok", sandbox="bubblewrap")
-        return real(files, target, layout, **kwargs)
+        if len(calls) > 1:
+            return real(files, target, layout, **kwargs)
+        tests = [{"nodeid": t["id"], "outcome": "passed", "message": "", "kind": None}
+                 for t in manifest["tests"]]
+        if cut == "killed":  # as if the zygote had been killed in the middle of the run: the test
+            tests = tests[:2] + [{**tests[2], "outcome": "running"}]  # running then never reported
+        else:  # the sandboxed zygote could not start a worker for one test
+            tests[3] = {**tests[3], "outcome": "failed", "kind": "grader"}
+        return SessionResult(tests=tests, status="ok", sandbox="bubblewrap")
 
-    monkeypatch.setattr(bulk, "run_tests", killed_once)
+    monkeypatch.setattr(bulk, "run_tests", cut_short_once)
     row = grade_student(_reference_intake(tmp_path), DEMO, manifest, tmp_path / "out",
                         forbidden=[], limits=LIMITS, zygote="/nonexistent/zygote.sock")
     assert calls == ["/nonexistent/zygote.sock", None]
     assert (row["total"], row["status"]) == (10, "ok")
+
+
+def test_a_worker_the_grader_cannot_start_is_its_own_fault(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_GRADE_ZYGOTE", str(tmp_path / "gone.sock"))
+    monkeypatch.setenv("COURSE_GRADE_WORKERS_SANDBOXED", "1")  # never falls back to an unsandboxed one
+    source = (DEMO.solutions / "ex91_more.py").read_bytes()
+    client = WorkerClient("ex91_more", tmp_path / "ex91_more.py", source, task_names=["square"],
+                          forbidden_roots=[], limits=LIMITS)
+    handle = ExerciseHandle("ex91_more", tmp_path / "ex91_more.py", client)
+    with pytest.raises(LearnerError, match="the grader could not start a worker") as caught:
+        handle.square(torch.ones(2))
+    assert caught.value.kind == "grader"
+    handle.close()
 
 
 def test_a_run_that_never_finishes_is_booked_as_zero_not_partially(tmp_path, manifest, monkeypatch):

@@ -11,8 +11,8 @@ solutions/, hidden tests or other students' copies (the sandbox hides them; guar
 Only this process writes under OUT, and only from its own records:
 - each student's folder is made fresh (a new folder renamed into place; whatever was at that path,
   a file, a folder or a link, is moved aside and deleted first);
-- a run that did not finish (the pytest process died, a test never reported, the tests changed
-  during the run) is a grader fault: the student is graded again in a fresh interpreter, and if
+- a run that did not finish (the pytest process died, a test never reported, no worker could be
+  started, the tests changed during the run) is a grader fault: the student is graded again in a fresh interpreter, and if
   that fails too their row is booked as zero with status `crash`, never as a partial report;
 - `tests_sha256` is computed from the test files, conftest files and probes on disk before and after
   each student's run;
@@ -108,6 +108,8 @@ def publish_folder(out: Path, name: str, files: dict[str, str]) -> Path:
 def _finished(result, manifest: dict) -> bool:
     """Whether a pytest run reported a final outcome for every manifest test."""
     if result.status == "crash":
+        return False
+    if any(t.get("kind") == "grader" for t in result.tests):  # e.g. no sandboxed worker could start
         return False
     outcomes = {t.get("nodeid"): t.get("outcome") for t in result.tests}
     return all(outcomes.get(t["id"]) not in (None, "missing", "running") for t in manifest["tests"])

@@ -23,6 +23,7 @@ from course_lib.grade.client import LearnerError, WorkerClient
 from course_lib.grade.layout import CourseLayout, course_layout, repo_root
 from course_lib.grade.limits import Limits
 from course_lib.grade.stubs import MarkerError, task_names
+from course_lib.grade.zygote import WorkerStartError
 
 __all__ = [
     "ExerciseHandle",
@@ -127,6 +128,10 @@ class ExerciseHandle:
         except LearnerError as error:
             error.kind = getattr(error, "kind", None) or _failure_kind(self._client, error, op, target)
             raise
+        except WorkerStartError as error:  # the grader's fault: the class grader grades again
+            fault = LearnerError(f"the grader could not start a worker: {error}")
+            fault.kind = "grader"
+            raise fault from None
 
     def __getattr__(self, function_name: str):
         if function_name.startswith("_"):

@@ -23,7 +23,9 @@ and `spawn_child` uses that host pid to kill the child's process group. When a z
 reports a child's exit, `ChildHandle` kills that child's process group (no orphan keeps running)
 and sets `zygote_lost`; the class grader treats the unfinished run as its own fault (bulk.py). A pytest process whose
 environment has COURSE_GRADE_WORKERS_SANDBOXED=1 never falls back to unsandboxed workers: when
-the sandboxed zygote cannot be reached, `spawn_child` raises RuntimeError instead of OSError.
+the sandboxed zygote cannot be reached, `spawn_child` raises WorkerStartError (a RuntimeError)
+instead of OSError; the test then fails with kind "grader" and the class grader grades the
+student again (runner.py, bulk.py).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PRELOAD", "SandboxZygote", "Zygote", "spawn_child"]
+__all__ = ["PRELOAD", "SandboxZygote", "WorkerStartError", "Zygote", "spawn_child"]
 
 PRELOAD = (
     "numpy",
@@ -54,6 +56,10 @@ PRELOAD = (
     "course_lib.grade.guards",
 )
 _MAX_REQUEST = 1 << 20
+
+
+class WorkerStartError(RuntimeError):
+    """A sandboxed worker could not be started: the grader's fault, never the learner's answer."""
 
 
 def _run_child(request: dict, fds: list[int], announce: socket.socket | None = None) -> None:
@@ -261,7 +267,7 @@ def spawn_child(
         try:
             return _spawn_sandboxed(socket_path, cwd=cwd, env=env, args=args, fds=fds)
         except OSError as error:  # never OSError: the caller would fall back to an unsandboxed worker
-            raise RuntimeError(f"the sandboxed worker could not be started: {error}") from None
+            raise WorkerStartError(f"the sandboxed worker could not be started: {error}") from None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(socket_path)
     request = json.dumps({"kind": kind, "cwd": cwd, "env": env, "args": args}).encode("utf-8")
