@@ -309,6 +309,76 @@ plt.show()
 # are filled with `fill` in the image and `fill_mask` in the mask: we use 255 so that losses and
 # metrics skip them. Colour transforms (brightness, contrast, hue) touch the image only.
 #
+# ### Old calls that tutorials still show
+#
+# albumentations 2 renamed or removed three things that many tutorials and older code still use:
+#
+# | old | current |
+# |---|---|
+# | `ShiftScaleRotate(shift_limit=a, scale_limit=b, rotate_limit=c)` | `Affine(translate_percent=(-a, a), scale=(1 - b, 1 + b), rotate=(-c, c))` |
+# | `value=`, `mask_value=` (border fill) | `fill=`, `fill_mask=` |
+# | `always_apply=True` | `p=1.0` |
+#
+# The old calls do not fail. Depending on the version they warn, or their arguments are ignored
+# with a warning, and the pipeline runs with the defaults. We build each old call and its
+# replacement, print the warnings, and measure what the transform did to the mask.
+
+# %%
+import warnings
+
+
+def build(make):
+    """Construct a transform, collecting the warnings its constructor raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        transform = make()
+    return transform, sorted({str(w.message) for w in caught})
+
+
+def over_calls(transform, measure, calls):
+    """Mean of measure(output mask) over `calls` calls of a seeded pipeline on the scene."""
+    pipeline = A.Compose([transform], seed=0)
+    image, mask = scene_image.permute(1, 2, 0).numpy(), scene_mask.numpy()
+    return np.mean([measure(pipeline(image=image, mask=mask)["mask"]) for _ in range(calls)])
+
+
+def ignored(mask):
+    return (mask == 255).mean()  # share of the mask marked "ignore"
+
+
+def flipped(mask):
+    return np.array_equal(mask, scene_mask.numpy()[:, ::-1])
+
+
+corner = dict(border_mode=cv2.BORDER_CONSTANT, p=1.0)
+pairs = [
+    ("ShiftScaleRotate(...)", lambda: A.ShiftScaleRotate(
+        shift_limit=0.1, scale_limit=0.2, rotate_limit=30, fill_mask=255, **corner),
+     "Affine(...)", lambda: A.Affine(
+        translate_percent=(-0.1, 0.1), scale=(0.8, 1.2), rotate=(-30, 30), fill_mask=255, **corner),
+     ignored, "mask pixels marked 255", 100),
+    ("Rotate(value=0, mask_value=255)", lambda: A.Rotate(limit=30, value=0, mask_value=255, **corner),
+     "Rotate(fill=0, fill_mask=255)", lambda: A.Rotate(limit=30, fill=0, fill_mask=255, **corner),
+     ignored, "mask pixels marked 255", 100),
+    ("HorizontalFlip(always_apply=True)", lambda: A.HorizontalFlip(always_apply=True),
+     "HorizontalFlip(p=1.0)", lambda: A.HorizontalFlip(p=1.0),
+     flipped, "calls that flipped", 1000),
+]
+print("albumentations", A.__version__)
+for old_name, old, new_name, new, measure, what, calls in pairs:
+    for name, make in ((old_name, old), (new_name, new)):
+        transform, caught = build(make)
+        print(f"{name:<34} {what} ({calls} calls): {over_calls(transform, measure, calls):.2f}")
+        for message in caught:
+            print(f"{'':<5}warning: {message}")
+
+# %% [markdown]
+# `ShiftScaleRotate` still works and only asks to be replaced by `Affine`. The other two are
+# silent failures: with `value`/`mask_value` ignored, the rotated corners get the default fill 0,
+# which in the mask is a real class (background), so the loss trains on pixels that were never in
+# the image. With `always_apply` ignored, an "always" flip happens only with the default
+# probability `p=0.5`. Read the warnings of a new pipeline once: they are the only sign.
+#
 # ## 5. The course pipelines
 #
 # `course_lib.transforms.train_transforms(size)` chains: resize the shorter side and crop a
@@ -348,6 +418,31 @@ for i in range(40):
 print("image:", tuple(img.shape), img.dtype, "| mask:", tuple(m.shape), m.dtype)
 print("labels seen:", sorted(labels_seen))
 print("all valid:", labels_seen <= set(range(ScenesDataset.num_classes)) | {255})
+
+# %% [markdown]
+# ### Why the pipeline converts the mask at the end
+#
+# The course's masks are int64, the dtype `cross_entropy` wants for class indices. albumentations
+# hands back a different integer dtype for the mask, and the first loss call fails. Here is the
+# failure once, with a bare albumentations pipeline, and the same mask through `val_transforms`,
+# which converts its output with `.long()`:
+
+# %%
+import torch.nn.functional as F
+
+bare = A.Compose([A.HorizontalFlip(p=1.0)])
+bare_mask = torch.from_numpy(bare(image=scene_image.permute(1, 2, 0).numpy(),
+                                  mask=scene_mask.numpy())["mask"])
+print("mask in:", scene_mask.dtype, "| out of albumentations:", bare_mask.dtype)
+logits = torch.zeros(1, ScenesDataset.num_classes, *bare_mask.shape)
+try:
+    F.cross_entropy(logits, bare_mask[None])
+except RuntimeError as error:
+    print("cross_entropy:", str(error).splitlines()[0])
+course_mask = val_transforms()(image=scene_image.permute(1, 2, 0).numpy(),
+                               mask=scene_mask.numpy())["mask"]
+print("out of val_transforms:", course_mask.dtype,
+      f"| cross_entropy {F.cross_entropy(logits, course_mask[None]).item():.3f}")
 
 # %% [markdown]
 # ### Grayscale images and dataset statistics
@@ -488,4 +583,11 @@ shutil.rmtree(workdir)
 #
 # **Exercise 06**: open `exercises/ex06_data_augmentation.py`, then check your work with
 #
-#     python -m pytest tests/graded/test_ex06_data_augmentation.py
+#     python -m course_lib.grade ex06
+#
+# or from this notebook:
+
+# %%
+from course_lib.grade import check
+
+check("ex06")
