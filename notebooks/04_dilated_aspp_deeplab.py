@@ -150,7 +150,7 @@ for rates_, erf in footprints.items():
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(6, 3))
 for ax, (rates_, erf) in zip(axes, footprints.items()):
-    ax.imshow(erf > 0, cmap="gray", interpolation="nearest")
+    ax.imshow(erf > 0, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(f"rates {rates_}", fontsize=10)
     ax.set_axis_off()
 fig.suptitle("input pixels read by the centre output (white)", fontsize=10)
@@ -210,7 +210,7 @@ print("concatenated:", 5 * 4, "channels -> projected:", tuple(aspp(features).sha
 # %%
 fig, axes = plt.subplots(1, 5, figsize=(10, 2.3))
 for ax, (name, read) in zip(axes, reads.items()):
-    ax.imshow(read, cmap="gray", interpolation="nearest")
+    ax.imshow(read, cmap="gray", vmin=0, vmax=1, interpolation="nearest")  # white = read
     ax.set_title(name, fontsize=10)
     ax.set_axis_off()
 fig.tight_layout()
@@ -308,6 +308,11 @@ if not FAST:
     backbone_weights = pretrained(ResNet50_Weights.IMAGENET1K_V2)  # downloaded once by torchvision
 
 NUM_TRAIN, NUM_VAL = (256, 12) if FAST else (2000, 200)
+# The frozen-feature cache of section 5 lives in host RAM in float16: at full size the stride-4
+# features of 2000 ResNet-50 images are 4 GiB even so, twice that in float32, too much for a
+# 15 GB T4 next to the models. The CRF of section 6 refines CRF_CHUNK images at a time.
+CACHE_DTYPE, CACHE_DEVICE = torch.float16, "cpu"
+CRF_CHUNK = 8
 if REHEARSAL:
     ENCODER_STEPS, HEAD_STEPS, BATCH, NUM_TRAIN, NUM_VAL = 2, 2, 2, 16, 8
 train_set = ScenesDataset(length=NUM_TRAIN, image_size=SIZE, seed=1)
@@ -364,14 +369,19 @@ print(f"DeepLabV3 after {ENCODER_STEPS} steps: loss {loss.item():.3f}, trained i
 # %%
 @torch.no_grad()
 def frozen_features(model, images):
-    """(stride-4 features, ASPP output) of the frozen encoder, batch by batch."""
+    """(stride-4 features, ASPP output) of the frozen encoder, written batch by batch into two
+    preallocated CACHE_DTYPE tensors on CACHE_DEVICE: no list of batches, no torch.cat copy."""
     model.eval()
-    lows, contexts = [], []
+    lows = contexts = None
     for i in range(0, len(images), 8):
         low, high = model.backbone(images[i:i + 8].to(device))  # (8, C_low, H/4, W/4), (8, C_high, H/16, W/16)
-        lows.append(low)
-        contexts.append(model.aspp(high))  # (8, C_aspp, H/16, W/16)
-    return torch.cat(lows), torch.cat(contexts)
+        context = model.aspp(high)  # (8, C_aspp, H/16, W/16)
+        if lows is None:  # the shapes are known after the first batch
+            lows = torch.empty((len(images), *low.shape[1:]), dtype=CACHE_DTYPE, device=CACHE_DEVICE)
+            contexts = torch.empty((len(images), *context.shape[1:]), dtype=CACHE_DTYPE, device=CACHE_DEVICE)
+        lows[i:i + 8].copy_(low)  # to the cache's device and dtype
+        contexts[i:i + 8].copy_(context)
+    return lows, contexts
 
 
 seed_everything(0)
@@ -380,6 +390,8 @@ v3plus = DeepLabV3Plus(num_classes=NUM_CLASSES, backbone=BACKBONE, output_stride
 v3plus.backbone.load_state_dict(v3.backbone.state_dict())  # the same frozen encoder and ASPP
 v3plus.aspp.load_state_dict(v3.aspp.state_dict())
 low_train, context_train = frozen_features(v3, train_images)
+cache_gib = sum(t.numel() * t.element_size() for t in (low_train, context_train)) / 2**30
+print(f"feature cache: {cache_gib:.2f} GiB of {CACHE_DTYPE} on {CACHE_DEVICE}")
 
 
 def v3_head(low, context):
@@ -392,13 +404,14 @@ def v3plus_head(low, context):
     return v3plus.decoder(x)  # (N, K, H/4, W/4)
 
 
-def train_head(head, module, seed):
+def train_head(head, module, cache, seed):
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     module.train()
     for _ in range(HEAD_STEPS):
         index = torch.randint(0, len(train_images), (BATCH,), generator=generator)
-        logits = head(low_train[index], context_train[index])
+        low, context = (t[index].to(device, torch.float32) for t in cache)  # a batch of the cache, in float32
+        logits = head(low, context)
         logits = F.interpolate(logits, size=train_masks.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.cross_entropy(logits, train_masks[index].to(device))
         optimizer.zero_grad()
@@ -408,9 +421,11 @@ def train_head(head, module, seed):
 
 
 start = time.perf_counter()
-print(f"V3 head:     final loss {train_head(v3_head, v3.head, seed=2):.3f}")
-print(f"V3+ decoder: final loss {train_head(v3plus_head, nn.ModuleList([v3plus.low_project, v3plus.decoder]), seed=2):.3f}")
+cache = (low_train, context_train)
+print(f"V3 head:     final loss {train_head(v3_head, v3.head, cache, seed=2):.3f}")
+print(f"V3+ decoder: final loss {train_head(v3plus_head, nn.ModuleList([v3plus.low_project, v3plus.decoder]), cache, seed=2):.3f}")
 print(f"heads trained in {time.perf_counter() - start:.0f} s")
+del cache, low_train, context_train  # the cache has done its job: its memory is free for what follows
 
 # %%
 probs_v3, probs_v3plus = predict(v3, val_images), predict(v3plus, val_images)
@@ -453,11 +468,28 @@ fig.tight_layout()
 # CRF (Krähenbühl and Koltun, 2011): every pixel is pulled towards the labels of pixels that are
 # close *and* similar in colour (appearance kernel) and of pixels that are just close (smoothness
 # kernel), by a few mean-field iterations. `course_lib.crf.dense_crf` computes it in PyTorch,
-# batched, exactly over all pairs for tiny images or with messages inside a local window
-# (ConvCRF, Teichmann and Cipolla 2019) for real sizes.
+# batched, in two ways: exactly, over all pairs of pixels (tiny images only: an (HW)² matrix),
+# or with messages inside a local window around each pixel, as ConvCRF does (Teichmann and
+# Cipolla, 2019). The local version is **not** the fully connected CRF: its appearance kernel,
+# with a spatial reach of θα = 80 pixels, is cut off at the window's edge. The sections below
+# use a 7×7 window (each pixel talks to its 48 neighbours), so call it what it is: a local,
+# ConvCRF-style CRF with the dense CRF's kernels.
+#
+# ### One mean-field update, written out
+#
+# Mean-field inference keeps a distribution Q_i over labels for every pixel i, starting from the
+# network's probabilities P_i, and repeats one update:
+# 1. **unary**: ψ_u(l) = −log P_i(l), the network's own opinion, which never changes;
+# 2. **message passing**: m_i(l) = Σ_{j≠i} k(f_i, f_j) Q_j(l), how strongly the pixels similar
+#    to i vote for l, with k = w_s·smoothness + w_a·appearance (each kernel divided by its row
+#    sums, k_ij / √(d_i d_j), as in the reference implementation);
+# 3. **compatibility** (Potts): a vote for another label l' ≠ l costs m_i(l'), so label l pays
+#    Σ_{l'≠l} m_i(l');
+# 4. **normalise**: Q_i(l) = softmax over l of (−ψ_u(l) − that cost).
 #
 # First a controlled case: a "prediction" made by averaging the true mask over 8×8 blocks and
-# upsampling it (the shape of an OS-8 output), refined on the image.
+# upsampling it (the shape of an OS-8 output). One update by hand, with every pair of pixels, on
+# a 16×16 corner of the first scene, next to the library's exact CRF:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -465,6 +497,55 @@ crf_images, crf_masks = val_images[:8], val_masks[:8]
 onehot = F.one_hot(crf_masks, NUM_CLASSES).permute(0, 3, 1, 2).float()
 coarse = F.interpolate(F.avg_pool2d(onehot, 8), size=crf_masks.shape[-2:], mode="bilinear", align_corners=False)
 coarse_probs = (4 * coarse).softmax(1)
+
+p_small, rgb_small = coarse_probs[:1, :, -16:, :16], crf_images[:1, :, -16:, :16]  # (1, K, 16, 16), (1, 3, 16, 16)
+hw = 16 * 16
+ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+position = torch.stack([ys, xs], dim=-1).reshape(hw, 2)  # (HW, 2) pixel coordinates
+colour = rgb_small[0].reshape(3, hw).T * 255  # (HW, 3) on the 0-255 scale of the paper
+d_pos, d_col = torch.cdist(position, position) ** 2, torch.cdist(colour, colour) ** 2  # (HW, HW)
+not_self = 1 - torch.eye(hw)  # the sums run over j != i
+smoothness = torch.exp(-d_pos / (2 * 3.0**2)) * not_self  # theta_gamma = 3
+appearance = torch.exp(-d_pos / (2 * 80.0**2) - d_col / (2 * 13.0**2)) * not_self  # theta_alpha, theta_beta
+
+
+def normalise_rows(k):  # k_ij / sqrt(d_i d_j)
+    inv_sqrt_d = k.sum(1).rsqrt()
+    return k * inv_sqrt_d[:, None] * inv_sqrt_d[None, :]
+
+
+kernel = 3.0 * normalise_rows(smoothness) + 10.0 * normalise_rows(appearance)  # w_s = 3, w_a = 10
+unary = -p_small[0].reshape(NUM_CLASSES, hw).log()  # (K, HW): 1. psi_u
+q = p_small[0].reshape(NUM_CLASSES, hw)  # (K, HW): Q starts at the network's probabilities
+message = q @ kernel.T  # (K, HW): 2. m_i(l) = sum_j k_ij Q_j(l)
+potts = message.sum(0, keepdim=True) - message  # 3. the votes for every other label
+q_new = torch.softmax(-unary - potts, dim=0)  # 4. normalise over the labels
+library = dense_crf(p_small, rgb_small, method="exact", num_iterations=1)
+print(f"one update by hand vs crf.dense_crf(method='exact', num_iterations=1): "
+      f"agree to 1e-5: {torch.allclose(q_new.reshape(1, NUM_CLASSES, 16, 16), library, atol=1e-5)}")
+
+# %% [markdown]
+# How much does the 7×7 window change? On a 32×32 crop the exact CRF is affordable; a window of
+# 63 covers every pair of pixels of the crop and must reproduce it, a window of 7 does not:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+centre = slice(SIZE // 2 - 16, SIZE // 2 + 16)
+p_crop, rgb_crop = coarse_probs[:1, :, centre, centre], crf_images[:1, :, centre, centre]  # 32 x 32
+exact = dense_crf(p_crop, rgb_crop, method="exact", num_iterations=5)
+for window in (7, 63):
+    local = dense_crf(p_crop, rgb_crop, method="local", window=window, num_iterations=5)
+    changed = (local.argmax(1) != exact.argmax(1)).float().mean().item()
+    print(f"local CRF, window {window:2d}: largest |Q_local - Q_exact| {(local - exact).abs().max():.3f}, "
+          f"labels that differ {changed:.1%}")
+
+# %% [markdown]
+# The window keeps the smoothness kernel (θγ = 3 is below 1e-3 beyond 11 pixels) but loses the
+# long reach of the appearance kernel, and with it the exact CRF's answer. Next, the local CRF
+# with a 7×7 window on the controlled case, eight whole scenes:
+
+# %%
+# NBVAL_CHECK_OUTPUT
 refined = dense_crf(coarse_probs, crf_images, window=7, num_iterations=5)
 for name, probs in [("coarse", coarse_probs), ("coarse + CRF", refined)]:
     pred = probs.argmax(1)
@@ -472,19 +553,20 @@ for name, probs in [("coarse", coarse_probs), ("coarse + CRF", refined)]:
     print(f"{name:13s} pixel accuracy {accuracy:.3f}   boundary IoU {boundary_score(pred, crf_masks):.3f}")
 
 # %% [markdown]
-# Now on the DeepLabV3 predictions of section 5, with the time it costs. The CRF can only move
-# labels to where the image has edges: it fixes outlines that are roughly right and cannot fix a
-# region the network got wrong.
+# Now the local CRF on the DeepLabV3 predictions of section 5, with the time it costs, `CRF_CHUNK`
+# images at a time (its working set grows with the number of images at once: about 75 MiB per
+# 256×256 image at window 7). The CRF can only move labels to where the image has edges: it fixes
+# outlines that are roughly right and cannot fix a region the network got wrong.
 
 # %%
 start = time.perf_counter()
-refined_v3 = dense_crf(probs_v3, val_images, window=7, num_iterations=5)
+refined_v3 = dense_crf(probs_v3, val_images, window=7, num_iterations=5, chunk_size=CRF_CHUNK)
 seconds = time.perf_counter() - start
-for name, probs in [("DeepLabV3", probs_v3), ("DeepLabV3 + CRF", refined_v3), ("DeepLabV3+", probs_v3plus)]:
+for name, probs in [("DeepLabV3", probs_v3), ("DeepLabV3 + local CRF", refined_v3), ("DeepLabV3+", probs_v3plus)]:
     miou, biou = scores(probs)
-    print(f"{name:16s} mIoU {miou:.3f}   boundary IoU {biou:.3f}")
+    print(f"{name:22s} mIoU {miou:.3f}   boundary IoU {biou:.3f}")
 megapixels = val_images.shape[0] * val_images.shape[2] * val_images.shape[3] / 1e6
-print(f"CRF cost: {seconds / len(val_images) * 1e3:.0f} ms per {SIZE}x{SIZE} image on {device} "
+print(f"local CRF cost: {seconds / len(val_images) * 1e3:.0f} ms per {SIZE}x{SIZE} image on {device} "
       f"({seconds / megapixels:.1f} s per megapixel)")
 
 # %%
@@ -492,7 +574,7 @@ fig, axes = plt.subplots(2, 4, figsize=(9, 4.6))
 for r in range(2):
     pictures = [crf_images[r].permute(1, 2, 0), viz.colorize(crf_masks[r]), viz.colorize(coarse_probs[r].argmax(0)),
                 viz.colorize(refined[r].argmax(0))]
-    for ax, picture, title in zip(axes[r], pictures, ["image", "ground truth", "coarse", "after CRF"]):
+    for ax, picture, title in zip(axes[r], pictures, ["image", "ground truth", "coarse", "after local CRF"]):
         ax.imshow(picture, interpolation="nearest")
         ax.set_axis_off()
         if r == 0:
@@ -506,8 +588,15 @@ fig.tight_layout()
 #   cost and resolution. Stacks of equal rates leave holes (gridding); mixed rates avoid them.
 # - ASPP reads one feature map at several rates plus the image average, then fuses them.
 # - Output stride 8 triples the FLOPs of output stride 16 for the same weights.
-# - V3+'s decoder and the dense CRF both fix outlines; the decoder is learnt and cheap at test
-#   time, the CRF needs no training but costs iterations over every pixel.
+# - V3+'s decoder and the CRF both fix outlines; the decoder is learnt and cheap at test time, the
+#   CRF needs no training but costs iterations over every pixel. At real sizes the CRF is local
+#   (ConvCRF-style, a 7×7 window), which is not the exact fully connected CRF.
 #
 # Exercise 04 (`exercises/ex04_deeplab.py`) asks for the receptive-field formula, the output size of
-# a dilated convolution, `ASPP.forward`, and one mean-field CRF step.
+# a dilated convolution, `ASPP.forward`, and one mean-field CRF step. Check it with
+# `python -m course_lib.grade ex04`, or from this notebook:
+
+# %%
+from course_lib.grade import check
+
+check("ex04");
