@@ -1,5 +1,8 @@
 """Semantic masks, instance maps and panoptic ids, and the conversions between them.
 
+This module owns the representations; making panoptic maps from networks is `course_lib.panoptic`,
+scoring them is `course_lib.metrics.panoptic`.
+
     semantic   (H, W) int64 class id per pixel; `ignore_index` (255) marks void pixels
     instances  (H, W) int64 object id per pixel, 0 = no object, 1..n one id per object
     panoptic   (H, W) int64 class_id * label_divisor + instance_id   (Kirillov et al., 2019,

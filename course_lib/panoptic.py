@@ -1,5 +1,9 @@
 """Panoptic segmentation from two networks: Mask R-CNN for "things", a semantic model for "stuff".
 
+This module owns the prediction side: building a panoptic map from the two networks' outputs.
+Scoring a panoptic map is `metrics.panoptic`; converting between semantic, instance and panoptic
+maps is `instances`.
+
 Kirillov et al., "Panoptic Segmentation" (CVPR 2019) define the task and its merging heuristic;
 Mask R-CNN is He et al. (ICCV 2017), used here as torchvision builds it.
 

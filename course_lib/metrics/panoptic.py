@@ -1,5 +1,8 @@
 """Panoptic quality (Kirillov et al., "Panoptic Segmentation", CVPR 2019), COCO conventions.
 
+This module owns the scoring of panoptic maps; `course_lib.panoptic` makes them from two networks,
+`course_lib.instances` converts between the map kinds.
+
 A panoptic map gives every pixel one id = class_id * label_divisor + instance_id (stuff classes
 use instance_id 0, so a stuff class is one segment per image). A segment is the set of pixels of
 one id. Per class c, predicted and target segments of class c are matched when IoU > 0.5 (a
