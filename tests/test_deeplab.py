@@ -161,7 +161,7 @@ def test_registered_in_models():
         (dict(backbone="vgg16"), "backbone must be one of"),
         (dict(output_stride=32), "output_stride must be 8 or 16"),
         (dict(num_classes=0), "num_classes must be a positive int"),
-        (dict(in_channels=2.5), "in_channels must be a positive int"),
+        (dict(in_channels=0), "in_channels must be a positive int"),
     ],
 )
 def test_constructor_checks(kwargs, message):
@@ -169,10 +169,17 @@ def test_constructor_checks(kwargs, message):
         DeepLabV3(**{"num_classes": 3, "backbone": "resnet18", **kwargs})
 
 
-def test_forward_checks_channels():
+def test_non_int_sizes_are_type_errors():
+    with pytest.raises(TypeError, match="in_channels must be a positive int, got float 2.5"):
+        DeepLabV3(num_classes=3, backbone="resnet18", in_channels=2.5)
+
+
+def test_forward_checks_channels_and_dtype():
     model = DeepLabV3(num_classes=3, backbone="resnet18")
-    with pytest.raises(ValueError, match=r"\(N, 3, H, W\), got \(1, 1, 32, 32\)"):
+    with pytest.raises(ValueError, match="x has 1 channels but the model was built with in_channels=3"):
         model(torch.randn(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="x must be a floating point tensor, got dtype torch.uint8"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_aspp_checks_rates():

@@ -29,19 +29,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet
 
+from course_lib.models.blocks import ConvBNReLU, check_images, check_positive_int
+
 __all__ = ["ASPP", "DeepLabV3", "DeepLabV3Plus", "BACKBONES"]
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 _BASE_RATES = (6, 12, 18)  # ASPP rates of the paper at output stride 16 (Sec. 3.3)
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
-    padding = dilation * (kernel_size - 1) // 2  # keeps H and W for odd kernels
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> ConvBNReLU:
+    """`blocks.ConvBNReLU` padded to keep H and W (odd kernels), at any dilation."""
+    padding = dilation * (kernel_size - 1) // 2
+    return ConvBNReLU(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation)
 
 
 class _PoolingBatchNorm(nn.BatchNorm2d):
@@ -81,8 +80,8 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 256,
                  atrous_rates: Sequence[int] = _BASE_RATES, dropout: float = 0.5):
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("out_channels", out_channels)
         rates = tuple(atrous_rates)
         if not rates or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates):
             raise ValueError(f"atrous_rates must be a non-empty sequence of ints >= 1, got {atrous_rates!r}")
@@ -167,24 +166,13 @@ def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_common(num_classes, in_channels, backbone, output_stride) -> None:
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("in_channels", in_channels)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("in_channels", in_channels)
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
     if output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
-
-
-def _check_input(x: torch.Tensor, in_channels: int) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != in_channels:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a tensor of shape (N, {in_channels}, H, W), got {got}")
 
 
 class DeepLabV3(nn.Module):
@@ -211,7 +199,7 @@ class DeepLabV3(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
-        _check_input(x, self.in_channels)
+        check_images(x, self.in_channels)
         _, high = self.backbone(x)  # (N, C_high, H/os, W/os)
         logits = self.head(self.aspp(high))  # (N, K, H/os, W/os)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -230,7 +218,7 @@ class DeepLabV3Plus(nn.Module):
                  low_level_channels: int = 48):
         super().__init__()
         _check_common(num_classes, in_channels, backbone, output_stride)
-        _check_positive_int("low_level_channels", low_level_channels)
+        check_positive_int("low_level_channels", low_level_channels)
         self.in_channels = in_channels
         self.backbone = _AtrousResNet(backbone, in_channels, output_stride, backbone_weights)
         rates = tuple(r * 16 // output_stride for r in _BASE_RATES)
@@ -243,7 +231,7 @@ class DeepLabV3Plus(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
-        _check_input(x, self.in_channels)
+        check_images(x, self.in_channels)
         low, high = self.backbone(x)  # (N, C_low, H/4, W/4), (N, C_high, H/os, W/os)
         context = self.aspp(high)  # (N, 256, H/os, W/os)
         context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
