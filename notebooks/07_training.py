@@ -81,6 +81,8 @@ def spread(dataset, n):
     return torch.utils.data.Subset(dataset, np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int).tolist())
 
 
+LOOP_BATCHES = 1 if REHEARSAL else 3  # batches of the written-out loop (section 2)
+MEMBRANE_STEPS, CLI_TRAIN, CLI_VAL = (8, 4, 2) if REHEARSAL else (48, 16, 8)  # section 8
 if FAST:
     IMAGE_SIZE, BATCH_SIZE, EPOCHS, LR = 64, 8, 6, 5e-3
     NUM_WORKERS = 0  # the cells are tensors in memory already
@@ -188,7 +190,8 @@ def my_train_one_epoch(model, loader, loss_fn, optimizer, device):
 
 
 first_batches = list(itertools.islice(DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True,
-                                                 generator=torch.Generator().manual_seed(0)), 3))
+                                                 generator=torch.Generator().manual_seed(0)),
+                                      LOOP_BATCHES))
 
 
 def one_epoch_with(train_one_epoch):
@@ -536,7 +539,7 @@ NATIVE = Preprocessing(num_classes=2, image_mode="L", scale=1.0, crop_size=CROP,
                        decision="sigmoid", **STATS)
 
 
-def membrane_run(train_transform, val_transform, preprocessing=None, steps=48):
+def membrane_run(train_transform, val_transform, preprocessing=None, steps=MEMBRANE_STEPS):
     seed_everything(0)
     train_folder = SegmentationFolder(own["train_images"], own["train_masks"], train_transform,
                                       image_mode="L")
@@ -622,8 +625,8 @@ fig.tight_layout()
 # %%
 from course_lib.cli import main as course_cli
 
-status = course_cli(["train", "--dataset", "cells", "--epochs", "1", "--num-train", "16",
-                     "--num-val", "8", "--no-progress", "--out", str(WORKDIR / "cli")])
+status = course_cli(["train", "--dataset", "cells", "--epochs", "1", "--num-train", str(CLI_TRAIN),
+                     "--num-val", str(CLI_VAL), "--no-progress", "--out", str(WORKDIR / "cli")])
 print("exit status", status, "| files:", sorted(p.name for p in (WORKDIR / "cli").iterdir()))
 
 # %% [markdown]
