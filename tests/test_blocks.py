@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.models.blocks import ConvBNReLU, DoubleConv, bilinear_kernel, check_images
+from course_lib.checks import check_images
+from course_lib.models.blocks import ConvBNReLU, DoubleConv, bilinear_kernel
 
 
 def _bilinear_upsampler(channels, stride, kernel_size, padding):

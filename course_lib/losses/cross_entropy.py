@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.losses._checks import binary_inputs, check_reduction, multiclass_inputs
+from course_lib.checks import binary_inputs, check_reduction, multiclass_inputs
 
 __all__ = ["cross_entropy", "binary_cross_entropy", "class_weights", "CrossEntropyLoss"]
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.losses._checks import binary_inputs, multiclass_inputs
+from course_lib.checks import binary_inputs, multiclass_inputs
 
 __all__ = ["lovasz_grad", "lovasz_softmax", "lovasz_hinge", "LovaszLoss"]
 

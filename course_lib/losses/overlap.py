@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.losses._checks import binary_inputs, check_mode, multiclass_inputs
+from course_lib.checks import binary_inputs, check_mode, multiclass_inputs
 
 __all__ = [
     "soft_overlap_counts",

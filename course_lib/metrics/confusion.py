@@ -20,17 +20,14 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from course_lib.checks import (
+    check_confusion_inputs,
+    check_num_classes,
+    offending_values,
+    raise_bad_target,
+)
+
 __all__ = ["confusion_matrix", "ConfusionMatrix"]
-
-
-def _check_num_classes(num_classes: int) -> None:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-
-
-def _offending_values(values: torch.Tensor, bad: torch.Tensor, limit: int = 10) -> list[int]:
-    """A short sorted list of the values that failed a check (slow path, only on error)."""
-    return torch.unique(values[bad]).tolist()[:limit]
 
 
 def _labels_from_pred(
@@ -85,18 +82,8 @@ def confusion_matrix(
     dropped, so no masked copy of the batch is made. Works on any device; only a few scalars
     travel to the host for the range checks.
     """
-    _check_num_classes(num_classes)
-    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError(
-            f"pred and target must be torch.Tensor, got {type(pred).__name__} "
-            f"and {type(target).__name__}"
-        )
-    if target.is_floating_point() or target.dtype.is_complex:
-        raise TypeError(f"target must hold integer class labels, got dtype {target.dtype}")
-    if ignore_index is not None and (
-        not isinstance(ignore_index, int) or isinstance(ignore_index, bool)
-    ):
-        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    check_num_classes(num_classes)
+    check_confusion_inputs(pred, target, ignore_index)
     labels = _labels_from_pred(pred, target, num_classes, threshold)
     if labels.shape != target.shape:
         raise ValueError(
@@ -115,7 +102,7 @@ def confusion_matrix(
         if p_min.item() < 0 or p_max.item() >= k:
             bad = (p < 0) | (p >= k)
             raise ValueError(
-                f"pred has values {_offending_values(p, bad)} outside [0, {k}) (num_classes={k})"
+                f"pred has values {offending_values(p, bad)} outside [0, {k}) (num_classes={k})"
             )
     ignore = ignore_index
     if ignore is not None and ignore < k:
@@ -123,7 +110,7 @@ def confusion_matrix(
         ignore = k
     t_min, t_max = (v.item() for v in torch.aminmax(t))
     if t_min < 0 or (t_max >= k and t_max != ignore):
-        _raise_bad_target(t, k, ignore, ignore_index)
+        raise_bad_target(t, k, ignore, ignore_index)
     # Valid pixels land in [0, K*K); ignored pixels in the block [ignore*K, ignore*K + K).
     index = torch.add(p, t, alpha=k)  # (P,) = target * K + pred in one pass
     counts = torch.bincount(index, minlength=k * k)  # (max(K, ignore + 1) * K,)
@@ -131,26 +118,8 @@ def confusion_matrix(
         counts.numel() > k * k
         and counts[k * k :].sum() != counts[ignore * k : ignore * k + k].sum()
     ):
-        _raise_bad_target(t, k, ignore, ignore_index)
+        raise_bad_target(t, k, ignore, ignore_index)
     return counts[: k * k].view(k, k)
-
-
-def _raise_bad_target(
-    t: torch.Tensor, k: int, ignore: int | None, ignore_index: int | None
-) -> None:
-    """Slow path, only on error: list the target values that are neither classes nor ignored."""
-    bad = (t < 0) | (t >= k)
-    if ignore is not None:
-        bad &= t != ignore
-    if ignore_index is None:
-        raise ValueError(
-            f"target has values {_offending_values(t, bad)} but num_classes={k}; "
-            f"set num_classes or ignore_index"
-        )
-    raise ValueError(
-        f"target has values {_offending_values(t, bad)} that are neither in [0, {k}) "
-        f"nor ignore_index={ignore_index}; set num_classes or ignore_index"
-    )
 
 
 class ConfusionMatrix:
@@ -168,7 +137,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = None, threshold: float = 0.5):
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.threshold = threshold

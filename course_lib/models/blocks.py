@@ -15,32 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvBNReLU", "DoubleConv", "bilinear_kernel", "check_positive_int", "check_images"]
+from course_lib.checks import check_positive_int
 
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return `value` if it is a positive int, else raise a TypeError/ValueError naming `name`."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
-def check_images(x: object, in_channels: int, name: str = "x") -> torch.Tensor:
-    """Check that `x` is a float `(N, in_channels, H, W)` tensor: the input of every model."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.shape[1] != in_channels:
-        raise ValueError(
-            f"{name} has {x.shape[1]} channels but the model was built with "
-            f"in_channels={in_channels}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
-    return x
+__all__ = ["ConvBNReLU", "DoubleConv", "bilinear_kernel"]
 
 
 def _check_padding(padding: str) -> int:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet
 
-from course_lib.models.blocks import ConvBNReLU, check_images, check_positive_int
+from course_lib.checks import check_images, check_positive_int
+from course_lib.models.blocks import ConvBNReLU
 
 __all__ = ["ASPP", "DeepLabV3", "DeepLabV3Plus", "BACKBONES"]
 

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.models.blocks import ConvBNReLU, check_images, check_positive_int
+from course_lib.checks import check_images, check_positive_int
+from course_lib.models.blocks import ConvBNReLU
 
 __all__ = ["DepthwiseSeparableConv", "InvertedResidual", "PyramidPooling",
            "FeatureFusion", "FastSCNN"]

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from course_lib.models.blocks import ConvBNReLU, bilinear_kernel, check_images, check_positive_int
+from course_lib.checks import check_images, check_positive_int
+from course_lib.models.blocks import ConvBNReLU, bilinear_kernel
 
 __all__ = [
     "VARIANTS",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.models.blocks import check_images, check_positive_int
+from course_lib.checks import check_images, check_positive_int
 
 __all__ = ["OverlapPatchEmbed", "EfficientSelfAttention", "MixFFN", "TransformerBlock",
            "MixTransformerStage", "AllMLPDecoder", "SegFormer"]

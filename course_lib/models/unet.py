@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.models.blocks import DoubleConv, check_images, check_positive_int
+from course_lib.checks import check_images, check_positive_int
+from course_lib.models.blocks import DoubleConv
 
 __all__ = ["center_crop", "UNet"]
 

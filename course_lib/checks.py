@@ -1,6 +1,13 @@
-"""Input checks shared by every loss: shapes, dtypes and label values, with messages that say how
-to fix the call. A wrong label caught here is a ValueError on the host, never a device-side assert
-inside a CUDA kernel or a silent broadcast of (N, H, W) against (N, 1, H, W).
+"""Argument checks of the whole library, in one place, so that a public function validates its
+input in one line and shows its idea right after.
+
+Every message names the argument, what was expected and what came: the shape, the dtype, the
+offending values. A wrong label caught here is a ValueError on the host, never a device-side
+assert inside a CUDA kernel or a silent broadcast of (N, H, W) against (N, 1, H, W).
+
+- sizes and model inputs: `check_positive_int`, `check_num_classes`, `check_images`;
+- losses: `check_mode`, `check_reduction`, `check_logits`, `multiclass_inputs`, `binary_inputs`;
+- confusion matrices: `check_confusion_inputs`, `raise_bad_target`.
 """
 
 from __future__ import annotations
@@ -21,9 +28,41 @@ def check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _offending(values: torch.Tensor, bad: torch.Tensor, limit: int = 10) -> list:
+def offending_values(values: torch.Tensor, bad: torch.Tensor, limit: int = 10) -> list:
+    """A short sorted list of the values that failed a check (slow path, only on error)."""
     found = torch.unique(values[bad]).tolist()
     return [int(v) if float(v).is_integer() else v for v in found[:limit]]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return `value` if it is a positive int, else raise a TypeError/ValueError naming `name`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def check_num_classes(num_classes: object) -> None:
+    """num_classes of a metric: a positive int (a ValueError for anything else)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
+def check_images(x: object, in_channels: int, name: str = "x") -> torch.Tensor:
+    """Check that `x` is a float `(N, in_channels, H, W)` tensor: the input of every model."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"{name} has {x.shape[1]} channels but the model was built with "
+            f"in_channels={in_channels}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
+    return x
 
 
 def check_logits(logits: torch.Tensor) -> None:
@@ -71,7 +110,7 @@ def multiclass_inputs(
     bad = valid & ((target < 0) | (target >= num_classes))
     if bad.any():
         raise ValueError(
-            f"target has values {_offending(target, bad)} outside [0, {num_classes}) "
+            f"target has values {offending_values(target, bad)} outside [0, {num_classes}) "
             f"(logits have {num_classes} channels) and not equal to "
             f"ignore_index={ignore_index}"
         )
@@ -118,7 +157,38 @@ def binary_inputs(
     bad = valid & (target != 0) & (target != 1)
     if bad.any():
         raise ValueError(
-            f"target has values {_offending(target, bad)}; a binary/multilabel target "
+            f"target has values {offending_values(target, bad)}; a binary/multilabel target "
             f"holds 0 and 1 (and ignore_index={ignore_index})"
         )
     return logits, torch.where(valid, target, 0).to(logits.dtype), valid
+
+
+def check_confusion_inputs(pred: object, target: object, ignore_index: object) -> None:
+    """Types of a confusion-matrix call: tensors, integer target, int or None ignore_index."""
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"pred and target must be torch.Tensor, got {type(pred).__name__} "
+            f"and {type(target).__name__}"
+        )
+    if target.is_floating_point() or target.dtype.is_complex:
+        raise TypeError(f"target must hold integer class labels, got dtype {target.dtype}")
+    if ignore_index is not None and (
+        not isinstance(ignore_index, int) or isinstance(ignore_index, bool)
+    ):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+
+
+def raise_bad_target(t: torch.Tensor, k: int, ignore: int | None, ignore_index: int | None) -> None:
+    """Slow path, only on error: list the target values that are neither classes nor ignored."""
+    bad = (t < 0) | (t >= k)
+    if ignore is not None:
+        bad &= t != ignore
+    if ignore_index is None:
+        raise ValueError(
+            f"target has values {offending_values(t, bad)} but num_classes={k}; "
+            f"set num_classes or ignore_index"
+        )
+    raise ValueError(
+        f"target has values {offending_values(t, bad)} that are neither in [0, {k}) "
+        f"nor ignore_index={ignore_index}; set num_classes or ignore_index"
+    )
