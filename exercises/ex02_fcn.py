@@ -6,7 +6,7 @@
 4. `skip_fusion`: one FCN skip step (upsample the coarse scores 2x, score the finer encoder map,
    crop it into alignment and add).
 
-Check your work with `python -m pytest tests/graded/test_ex02_fcn.py`.
+Check your work with `python -m course_lib.grade ex02`.
 """
 
 from __future__ import annotations
