@@ -7,7 +7,10 @@ Every function accepts torch tensors (CPU or GPU, with or without grad) or numpy
                float in [0, 1] or uint8
     instances  (H, W) integer, 0 = no object                  -> colorize_instances: (H, W, 3) uint8
     panoptic   (H, W) integer, class_id * label_divisor + instance_id
-The palette is the one of PASCAL VOC (Everingham et al., 2010): class 0 black, 255 (void) cream.
+The default palette is the one of PASCAL VOC (Everingham et al., 2010): class 0 black, 255 (void)
+cream. `class_palette(class_names)` gives classes with familiar names the colours a reader expects
+(sky blue, road grey, tree green, ...; `CLASS_COLORS`) and keeps VOC colours for the others;
+`show_grid` uses it whenever it is given `class_names`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch
 
 __all__ = [
     "PALETTE",
+    "CLASS_COLORS",
+    "class_palette",
     "colorize",
     "overlay",
     "show_grid",
@@ -43,6 +48,35 @@ def _voc_palette() -> np.ndarray:
 
 PALETTE: np.ndarray = _voc_palette()
 """(256, 3) uint8: the colour of each class id, VOC style (0 black, 1 dark red, ..., 255 cream)."""
+
+
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "background": (0, 0, 0),
+    "sky": (120, 180, 235),  # sky blue
+    "road": (128, 128, 128),  # asphalt grey
+    "car": (0, 0, 142),  # dark blue, as in Cityscapes
+    "person": (220, 20, 60),  # crimson, as in Cityscapes
+    "tree": (60, 150, 40),  # vegetation green
+    "vegetation": (60, 150, 40),
+    "building": (150, 110, 90),
+    "nucleus": (255, 210, 60),  # bright, like a stained nucleus
+    "cell": (255, 210, 60),
+}
+"""Colours (RGB 0-255) for class names whose look everybody knows; `class_palette` reads it."""
+
+
+def class_palette(class_names: Sequence[str]) -> np.ndarray:
+    """A (256, 3) uint8 palette: class i coloured by `CLASS_COLORS[class_names[i]]` when the name
+    is known (case-insensitive), by its VOC colour otherwise; 255 (void) stays cream."""
+    if isinstance(class_names, str) or len(class_names) > 255:
+        raise ValueError("class_names must be a sequence of at most 255 names, got "
+                         f"{class_names!r:.80}")
+    palette = PALETTE.copy()
+    for index, name in enumerate(class_names):
+        color = CLASS_COLORS.get(str(name).lower())
+        if color is not None:
+            palette[index] = color
+    return palette
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
@@ -109,7 +143,8 @@ def colorize(mask, palette: np.ndarray = PALETTE) -> np.ndarray:
     return palette.astype(np.uint8)[labels]
 
 
-def overlay(image, mask, alpha: float = 0.5, skip_background: bool = True) -> np.ndarray:
+def overlay(image, mask, alpha: float = 0.5, skip_background: bool = True,
+            palette: np.ndarray = PALETTE) -> np.ndarray:
     """Blend the class colours of `mask` over `image`: (H, W, 3) uint8.
 
     `alpha` is the weight of the mask colour; with `skip_background` class 0 stays unblended.
@@ -117,7 +152,7 @@ def overlay(image, mask, alpha: float = 0.5, skip_background: bool = True) -> np
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     rgb = _image_hwc(image)
-    colors = colorize(mask).astype(np.float32) / 255.0
+    colors = colorize(mask, palette).astype(np.float32) / 255.0
     if rgb.shape[:2] != colors.shape[:2]:
         raise ValueError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but mask is "
                          f"{colors.shape[0]}x{colors.shape[1]}; they must have the same size")
@@ -162,7 +197,8 @@ def colorize_instances(instances, boundaries: bool = False) -> np.ndarray:
     return rgb
 
 
-def colorize_panoptic(panoptic, label_divisor: int = 1000, boundaries: bool = True) -> np.ndarray:
+def colorize_panoptic(panoptic, label_divisor: int = 1000, boundaries: bool = True,
+                      palette: np.ndarray = PALETTE) -> np.ndarray:
     """Panoptic ids (class_id * label_divisor + instance_id) -> (H, W, 3) uint8.
 
     Each pixel takes its class colour; the pixels of a counted object (instance_id > 0) are made
@@ -173,7 +209,7 @@ def colorize_panoptic(panoptic, label_divisor: int = 1000, boundaries: bool = Tr
         raise ValueError(f"label_divisor must be a positive int, got {label_divisor!r}")
     ids = _label_map(panoptic, "panoptic", max_value=256 * label_divisor - 1)
     classes, instance_ids = ids // label_divisor, ids % label_divisor  # (H, W), (H, W)
-    rgb = PALETTE[classes].astype(np.float32)
+    rgb = np.asarray(palette)[classes].astype(np.float32)
     spread = (instance_ids * 0.618033988749895) % 1.0  # golden-ratio steps: neighbours differ
     factor = np.where(instance_ids > 0, 0.55 + 0.9 * spread, 1.0)
     rgb = np.clip(rgb * factor[..., None] + 40.0 * (instance_ids > 0)[..., None], 0, 255)
@@ -207,8 +243,8 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
     """One row per sample: image | ground truth | prediction (colour-coded classes).
 
     images (N, C, H, W) or a list; masks (N, H, W); predictions (N, H, W) class ids or
-    (N, K, H, W) logits (the arg-max is shown). `class_names` adds a legend of the classes seen.
-    Returns the matplotlib Figure.
+    (N, K, H, W) logits (the arg-max is shown). `class_names` colours the classes with
+    `class_palette(class_names)` and adds a legend of the classes seen. Returns the Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -231,13 +267,14 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
     figsize = (cell_size * len(columns), cell_size * rows)
     fig, axes = plt.subplots(rows, len(columns), figsize=figsize, squeeze=False)
     names = ["images", "masks", "predictions"]
+    palette = PALETTE if class_names is None else class_palette(class_names)
     seen: set[int] = set()
     for r in range(rows):
         axes[r, 0].imshow(_image_hwc(images[r], f"images[{r}]"))
         for c in range(1, len(columns)):
             labels = _label_map(columns[c][r], f"{names[c]}[{r}]")
             seen |= set(np.unique(labels).tolist())
-            axes[r, c].imshow(colorize(labels), interpolation="nearest")
+            axes[r, c].imshow(colorize(labels, palette), interpolation="nearest")
         for c in range(len(columns)):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
@@ -245,7 +282,7 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
                 axes[r, c].set_title(titles[c])
     if class_names is not None:
         shown = [i for i in sorted(seen) if i < len(class_names)]
-        fig.legend(handles=legend_handles(class_names, shown), loc="lower center",
+        fig.legend(handles=legend_handles(class_names, shown, palette), loc="lower center",
                    ncol=max(min(len(shown), 6), 1), frameon=False, fontsize="small")
     fig.tight_layout(rect=(0, 0.06 if class_names is not None else 0, 1, 1))
     return fig

@@ -177,3 +177,29 @@ def test_show_grid_accepts_lists_of_arrays_without_predictions():
     np.testing.assert_array_equal(np.asarray(image_axes[3].images[0].get_array()),
                                   viz.colorize(masks[1]))
     np.testing.assert_allclose(np.asarray(image_axes[0].images[0].get_array()), 200 / 255, rtol=1e-6)
+
+
+def test_class_palette_gives_familiar_names_their_colours_and_keeps_voc_otherwise():
+    palette = viz.class_palette(["background", "Sky", "widget", "road", "tree"])
+    assert palette.shape == (256, 3) and palette.dtype == np.uint8
+    assert tuple(palette[1]) == viz.CLASS_COLORS["sky"]  # case-insensitive
+    red, green, blue = palette[1].astype(int)
+    assert blue > green > red  # sky blue
+    assert len(set(palette[3].tolist())) == 1 and 0 < palette[3, 0] < 255  # road grey
+    assert palette[4].argmax() == 1  # tree green
+    np.testing.assert_array_equal(palette[2], viz.PALETTE[2])  # unknown name: VOC colour
+    np.testing.assert_array_equal(palette[5:], viz.PALETTE[5:])  # void 255 stays cream
+    with pytest.raises(ValueError, match="sequence"):
+        viz.class_palette("sky")
+
+
+def test_show_grid_with_class_names_draws_and_labels_the_class_colours():
+    names = ["background", "sky", "road"]
+    masks = torch.tensor([[[0, 1], [2, 2]]])
+    fig = viz.show_grid(torch.rand(1, 3, 2, 2), masks, class_names=names)
+    drawn = np.asarray([ax for ax in fig.axes if ax.images][1].images[0].get_array())
+    np.testing.assert_array_equal(drawn[0, 1], viz.CLASS_COLORS["sky"])
+    np.testing.assert_array_equal(drawn[1, 0], viz.CLASS_COLORS["road"])
+    legend = {t.get_text(): h.get_facecolor()[:3]
+              for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    np.testing.assert_allclose(legend["sky"], np.array(viz.CLASS_COLORS["sky"]) / 255)
