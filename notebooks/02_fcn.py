@@ -245,13 +245,16 @@ for name, picture in flat_out.items():
     print(f"{name:<30} flat input -> relative spread {spread:.2f}")
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+# one colour scale for all panels: a flat picture drawn on its own scale would show no value
+low = min(picture.min() for picture in flat_out.values()).item()
+high = max(picture.max() for picture in flat_out.values()).item()
+fig, axes = plt.subplots(1, 4, figsize=(11, 2.8))
 for ax, (name, picture) in zip(axes, flat_out.items()):
-    ax.imshow(picture, cmap="magma")
+    shown = ax.imshow(picture, cmap="magma", vmin=low, vmax=high)
     ax.set_title(name, fontsize=8)
     ax.set_axis_off()
 fig.suptitle("a flat image upsampled 2× (interior)", fontsize=9)
-fig.tight_layout()
+fig.colorbar(shown, ax=axes, shrink=0.8)
 
 # %% [markdown]
 # ## 3. FCN-32s, FCN-16s and FCN-8s
@@ -372,16 +375,19 @@ val_images = torch.stack([val_set[i][0] for i in range(3)])
 val_masks = torch.stack([val_set[i][1] for i in range(3)])
 columns = [("image", None), ("ground truth", val_masks)]
 columns += [(f"FCN-{v}", results[v]["pred"][:3]) for v in ("32s", "16s", "8s")]
-fig, axes = plt.subplots(3, len(columns), figsize=(2.0 * len(columns), 6.0))
+palette = viz.class_palette(ScenesDataset.CLASSES)
+fig, axes = plt.subplots(3, len(columns), figsize=(2.0 * len(columns), 6.4))
 for row in range(3):
     for col, (title, maps) in enumerate(columns):
         ax = axes[row, col]
-        picture = val_images[row].permute(1, 2, 0) if maps is None else viz.colorize(maps[row])
+        picture = val_images[row].permute(1, 2, 0) if maps is None else viz.colorize(maps[row], palette)
         ax.imshow(picture, interpolation="nearest")
         ax.set_axis_off()
         if row == 0:
             ax.set_title(title, fontsize=9)
-fig.tight_layout()
+fig.legend(handles=viz.legend_handles(ScenesDataset.CLASSES, palette=palette), loc="lower center",
+           ncol=len(ScenesDataset.CLASSES), fontsize=8, frameon=False)
+fig.tight_layout(rect=(0, 0.05, 1, 1))
 
 # %% [markdown]
 # FCN-32s can only paint blobs: its scores live on a grid of 32×32-pixel cells, and upsampling

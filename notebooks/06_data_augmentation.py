@@ -43,12 +43,13 @@ from PIL import Image
 
 from course_lib.data import CellsDataset, ScenesDataset
 from course_lib.utils import course_mode, seed_everything
-from course_lib.viz import PALETTE, colorize, overlay, show_grid
+from course_lib.viz import PALETTE, class_palette, colorize, overlay, show_grid
 
 seed_everything(0)
 plt.rcParams["figure.dpi"] = 80
 FAST = course_mode() == "fast"
 SIZE = 128
+SCENE_COLORS = class_palette(ScenesDataset.CLASSES)  # sky blue, road grey, tree green, ...
 print("course mode:", course_mode())
 
 # %% [markdown]
@@ -217,9 +218,9 @@ print("labels of the invented pixels:", sorted(set(bilinear[invented].tolist()))
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-axes[0].imshow(colorize(nearest), interpolation="nearest")
+axes[0].imshow(colorize(nearest, SCENE_COLORS), interpolation="nearest")
 axes[0].set_title("nearest: labels kept")
-axes[1].imshow(colorize(bilinear), interpolation="nearest")
+axes[1].imshow(colorize(bilinear, SCENE_COLORS), interpolation="nearest")
 axes[1].set_title("bilinear: labels invented")
 axes[2].imshow(invented, cmap="Reds", interpolation="nearest")
 axes[2].set_title(f"invented ({int(invented.sum())} px)")
@@ -293,9 +294,11 @@ print(f"separate calls: {wrong:.1%} of the pixels carry another object's label")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
-axes[0].imshow(overlay(image_alone, torch.where(mask_alone == 255, 0, mask_alone), alpha=0.6))
+axes[0].imshow(overlay(image_alone, torch.where(mask_alone == 255, 0, mask_alone), alpha=0.6,
+                       palette=SCENE_COLORS))
 axes[0].set_title("separate calls")
-axes[1].imshow(overlay(joint_image, torch.where(joint_mask == 255, 0, joint_mask), alpha=0.6))
+axes[1].imshow(overlay(joint_image, torch.where(joint_mask == 255, 0, joint_mask), alpha=0.6,
+                       palette=SCENE_COLORS))
 axes[1].set_title("one joint call")
 for ax in axes:
     ax.axis("off")
