@@ -11,31 +11,11 @@ from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
 from course_lib import models
 from course_lib.models.deeplab import ASPP, DeepLabV3, DeepLabV3Plus, _adapt_first_conv
+from course_lib.models.weights import copy_weights_in_order, randomize_batchnorm
 
 
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def copy_by_order(source: nn.Module, target: nn.Module) -> None:
-    """Copy the state dict entry by entry; both modules register the same tensors in the same order."""
-    src, dst = list(source.state_dict().values()), target.state_dict()
-    assert len(src) == len(dst)
-    for (name, tensor), value in zip(dst.items(), src):
-        assert tensor.shape == value.shape, name
-    target.load_state_dict(dict(zip(dst.keys(), src)))
-
-
-def randomize_batchnorm(module: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics and affine parameters, so that parity tests see BN at work."""
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
 
 
 @pytest.mark.parametrize("in_channels, out_channels, rates", [(2048, 256, (12, 24, 36)), (64, 32, (1, 2, 3, 4))])
@@ -50,7 +30,7 @@ def test_aspp_output_matches_torchvision_with_copied_weights():
     theirs = TorchvisionASPP(16, [1, 2, 3], 8)
     ours = ASPP(16, 8, (1, 2, 3))
     randomize_batchnorm(theirs)
-    copy_by_order(theirs, ours)
+    copy_weights_in_order(theirs, ours)
     x = torch.randn(2, 16, 9, 11)
     torch.testing.assert_close(ours.eval()(x), theirs.eval()(x))
 
@@ -66,7 +46,7 @@ def test_deeplabv3_output_matches_torchvision_with_copied_weights():
     theirs = deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False, num_classes=5)
     ours = DeepLabV3(num_classes=5, backbone="resnet50", output_stride=8)
     randomize_batchnorm(theirs)
-    copy_by_order(theirs, ours)
+    copy_weights_in_order(theirs, ours)
     x = torch.randn(1, 3, 41, 47)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), theirs.eval()(x)["out"], rtol=1e-4, atol=1e-4)

@@ -15,6 +15,7 @@ from course_lib.models.fastscnn import FastSCNN
 from course_lib.models.fcn import FCN
 from course_lib.models.segformer import SegFormer
 from course_lib.models.unet import UNet
+from course_lib.models.weights import copy_weights_in_order, randomize_batchnorm
 
 MODELS: dict[str, type[nn.Module]] = {
     "unet": UNet,
@@ -37,6 +38,6 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "build_model", "ConvBNReLU", "DoubleConv", "bilinear_kernel",
+    "MODELS", "build_model", "copy_weights_in_order", "randomize_batchnorm", "ConvBNReLU", "DoubleConv", "bilinear_kernel",
     "UNet", "FCN", "ASPP", "DeepLabV3", "DeepLabV3Plus", "FastSCNN", "SegFormer",
 ]

@@ -20,18 +20,9 @@ import torch
 from torch import nn
 
 from course_lib.grade.client import LearnerError
+from course_lib.models.weights import randomize_batchnorm
 
 __all__ = ["LearnerOutput", "ModelCase", "forward_with_weights", "parameter_count", "reference_case"]
-
-
-def _randomize_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=generator) * 0.1)
 
 
 def parameter_count(module: nn.Module) -> int:
@@ -99,7 +90,7 @@ def reference_case(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reference = build()
-    _randomize_batchnorm(reference, generator)
+    randomize_batchnorm(reference, generator)
     x = torch.randn(*input_shape, generator=generator)  # (B, C, H, W)
     with torch.no_grad():
         expected = reference.eval()(x)
