@@ -694,7 +694,9 @@ def notebook_05() -> list[Phase]:
     nb = NotebookSource("05")
     size, steps, seeds = nb["IMAGE_SIZE"], nb["STEPS"], nb["SEEDS"]
     num_train, num_val = nb["NUM_TRAIN"], nb["NUM_VAL"]
-    batch = next(c.args[2][0] for c in nb.calls("randint") if len(c.args) > 2)  # (8,)
+    # The training loop's draw: randint(0, len(train_x), (8,), generator=...); other randint
+    # calls of the notebook make toy tensors.
+    batch = nb.calls("randint", having=("generator",))[0].args[2][0]
     # UNet(in_channels=train_x.shape[1], ...): Kvasir-SEG photographs are RGB, UNet's default.
     kwargs = nb.calls("UNet", having=("base_channels", "depth"))[0].kwargs
     losses = nb.dict_keys("EXPERIMENT_LOSSES")
