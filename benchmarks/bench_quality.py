@@ -64,7 +64,7 @@ def run(seed: int, epochs: int | None) -> dict:
     start = time.perf_counter()
     history = engine.fit(model, train_loader, val_loader, epochs=preset["epochs"],
                          loss_fn=losses.BCEDiceLoss(), num_classes=num_classes, device="cpu",
-                         lr=preset["lr"], progress=False, seed=seed)
+                         options=engine.FitOptions(lr=preset["lr"], seed=seed, progress=False))
     fit_s = time.perf_counter() - start
     seconds = [t - start for t in val_loader.finished]
     reached = next((s for s, d in zip(seconds, history["dice_foreground"]) if d >= TARGET_DICE), None)

@@ -110,7 +110,7 @@ def load_checkpoint(path: str | os.PathLike, *, model: nn.Module | None = None,
 
     The file is unpickled with `weights_only=False` (it holds NumPy and Python RNG states), so load
     only checkpoints you trust, as with any pickle. RNG states are not restored here (call `restore_rng_state(checkpoint["rng"])` to continue a
-    run exactly); `engine.fit(..., resume=path)` does both.
+    run exactly); `engine.fit(..., checkpoint=engine.Checkpointing(path, resume=path))` does both.
     """
     path = Path(path)
     if not path.is_file():

@@ -2,8 +2,8 @@
 
 Plain functions, no trainer class: a learner can read the loop top to bottom.
 
-    history = engine.fit(model, train_loader, val_loader, epochs=10, loss_fn=loss,
-                         num_classes=2, checkpoint="runs/demo/last.pt")
+    history = engine.fit(model, train_loader, val_loader, loss_fn=loss, num_classes=2, epochs=10,
+                         options=engine.FitOptions(lr=3e-3), checkpoint="runs/demo/last.pt")
 
 Tensor contract: loaders yield `(images, targets)` with images `(N, C, H, W)` float and targets
 `(N, H, W)` int64; the model returns logits `(N, K, H, W)` (or `(N, 1, H, W)` for a binary model,
@@ -16,7 +16,7 @@ What `fit` adds around the two loops:
   full float32 on the CPU;
 - gradient clipping, early stopping on a validation metric, history of every epoch;
 - a checkpoint after each epoch (atomic, with optimiser, scheduler, scaler and RNG states) and
-  `resume=` that continues to exactly the result of an uninterrupted run;
+  `Checkpointing(path, resume=path)` that continues to exactly the result of an uninterrupted run;
 - a guard that stops on a NaN/inf loss before the bad step reaches the weights, leaving the last
   good checkpoint on disk;
 - `torch.distributed` awareness: the same function runs under torchrun with DDP (see
@@ -28,16 +28,18 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from course_lib import distributed, inference
 from course_lib.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from course_lib.metrics import ConfusionMatrix, summarize
-from course_lib.schedules import SCHEDULES, build_scheduler
+from course_lib.schedules import SCHEDULES, schedule_factor
 from course_lib.utils import get_device, interactive, progress_bar, seed_everything
 
 __all__ = [
@@ -45,6 +47,8 @@ __all__ = [
     "resolve_amp",
     "train_one_epoch",
     "evaluate",
+    "FitOptions",
+    "Checkpointing",
     "fit",
 ]
 
@@ -270,43 +274,208 @@ def _epochs_since_best(values: list[float], mode: str, min_delta: float) -> tupl
     return best, stale
 
 
-def fit(model: nn.Module, train_loader, val_loader, *, epochs: int | None, loss_fn: Callable,
-        num_classes: int, optimizer: torch.optim.Optimizer | None = None,
-        device: torch.device | str | None = None, lr: float = 1e-3, weight_decay: float = 1e-4,
-        schedule: str = "poly", warmup_steps: int = 0, amp: str | bool | None = "auto",
-        grad_clip: float | None = None, early_stopping: int | None = None, monitor: str = "miou",
-        min_delta: float = 0.0, ignore_index: int | None = None, checkpoint: str | Path | None = None,
-        resume: str | Path | None = None, seed: int | None = None, channels_last: bool = False,
-        progress: bool | None = None, verbose: bool = False, model_name: str | None = None,
-        model_kwargs: dict | None = None, extra: dict | None = None, minutes: float | None = None,
-        preprocessing: Any = None) -> dict[str, list]:
+@dataclass(frozen=True)
+class FitOptions:
+    """How `fit` trains, validates and reports; change only what you need: `FitOptions(lr=5e-3)`.
+
+    lr, weight_decay: the default optimiser's (AdamW). schedule: "poly" | "cosine" | "constant",
+    stepped per batch, after `warmup_steps` of linear warm-up. amp: see `resolve_amp`.
+    grad_clip: largest gradient norm (None: no clipping). channels_last: NHWC memory format.
+    early_stopping: stop after that many validations without `monitor` ("miou", "dice",
+    "dice_foreground", "pixel_accuracy" or "val_loss") improving by more than `min_delta`.
+    ignore_index: target value left out of the metrics; None takes the one the validation data
+    set declares (an `ignore_index` attribute, as `SegmentationFolder` and the real data sets have).
+    seed: `seed_everything(seed)` first (seed the model's initialisation yourself, before building
+    it). progress: tqdm bars (None = auto). verbose: one printed line per validation.
+    preprocessing: a `preprocessing.Preprocessing`; validation then scores whole images through
+    `inference.segment` (see `evaluate`), and the checkpoint stores it as `extra["preprocessing"]`.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "poly"
+    warmup_steps: int = 0
+    amp: str | bool | None = "auto"
+    grad_clip: float | None = None
+    channels_last: bool = False
+    early_stopping: int | None = None
+    monitor: str = "miou"
+    min_delta: float = 0.0
+    ignore_index: int | None = None
+    seed: int | None = None
+    progress: bool | None = None
+    verbose: bool = False
+    preprocessing: Any = None
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.monitor not in _MONITORS:
+            raise ValueError(f"monitor must be one of {tuple(_MONITORS)}, got {self.monitor!r}")
+        patience = self.early_stopping
+        if patience is not None and (not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"early_stopping must be a positive int (patience in epochs) or None, "
+                             f"got {patience!r}")
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where `fit` saves the run after every validation, and which saved run it continues.
+
+    path: file written atomically (by rank 0) after every validation; None writes none.
+    resume: a checkpoint of this run (often `path` itself): training continues from its epoch
+    with the optimiser, scheduler, scaler, history and RNG states it holds, so 2 + 2 epochs give
+    the weights and history of 4 straight epochs. model_name / model_kwargs / extra are stored so
+    that `models.build_model(model_name, **model_kwargs)` rebuilds the model.
+    """
+
+    path: str | Path | None = None
+    resume: str | Path | None = None
+    model_name: str | None = None
+    model_kwargs: dict | None = None
+    extra: dict | None = None
+
+
+def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_classes: int,
+        epochs: int | None = None, minutes: float | None = None,
+        device: torch.device | str | None = None, optimizer: torch.optim.Optimizer | None = None,
+        options: FitOptions | None = None,
+        checkpoint: Checkpointing | str | Path | None = None) -> dict[str, list]:
     """Train for `epochs` epochs (or `minutes` of wall time), validating as it goes; returns the history.
 
     history: dict of per-validation lists "epoch" (epochs completed), "lr" (at that point),
     "train_loss" (mean since the last validation), "val_loss", "miou", "dice", "dice_foreground",
     "pixel_accuracy", "iou_per_class", "dice_per_class".
 
-    optimizer: default AdamW(lr, weight_decay). schedule: "poly" | "cosine" | "constant", stepped
-    per batch, with `warmup_steps` of linear warm-up. amp: see `resolve_amp`. early_stopping: stop
-    after that many validations without improvement of `monitor` (one of "miou", "dice",
-    "dice_foreground", "pixel_accuracy", "val_loss"). checkpoint: file written (atomically, by
-    rank 0) after every validation. resume: a checkpoint of this run; training continues from its
-    epoch with the optimiser, scheduler, scaler, history and RNG states it holds, so 2 + 2 epochs
-    give the weights and history of 4 straight epochs. seed: `seed_everything(seed)` first (seed
-    the model's initialisation yourself, before building it). progress: tqdm bars (None = auto).
-    verbose: one printed line per validation. model_name / model_kwargs / extra are stored in the
-    checkpoint so that `models.build_model(model_name, **model_kwargs)` rebuilds the model.
+    optimizer: default AdamW(options.lr, options.weight_decay). options: `FitOptions` (schedule,
+    mixed precision, clipping, early stopping, seed, progress, ...). checkpoint: a file to write
+    after every validation, or `Checkpointing(path, resume=..., ...)` to also continue a run.
 
     minutes: a wall-time budget instead of (or on top of) `epochs`: the learning-rate schedule runs
     over the budget (`schedules.TimeBudgetFactor`), the last epoch ends at the first step past it,
-    validation runs after each quarter of the budget (whole-image validation is not free), and the checkpoint is
-    written each time, with the wall time spent so far (`extra["seconds"]`); a resumed run counts
-    that time against the budget.
-    ignore_index: target value left out of the metrics; None takes the one the validation data
-    set declares (an `ignore_index` attribute, as `SegmentationFolder` and the real data sets have).
-    preprocessing: a `preprocessing.Preprocessing`; validation then scores whole images through
-    `inference.segment` (see `evaluate`), and the checkpoint stores it as `extra["preprocessing"]`.
+    validation runs after each quarter of the budget (whole-image validation is not free), and the
+    checkpoint is written each time, with the wall time spent so far (`extra["seconds"]`); a
+    resumed run counts that time against the budget.
     """
+    _check_fit_arguments(epochs, minutes, num_classes, loss_fn, train_loader)
+    options = options or FitOptions()
+    if not isinstance(checkpoint, Checkpointing):
+        checkpoint = Checkpointing(path=checkpoint)
+    if options.seed is not None:
+        seed_everything(options.seed)
+    device = get_device() if device is None else torch.device(device)
+    amp_dtype = resolve_amp(options.amp, device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
+                                      weight_decay=options.weight_decay)
+    budget = None if minutes is None else 60.0 * minutes  # seconds
+    factor = schedule_factor(options.schedule, warmup_steps=options.warmup_steps,
+                             total_seconds=budget,
+                             total_steps=None if budget is not None else epochs * len(train_loader))
+    # A plain function, not the factor object: the checkpoint then keeps only the step count, and
+    # a resumed run follows this call's schedule (e.g. one extended to more epochs).
+    scheduler = LambdaLR(optimizer, lambda step: factor(step))
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    generators = _loader_generators(train_loader)
+    ignore_index = options.ignore_index
+    if ignore_index is None:  # e.g. Oxford-IIIT Pet with boundary="ignore" declares 255
+        ignore_index = _declared_ignore_index(val_loader)
+    extra = dict(checkpoint.extra or {})
+    if options.preprocessing is not None:
+        extra["preprocessing"] = options.preprocessing.to_dict()
+
+    history, start_epoch, spent_before = {key: [] for key in _HISTORY_KEYS}, 0, 0.0
+    if checkpoint.resume is not None:
+        state = load_checkpoint(checkpoint.resume, model=model, optimizer=optimizer,
+                                scheduler=scheduler, scaler=scaler, map_location=device)
+        start_epoch, history = state["epoch"], state["history"]
+        restore_rng_state(state["rng"], generators)
+        spent_before = float(state.get("extra", {}).get("seconds", 0.0))  # wall time already used
+    started = time.monotonic()
+    deadline = None if budget is None else started + budget - spent_before
+    if budget is not None:
+        factor.spent_before = spent_before
+        factor.start()
+    mode = _MONITORS[options.monitor]
+    best, stale = _epochs_since_best(history.get(options.monitor, []), mode, options.min_delta)
+    save_to = Path(checkpoint.path) if checkpoint.path is not None else None
+    show = _progress_enabled(options.progress)
+    if budget is None:
+        bar = progress_bar(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
+    else:
+        bar = progress_bar(total=round(budget), initial=round(min(spent_before, budget)), unit="s",
+                           desc="minutes budget", disable=not show)
+
+    epoch, losses, last_check = start_epoch, [], started
+    while (epochs is None or epoch < epochs) and (deadline is None or time.monotonic() < deadline):
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        try:
+            losses.append(train_one_epoch(
+                model, train_loader, loss_fn, optimizer, device, scheduler=scheduler,
+                scaler=scaler, amp_dtype=amp_dtype, grad_clip=options.grad_clip,
+                channels_last=options.channels_last, progress=show and budget is None,
+                description=f"epoch {epoch + 1}", deadline=deadline))
+        except NonFiniteLossError as error:
+            raise _stopped_by_non_finite_loss(error, epoch, save_to, history, start_epoch) from error
+        epoch += 1
+        now = time.monotonic()
+        if budget is not None:
+            bar.update(round(min(spent_before + now - started, budget)) - bar.n)
+            finished = now >= deadline or (epochs is not None and epoch >= epochs)
+            if not finished and now - last_check < budget / 4:
+                continue  # validate four times over a time budget
+        last_check = now
+        results = evaluate(model, val_loader, num_classes, device, loss_fn=loss_fn,
+                           ignore_index=ignore_index, amp_dtype=amp_dtype,
+                           channels_last=options.channels_last, progress=False,
+                           preprocessing=options.preprocessing)
+        seconds = spent_before + time.monotonic() - started
+        record = _history_record(epoch, optimizer, losses, results)
+        losses = []
+        for key, value in record.items():
+            history.setdefault(key, []).append(value)
+        if budget is None:
+            bar.update(1)
+        if show:
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", miou=f"{results['miou']:.3f}")
+        if options.verbose and distributed.is_main_process():
+            total = f"/{epochs}" if epochs is not None else ""
+            clock = f"{seconds:.0f} s  " if budget is not None else ""
+            print(f"epoch {epoch}{total}  {clock}"
+                  f"train_loss {record['train_loss']:.4f}  val_loss {results['loss']:.4f}  "
+                  f"miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
+                  f"lr {record['lr']:.2e}", flush=True)
+        if save_to is not None and distributed.is_main_process():
+            save_checkpoint(save_to, model=model, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, epoch=epoch, history=history,
+                            rng=capture_rng_state(generators), model_name=checkpoint.model_name,
+                            model_kwargs=checkpoint.model_kwargs,
+                            extra={**extra, "seconds": seconds})
+        value = record[options.monitor]
+        if _is_better(value, best, mode, options.min_delta):
+            best, stale = value, 0
+        else:
+            stale += 1
+        if options.early_stopping is not None and stale >= options.early_stopping:
+            if options.verbose and distributed.is_main_process():
+                print(f"early stopping: {options.monitor} did not improve for {stale} validations "
+                      f"(best {best:.4f})", flush=True)
+            break
+    bar.close()
+    distributed.barrier()
+    return history
+
+
+_HISTORY_KEYS = ("epoch", "lr", "train_loss", "val_loss", "miou", "dice", "dice_foreground",
+                 "pixel_accuracy", "iou_per_class", "dice_per_class")
+
+
+def _check_fit_arguments(epochs, minutes, num_classes, loss_fn, train_loader) -> None:
     if epochs is None and minutes is None:
         raise ValueError("give epochs, minutes, or both")
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
@@ -318,134 +487,24 @@ def fit(model: nn.Module, train_loader, val_loader, *, epochs: int | None, loss_
                          f"output channel has num_classes=2), got {num_classes!r}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, targets), got {loss_fn!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if monitor not in _MONITORS:
-        raise ValueError(f"monitor must be one of {tuple(_MONITORS)}, got {monitor!r}")
-    if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
-        raise ValueError(f"early_stopping must be a positive int (patience in epochs) or None, "
-                         f"got {early_stopping!r}")
     if len(train_loader) == 0:
         raise ValueError("train_loader is empty: no batch to train on")
-    if ignore_index is None:  # e.g. Oxford-IIIT Pet with boundary="ignore" declares 255
-        ignore_index = _declared_ignore_index(val_loader)
-    if seed is not None:
-        seed_everything(seed)
-    device = get_device() if device is None else torch.device(device)
-    amp_dtype = resolve_amp(amp, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(device)
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    budget = None if minutes is None else 60.0 * minutes  # seconds
-    if budget is None:
-        scheduler = build_scheduler(optimizer, schedule, total_steps=epochs * len(train_loader),
-                                    warmup_steps=warmup_steps)
+
+
+def _history_record(epoch: int, optimizer, losses: list[float], results: dict) -> dict:
+    """One entry of every history list, after a validation."""
+    return {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": sum(losses) / len(losses), "val_loss": results["loss"],
+            **{key: results[key] for key in _HISTORY_KEYS[4:]}}
+
+
+def _stopped_by_non_finite_loss(error, epoch: int, save_to, history: dict, start_epoch: int):
+    """The error `fit` raises on a NaN/inf loss: what was kept and what to try."""
+    if save_to is not None and save_to.exists():
+        last_good = history["epoch"][-1] if history["epoch"] else start_epoch
+        kept = f"the last good checkpoint {save_to} (epoch {last_good}) is kept"
     else:
-        scheduler = build_scheduler(optimizer, schedule, total_seconds=budget,
-                                    warmup_steps=warmup_steps)
-    use_scaler = amp_dtype == torch.float16
-    scaler = torch.amp.GradScaler(device.type) if use_scaler else None
-    generators = _loader_generators(train_loader)
-    history: dict[str, list] = {key: [] for key in (
-        "epoch", "lr", "train_loss", "val_loss", "miou", "dice", "dice_foreground",
-        "pixel_accuracy", "iou_per_class", "dice_per_class")}
-    if preprocessing is not None:
-        extra = {**(extra or {}), "preprocessing": preprocessing.to_dict()}
-    start_epoch, spent_before = 0, 0.0  # spent_before: wall time of the run(s) resumed
-    if resume is not None:
-        # The schedule follows this call's arguments (a run may be extended to more epochs);
-        # only its step count comes from the checkpoint, whose load overwrites the factor's fields.
-        schedule_settings = dict(vars(scheduler.lr_lambdas[0]))
-        state = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler,
-                                scaler=scaler, map_location=device)
-        vars(scheduler.lr_lambdas[0]).update(schedule_settings)
-        start_epoch, history = state["epoch"], state["history"]
-        restore_rng_state(state["rng"], generators)
-        spent_before = float(state.get("extra", {}).get("seconds", 0.0))
-    started = time.monotonic()
-    deadline = None if budget is None else started + budget - spent_before
-    if budget is not None:
-        scheduler.lr_lambdas[0].spent_before = spent_before
-        scheduler.lr_lambdas[0].start()
-    mode = _MONITORS[monitor]
-    best, stale = _epochs_since_best(history.get(monitor, []), mode, min_delta)
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    show = _progress_enabled(progress)
-    if budget is None:
-        bar = progress_bar(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
-    else:
-        bar = progress_bar(total=round(budget), initial=round(min(spent_before, budget)), unit="s",
-                   desc="minutes budget", disable=not show)
-    epoch, losses, last_check = start_epoch, [], started
-    while (epochs is None or epoch < epochs) and (deadline is None or time.monotonic() < deadline):
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        try:
-            losses.append(train_one_epoch(
-                model, train_loader, loss_fn, optimizer, device, scheduler=scheduler,
-                scaler=scaler, amp_dtype=amp_dtype, grad_clip=grad_clip,
-                channels_last=channels_last, progress=show and budget is None,
-                description=f"epoch {epoch + 1}", deadline=deadline))
-        except NonFiniteLossError as error:
-            if checkpoint is not None and checkpoint.exists():
-                last_good = history["epoch"][-1] if history["epoch"] else start_epoch
-                kept = f"the last good checkpoint {checkpoint} (epoch {last_good}) is kept"
-            else:
-                kept = "no checkpoint was written (pass checkpoint= to keep one)"
-            raise NonFiniteLossError(
-                f"training stopped in epoch {epoch + 1}: {error}; {kept}. Lower the learning rate, "
-                f"set grad_clip, or check the data and the loss for invalid values.") from error
-        epoch += 1
-        now = time.monotonic()
-        if budget is not None:
-            bar.update(round(min(spent_before + now - started, budget)) - bar.n)
-            finished = now >= deadline or (epochs is not None and epoch >= epochs)
-            if not finished and now - last_check < budget / 4:
-                continue  # validate four times over a time budget
-        last_check = now
-        results = evaluate(model, val_loader, num_classes, device, loss_fn=loss_fn,
-                           ignore_index=ignore_index, amp_dtype=amp_dtype,
-                           channels_last=channels_last, progress=False, preprocessing=preprocessing)
-        seconds = spent_before + time.monotonic() - started
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": sum(losses) / len(losses), "val_loss": results["loss"],
-                  "miou": results["miou"], "dice": results["dice"],
-                  "dice_foreground": results["dice_foreground"],
-                  "pixel_accuracy": results["pixel_accuracy"],
-                  "iou_per_class": results["iou_per_class"],
-                  "dice_per_class": results["dice_per_class"]}
-        losses = []
-        for key, value in record.items():
-            history.setdefault(key, []).append(value)
-        if budget is None:
-            bar.update(1)
-        if show:
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", miou=f"{results['miou']:.3f}")
-        if verbose and distributed.is_main_process():
-            total = f"/{epochs}" if epochs is not None else ""
-            clock = f"{seconds:.0f} s  " if budget is not None else ""
-            print(f"epoch {epoch}{total}  {clock}"
-                  f"train_loss {record['train_loss']:.4f}  val_loss {results['loss']:.4f}  "
-                  f"miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
-                  f"lr {record['lr']:.2e}", flush=True)
-        if checkpoint is not None and distributed.is_main_process():
-            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, epoch=epoch, history=history,
-                            rng=capture_rng_state(generators), model_name=model_name,
-                            model_kwargs=model_kwargs, extra={**(extra or {}), "seconds": seconds})
-        value = record[monitor]
-        if _is_better(value, best, mode, min_delta):
-            best, stale = value, 0
-        else:
-            stale += 1
-        if early_stopping is not None and stale >= early_stopping:
-            if verbose and distributed.is_main_process():
-                print(f"early stopping: {monitor} did not improve for {stale} validations "
-                      f"(best {best:.4f})", flush=True)
-            break
-    bar.close()
-    distributed.barrier()
-    return history
+        kept = "no checkpoint was written (pass checkpoint= to keep one)"
+    return NonFiniteLossError(
+        f"training stopped in epoch {epoch + 1}: {error}; {kept}. Lower the learning rate, "
+        f"set grad_clip, or check the data and the loss for invalid values.")

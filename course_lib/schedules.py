@@ -25,7 +25,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["SCHEDULES", "poly_factor", "cosine_factor", "LRFactor", "TimeBudgetFactor",
-           "build_scheduler"]
+           "schedule_factor", "build_scheduler"]
 
 SCHEDULES = ("poly", "cosine", "constant")
 
@@ -138,21 +138,28 @@ class TimeBudgetFactor(LRFactor):
                 f"warmup_steps={self.warmup_steps})")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str = "poly", *,
-                    total_steps: int | None = None, total_seconds: float | None = None,
-                    warmup_steps: int = 0, power: float = 0.9, min_factor: float = 0.0) -> LambdaLR:
-    """A `LambdaLR` for schedule `name` ("poly", "cosine", "constant"); call `.step()` per batch.
+def schedule_factor(name: str = "poly", *, total_steps: int | None = None,
+                    total_seconds: float | None = None, warmup_steps: int = 0, power: float = 0.9,
+                    min_factor: float = 0.0) -> LRFactor:
+    """The step -> factor object of schedule `name` ("poly", "cosine", "constant").
 
     Give `total_steps` (the schedule runs over that many steps) or `total_seconds` (over that much
     wall time, see `TimeBudgetFactor`), not both.
     """
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if (total_steps is None) == (total_seconds is None):
         raise ValueError("give exactly one of total_steps and total_seconds, got "
                          f"total_steps={total_steps!r}, total_seconds={total_seconds!r}")
     if total_seconds is not None:
-        factor = TimeBudgetFactor(name, total_seconds, warmup_steps, power, min_factor)
-    else:
-        factor = LRFactor(name, total_steps, warmup_steps, power, min_factor)
+        return TimeBudgetFactor(name, total_seconds, warmup_steps, power, min_factor)
+    return LRFactor(name, total_steps, warmup_steps, power, min_factor)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str = "poly", *,
+                    total_steps: int | None = None, total_seconds: float | None = None,
+                    warmup_steps: int = 0, power: float = 0.9, min_factor: float = 0.0) -> LambdaLR:
+    """A `LambdaLR` for schedule `name` (see `schedule_factor`); call `.step()` per batch."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    factor = schedule_factor(name, total_steps=total_steps, total_seconds=total_seconds,
+                             warmup_steps=warmup_steps, power=power, min_factor=min_factor)
     return LambdaLR(optimizer, factor)

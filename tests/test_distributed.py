@@ -35,7 +35,8 @@ WORKER = textwrap.dedent('''
     train_loader, val_loader = distributed.distributed_loaders(train_set, val_set, batch_size=2)
     model = distributed.wrap_model(model, context.device)
     history = engine.fit(model, train_loader, val_loader, epochs=2, loss_fn=nn.CrossEntropyLoss(),
-                         num_classes=2, device=context.device, lr=0.05, progress=False,
+                         num_classes=2, device=context.device,
+                         options=engine.FitOptions(lr=0.05, progress=False),
                          checkpoint=out + "/last.pt")
     results = engine.evaluate(model, val_loader, 2, context.device, loss_fn=nn.CrossEntropyLoss())
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])

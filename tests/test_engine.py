@@ -130,9 +130,10 @@ def test_evaluate_loss_and_ignore_index():
     assert results["loss"] == pytest.approx(per_image.mean().item(), rel=1e-6)
 
 
-def _fit(model, epochs, loader, val_loader, lr=0.02, **kwargs):
+def _fit(model, epochs, loader, val_loader, lr=0.02, checkpoint=None, **options):
     return engine.fit(model, loader, val_loader, epochs=epochs, loss_fn=nn.CrossEntropyLoss(),
-                      num_classes=2, device="cpu", lr=lr, progress=False, **kwargs)
+                      num_classes=2, device="cpu", checkpoint=checkpoint,
+                      options=engine.FitOptions(lr=lr, progress=False, **options))
 
 
 def test_fit_history_and_learning():
@@ -168,13 +169,14 @@ class _LossThatDiesAt:
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     images, targets = _threshold_data(n=12)
 
-    def run(loss_fn, **kwargs):
+    def run(loss_fn, checkpoint=None):
         torch.manual_seed(3)
         model = TinyNet(dropout=0.2)
+        options = engine.FitOptions(lr=0.02, schedule="poly", warmup_steps=2, seed=11,
+                                    progress=False)
         history = engine.fit(model, _loader(images, targets, batch_size=4, shuffle=True),
                              _loader(images, targets, batch_size=6), epochs=4, loss_fn=loss_fn,
-                             num_classes=2, device="cpu", lr=0.02, progress=False, seed=11,
-                             schedule="poly", warmup_steps=2, **kwargs)
+                             num_classes=2, device="cpu", options=options, checkpoint=checkpoint)
         return model, history
 
     straight, straight_history = run(nn.CrossEntropyLoss())
@@ -182,7 +184,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     with pytest.raises(_Interrupt):  # 2 epochs of 3 train + 2 val batches, then 1 more batch
         run(_LossThatDiesAt(2 * (3 + 2) + 1), checkpoint=path)
     assert load_checkpoint(path)["epoch"] == 2
-    resumed, resumed_history = run(nn.CrossEntropyLoss(), checkpoint=path, resume=path)
+    resumed, resumed_history = run(nn.CrossEntropyLoss(),
+                                   checkpoint=engine.Checkpointing(path, resume=path))
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=lambda m: f"{name} after resume: {m}")
     assert resumed_history == straight_history
@@ -195,7 +198,8 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     model = TinyNet()
     path = tmp_path / "c.pt"
     _fit(model, 2, _loader(images, targets), _loader(images, targets), checkpoint=path)
-    history = _fit(model, 3, _loader(images, targets), _loader(images, targets), resume=path)
+    history = _fit(model, 3, _loader(images, targets), _loader(images, targets),
+                   checkpoint=engine.Checkpointing(resume=path))
     assert history["epoch"] == [1, 2, 3]
     assert history["lr"][-1] == pytest.approx(0.0, abs=1e-12), "poly decays to 0 over 3 epochs"
 
@@ -218,7 +222,8 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
     # epoch 1: 2 train + 2 val batches are fine; the 1st train batch of epoch 2 gives NaN.
     with pytest.raises(engine.NonFiniteLossError, match=r"epoch 2.*loss is nan.*last good checkpoint.*epoch 1"):
         engine.fit(model, _loader(images, targets), _loader(images, targets), epochs=3,
-                   loss_fn=NanAfter(4), num_classes=2, device="cpu", progress=False, checkpoint=path)
+                   loss_fn=NanAfter(4), num_classes=2, device="cpu",
+                   options=engine.FitOptions(progress=False), checkpoint=path)
     saved = load_checkpoint(path)
     assert saved["epoch"] == 1
     for key, value in saved["model"].items():
@@ -230,9 +235,10 @@ def test_early_stopping_counts_epochs_without_improvement():
     images, targets = _threshold_data(n=8)
     torch.manual_seed(0)
     history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=10,
-                         loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu", progress=False,
+                         loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu",
                          optimizer=torch.optim.SGD(TinyNet().parameters(), lr=0.1),  # not the model's
-                         early_stopping=2, monitor="val_loss")
+                         options=engine.FitOptions(early_stopping=2, monitor="val_loss",
+                                                   progress=False))
     assert history["epoch"] == [1, 2, 3], "no improvement after epoch 1: stop after 2 more"
 
 
@@ -256,7 +262,8 @@ def test_resolve_amp():
 def test_progress_is_off_when_output_is_not_a_terminal(capsys):
     images, targets = _threshold_data(n=4)
     engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=1,
-               loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu", verbose=True)
+               loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu",
+               options=engine.FitOptions(verbose=True))
     captured = capsys.readouterr()
     assert "it/s" not in captured.err and "%|" not in captured.err
     assert captured.out.startswith("epoch 1/1  train_loss ")
@@ -264,9 +271,6 @@ def test_progress_is_off_when_output_is_not_a_terminal(capsys):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"epochs": 0}, "epochs must be a positive int"),
-    ({"schedule": "step"}, "schedule must be one of"),
-    ({"monitor": "iou"}, "monitor must be one of"),
-    ({"early_stopping": 0}, "early_stopping must be"),
     ({"num_classes": 1}, "num_classes must be an int >= 2"),
 ])
 def test_fit_rejects_bad_arguments(kwargs, match):
@@ -274,6 +278,24 @@ def test_fit_rejects_bad_arguments(kwargs, match):
     arguments = dict(epochs=1, loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu") | kwargs
     with pytest.raises(ValueError, match=match):
         engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), **arguments)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"schedule": "step"}, "schedule must be one of"),
+    ({"monitor": "iou"}, "monitor must be one of"),
+    ({"early_stopping": 0}, "early_stopping must be"),
+])
+def test_fit_options_reject_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        engine.FitOptions(**kwargs)
+
+
+def test_fit_reads_in_one_screen():
+    """At most 12 parameters, and no reach into the scheduler's internals."""
+    import inspect
+
+    assert len(inspect.signature(engine.fit).parameters) <= 12
+    assert "lr_lambdas" not in inspect.getsource(engine)
 
 
 def test_fit_rejects_a_loss_that_is_not_callable():
@@ -304,7 +326,7 @@ def test_every_model_one_batch_then_two_epochs(name):
                                  optimizer, "cpu")
     assert math.isfinite(one)
     history = engine.fit(model, loader, loader, epochs=2, loss_fn=nn.CrossEntropyLoss(),
-                         num_classes=3, device="cpu", progress=False)
+                         num_classes=3, device="cpu", options=engine.FitOptions(progress=False))
     assert len(history["miou"]) == 2 and all(math.isfinite(v) for v in history["train_loss"])
 
 
@@ -314,8 +336,9 @@ def test_progress_bars_do_not_change_the_run():
     for progress in (False, True):
         torch.manual_seed(0)
         histories.append(engine.fit(TinyNet(dropout=0.2), _loader(images, targets, shuffle=True),
-                                    _loader(images, targets), epochs=2, loss_fn=nn.CrossEntropyLoss(),
-                                    num_classes=2, device="cpu", progress=progress))
+                                    _loader(images, targets), epochs=2,
+                                    loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu",
+                                    options=engine.FitOptions(progress=progress)))
     assert histories[0] == histories[1]
 
 
@@ -350,8 +373,8 @@ def test_fit_with_a_minutes_budget_stops_on_time_and_spends_the_schedule(monkeyp
     path = tmp_path / "last.pt"
     history = engine.fit(TinyNet(), _loader(images, targets, batch_size=2),
                          _loader(images, targets, batch_size=8), epochs=None, minutes=0.5,
-                         loss_fn=loss, num_classes=2, device="cpu", lr=0.1, progress=False,
-                         checkpoint=path)
+                         loss_fn=loss, num_classes=2, device="cpu",
+                         options=engine.FitOptions(lr=0.1, progress=False), checkpoint=path)
     assert 30 <= clock.now - 500.0 <= 30 + 4 + 1  # stopped in the epoch that crossed 30 s
     assert 2 <= len(history["epoch"]) <= 5  # a validation per quarter of the budget, and the last
     assert history["lr"][-1] == 0.0  # the poly schedule ran over the budget, to its end
@@ -364,9 +387,9 @@ def test_fit_with_minutes_and_epochs_stops_at_whichever_comes_first(monkeypatch)
     clock = _FakeClock()
     monkeypatch.setattr(engine.time, "monotonic", clock)
     images, targets = _threshold_data(n=8)
-    history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets),
-                         epochs=2, minutes=60.0, loss_fn=_TickingLoss(clock), num_classes=2,
-                         device="cpu", progress=False)
+    history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=2,
+                         minutes=60.0, loss_fn=_TickingLoss(clock), num_classes=2, device="cpu",
+                         options=engine.FitOptions(progress=False))
     assert history["epoch"] == [2]  # two epochs long before the hour: one validation at the end
     with pytest.raises(ValueError, match="give epochs, minutes, or both"):
         engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=None,
@@ -399,8 +422,8 @@ def test_evaluate_and_fit_take_the_data_sets_declared_ignore_index():
     results = engine.evaluate(TinyNet(), declared, 2, "cpu")
     assert int(results["confusion_matrix"].sum()) == 4 * 7 * 8  # the band's pixels left out
     history = engine.fit(TinyNet(), declared, declared, epochs=1,
-                         loss_fn=nn.CrossEntropyLoss(ignore_index=255), num_classes=2,
-                         device="cpu", progress=False)
+                         loss_fn=nn.CrossEntropyLoss(ignore_index=255), num_classes=2, device="cpu",
+                         options=engine.FitOptions(progress=False))
     assert len(history["miou"]) == 1
     undeclared = _loader(images, targets, batch_size=2)
     with pytest.raises(ValueError, match="set num_classes or ignore_index"):

@@ -210,18 +210,21 @@ def train_run(args, mode: str, settings: dict, spec: DataSpec, context) -> int:
             print(f"masks: {folder.describe_mapping()}", flush=True)
         print(f"preprocessing: {preprocessing.describe()}", flush=True)
     validation = preprocessing if whole_images else None
-    history = engine.fit(
-        model, train_loader, val_loader, epochs=settings["epochs"], minutes=settings["minutes"],
-        loss_fn=build_loss(loss_name, num_classes, 255), num_classes=num_classes, device=device,
+    options = engine.FitOptions(
         lr=settings["lr"], weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_steps=args.warmup_steps, amp=args.amp, grad_clip=args.grad_clip,
-        early_stopping=args.early_stopping, ignore_index=255, checkpoint=checkpoint,
-        resume=checkpoint if args.resume else None, seed=args.seed,
-        progress=False if args.no_progress else None, verbose=True, model_name=args.model,
-        model_kwargs=kwargs, preprocessing=validation,
+        early_stopping=args.early_stopping, ignore_index=255, seed=args.seed,
+        progress=False if args.no_progress else None, verbose=True, preprocessing=validation)
+    saving = engine.Checkpointing(
+        path=checkpoint, resume=checkpoint if args.resume else None, model_name=args.model,
+        model_kwargs=kwargs,
         extra={"data": spec.to_dict(), "class_names": class_names, "mean": preprocessing.mean,
                "std": preprocessing.std, "num_classes": num_classes, "loss": loss_name,
                "preprocessing": preprocessing.to_dict()})
+    history = engine.fit(model, train_loader, val_loader,
+                         loss_fn=build_loss(loss_name, num_classes, 255), num_classes=num_classes,
+                         epochs=settings["epochs"], minutes=settings["minutes"], device=device,
+                         options=options, checkpoint=saving)
     final = engine.evaluate(model, val_loader, num_classes, device, ignore_index=255,
                             preprocessing=validation)
     if main_process:
