@@ -603,7 +603,8 @@ else:
         voc_fcn, DataLoader(voc_train, batch_size=VOC_BATCH, shuffle=True, num_workers=2,
                             drop_last=True),
         DataLoader(voc_val, batch_size=VOC_BATCH, num_workers=2), epochs=VOC_EPOCHS, num_classes=21,
-        loss_fn=nn.CrossEntropyLoss(ignore_index=255), ignore_index=255, lr=1e-3, device=device, seed=0,
+        loss_fn=nn.CrossEntropyLoss(ignore_index=255), device=device,
+        options=engine.FitOptions(lr=1e-3, ignore_index=255, seed=0),
     )
     print(f"Pascal VOC val mIoU after {len(voc_history['miou'])} epochs: {voc_history['miou'][-1]:.3f}")
     viz.plot_history(voc_history)

@@ -214,16 +214,19 @@ print(f"written out vs engine.train_one_epoch on {len(first_batches)} batches: s
 #
 # `engine.fit` runs `train_one_epoch` and `evaluate` for a number of epochs with AdamW and the
 # poly schedule by default, writes a checkpoint after every epoch and returns a history. Progress
-# bars appear in a notebook or a terminal and stay out of CI logs.
+# bars appear in a notebook or a terminal and stay out of CI logs. What to change from the
+# defaults goes in `engine.FitOptions` (learning rate, schedule, mixed precision, early stopping,
+# seed, ...), where to save in `engine.Checkpointing` (or a plain path).
 
 # %%
 loader_options = dict(num_workers=NUM_WORKERS, persistent_workers=NUM_WORKERS > 0)
 train_loader = DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True, drop_last=True,
                           generator=torch.Generator().manual_seed(0), **loader_options)
 val_loader = DataLoader(val_set, batch_size=32, **loader_options)
-history = engine.fit(model, train_loader, val_loader, epochs=EPOCHS, loss_fn=loss_fn,
-                     num_classes=2, device=DEVICE, lr=LR, schedule="poly", seed=0,
-                     checkpoint=WORKDIR / "cells.pt", model_name="unet" if FAST else "deeplabv3")
+options = engine.FitOptions(lr=LR, schedule="poly", seed=0)
+saving = engine.Checkpointing(WORKDIR / "cells.pt", model_name="unet" if FAST else "deeplabv3")
+history = engine.fit(model, train_loader, val_loader, loss_fn=loss_fn, num_classes=2,
+                     epochs=EPOCHS, device=DEVICE, options=options, checkpoint=saving)
 
 # %%
 fig = viz.plot_history({k: history[k] for k in ("train_loss", "val_loss", "miou", "dice_foreground")},
@@ -373,13 +376,13 @@ class StopAfter:
         return loss_fn(logits, target)
 
 
-def small_run(loss, **kwargs):
+def small_run(loss, checkpoint=None):
     seed_everything(1)
     net = make_model()
     loader = DataLoader(small_train, batch_size=8, shuffle=True)
     run_history = engine.fit(net, loader, DataLoader(small_val, batch_size=8), epochs=4,
-                             loss_fn=loss, num_classes=2, device=DEVICE, lr=LR, seed=1,
-                             progress=False, **kwargs)
+                             loss_fn=loss, num_classes=2, device=DEVICE, checkpoint=checkpoint,
+                             options=engine.FitOptions(lr=LR, seed=1, progress=False))
     return net, run_history
 
 
@@ -388,7 +391,8 @@ try:
     small_run(StopAfter(2 * (4 + 1) + 2), checkpoint=WORKDIR / "run.pt")  # dies in epoch 3
 except KeyboardInterrupt as error:
     print("interrupted:", error)
-resumed, resumed_history = small_run(loss_fn, checkpoint=WORKDIR / "run.pt", resume=WORKDIR / "run.pt")
+resumed, resumed_history = small_run(
+    loss_fn, checkpoint=engine.Checkpointing(WORKDIR / "run.pt", resume=WORKDIR / "run.pt"))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -491,10 +495,11 @@ finals = {}
 for name, criterion in experiment.items():
     seed_everything(0)
     net = make_model()
-    run_history = engine.fit(net, DataLoader(exp_train, batch_size=BATCH_SIZE, shuffle=True, **loader_options),
+    run_history = engine.fit(net,
+                             DataLoader(exp_train, batch_size=BATCH_SIZE, shuffle=True, **loader_options),
                              DataLoader(exp_val_set, batch_size=32, **loader_options),
-                             epochs=EXP_EPOCHS, loss_fn=criterion, num_classes=2,
-                             device=DEVICE, lr=LR, seed=0, progress=False)
+                             epochs=EXP_EPOCHS, loss_fn=criterion, num_classes=2, device=DEVICE,
+                             options=engine.FitOptions(lr=LR, seed=0, progress=False))
     finals[name] = run_history["dice_foreground"]
     print(f"{name:<11} foreground Dice per epoch: {[round(d, 3) for d in run_history['dice_foreground']]}")
 
@@ -549,7 +554,8 @@ def membrane_run(train_transform, val_transform, preprocessing=None, steps=MEMBR
                         batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     net = models.UNet(in_channels=1, num_classes=1, base_channels=8, depth=3)
     engine.fit(net, loader, DataLoader(val_folder, batch_size=1), epochs=1, loss_fn=loss_fn,
-               num_classes=2, device=DEVICE, lr=5e-3, seed=0, progress=False)
+               num_classes=2, device=DEVICE,
+               options=engine.FitOptions(lr=5e-3, seed=0, progress=False))
     reported = engine.evaluate(net, DataLoader(val_folder, batch_size=1), 2, DEVICE,
                                preprocessing=preprocessing)
     return net, float(reported["dice_per_class"][1])

@@ -285,8 +285,8 @@ for label, (name, kwargs) in CONFIGS.items():
     loader = DataLoader(train_set, batch_size=8, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
     history = engine.fit(model, loader, val_loader, epochs=EPOCHS, num_classes=K,
-                         loss_fn=torch.nn.CrossEntropyLoss(), lr=2e-3, device=DEVICE, seed=0,
-                         progress=False)
+                         loss_fn=torch.nn.CrossEntropyLoss(), device=DEVICE,
+                         options=engine.FitOptions(lr=2e-3, seed=0, progress=False))
     results[label] = {
         "params": count_parameters(model),
         "cpu": images_per_second(model, torch.device("cpu")),
