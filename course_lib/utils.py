@@ -139,12 +139,15 @@ def progress_bar(*args, **kwargs):
 
     A notebook executed to be saved (`tools/build_notebooks.py` sets COURSE_TEXT_PROGRESS=1) gets
     text bars on stdout: a saved widget keeps no state, so it would show a bar frozen at 0 % where
-    the text shows how the run ended.
+    the text shows how the run ended. Transient bars (`leave=False`, e.g. one epoch's batches) are
+    left out there: nested text bars move the cursor, which a saved notebook cannot replay.
     """
     if os.environ.get("COURSE_TEXT_PROGRESS") == "1":
         from tqdm.std import tqdm
 
         kwargs.setdefault("file", sys.stdout)
+        if not kwargs.get("leave", True):
+            kwargs["disable"] = True
     else:
         from tqdm.auto import tqdm
     return tqdm(*args, **kwargs)

@@ -110,6 +110,9 @@ def test_progress_bar_is_text_on_stdout_when_a_notebook_is_executed_to_be_saved(
     assert type(bar) is text_tqdm
     out, err = capsys.readouterr()
     assert "epochs: 100%" in out and "3/3" in out and err == ""
+    with progress_bar(total=2, desc="batches", leave=False) as inner:  # transient: left out
+        inner.update(2)
+    assert capsys.readouterr().out == ""
     monkeypatch.delenv("COURSE_TEXT_PROGRESS")
     with progress_bar(total=1, disable=True) as bar:
         pass
