@@ -5,6 +5,8 @@
 3. `linear_to_conv`: a fully connected layer rewritten as an equivalent convolution.
 4. `skip_fusion`: one FCN skip step (upsample the coarse scores 2x, score the finer encoder map,
    crop it into alignment and add).
+5. `fcn8s_head`: the whole FCN-8s head on the three maps of an encoder such as torchvision's
+   ResNet-18 (score each map, fuse from coarse to fine, upsample to the image).
 
 Check your work with `python -m course_lib.grade ex02`.
 """
@@ -82,4 +84,30 @@ def skip_fusion(
     """
     # HINT: F.conv_transpose2d(coarse_scores, up_weight, stride=2), F.conv2d for the score layer,
     # HINT: then slice [..., offset:offset + h_up, offset:offset + w_up] before adding.
+    raise NotImplementedError
+
+
+def fcn8s_head(
+    c3: torch.Tensor,
+    c4: torch.Tensor,
+    c5: torch.Tensor,
+    score_weights: list[torch.Tensor],
+    score_biases: list[torch.Tensor],
+    image_size: tuple[int, int],
+) -> torch.Tensor:
+    """The FCN-8s head on an encoder's maps at 1/8, 1/16 and 1/32 of the image: logits (N, K, H, W).
+
+    - `c3` (N, C3, h3, w3), `c4` (N, C4, h4, w4), `c5` (N, C5, h5, w5): the encoder maps, e.g.
+      the outputs of `layer2`, `layer3` and `layer4` of torchvision's ResNet-18 (128, 256 and 512
+      channels; sizes rounded up, so h4 = ceil(h3 / 2) and so on);
+    - `score_weights`: three 1x1 convolution weights (K, C3, 1, 1), (K, C4, 1, 1), (K, C5, 1, 1),
+      and `score_biases`: three (K,) biases, for c3, c4 and c5 in that order;
+    - `image_size`: (H, W) of the image.
+    Score each map with its 1x1 convolution. Upsample the c5 scores to the size of the c4 scores
+    and add them (FCN-16s); upsample that sum to the size of the c3 scores and add them (FCN-8s);
+    upsample the result to `image_size`. Every upsampling is bilinear interpolation,
+    `F.interpolate(..., mode="bilinear", align_corners=False)`.
+    """
+    # HINT: F.conv2d(c, weight, bias) scores a map; F.interpolate(x, size=..., mode="bilinear",
+    # HINT: align_corners=False) upsamples to an exact size, so every sum lines up.
     raise NotImplementedError

@@ -567,7 +567,8 @@ with torch.no_grad():
 # (pixel `y` of a stride-`s` map at image pixel `s·y`, where the strided convolutions sampled it),
 # learned for the 2× steps and fixed bilinear for the last. `F.interpolate` with
 # `align_corners=False` places coarse pixel `y` at `s·y + (s − 1)/2` instead, a few pixels off that
-# grid. The sizes agree either way; the positions only on the library's grid.
+# grid. The sizes agree either way; the positions only on the library's grid. Exercise 02 asks for
+# this head as a function, `fcn8s_head`, and grades it on ResNet-18's maps.
 #
 # With `backbone_weights="DEFAULT"` the library's encoder starts from torchvision's ImageNet weights
 # (a download, so full mode only: fast mode never touches the network). Here is the FCN-8s for the
@@ -623,7 +624,8 @@ else:
 #   strided grid (ours for ResNets) make that hold for every image size.
 #
 # **Exercise 02** (`exercises/ex02_fcn.py`): the transposed-convolution size formula, the bilinear
-# kernel, a linear layer rewritten as a convolution, and one skip-fusion step. Check it with
+# kernel, a linear layer rewritten as a convolution, one skip-fusion step, and the FCN-8s head of
+# section 5 on a ResNet-18's maps. Check it with
 # `python -m course_lib.grade ex02`, or from this notebook:
 
 # %%

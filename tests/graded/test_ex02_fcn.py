@@ -159,3 +159,61 @@ def test_skip_fusion_with_zero_score_layer_is_plain_upsampling(exercise):
         F.conv_transpose2d(coarse, up_weight, stride=2),
         msg=lambda m: f"with a zero score layer the result is the upsampled map: {m}",
     )
+
+
+def _resnet18_maps(height, width, seed=0):
+    """layer2, layer3, layer4 of a seeded torchvision ResNet-18 on a random image."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    r = torchvision.models.resnet18(weights=None).eval()
+    with torch.no_grad():
+        x = torch.rand(1, 3, height, width)
+        c3 = r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))
+        c4 = r.layer3(c3)
+        return c3, c4, r.layer4(c4)
+
+
+def _reference_head(maps, weights, biases, size):
+    scores = [torch.einsum("nchw,kc->nkhw", c, w[:, :, 0, 0]) + b.view(1, -1, 1, 1)
+              for c, w, b in zip(maps, weights, biases)]
+    fused = scores[2]
+    for finer in (scores[1], scores[0]):
+        fused = F.interpolate(fused, size=finer.shape[-2:], mode="bilinear") + finer
+    return F.interpolate(fused, size=size, mode="bilinear")
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize("height, width", [(97, 131), (64, 64)])
+def test_fcn8s_head_on_resnet18_maps(exercise, height, width):
+    maps = _resnet18_maps(height, width)
+    torch.manual_seed(1)
+    weights = [0.05 * torch.randn(4, c.shape[1], 1, 1) for c in maps]
+    biases = [torch.randn(4) for _ in maps]
+    got = exercise.fcn8s_head(*maps, weights, biases, (height, width))
+    expected = _reference_head(maps, weights, biases, (height, width))
+    assert tuple(got.shape) == (1, 4, height, width), (
+        f"fcn8s_head on a {height}x{width} image returned shape {tuple(got.shape)}, "
+        f"expected (1, 4, {height}, {width})"
+    )
+    torch.testing.assert_close(
+        got, expected, rtol=1e-4, atol=1e-4,
+        msg=lambda m: f"fcn8s_head on ResNet-18 maps of a {height}x{width} image: {m}",
+    )
+
+
+@pytest.mark.points(1)
+def test_fcn8s_head_with_zero_skips_is_fcn32s(exercise):
+    maps = _resnet18_maps(70, 45, seed=2)
+    torch.manual_seed(3)
+    weights = [torch.zeros(2, c.shape[1], 1, 1) for c in maps[:2]] + [torch.randn(2, 512, 1, 1)]
+    biases = [torch.zeros(2), torch.zeros(2), torch.randn(2)]
+    got = exercise.fcn8s_head(*maps, weights, biases, (70, 45))
+    s5 = F.conv2d(maps[2], weights[2], biases[2])
+    s5 = F.interpolate(s5, size=maps[1].shape[-2:], mode="bilinear")
+    s5 = F.interpolate(s5, size=maps[0].shape[-2:], mode="bilinear")
+    expected = F.interpolate(s5, size=(70, 45), mode="bilinear")
+    torch.testing.assert_close(
+        got, expected, rtol=1e-4, atol=1e-4,
+        msg=lambda m: f"with zero pool3/pool4 score layers the head is FCN-32s upsampled in steps: {m}",
+    )
