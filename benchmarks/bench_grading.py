@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from course_lib.grade.bulk import grade_class
-from course_lib.grade.layout import course_layout
-from course_lib.grade.limits import Limits
+from course_grader.instructor.bulk import grade_class
+from course_grader.layout import course_layout
+from course_grader.learner.limits import Limits
 
 
 def _make_class(folder: Path, exercises: list[str]) -> dict[str, str]:
@@ -71,7 +71,7 @@ def _peak_mib(who: int) -> float:
 def _worker_peak_mib(exercise: str) -> float:
     import torch
 
-    from course_lib.grade.runner import open_exercise
+    from course_grader.learner.runner import open_exercise
 
     handle = open_exercise(exercise, target="solutions")
     try:

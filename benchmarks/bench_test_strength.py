@@ -193,7 +193,7 @@ class Runner:
         self.zygote = None
         if use_zygote:
             try:
-                from course_lib.grade.zygote import Zygote
+                from course_grader.learner.zygote import Zygote
                 self.zygote = Zygote().start()
             except (OSError, RuntimeError, ImportError):
                 self.zygote = None
@@ -213,7 +213,7 @@ class Runner:
         args = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "--target", str(target),
                 *map(str, tests)]
         if self.zygote is not None:
-            from course_lib.grade.zygote import spawn_child
+            from course_grader.learner.zygote import spawn_child
             with open(os.devnull, "r+b") as null:
                 child = spawn_child(self.zygote.socket_path, "session", cwd=str(ROOT),
                                     env=self.env(target), args=args,

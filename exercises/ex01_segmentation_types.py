@@ -8,7 +8,7 @@ Five small functions that move between the three maps of notebook 01:
 4. `encode_panoptic` / `decode_panoptic`: class and instance id in one integer per pixel.
 
 Maps are torch tensors: semantic and instance maps are (H, W) int64; instance id 0 means
-"no object". Check your work with `python -m course_lib.grade ex01`.
+"no object". Check your work with `python -m course_grader ex01`.
 """
 
 from __future__ import annotations

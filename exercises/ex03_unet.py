@@ -9,7 +9,7 @@
 Your `UNet` is checked against `course_lib.models.UNet`: same parameter count, and the same output
 when it is given the same weights.
 
-Check your work with `python -m course_lib.grade ex03`.
+Check your work with `python -m course_grader ex03`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Three small functions every segmentation pipeline needs:
 3. `class_weights`: per-class loss weights from pixel frequencies, inverse frequency or
    median-frequency balancing (Eigen & Fergus, 2015), for datasets where one class dominates.
 
-Check your work with `python -m course_lib.grade ex06`.
+Check your work with `python -m course_grader ex06`.
 """
 
 from __future__ import annotations

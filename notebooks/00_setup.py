@@ -146,7 +146,7 @@ print("scene classes:", ", ".join(ScenesDataset.CLASSES))
 # Check your work at any time, from a terminal in the course folder:
 #
 # ```bash
-# python -m course_lib.grade ex01
+# python -m course_grader ex01
 # ```
 #
 # or from a notebook cell, as below. The grader runs the graded tests in a separate process (a
@@ -157,12 +157,12 @@ print("scene classes:", ", ".join(ScenesDataset.CLASSES))
 # Untouched, every exercise scores zero:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex01")
 
 # %% [markdown]
 # The reference answers live in `solutions/`; an instructor can check that they earn full marks
-# with `python -m course_lib.grade ex01 --target solutions`.
+# with `python -m course_grader ex01 --target solutions`.
 #
 # Next: **01 · Segmentation types**.

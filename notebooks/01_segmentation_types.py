@@ -415,11 +415,11 @@ print(f"nuclei: mIoU {metrics.mean_iou(cell_cm):.3f}   PQ {nuclei['pq']:.3f}   "
 # flood-fill `connected_components`, `instances_from_semantic`, and the panoptic
 # `encode_panoptic` / `decode_panoptic`. Check your work with
 #
-#     python -m course_lib.grade ex01
+#     python -m course_grader ex01
 #
 # which runs the graded tests and prints your points per test. The same check from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex01")

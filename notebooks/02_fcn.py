@@ -626,9 +626,9 @@ else:
 # **Exercise 02** (`exercises/ex02_fcn.py`): the transposed-convolution size formula, the bilinear
 # kernel, a linear layer rewritten as a convolution, one skip-fusion step, and the FCN-8s head of
 # section 5 on a ResNet-18's maps. Check it with
-# `python -m course_lib.grade ex02`, or from this notebook:
+# `python -m course_grader ex02`, or from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex02")

@@ -364,9 +364,9 @@ fig.colorbar(shown, ax=axes, shrink=0.8)
 #
 # **Exercise 03** (`exercises/ex03_unet.py`): write `DoubleConv`, `center_crop` and the U-Net
 # forward pass; the grader copies `course_lib`'s weights into your network and compares outputs.
-# Check it with `python -m course_lib.grade ex03`, or from this notebook:
+# Check it with `python -m course_grader ex03`, or from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex03")

@@ -594,9 +594,9 @@ fig.tight_layout()
 #
 # Exercise 04 (`exercises/ex04_deeplab.py`) asks for the receptive-field formula, the output size of
 # a dilated convolution, `ASPP.forward`, and one mean-field CRF step. Check it with
-# `python -m course_lib.grade ex04`, or from this notebook:
+# `python -m course_grader ex04`, or from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex04");

@@ -672,10 +672,10 @@ for shift in (0, 1, 2, 4):
 #   of a large object does not.
 #
 # **Exercise 05** asks you to write a multiclass soft Dice loss, a focal loss, the confusion matrix
-# with `ignore_index` and the mIoU with the NaN policy. Check it with `python -m course_lib.grade
+# with `ignore_index` and the mIoU with the NaN policy. Check it with `python -m course_grader
 # ex05`, or from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex05")

@@ -586,11 +586,11 @@ shutil.rmtree(workdir)
 #
 # **Exercise 06**: open `exercises/ex06_data_augmentation.py`, then check your work with
 #
-#     python -m course_lib.grade ex06
+#     python -m course_grader ex06
 #
 # or from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex06")

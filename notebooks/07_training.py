@@ -684,9 +684,9 @@ for path in sorted((WORKDIR / "mine_masks").glob("*_labels.png")):
 #
 # Exercise 07 (`exercises/ex07_training.py`) asks you to write `train_one_epoch`, an
 # accumulating `evaluate` and the poly schedule yourself. Check it with
-# `python -m course_lib.grade ex07`, or from this notebook:
+# `python -m course_grader ex07`, or from this notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex07");

@@ -528,10 +528,10 @@ print(f"panoptic pipeline: PQ {pq['pq']:.3f} on {len(test_set)} new scenes "
 # panoptic segmentation with one architecture and no hand-written merge.
 #
 # **Exercise 08** (`exercises/ex08_panoptic.py`) asks you to write `merge_panoptic`, the matching
-# of segments and PQ yourself. Check it with `python -m course_lib.grade ex08`, or from this
+# of segments and PQ yourself. Check it with `python -m course_grader ex08`, or from this
 # notebook:
 
 # %%
-from course_lib.grade import check
+from course_grader import check
 
 check("ex08");

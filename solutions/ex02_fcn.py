@@ -8,7 +8,7 @@
 5. `fcn8s_head`: the whole FCN-8s head on the three maps of an encoder such as torchvision's
    ResNet-18 (score each map, fuse from coarse to fine, upsample to the image).
 
-Check your work with `python -m course_lib.grade ex02`.
+Check your work with `python -m course_grader ex02`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Four pieces of DeepLab:
 4. `mean_field_step`: one mean-field update of a dense CRF with Gaussian kernels
    (Krähenbühl and Koltun, NeurIPS 2011), over all pairs of pixels of a tiny image.
 
-Check your work with `python -m course_lib.grade ex04`.
+Check your work with `python -m course_grader ex04`.
 """
 
 from __future__ import annotations

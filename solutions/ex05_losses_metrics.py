@@ -7,7 +7,7 @@ Four functions from notebook 05:
 4. `iou_per_class` and `mean_iou`: IoU from the confusion matrix with the NaN policy.
 
 Shapes: logits (N, K, H, W) float, target (N, H, W) int64 with values in [0, K) or `ignore_index`,
-predictions (N, H, W) int64. Check your work with `python -m course_lib.grade ex05`.
+predictions (N, H, W) int64. Check your work with `python -m course_grader ex05`.
 """
 
 from __future__ import annotations

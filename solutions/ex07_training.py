@@ -7,7 +7,7 @@ Three functions from notebook 07:
    (not an average of per-batch scores).
 
 Shapes: images (N, C, H, W) float, targets (N, H, W) int64 in [0, K), logits (N, K, H, W).
-Check your work with `python -m course_lib.grade ex07`.
+Check your work with `python -m course_grader ex07`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Three functions that follow notebook 08:
 
 A panoptic map is an (H, W) int64 tensor: id = class_id * label_divisor + instance_id. Stuff
 segments have instance_id 0; void pixels have class ignore_index (id ignore_index * label_divisor).
-Check your work with `python -m course_lib.grade ex08`.
+Check your work with `python -m course_grader ex08`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from course_lib.grade.fixtures import add_target_option
+from course_grader.learner.fixtures import add_target_option
 
 os.environ.setdefault("COURSE_MODE", "fast")
 

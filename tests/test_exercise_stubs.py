@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib.grade.layout import course_layout
-from course_lib.grade.session import run_tests
-from course_lib.grade.zygote import Zygote
+from course_grader.layout import course_layout
+from course_grader.learner.session import run_tests
+from course_grader.learner.zygote import Zygote
 
 LAYOUT = course_layout()
 EXERCISES = LAYOUT.exercise_names()

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grade import build
-from course_lib.grade.layout import CourseLayout, course_layout
-from course_lib.grade.release import LeakError, build_student_release, leaks
-from course_lib.grade.stubs import MarkerError, make_stub, solution_regions, task_names
+import course_grader
+from course_grader.instructor import build
+from course_grader.layout import CourseLayout, course_layout
+from course_grader.instructor.release import LeakError, build_student_release, leaks
+from course_grader.stubs import MarkerError, make_stub, solution_regions, task_names
 
 DEMO = Path(__file__).parent / "grading_cases" / "demo"
 
@@ -126,7 +127,7 @@ def test_build_reports_marker_errors_without_traceback(tmp_path, capsys):
 
 def test_real_exercises_are_in_sync_with_solutions():
     problems = build.out_of_sync(course_layout())
-    assert problems == [], "run `python -m course_lib.grade.build`:\n" + "\n".join(problems)
+    assert problems == [], "run `python -m course_grader.instructor.build`:\n" + "\n".join(problems)
 
 
 def test_demo_exercises_are_in_sync_with_solutions():
@@ -177,24 +178,33 @@ def test_real_student_release_passes_the_leak_check(tmp_path):
     assert not (out / "solutions").exists() and not (out / "tests" / "hidden").exists()
 
 
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, also inside functions (`from a import b` counts a and a.b)."""
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            targets.add(node.module)
+            targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+    return targets
+
+
+def _module_name(path: Path, top: Path) -> str:
+    parts = path.relative_to(top.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def test_grader_modules_import_each_other_without_a_cycle():
-    """Every import between the grader's modules, also inside functions, points one way."""
-    package = Path(build.__file__).parent
-    graph = {}
-    for path in package.glob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        targets = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                targets.add(node.module)
-                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
-            elif isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-        graph[path.stem] = {name.split(".")[2] for name in targets
-                            if name.startswith("course_lib.grade.") and name.count(".") >= 2}
-    graph = {name: {t for t in targets if t in graph and t not in (name, "__init__")}
+    """Every import between the grader's modules, also inside functions, points one way; the
+    learner's side never imports the instructor's, and course_lib never imports the grader."""
+    top = Path(course_grader.__file__).parent
+    files = {_module_name(path, top): path for path in top.rglob("*.py")}
+    graph = {name: {t for t in _imports(path) if t in files and t != name}
+             for name, path in files.items()}
+    graph = {name: {t for t in targets if not name.startswith(t + ".")}  # a package's own parent
              for name, targets in graph.items()}
-    assert graph["release"] and "stubs" in graph["release"]  # the walk sees real imports
+    assert "course_grader.stubs" in graph["course_grader.instructor.release"]  # sees real imports
 
     def cycle_from(name, trail):
         if name in trail:
@@ -207,3 +217,12 @@ def test_grader_modules_import_each_other_without_a_cycle():
 
     cycles = [cycle for name in sorted(graph) if (cycle := cycle_from(name, []))]
     assert not cycles, f"import cycle: {' -> '.join(cycles[0])}"
+    upward = sorted((name, target) for name, targets in graph.items() for target in targets
+                    if name != "course_grader.__main__"  # the one entry point of both sides
+                    and not name.startswith("course_grader.instructor")
+                    and target.startswith("course_grader.instructor"))
+    assert not upward, f"the learner's side imports the instructor's: {upward}"
+    library = Path(course_grader.__file__).parents[1] / "course_lib"
+    into_grader = sorted(str(path.relative_to(library)) for path in library.rglob("*.py")
+                         if any(t.split(".")[0] == "course_grader" for t in _imports(path)))
+    assert not into_grader, f"course_lib imports the grader in {into_grader}"

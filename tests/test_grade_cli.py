@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from course_lib.grade import build, grade_exercise
-from course_lib.grade.bulk import grade_class
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.package import write_packages
+from course_grader.instructor import build
+from course_grader import grade_exercise
+from course_grader.instructor.bulk import grade_class
+from course_grader.layout import CourseLayout
+from course_grader.instructor.package import write_packages
 
 DEMO = Path(__file__).parent / "grading_cases" / "demo"
 
@@ -30,7 +31,7 @@ def _grade(*args: str, **env: str) -> subprocess.CompletedProcess:
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "course_lib.grade", *args],
+        [sys.executable, "-m", "course_grader", *args],
         check=False,  # the exit status is what the tests check
         capture_output=True,
         text=True,
@@ -157,14 +158,14 @@ def test_instructor_bundle_and_packages(tmp_path):
     graders = {
         s["with"]["test-name"]: s["with"] for s in steps if "command-grader" in s.get("uses", "")
     }
-    assert graders["ex90_demo"]["command"] == "python -m course_lib.grade ex90"
+    assert graders["ex90_demo"]["command"] == "python -m course_grader ex90"
     assert graders["ex90_demo"]["max-score"] == 7 and graders["ex91_more"]["max-score"] == 1
 
 
 def test_run_autograder_script_grades_a_submission(tmp_path):
     if shutil.which("bash") is None:
         pytest.skip("needs bash")
-    from course_lib.grade.package import RUN_AUTOGRADER
+    from course_grader.instructor.package import RUN_AUTOGRADER
 
     assert RUN_AUTOGRADER.startswith("#!/usr/bin/env bash")
     assert "results.json.tmp" in RUN_AUTOGRADER and "--manifest" in RUN_AUTOGRADER
@@ -172,7 +173,7 @@ def test_run_autograder_script_grades_a_submission(tmp_path):
 
 
 def test_class_run_writes_the_sandbox_mode_and_a_gradebook_over_a_folder(tmp_path):
-    from course_lib.grade import sandbox
+    from course_grader.learner import sandbox
 
     submission = tmp_path / "submissions" / "dana"
     submission.mkdir(parents=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib.grade.fixtures import expect_raises
-from course_lib.grade.runner import LearnerError, forget_last_request
-from course_lib.grade.table import failure_details, format_table
+from course_grader.learner.fixtures import expect_raises
+from course_grader.learner.runner import LearnerError, forget_last_request
+from course_grader.learner.table import failure_details, format_table
 
 LONG = (
     "ex06.one_hot should raise ValueError when the mask holds label 5 and num_classes=3; instead "

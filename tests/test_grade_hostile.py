@@ -33,17 +33,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib.grade import bulk, sandbox
-from course_lib.grade.bulk import grade_class, grade_student, publish_folder
-from course_lib.grade.client import LearnerError, WorkerClient
-from course_lib.grade.intake import take_in
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
-from course_lib.grade.manifest import build_manifest, save_manifest
-from course_lib.grade.runner import ExerciseHandle
-from course_lib.grade.manifest import tests_sha256 as hash_of_tests
-from course_lib.grade.session import SessionResult
-from course_lib.grade.zygote import Zygote, spawn_child
+from course_grader.instructor import bulk
+from course_grader.learner import sandbox
+from course_grader.instructor.bulk import grade_class, grade_student, publish_folder
+from course_grader.learner.client import LearnerError, WorkerClient
+from course_grader.instructor.intake import take_in
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
+from course_grader.instructor.manifest import build_manifest, save_manifest
+from course_grader.learner.runner import ExerciseHandle
+from course_grader.instructor.manifest import tests_sha256 as hash_of_tests
+from course_grader.learner.session import SessionResult
+from course_grader.learner.zygote import Zygote, spawn_child
 
 from tests.test_grade_isolation import ODD_BUT_HONEST, _write_odd_but_honest
 
@@ -464,7 +465,7 @@ def test_the_trusted_pytest_process_has_limits_too(tmp_path):
     env = {**os.environ, "COURSE_GRADE_REPORT": str(tmp_path / "report.json"),
            "COURSE_GRADE_MEMORY_MB": "256", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "course_lib.grade.plugin", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-q", "-p", "course_grader.learner.plugin", "-p", "no:cacheprovider",
          str(tmp_path / "test_limits.py")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import zipfile
 
-from course_lib.grade.bulk import student_folder_name
-from course_lib.grade.intake import MAX_FILE_BYTES, take_in
+from course_grader.instructor.bulk import student_folder_name
+from course_grader.instructor.intake import MAX_FILE_BYTES, take_in
 
 NAMES = ["ex01_types", "ex02_fcn"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grade.bulk import grade_class
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
+from course_grader.instructor.bulk import grade_class
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
 
 CASES = Path(__file__).parent / "grading_cases"
 DEMO = CourseLayout(CASES / "demo")

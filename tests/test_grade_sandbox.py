@@ -1,4 +1,4 @@
-"""The bubblewrap sandbox around learner code (course_lib/grade/sandbox.py).
+"""The bubblewrap sandbox around learner code (course_grader/learner/sandbox.py).
 
 Learner code runs through the real worker path (WorkerClient, forked from a sandboxed zygote) with
 no forbidden roots for the audit hook, so a refused read is the kernel's doing, not the hook's;
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grade import sandbox
-from course_lib.grade.client import WorkerClient
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
-from course_lib.grade.session import run_tests
-from course_lib.grade.zygote import SandboxZygote
+from course_grader.learner import sandbox
+from course_grader.learner.client import WorkerClient
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
+from course_grader.learner.session import run_tests
+from course_grader.learner.zygote import SandboxZygote
 
 pytestmark = pytest.mark.skipif(not sandbox.available(), reason=f"no sandbox: {sandbox.reason()}")
 
@@ -155,8 +155,8 @@ def test_course_files_cannot_be_read_with_dir_fd_or_after_chdir(learner):
     assert learner("read_after_chdir").startswith("denied")
 
 
-def test_only_course_lib_of_the_course_is_visible(learner):
-    assert learner("listing", str(ROOT)) == ["course_lib"]
+def test_only_the_course_packages_are_visible(learner):
+    assert learner("listing", str(ROOT)) == ["course_grader", "course_lib"]
     inside_tmp = learner("listing", "/tmp")  # a private tmpfs holding only the run's scratch folder
     mount_points = {Path(p).resolve().relative_to("/tmp").parts[0]  # the read-only mounts' parents,
                     for p in (ROOT, sys.prefix)                     # when the course lives in /tmp

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib.grade.client import MAX_ANSWER_BYTES, LearnerError
-from course_lib.grade.fixtures import unpack
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
-from course_lib.grade.probes.ex03 import double_conv_case, unet_case
-from course_lib.grade.probes.ex04 import aspp_case
-from course_lib.grade.runner import open_exercise
-from course_lib.grade.session import run_tests
+from course_grader.learner.client import MAX_ANSWER_BYTES, LearnerError
+from course_grader.learner.fixtures import unpack
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
+from course_grader.probes.ex03 import double_conv_case, unet_case
+from course_grader.probes.ex04 import aspp_case
+from course_grader.learner.runner import open_exercise
+from course_grader.learner.session import run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = CourseLayout(ROOT)
@@ -67,13 +67,13 @@ def _forge_namespace(namespace):
 def _forge_callers():
     frame = _sys._getframe(1)
     while frame is not None:
-        if frame.f_globals.get("__name__", "").startswith(("course_lib.grade.probes", "_probes_")):
+        if frame.f_globals.get("__name__", "").startswith(("course_grader.probes", "_probes_")):
             _forge_namespace(frame.f_globals)
         frame = frame.f_back
 
 
 for _name, _probes in list(_sys.modules.items()):
-    if _name.startswith(("course_lib.grade.probes", "_probes_")):
+    if _name.startswith(("course_grader.probes", "_probes_")):
         _forge_namespace(vars(_probes))
 _torch.testing.assert_close = lambda *args, **kwargs: None
 _torch.equal = lambda *args, **kwargs: True
@@ -188,7 +188,7 @@ def test_hostile_submission_scores_zero_with_the_real_grader(hostile):
 LEARNER = f"""
 import torch
 
-from course_lib.grade import wire
+from course_grader.learner import wire
 
 
 def huge():
@@ -269,7 +269,7 @@ def test_graded_tests_unpack_answers_only_through_unpack():
                 line = node.iter.lineno if isinstance(node, ast.comprehension) else node.lineno
                 offenders.append(f"{path.relative_to(ROOT)}:{line}")
     assert offenders == [], (
-        "unpack a learner's answer with course_lib.grade.fixtures.unpack(answer, 'name', ...) so "
+        "unpack a learner's answer with course_grader.learner.fixtures.unpack(answer, 'name', ...) so "
         f"that its type and length are checked first: {offenders}"
     )
 

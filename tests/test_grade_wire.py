@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.grade import wire
+from course_grader.learner import wire
 
 
 def _round_trip(value):

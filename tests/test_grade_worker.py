@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grade.client import LearnerError
-from course_lib.grade.fixtures import expect_raises
-from course_lib.grade.limits import Limits
-from course_lib.grade.runner import open_exercise
+from course_grader.learner.client import LearnerError
+from course_grader.learner.fixtures import expect_raises
+from course_grader.learner.limits import Limits
+from course_grader.learner.runner import open_exercise
 
 LEARNER = """
 import os

@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from course_lib.data import ScenesDataset
-from course_lib.grade.fixtures import expect_raises, unpack
+from course_grader.learner.fixtures import expect_raises, unpack
 
 EXERCISE = "ex01_segmentation_types"
 

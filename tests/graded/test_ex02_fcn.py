@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.fixtures import unpack
+from course_grader.learner.fixtures import unpack
 from course_lib.models.blocks import bilinear_kernel as reference_bilinear_kernel
 
 EXERCISE = "ex02_fcn"

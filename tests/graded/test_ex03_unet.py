@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.grade.probes.ex03 import double_conv_case, unet_case
+from course_grader.probes.ex03 import double_conv_case, unet_case
 
 EXERCISE = "ex03_unet"
 

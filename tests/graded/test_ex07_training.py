@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from course_lib import engine
-from course_lib.grade.probes.ex07 import build_case, case_data
+from course_grader.probes.ex07 import build_case, case_data
 from course_lib.schedules import poly_factor
 
 EXERCISE = "ex07_training"

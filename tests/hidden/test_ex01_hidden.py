@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from course_lib.grade.fixtures import unpack
+from course_grader.learner.fixtures import unpack
 
 EXERCISE = "ex01_segmentation_types"
 

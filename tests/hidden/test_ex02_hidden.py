@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.fixtures import unpack
+from course_grader.learner.fixtures import unpack
 
 EXERCISE = "ex02_fcn"
 

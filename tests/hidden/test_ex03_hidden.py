@@ -8,7 +8,7 @@
 - `UNet.forward` with a single level (depth 1), batch 1, one output class, odd channel widths, and
   with three levels, "valid" padding and batch norm on a non-square input, and four levels on a
   wide input (reference: `course_lib.models.UNet` run in this process, its weights copied into the
-  learner's U-Net by the probes of `course_lib/grade/probes/ex03.py`; the output sizes are checked
+  learner's U-Net by the probes of `course_grader/probes/ex03.py`; the output sizes are checked
   against hand-computed ones).
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.grade.probes.ex03 import double_conv_case, unet_case
+from course_grader.probes.ex03 import double_conv_case, unet_case
 
 EXERCISE = "ex03_unet"
 

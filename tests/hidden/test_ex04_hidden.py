@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import crf
-from course_lib.grade.fixtures import expect_raises
-from course_lib.grade.probes.ex04 import aspp_case
+from course_grader.learner.fixtures import expect_raises
+from course_grader.probes.ex04 import aspp_case
 from course_lib.receptive_field import receptive_field as reference_receptive_field
 
 EXERCISE = "ex04_deeplab"

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.grade.fixtures import expect_raises, unpack
+from course_grader.learner.fixtures import expect_raises, unpack
 
 EXERCISE = "ex06_data_augmentation"
 

@@ -1,1 +1,1 @@
-from course_lib.grade.fixtures import _worker_zygote, exercise  # noqa: F401  (the fixtures)
+from course_grader.learner.fixtures import _worker_zygote, exercise  # noqa: F401  (the fixtures)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.grade.fixtures import unpack
+from course_grader.learner.fixtures import unpack
 
 EXERCISE = "ex90_demo"
 

@@ -18,8 +18,8 @@ EXERCISE_FILE = re.compile(r"ex\d{2}_[A-Za-z0-9_]+\.py")
 
 
 def repo_root() -> Path:
-    """The course checkout that holds exercises/ and solutions/ (the parent of course_lib/)."""
-    return Path(__file__).resolve().parents[2]
+    """The course checkout that holds exercises/ and solutions/ (the parent of course_grader/)."""
+    return Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Run graded test files in a fresh pytest process and read back what each test earned.
 
-`run_tests(files, target)` starts `python -m pytest -p course_lib.grade.plugin ...` in its own
+`run_tests(files, target)` starts `python -m pytest -p course_grader.learner.plugin ...` in its own
 process group, with the graded copy chosen by `target`, waits at most `timeout` seconds, and
 returns one record per collected test (see plugin.py); with a zygote the process is forked. The pytest process is trusted: it imports
 the tests and course_lib, and sends every learner call to a worker (runner.py). When the pytest
@@ -23,8 +23,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
 
 __all__ = ["SessionResult", "run_tests"]
 
@@ -68,13 +68,13 @@ def run_tests(
     limits = limits or Limits.from_env()
     if not files:
         return SessionResult(tests=[], status="ok", log="no graded test files")
-    from course_lib.grade import sandbox
+    from course_grader.learner import sandbox
 
     mode = sandbox.mode()
     if mode == "none" and os.environ.get("COURSE_GRADE_SANDBOX", "").lower() == "required":
         raise RuntimeError(f"the grader's sandbox is required but unavailable: {sandbox.reason()}")
     if mode == "bubblewrap":
-        from course_lib.grade.zygote import SandboxZygote
+        from course_grader.learner.zygote import SandboxZygote
 
         jail = tempfile.mkdtemp(prefix="grade-sandbox-")
         probes = layout.root / "probes"
@@ -115,7 +115,7 @@ def _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote, w
             env["TMPDIR"] = jail  # WorkerClient makes the workers' homes here, inside the sandbox
         pytest_args = [
             "-p",
-            "course_lib.grade.plugin",
+            "course_grader.learner.plugin",
             "-q",
             "-p",
             "no:cacheprovider",
@@ -129,7 +129,7 @@ def _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote, w
         with open(log_path, "wb") as log:
             process = None
             if zygote:
-                from course_lib.grade.zygote import spawn_child
+                from course_grader.learner.zygote import spawn_child
 
                 env["COURSE_GRADE_ZYGOTE"] = zygote
                 if worker_zygote is not None:

@@ -2,12 +2,12 @@
 
 Learner (public tests of one exercise, a points table):
 
-    python -m course_lib.grade ex01 [--target exercises|solutions|PATH] [--json]
+    python -m course_grader ex01 [--target exercises|solutions|PATH] [--json]
 
 Instructor (a whole class, see docs/grading.md):
 
-    python -m course_lib.grade --submissions DIR --out OUT [--workers N] [--hidden] [--manifest FILE]
-    python -m course_lib.grade --package OUT      (Gradescope autograder zip, GitHub Classroom workflow)
+    python -m course_grader --submissions DIR --out OUT [--workers N] [--hidden] [--manifest FILE]
+    python -m course_grader --package OUT      (Gradescope autograder zip, GitHub Classroom workflow)
 
 Exit status: 0 when every test passed, 1 otherwise, 2 on a usage error.
 """
@@ -19,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from course_lib.grade.check import check, grade_exercise
-from course_lib.grade.runner import course_layout
+from course_grader.learner.check import check, grade_exercise
+from course_grader.learner.runner import course_layout
 
 __all__ = ["main"]
 
@@ -36,7 +36,7 @@ def _learner(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json:
-        from course_lib.grade import sandbox
+        from course_grader.learner import sandbox
 
         record = {k: v for k, v in graded.items() if k != "log"}
         record["sandbox"] = sandbox.mode()
@@ -47,7 +47,7 @@ def _learner(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m course_lib.grade", description="Grade course exercises."
+        prog="python -m course_grader", description="Grade course exercises."
     )
     parser.add_argument("exercise", nargs="?", help="exercise to check, e.g. ex01")
     parser.add_argument(
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ["COURSE_GRADE_SANDBOX"] = "off"
     if args.package:
-        from course_lib.grade.package import write_packages
+        from course_grader.instructor.package import write_packages
 
         for path in write_packages(course_layout(), args.package):
             print(f"wrote {path}")
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.submissions:
         if args.out is None:
             parser.error("--submissions needs --out")
-        from course_lib.grade import sandbox
-        from course_lib.grade.bulk import grade_class
-        from course_lib.grade.manifest import ManifestError
+        from course_grader.learner import sandbox
+        from course_grader.instructor.bulk import grade_class
+        from course_grader.instructor.manifest import ManifestError
 
         if args.hidden and not args.no_sandbox and not sandbox.available():
             print(

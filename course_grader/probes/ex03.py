@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from course_lib.grade.probes._models import (
+from course_grader.probes._models import (
     ModelCase,
     forward_with_weights,
     parameter_count,

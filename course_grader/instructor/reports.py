@@ -8,7 +8,7 @@ names or failure messages.
 
 from __future__ import annotations
 
-from course_lib.grade.table import earned, what_went_wrong
+from course_grader.learner.table import earned, what_went_wrong
 
 __all__ = [
     "OUTPUT_LIMIT",

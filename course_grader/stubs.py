@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from course_lib.grade.layout import CourseLayout
+    from course_grader.layout import CourseLayout
 
 __all__ = [
     "BEGIN",

@@ -51,10 +51,13 @@ _ROOT_UIDS = itertools.count()
 _state: dict[str, object] = {}
 
 
-def _course_lib_folder() -> Path:
+def _course_folders() -> list[Path]:
+    """The folders of `course_lib` and `course_grader`, mounted read-only in the sandbox."""
     import course_lib
 
-    return Path(course_lib.__file__).resolve().parent
+    import course_grader
+
+    return [Path(package.__file__).resolve().parent for package in (course_lib, course_grader)]
 
 
 def _python_folders() -> list[Path]:
@@ -124,12 +127,12 @@ def bwrap_command(
         args += ["--disable-userns"]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     args += _system_binds()
-    bound = [*_python_folders(), _course_lib_folder(), *map(Path, readable), *map(Path, writable)]
+    bound = [*_python_folders(), *_course_folders(), *map(Path, readable), *map(Path, writable)]
     parents = sorted({a for f in bound for a in f.parents if a != Path("/")}, key=lambda a: len(a.parts))
     for parent in parents:  # traversable by the sandbox's user, whatever the host's modes
         if parent not in bound and str(parent) not in ("/tmp", "/usr"):
             args += ["--perms", "0755", "--dir", str(parent)]
-    for folder in [*_python_folders(), _course_lib_folder(), *map(Path, readable)]:
+    for folder in [*_python_folders(), *_course_folders(), *map(Path, readable)]:
         args += ["--ro-bind", str(folder), str(folder)]
     for folder in writable:
         args += ["--bind", str(folder), str(folder)]
@@ -162,10 +165,12 @@ def _self_test() -> tuple[bool, str]:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="grade-sandbox-test-") as scratch:
-        # course_lib must be importable from the read-only mount: an editable install that points
-        # at another checkout would leave the sandboxed zygote unable to start
-        probe = ("import os, sys, importlib.util; spec = importlib.util.find_spec('course_lib'); "
-                 "assert spec and os.path.exists(spec.origin), f'course_lib not importable: {spec}'; "
+        # course_lib and course_grader must import from the read-only mounts: an editable install
+        # that points at another checkout would leave the sandboxed zygote unable to start
+        probe = ("import os, sys, importlib.util\n"
+                 "for name in ('course_lib', 'course_grader'):\n"
+                 "    spec = importlib.util.find_spec(name)\n"
+                 "    assert spec and os.path.exists(spec.origin), f'{name} not importable: {spec}'\n"
                  "print(os.getuid(), os.path.exists(sys.argv[1]))")
         try:
             argv = bwrap_command(

@@ -1,4 +1,4 @@
-"""pytest plugin that records each graded test's outcome for the grader (`-p course_lib.grade.plugin`).
+"""pytest plugin that records each graded test's outcome for the grader (`-p course_grader.learner.plugin`).
 
 It writes a JSON report to the path in COURSE_GRADE_REPORT, rewritten atomically after every test,
 so a run that is killed part-way still leaves the outcomes it reached. A test counts as `passed`
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade.client import LearnerError
+from course_grader.learner.client import LearnerError
 
 OUTPUT_LIMIT = 4000
 LINE_LIMIT = 1000  # a first line longer than this is a flood, not a diagnosis
@@ -69,7 +69,7 @@ def _message(report: pytest.TestReport, call_excinfo) -> tuple[str, list[str], d
 def pytest_configure(config):
     """In a grading run (COURSE_GRADE_REPORT set), this trusted process gets limits too (limits.py)."""
     if _report_path() is not None:
-        from course_lib.grade.limits import Limits, apply_in_session
+        from course_grader.learner.limits import Limits, apply_in_session
 
         apply_in_session(Limits.from_env())
 

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.manifest import build_manifest, save_manifest
-from course_lib.grade.stubs import expected_stubs, solution_regions
+from course_grader.layout import CourseLayout
+from course_grader.instructor.manifest import build_manifest, save_manifest
+from course_grader.stubs import expected_stubs, solution_regions
 
 __all__ = ["LeakError", "build_instructor_bundle", "build_student_release", "leaks"]
 
@@ -36,7 +36,7 @@ with your code; the `# HINT:` comment above it points the way.
 
 Check your work at any time:
 
-    python -m course_lib.grade ex01
+    python -m course_grader ex01
 
 The table shows each graded test, the points it earned and, for a failed test, the start of what
 went wrong; under it, each failure is spelled out in full, with the line of your file that raised

@@ -1,6 +1,6 @@
 """The worker: the only process that runs learner code. Started by `client.WorkerClient`.
 
-    python -I -m course_lib.grade.worker      (stdin: requests, stdout: answers, both wire frames)
+    python -I -m course_grader.learner.worker      (stdin: requests, stdout: answers, both wire frames)
 
 Sequence: move the request/answer pipes to private descriptors and send the console (fd 1 and 2)
 to a size-limited log file; import torch and the probes once; read the set-up message; lower the
@@ -39,7 +39,6 @@ from pathlib import Path
 import course_lib
 
 _COURSE_LIB = str(Path(course_lib.__file__).resolve().parent) + os.sep
-_GRADER = _COURSE_LIB + "grade" + os.sep
 
 
 def _private_pipes(log_path: str) -> tuple[io.BufferedReader, io.BufferedWriter]:
@@ -112,7 +111,7 @@ class _CallWatch:
             return
         code = frame.f_code
         filename = code.co_filename
-        if not filename.startswith(_COURSE_LIB) or filename.startswith(_GRADER):
+        if not filename.startswith(_COURSE_LIB):
             return
         qualname = getattr(code, "co_qualname", code.co_name)
         if qualname.split(".")[0] not in self.task_names and code.co_name not in self.task_names:
@@ -135,7 +134,7 @@ def _reuses_course_lib(module: types.ModuleType, task_names: set[str]) -> dict[s
             continue
         code = getattr(answer, "__code__", None)
         origin = getattr(answer, "__module__", "") or ""
-        if origin.startswith("course_lib.") and not origin.startswith("course_lib.grade"):
+        if origin.startswith("course_lib."):
             found[name] = f"{origin}.{getattr(answer, '__qualname__', name)}"
         elif code is not None and code.co_filename.startswith(_COURSE_LIB):
             found[name] = f"course_lib code {code.co_name}"
@@ -158,7 +157,7 @@ def _source_lines(source: bytes) -> list[str]:
 
 
 def _load_probes(exercise: str, probes_path: str | None) -> types.ModuleType | None:
-    """The trusted probes of `exercise`: a course-local file if given, else course_lib.grade.probes.exNN."""
+    """The trusted probes of `exercise`: a course-local file if given, else course_grader.probes.exNN."""
     import importlib
     import importlib.util
 
@@ -169,9 +168,9 @@ def _load_probes(exercise: str, probes_path: str | None) -> types.ModuleType | N
         spec.loader.exec_module(probes)
         return probes
     try:
-        return importlib.import_module(f"course_lib.grade.probes.{prefix}")
+        return importlib.import_module(f"course_grader.probes.{prefix}")
     except ModuleNotFoundError as error:
-        if error.name != f"course_lib.grade.probes.{prefix}":
+        if error.name != f"course_grader.probes.{prefix}":
             raise
         return None
 
@@ -201,9 +200,9 @@ def main() -> None:
     import numpy  # noqa: F401  (imported before the guards: both load native code)
     import torch
 
-    from course_lib.grade import wire
-    from course_lib.grade.guards import install_guards, violations
-    from course_lib.grade.limits import Limits, apply_in_worker
+    from course_grader.learner import wire
+    from course_grader.learner.guards import install_guards, violations
+    from course_grader.learner.limits import Limits, apply_in_worker
 
     torch.set_num_threads(1)
     setup = wire.read_frame(requests)

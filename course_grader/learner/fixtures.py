@@ -26,13 +26,13 @@ import re
 
 import pytest
 
-from course_lib.grade.runner import (
+from course_grader.learner.runner import (
     LearnerError,
     forget_last_request,
     last_request,
     open_exercise,
 )
-from course_lib.grade.zygote import Zygote
+from course_grader.learner.zygote import Zygote
 
 __all__ = ["exercise", "expect_raises", "unpack"]
 

@@ -1,9 +1,9 @@
 """Build the learner's files from the reference solutions.
 
-    python -m course_lib.grade.build                 # regenerate exercises/ from solutions/
-    python -m course_lib.grade.build --check         # exit 1 when exercises/ is out of sync
-    python -m course_lib.grade.build --release OUT   # student release (stubs, public tests, README)
-    python -m course_lib.grade.build --instructor OUT  # solutions, hidden tests, manifest
+    python -m course_grader.instructor.build                 # regenerate exercises/ from solutions/
+    python -m course_grader.instructor.build --check         # exit 1 when exercises/ is out of sync
+    python -m course_grader.instructor.build --release OUT   # student release (stubs, public tests, README)
+    python -m course_grader.instructor.build --instructor OUT  # solutions, hidden tests, manifest
 
 `--release` refuses to finish (exit 1) when any solution line or hidden test reaches OUT.
 """
@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade.layout import CourseLayout, course_layout
-from course_lib.grade.stubs import MarkerError, expected_stubs
+from course_grader.layout import CourseLayout, course_layout
+from course_grader.stubs import MarkerError, expected_stubs
 
 __all__ = ["main", "out_of_sync", "regenerate"]
 
@@ -48,7 +48,7 @@ def regenerate(layout: CourseLayout) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m course_lib.grade.build", description=__doc__.split("\n")[1]
+        prog="python -m course_grader.instructor.build", description=__doc__.split("\n")[1]
     )
     parser.add_argument(
         "--root", type=Path, default=None, help="course checkout (default: this one)"
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"out of sync: {line}")
             if problems:
                 print(
-                    "run `python -m course_lib.grade.build` to regenerate exercises/ from solutions/"
+                    "run `python -m course_grader.instructor.build` to regenerate exercises/ from solutions/"
                 )
                 return 1
             print(
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.release or args.instructor:
-            from course_lib.grade.release import build_instructor_bundle, build_student_release
+            from course_grader.instructor.release import build_instructor_bundle, build_student_release
 
             if args.release:
                 build_student_release(layout, args.release)

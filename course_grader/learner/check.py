@@ -1,6 +1,6 @@
 """Grade one exercise from Python or a notebook cell: `check("ex01")` prints the points table.
 
-    from course_lib.grade import check
+    from course_grader import check
     check("ex03")                       # the learner's exercises/ex03_unet.py
     check("ex03", target="solutions")   # the reference answers
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.runner import course_layout
-from course_lib.grade.session import run_tests
-from course_lib.grade.table import earned, format_table
+from course_grader.layout import CourseLayout
+from course_grader.learner.runner import course_layout
+from course_grader.learner.session import run_tests
+from course_grader.learner.table import earned, format_table
 
 __all__ = ["check", "grade_exercise"]
 

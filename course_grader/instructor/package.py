@@ -1,6 +1,6 @@
 """Packaging for learning platforms: a Gradescope autograder zip and a GitHub Classroom workflow.
 
-    python -m course_lib.grade --package OUT
+    python -m course_grader --package OUT
 
 writes
 - OUT/gradescope/autograder.zip: `setup.sh` and `run_autograder` at the top level, and `course/`
@@ -9,7 +9,7 @@ writes
   results.json first, grades /autograder/submission with the hidden tests and the bundled
   manifest, and copies the student's results.json into /autograder/results/.
 - OUT/github-classroom/classroom.yml: a workflow with one command grader per exercise
-  (`python -m course_lib.grade exNN`, all-or-nothing for that exercise's public points) and the
+  (`python -m course_grader exNN`, all-or-nothing for that exercise's public points) and the
   reporter step. Hidden tests stay with the instructor: grade them with `--submissions`.
 """
 
@@ -21,8 +21,8 @@ import zipfile
 from pathlib import Path
 
 from course_lib.atomic import write_bytes_atomic, write_text_atomic
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.manifest import build_manifest
+from course_grader.layout import CourseLayout
+from course_grader.instructor.manifest import build_manifest
 
 __all__ = ["RUN_AUTOGRADER", "SETUP_SH", "classroom_workflow", "gradescope_zip", "write_packages"]
 
@@ -47,7 +47,7 @@ export COURSE_MODE=fast
 work=$(mktemp -d)
 mkdir -p "$work/submissions"
 cp -r /autograder/submission "$work/submissions/student"
-/autograder/venv/bin/python -m course_lib.grade --submissions "$work/submissions" --out "$work/out" \\
+/autograder/venv/bin/python -m course_grader --submissions "$work/submissions" --out "$work/out" \\
     --hidden --manifest /autograder/source/course/manifest.json
 if [ -f "$work/out/student/results.json" ]; then
     cp "$work/out/student/results.json" /autograder/results/results.json.tmp
@@ -55,7 +55,7 @@ if [ -f "$work/out/student/results.json" ]; then
 fi
 """
 
-_COURSE_FOLDERS = ("course_lib", "exercises", "tests/graded", "tests/hidden", "probes")
+_COURSE_FOLDERS = ("course_lib", "course_grader", "exercises", "tests/graded", "tests/hidden", "probes")
 _COURSE_FILES = ("pyproject.toml", "README.md", "tests/conftest.py")
 
 
@@ -103,7 +103,7 @@ def classroom_workflow(manifest: dict, timeout_minutes: int = 10) -> str:
         steps.append(
             f"      - name: {name}\n        id: {short}\n        uses: classroom-resources/autograding-command-grader@v1\n"
             f"        with:\n          test-name: {name}\n          setup-command: ''\n"
-            f"          command: python -m course_lib.grade {short}\n          timeout: {timeout_minutes}\n"
+            f"          command: python -m course_grader {short}\n          timeout: {timeout_minutes}\n"
             f"          max-score: {points:g}\n"
         )
         runners.append(short)

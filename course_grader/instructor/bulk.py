@@ -1,4 +1,4 @@
-"""Grade a whole class: `python -m course_lib.grade --submissions DIR --out OUT [--workers N] [--hidden]`.
+"""Grade a whole class: `python -m course_grader --submissions DIR --out OUT [--workers N] [--hidden]`.
 
 DIR holds one folder or `.zip` per student. For each student the grader takes in the whitelisted
 exercise files (intake.py), puts a fallback `results.json` (zero points, every test listed) in a
@@ -37,22 +37,22 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade import sandbox
-from course_lib.grade.intake import Intake, take_in
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
-from course_lib.grade.manifest import build_manifest, load_manifest, save_manifest, tests_sha256
-from course_lib.grade.reports import (
+from course_grader.learner import sandbox
+from course_grader.instructor.intake import Intake, take_in
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
+from course_grader.instructor.manifest import build_manifest, load_manifest, save_manifest, tests_sha256
+from course_grader.instructor.reports import (
     fallback_results,
     feedback_markdown,
     gradescope_results,
     merge_with_manifest,
     student_status,
 )
-from course_lib.grade.layout import course_layout
-from course_lib.grade.session import run_tests
-from course_lib.grade.table import earned
-from course_lib.grade.zygote import Zygote
+from course_grader.layout import course_layout
+from course_grader.learner.session import run_tests
+from course_grader.learner.table import earned
+from course_grader.learner.zygote import Zygote
 
 __all__ = ["grade_class", "grade_student", "student_folder_name"]
 

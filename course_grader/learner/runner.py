@@ -7,7 +7,7 @@ exception, an endless loop or a crash all come back as `LearnerError` (an Assert
 test fails) whose first line tells the learner what happened.
 
     exercise.some_function(*args, **kwargs)   # the learner's function, run in the worker
-    exercise.probe("name", *args)             # course_lib.grade.probes.exNN.name(module, *args)
+    exercise.probe("name", *args)             # course_grader.probes.exNN.name(module, *args)
 
 Arguments and results are plain data (see `wire.py`).
 """
@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from course_lib.grade.client import LearnerError, WorkerClient
-from course_lib.grade.layout import CourseLayout, course_layout, repo_root
-from course_lib.grade.limits import Limits
-from course_lib.grade.stubs import MarkerError, task_names
-from course_lib.grade.zygote import WorkerStartError
+from course_grader.learner.client import LearnerError, WorkerClient
+from course_grader.layout import CourseLayout, course_layout, repo_root
+from course_grader.learner.limits import Limits
+from course_grader.stubs import MarkerError, task_names
+from course_grader.learner.zygote import WorkerStartError
 
 __all__ = [
     "ExerciseHandle",
@@ -145,7 +145,7 @@ class ExerciseHandle:
         return call
 
     def probe(self, probe_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Run trusted probe `course_lib.grade.probes.<exNN>.<probe_name>` on the learner's module."""
+        """Run trusted probe `course_grader.probes.<exNN>.<probe_name>` on the learner's module."""
         __tracebackhide__ = True  # pytest shows the learner's failure, not the grader's frames
         return self._request("probe", probe_name, args, kwargs)
 

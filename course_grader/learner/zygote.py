@@ -1,6 +1,6 @@
 """A fork server: pay the torch and pytest imports once per class instead of once per process.
 
-    python -I -m course_lib.grade.zygote SOCKET        (started by `Zygote.start()`)
+    python -I -m course_grader.learner.zygote SOCKET        (started by `Zygote.start()`)
 
 The zygote is a fresh interpreter that imports torch, numpy, pytest and the grader, then waits
 on a Unix socket. Each request carries the kind of child ("worker" or "session"), its working
@@ -14,7 +14,7 @@ Because children fork from an interpreter that has only imported libraries, a wo
 holds no test, no manifest and no other student's code. The zygote exits when its parent does.
 
 `SandboxZygote` starts a second kind of zygote, for one pytest run's workers only, inside the
-bubblewrap sandbox (sandbox.py): `python -I -m course_lib.grade.zygote --fd N --sandbox`. It
+bubblewrap sandbox (sandbox.py): `python -I -m course_grader.learner.zygote --fd N --sandbox`. It
 inherits an already listening socket (its path is not inside the sandbox, so a worker cannot ask
 its zygote for anything), serves only "worker" requests and lowers RLIMIT_NPROC before forking.
 Its children live in the sandbox's PID namespace, so each child itself sends the {"pid": ...} line:
@@ -50,10 +50,10 @@ PRELOAD = (
     "torch.testing",
     "torch.nn",
     "pytest",
-    "course_lib.grade.worker",
-    "course_lib.grade.plugin",
-    "course_lib.grade.fixtures",
-    "course_lib.grade.guards",
+    "course_grader.learner.worker",
+    "course_grader.learner.plugin",
+    "course_grader.learner.fixtures",
+    "course_grader.learner.guards",
 )
 _MAX_REQUEST = 1 << 20
 
@@ -72,7 +72,7 @@ def _run_child(request: dict, fds: list[int], announce: socket.socket | None = N
     try:
         os.setsid()
         if announce is not None:
-            from course_lib.grade.sandbox import drop_privileges
+            from course_grader.learner.sandbox import drop_privileges
 
             drop_privileges(request.get("cwd"))
             announce.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
@@ -93,7 +93,7 @@ def _run_child(request: dict, fds: list[int], announce: socket.socket | None = N
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         if request["kind"] == "worker":
-            from course_lib.grade import worker
+            from course_grader.learner import worker
 
             worker.main()
             code = 0
@@ -131,7 +131,7 @@ def serve(path: str | None, *, listen_fd: int | None = None, sandboxed: bool = F
     if sandboxed:
         import resource
 
-        from course_lib.grade.limits import sandbox_nproc
+        from course_grader.learner.limits import sandbox_nproc
 
         nproc = sandbox_nproc()
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
@@ -325,7 +325,7 @@ class Zygote:
         env = dict(self._env if self._env is not None else os.environ)
         env.update({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "course_lib.grade.zygote", self.socket_path],
+            [sys.executable, "-I", "-m", "course_grader.learner.zygote", self.socket_path],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             env=env,
@@ -370,13 +370,13 @@ class SandboxZygote:
         self._listener: socket.socket | None = None
 
     def start(self) -> SandboxZygote:
-        from course_lib.grade import sandbox
+        from course_grader.learner import sandbox
 
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.socket_path)
         self._listener.listen(64)
         fd = self._listener.fileno()
-        command = [sys.executable, "-I", "-m", "course_lib.grade.zygote", "--fd", str(fd), "--sandbox"]
+        command = [sys.executable, "-I", "-m", "course_grader.learner.zygote", "--fd", str(fd), "--sandbox"]
         argv = sandbox.bwrap_command(
             command, writable=[self.scratch], readable=self.readable, drop_in_children=True
         )

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from course_lib.grade.client import LearnerError
+from course_grader.learner.client import LearnerError
 from course_lib.models.weights import randomize_batchnorm
 
 __all__ = ["LearnerOutput", "ModelCase", "forward_with_weights", "parameter_count", "reference_case"]

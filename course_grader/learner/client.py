@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from course_lib.grade import wire
-from course_lib.grade.limits import Limits
+from course_grader.learner import wire
+from course_grader.learner.limits import Limits
 
 __all__ = ["MAX_ANSWER_BYTES", "LearnerError", "WorkerClient", "worker_environment"]
 
@@ -121,7 +121,7 @@ class WorkerClient:
         if zygote and self._spawn_from_zygote(zygote):
             return
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-m", "course_lib.grade.worker"],
+            [sys.executable, "-I", "-m", "course_grader.learner.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -133,7 +133,7 @@ class WorkerClient:
 
     def _spawn_from_zygote(self, zygote: str) -> bool:
         """Fork the worker from the zygote; False when the zygote cannot be reached."""
-        from course_lib.grade.zygote import spawn_child
+        from course_grader.learner.zygote import spawn_child
 
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()

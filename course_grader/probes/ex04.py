@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from course_lib.grade.probes._models import ModelCase, forward_with_weights, reference_case
+from course_grader.probes._models import ModelCase, forward_with_weights, reference_case
 from course_lib.models.deeplab import ASPP as ReferenceASPP
 
 __all__ = ["aspp_case", "aspp_forward"]

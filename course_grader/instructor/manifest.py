@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from course_lib.atomic import write_text_atomic
-from course_lib.grade.layout import CourseLayout
-from course_lib.grade.limits import Limits
-from course_lib.grade.session import run_tests
+from course_grader.layout import CourseLayout
+from course_grader.learner.limits import Limits
+from course_grader.learner.session import run_tests
 
 __all__ = ["ManifestError", "build_manifest", "load_manifest", "save_manifest", "tests_sha256"]
 
