@@ -30,8 +30,9 @@ CONFIGS: dict[str, tuple[str, dict]] = {  # label -> (name in models.MODELS, key
 }
 
 
-def images_per_second(model: torch.nn.Module, size: int, batch: int, repeats: int,
-                      device: torch.device) -> float:
+def images_per_second(
+    model: torch.nn.Module, size: int, batch: int, repeats: int, device: torch.device
+) -> float:
     """Median throughput of `repeats` forward passes after one warm-up pass."""
     model = model.to(device).eval()
     x = torch.rand(batch, 3, size, size, device=device)
@@ -40,21 +41,26 @@ def images_per_second(model: torch.nn.Module, size: int, batch: int, repeats: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"forward pass, eval mode, {args.size}x{args.size}, batch {args.batch}, {NUM_CLASSES} "
-          f"classes, median of {args.repeats}; torch threads={torch.get_num_threads()}")
+    print(
+        f"forward pass, eval mode, {args.size}x{args.size}, batch {args.batch}, {NUM_CLASSES} "
+        f"classes, median of {args.repeats}; torch threads={torch.get_num_threads()}"
+    )
     rows = {}
     for label, (name, kwargs) in CONFIGS.items():
         torch.manual_seed(0)
         model = models.build_model(name, num_classes=NUM_CLASSES, in_channels=3, **kwargs)
-        speeds = [images_per_second(model, args.size, args.batch, args.repeats, device)
-                  for device in devices]
+        speeds = [
+            images_per_second(model, args.size, args.batch, args.repeats, device)
+            for device in devices
+        ]
         rows[label] = [count_parameters(model), *speeds]
     header = f"{'model':<12} {'params':>8} {'x U-Net':>8}"
     for device in devices:

@@ -31,7 +31,9 @@ def workload(size: int, batch: int, device: torch.device):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--exact-size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
@@ -39,13 +41,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    print(f"workload: {NUM_CLASSES} classes, 5 iterations, batch {args.batch}, device={device}, "
-          f"torch threads={torch.get_num_threads()}")
-    rows = [("all-pairs (exact)", args.exact_size, dict(method="exact")),
-            ("local window 11x11", args.exact_size, dict(window=11)),
-            ("local window 7x7", args.exact_size, dict(window=7)),
-            ("local window 11x11", args.size, dict(window=11)),
-            ("local window 7x7", args.size, dict(window=7))]
+    print(
+        f"workload: {NUM_CLASSES} classes, 5 iterations, batch {args.batch}, device={device}, "
+        f"torch threads={torch.get_num_threads()}"
+    )
+    rows = [
+        ("all-pairs (exact)", args.exact_size, dict(method="exact")),
+        ("local window 11x11", args.exact_size, dict(window=11)),
+        ("local window 7x7", args.exact_size, dict(window=7)),
+        ("local window 11x11", args.size, dict(window=11)),
+        ("local window 7x7", args.size, dict(window=7)),
+    ]
     baseline = None
     for label, size, kwargs in rows:
         probs, image = workload(size, args.batch, device)
@@ -53,8 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         seconds = median_seconds(lambda: dense_crf(probs, image, **kwargs), args.repeats, device)
         per_mp = seconds / (args.batch * size * size / 1e6)
         baseline = baseline or per_mp
-        print(f"{label:20s} {size:4d}x{size:<4d} {seconds * 1e3:9.1f} ms  {per_mp:10.2f} s/MP  "
-              f"{per_mp / baseline:7.3f}x all-pairs time per MP", flush=True)
+        print(
+            f"{label:20s} {size:4d}x{size:<4d} {seconds * 1e3:9.1f} ms  {per_mp:10.2f} s/MP  "
+            f"{per_mp / baseline:7.3f}x all-pairs time per MP",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -30,9 +30,14 @@ from course_lib.transforms import train_transforms
 
 def loader_images_per_second(dataset, batch_size: int, num_workers: int, epochs: int) -> float:
     """Images per second over `epochs` passes, after one untimed pass that starts the workers."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        persistent_workers=num_workers > 0,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
     for _ in loader:
         pass
     start = time.perf_counter()
@@ -42,8 +47,9 @@ def loader_images_per_second(dataset, batch_size: int, num_workers: int, epochs:
     return epochs * len(dataset) / (time.perf_counter() - start)
 
 
-def train_images_per_second(size: int, batch_size: int, num_classes: int,
-                            steps: int) -> tuple[float, int]:
+def train_images_per_second(
+    size: int, batch_size: int, num_classes: int, steps: int
+) -> tuple[float, int]:
     """Images per second of a U-Net training step (median step time) and the parameter count."""
     torch.manual_seed(0)
     model = UNet(in_channels=3, num_classes=num_classes, base_channels=16, depth=3)
@@ -63,8 +69,9 @@ def train_images_per_second(size: int, batch_size: int, num_classes: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -74,8 +81,9 @@ def main() -> None:
     size, n, batch = args.size, args.images, args.batch_size
 
     plain = ScenesDataset(length=n, image_size=size, seed=0)
-    augmented = ScenesDataset(length=n, image_size=size, seed=0,
-                              transform=train_transforms(size, distortion=0.5, seed=0))
+    augmented = ScenesDataset(
+        length=n, image_size=size, seed=0, transform=train_transforms(size, distortion=0.5, seed=0)
+    )
     baseline = loader_images_per_second(plain, batch, 0, args.epochs)
     rows = [("no augmentation, 0 workers (baseline)", baseline)]
     for workers in (0, 2):
@@ -83,13 +91,17 @@ def main() -> None:
         rows.append((f"train_transforms, {workers} workers", speed))
     train_ips, params = train_images_per_second(size, batch, ScenesDataset.num_classes, args.steps)
 
-    print(f"{size}x{size} images, batch {batch}, {n} images x {args.epochs} epochs, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{size}x{size} images, batch {batch}, {n} images x {args.epochs} epochs, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'loader':<40}{'img/s':>9}{'x baseline':>12}{'loader / train step':>21}")
     for name, ips in rows:
         print(f"{name:<40}{ips:>9.1f}{ips / baseline:>12.2f}{ips / train_ips:>21.2f}")
-    print(f"{'U-Net train step (' + f'{params / 1e6:.2f} M params)':<40}{train_ips:>9.1f}"
-          f"{train_ips / baseline:>12.2f}{1.0:>21.2f}")
+    print(
+        f"{'U-Net train step (' + f'{params / 1e6:.2f} M params)':<40}{train_ips:>9.1f}"
+        f"{train_ips / baseline:>12.2f}{1.0:>21.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,15 @@ ROWS = [  # (label, builder name, output stride)
 def _build(kind: str, output_stride: int, backbone: str, num_classes: int) -> torch.nn.Module:
     if kind == "torchvision":
         from torchvision.models.segmentation import deeplabv3_resnet50
-        return deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False, num_classes=num_classes)
+
+        return deeplabv3_resnet50(
+            weights=None, weights_backbone=None, aux_loss=False, num_classes=num_classes
+        )
     from course_lib import models
-    return models.build_model(kind, num_classes=num_classes, backbone=backbone, output_stride=output_stride)
+
+    return models.build_model(
+        kind, num_classes=num_classes, backbone=backbone, output_stride=output_stride
+    )
 
 
 def _read_status(field: str) -> int | None:
@@ -59,8 +65,16 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure(kind: str, output_stride: int, backbone: str, size: int, batch: int, repeats: int,
-            device_name: str, threads: int | None) -> dict:
+def measure(
+    kind: str,
+    output_stride: int,
+    backbone: str,
+    size: int,
+    batch: int,
+    repeats: int,
+    device_name: str,
+    threads: int | None,
+) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
     device = torch.device(device_name)
@@ -90,12 +104,18 @@ def measure(kind: str, output_stride: int, backbone: str, size: int, batch: int,
         backbone_out = model.backbone(x)
         high = backbone_out["out"] if isinstance(backbone_out, dict) else backbone_out[1]
     assert out.shape[-2:] == x.shape[-2:]
-    return {"seconds": seconds, "peak": peak, "feature": tuple(high.shape[-2:]),
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "seconds": seconds,
+        "peak": peak,
+        "feature": tuple(high.shape[-2:]),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
@@ -103,19 +123,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbone", default="resnet50", help="backbone of the course models")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    print(f"workload: batch {args.batch} x 3 x {args.size} x {args.size}, eval, no_grad, device={args.device}, "
-          f"course backbone={args.backbone}")
+    print(
+        f"workload: batch {args.batch} x 3 x {args.size} x {args.size}, eval, no_grad, device={args.device}, "
+        f"course backbone={args.backbone}"
+    )
     context = multiprocessing.get_context("spawn")
     baseline = None
     for label, kind, output_stride in ROWS:
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            result = pool.submit(measure, kind, output_stride, args.backbone, args.size, args.batch,
-                                 args.repeats, args.device, args.threads).result()
+            result = pool.submit(
+                measure,
+                kind,
+                output_stride,
+                args.backbone,
+                args.size,
+                args.batch,
+                args.repeats,
+                args.device,
+                args.threads,
+            ).result()
         baseline = baseline or result["seconds"]
         peak = f"{result['peak'] / 2**20:8.0f} MiB" if result["peak"] is not None else "     n/a"
-        print(f"{label:32s} params {result['params'] / 1e6:6.2f} M  features {result['feature'][0]:3d}x"
-              f"{result['feature'][1]:<3d}  {args.batch / result['seconds']:7.2f} img/s  "
-              f"{result['seconds'] / baseline:5.2f}x torchvision's time  peak {peak}", flush=True)
+        print(
+            f"{label:32s} params {result['params'] / 1e6:6.2f} M  features {result['feature'][0]:3d}x"
+            f"{result['feature'][1]:<3d}  {args.batch / result['seconds']:7.2f} img/s  "
+            f"{result['seconds'] / baseline:5.2f}x torchvision's time  peak {peak}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

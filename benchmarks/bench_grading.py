@@ -112,9 +112,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--exercises", nargs="*", default=["ex01"])
-    parser.add_argument("--call-timeout", type=float, default=Limits.call_timeout,
-                        help="seconds per call (default: the grader's own default)")
-    parser.add_argument("--baseline", type=int, default=6, help="submissions graded both ways (0: skip the baseline)")
+    parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=Limits.call_timeout,
+        help="seconds per call (default: the grader's own default)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=int,
+        default=6,
+        help="submissions graded both ways (0: skip the baseline)",
+    )
     args = parser.parse_args()
     layout = course_layout()
     exercises = [layout.resolve(e) for e in args.exercises]
@@ -140,7 +149,9 @@ def main() -> None:
         grading = summary["seconds"]
         zygote_peak = _peak_mib(resource.RUSAGE_CHILDREN)
 
-        timed = _baseline(scratch, students, args, layout, exercises, limits) if args.baseline else {}
+        timed = (
+            _baseline(scratch, students, args, layout, exercises, limits) if args.baseline else {}
+        )
         per_zygote = grading / len(students)
         worker_peak = _worker_peak_mib(exercises[0])
 

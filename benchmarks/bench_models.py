@@ -40,28 +40,73 @@ class Row:
 
 
 ROWS = [
-    Row("torchvision fcn_resnet50", "torchvision.models.segmentation:fcn_resnet50",
-        {"weights": None, "weights_backbone": None, "aux_loss": False}, quick=True),
-    Row("FCN-8s resnet50", "course_lib.models:FCN", {"backbone": "resnet50", "variant": "8s"},
-        baseline="torchvision fcn_resnet50"),
-    Row("FCN-8s resnet18", "course_lib.models:FCN", {"backbone": "resnet18", "variant": "8s"},
-        baseline="torchvision fcn_resnet50", quick=True),
-    Row("FCN-8s vgg16 (paper)", "course_lib.models:FCN", {"backbone": "vgg16", "variant": "8s"},
-        baseline="torchvision fcn_resnet50"),
-    Row("U-Net base 64 depth 4", "course_lib.models:UNet", {"base_channels": 64, "depth": 4},
-        baseline="torchvision fcn_resnet50"),
-    Row("U-Net base 16 depth 3", "course_lib.models:UNet", {"base_channels": 16, "depth": 3},
-        baseline="torchvision fcn_resnet50", quick=True),
-    Row("torchvision deeplabv3_resnet50", "torchvision.models.segmentation:deeplabv3_resnet50",
-        {"weights": None, "weights_backbone": None, "aux_loss": False}),
-    Row("DeepLabV3 resnet50 OS16", "course_lib.models:DeepLabV3", {"backbone": "resnet50", "output_stride": 16},
-        baseline="torchvision deeplabv3_resnet50"),
-    Row("DeepLabV3 resnet50 OS8", "course_lib.models:DeepLabV3", {"backbone": "resnet50", "output_stride": 8},
-        baseline="torchvision deeplabv3_resnet50"),
-    Row("DeepLabV3+ resnet50 OS16", "course_lib.models:DeepLabV3Plus", {"backbone": "resnet50", "output_stride": 16},
-        baseline="torchvision deeplabv3_resnet50"),
-    Row("DeepLabV3+ resnet50 OS8", "course_lib.models:DeepLabV3Plus", {"backbone": "resnet50", "output_stride": 8},
-        baseline="torchvision deeplabv3_resnet50"),
+    Row(
+        "torchvision fcn_resnet50",
+        "torchvision.models.segmentation:fcn_resnet50",
+        {"weights": None, "weights_backbone": None, "aux_loss": False},
+        quick=True,
+    ),
+    Row(
+        "FCN-8s resnet50",
+        "course_lib.models:FCN",
+        {"backbone": "resnet50", "variant": "8s"},
+        baseline="torchvision fcn_resnet50",
+    ),
+    Row(
+        "FCN-8s resnet18",
+        "course_lib.models:FCN",
+        {"backbone": "resnet18", "variant": "8s"},
+        baseline="torchvision fcn_resnet50",
+        quick=True,
+    ),
+    Row(
+        "FCN-8s vgg16 (paper)",
+        "course_lib.models:FCN",
+        {"backbone": "vgg16", "variant": "8s"},
+        baseline="torchvision fcn_resnet50",
+    ),
+    Row(
+        "U-Net base 64 depth 4",
+        "course_lib.models:UNet",
+        {"base_channels": 64, "depth": 4},
+        baseline="torchvision fcn_resnet50",
+    ),
+    Row(
+        "U-Net base 16 depth 3",
+        "course_lib.models:UNet",
+        {"base_channels": 16, "depth": 3},
+        baseline="torchvision fcn_resnet50",
+        quick=True,
+    ),
+    Row(
+        "torchvision deeplabv3_resnet50",
+        "torchvision.models.segmentation:deeplabv3_resnet50",
+        {"weights": None, "weights_backbone": None, "aux_loss": False},
+    ),
+    Row(
+        "DeepLabV3 resnet50 OS16",
+        "course_lib.models:DeepLabV3",
+        {"backbone": "resnet50", "output_stride": 16},
+        baseline="torchvision deeplabv3_resnet50",
+    ),
+    Row(
+        "DeepLabV3 resnet50 OS8",
+        "course_lib.models:DeepLabV3",
+        {"backbone": "resnet50", "output_stride": 8},
+        baseline="torchvision deeplabv3_resnet50",
+    ),
+    Row(
+        "DeepLabV3+ resnet50 OS16",
+        "course_lib.models:DeepLabV3Plus",
+        {"backbone": "resnet50", "output_stride": 16},
+        baseline="torchvision deeplabv3_resnet50",
+    ),
+    Row(
+        "DeepLabV3+ resnet50 OS8",
+        "course_lib.models:DeepLabV3Plus",
+        {"backbone": "resnet50", "output_stride": 8},
+        baseline="torchvision deeplabv3_resnet50",
+    ),
 ]
 
 
@@ -162,9 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     labels = {r.label for r in rows}
     results = {}
     for row in rows:
-        command = [sys.executable, __file__, "--worker", row.label, "--size", str(args.size),
-                   "--batch", str(args.batch), "--steps", str(steps),
-                   "--num-classes", str(args.num_classes), "--device", args.device]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            row.label,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(steps),
+            "--num-classes",
+            str(args.num_classes),
+            "--device",
+            args.device,
+        ]
         if args.threads:
             command += ["--threads", str(args.threads)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -173,9 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results[row.label] = json.loads(done.stdout.strip().splitlines()[-1])
 
-    print(f"forward + backward, batch {args.batch}, {args.size}x{args.size}, "
-          f"{args.num_classes} classes, "
-          f"device {args.device}, {steps} timed steps, torch threads {torch.get_num_threads()}")
+    print(
+        f"forward + backward, batch {args.batch}, {args.size}x{args.size}, "
+        f"{args.num_classes} classes, "
+        f"device {args.device}, {steps} timed steps, torch threads {torch.get_num_threads()}"
+    )
     width = max(len(row.label) for row in rows) + 2
     header = f"{'model':<{width}}{'params (M)':>11}{'img/s':>9}{'peak MB':>9}  {'vs baseline':<40}"
     print(header)
@@ -187,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         note = ""
         if row.baseline in labels and row.baseline in results:
             b = results[row.baseline]
-            note = (f"{r['images_per_second'] / b['images_per_second']:.2f}x speed, "
-                    f"{r['peak_bytes'] / max(b['peak_bytes'], 1):.2f}x memory of {row.baseline}")
-        print(f"{row.label:<{width}}{r['parameters'] / 1e6:>11.2f}{r['images_per_second']:>9.1f}"
-              f"{r['peak_bytes'] / 2**20:>9.0f}  {note}")
+            note = (
+                f"{r['images_per_second'] / b['images_per_second']:.2f}x speed, "
+                f"{r['peak_bytes'] / max(b['peak_bytes'], 1):.2f}x memory of {row.baseline}"
+            )
+        print(
+            f"{row.label:<{width}}{r['parameters'] / 1e6:>11.2f}{r['images_per_second']:>9.1f}"
+            f"{r['peak_bytes'] / 2**20:>9.0f}  {note}"
+        )
     return 0 if len(results) == len(rows) else 1
 
 

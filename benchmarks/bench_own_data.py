@@ -82,8 +82,10 @@ def reference_run(data: Path, seconds: float, *, seed: int = 0) -> dict:
         for i in rng.integers(0, n, BATCH):
             top, left = rng.integers(0, height - crop + 1), rng.integers(0, width - crop + 1)
             flip = [d for d, f in ((-1, rng.random() < 0.5), (-2, rng.random() < 0.5)) if f]
-            xs.append(x_all[i, :, top:top + crop, left:left + crop].flip(flip))  # (1, crop, crop)
-            ys.append(y_all[i, :, top:top + crop, left:left + crop].flip(flip))
+            xs.append(
+                x_all[i, :, top : top + crop, left : left + crop].flip(flip)
+            )  # (1, crop, crop)
+            ys.append(y_all[i, :, top : top + crop, left : left + crop].flip(flip))
         x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)  # (B, 1, crop, crop)
         logits = model(x)  # (B, 1, crop, crop)
         probs = torch.sigmoid(logits)
@@ -106,8 +108,13 @@ def reference_run(data: Path, seconds: float, *, seed: int = 0) -> dict:
             pad = (0, -w % 16, 0, -h % 16)  # right and bottom, to a multiple of 2**depth
             logits = model(F.pad(x, pad, mode="reflect").to(device))[0, 0, :h, :w]  # (H, W)
             predictions[stem] = (logits > 0).cpu().numpy()  # sigmoid > 0.5
-    return {"predictions": predictions, "train_s": train_s, "steps": steps,
-            "wall_s": time.monotonic() - start_all, "device": device.type}
+    return {
+        "predictions": predictions,
+        "train_s": train_s,
+        "steps": steps,
+        "wall_s": time.monotonic() - start_all,
+        "device": device.type,
+    }
 
 
 def score(predictions: dict[str, np.ndarray], mask_folder: Path) -> tuple[float, float]:
@@ -119,8 +126,10 @@ def score(predictions: dict[str, np.ndarray], mask_folder: Path) -> tuple[float,
     for stem, truth in truths.items():
         prediction = predictions[stem]
         if prediction.shape != truth.shape:
-            raise ValueError(f"{stem}: prediction {prediction.shape} is not at the mask's "
-                             f"native size {truth.shape}")
+            raise ValueError(
+                f"{stem}: prediction {prediction.shape} is not at the mask's "
+                f"native size {truth.shape}"
+            )
         overlap += int((prediction & truth).sum())
         predicted, actual = predicted + int(prediction.sum()), actual + int(truth.sum())
         wrong, total = wrong + int((prediction != truth).sum()), total + truth.size
@@ -133,37 +142,62 @@ def cli_run(data: Path, work: Path, minutes: float) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     run, output = work / "cli_run", work / "cli_predictions"
     commands = {
-        "train": ["train", "--images", data / "train/images", "--masks", data / "train/masks",
-                  "--minutes", f"{minutes:g}", "--out", run],
-        "predict": ["predict", "--checkpoint", run / "last.pt", "--input", data / "test/images",
-                    "--output", output],
+        "train": [
+            "train",
+            "--images",
+            data / "train/images",
+            "--masks",
+            data / "train/masks",
+            "--minutes",
+            f"{minutes:g}",
+            "--out",
+            run,
+        ],
+        "predict": [
+            "predict",
+            "--checkpoint",
+            run / "last.pt",
+            "--input",
+            data / "test/images",
+            "--output",
+            output,
+        ],
     }
     result = {}
     for name, options in commands.items():
         command = [sys.executable, "-m", "course_lib", *map(str, options)]
         print(f"  $ {' '.join(command[1:])}", flush=True)
         start = time.monotonic()
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, check=False
+        )
         result[f"{name}_s"] = time.monotonic() - start
         (work / f"cli_{name}.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             tail = "\n    ".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             return {**result, "error": f"{name} exited {done.returncode}:\n    {tail}"}
     labels = read_folder(output)
-    result["predictions"] = {stem.removesuffix("_labels"): array == 1
-                             for stem, array in labels.items() if stem.endswith("_labels")}
+    result["predictions"] = {
+        stem.removesuffix("_labels"): array == 1
+        for stem, array in labels.items()
+        if stem.endswith("_labels")
+    }
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=3.0,
-                        help="wall-time budget of each training (default 3)")
-    parser.add_argument("--data", type=Path,
-                        help="data folder: used as it is when it holds train/images, else written "
-                             "there (default: a temporary folder)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=3.0, help="wall-time budget of each training (default 3)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="data folder: used as it is when it holds train/images, else written "
+        "there (default: a temporary folder)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run and prediction folders")
     parser.add_argument("--size", type=int, default=512, help="generated slice size (default 512)")
     parser.add_argument("--num-train", type=int, default=24, help="generated training slices")
@@ -179,12 +213,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: using the existing folder {data}")
     else:
         start = time.monotonic()
-        write_membrane_folder(data, num_train=args.num_train, num_test=args.num_test,
-                              size=args.size, seed=args.seed)
-        print(f"data: wrote {args.num_train} train / {args.num_test} test slices of {args.size} px "
-              f"to {data} in {time.monotonic() - start:.1f} s")
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; budget {args.minutes:g} min of training each")
+        write_membrane_folder(
+            data, num_train=args.num_train, num_test=args.num_test, size=args.size, seed=args.seed
+        )
+        print(
+            f"data: wrote {args.num_train} train / {args.num_test} test slices of {args.size} px "
+            f"to {data} in {time.monotonic() - start:.1f} s"
+        )
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; budget {args.minutes:g} min of training each"
+    )
 
     print("command line (COURSE_MODE=fast, default options):")
     cli = cli_run(data, work, args.minutes)
@@ -193,20 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     ref_dice, ref_error = score(reference["predictions"], data / "test/masks")
 
     print(f"\n{'method':<32}{'train s':>9}{'all s':>8}{'Dice':>8}{'pixel err':>11}{'Dice/ref':>10}")
-    print(f"{'reference loop (' + reference['device'] + ')':<32}{reference['train_s']:>9.1f}"
-          f"{reference['wall_s']:>8.1f}{ref_dice:>8.4f}{ref_error:>11.4f}{1.0:>10.3f}")
+    print(
+        f"{'reference loop (' + reference['device'] + ')':<32}{reference['train_s']:>9.1f}"
+        f"{reference['wall_s']:>8.1f}{ref_dice:>8.4f}{ref_error:>11.4f}{1.0:>10.3f}"
+    )
     status = 0
     if "error" in cli:
         print(f"{'command line':<32}  failed: {cli['error']}")
         status = 1
     else:
         cli_dice, cli_error = score(cli["predictions"], data / "test/masks")
-        print(f"{'command line (defaults)':<32}{cli['train_s']:>9.1f}"
-              f"{cli['train_s'] + cli['predict_s']:>8.1f}{cli_dice:>8.4f}{cli_error:>11.4f}"
-              f"{cli_dice / max(ref_dice, 1e-12):>10.3f}")
-    print(f"\nreference: {reference['steps']} steps of {BATCH} crops of {CROP} px in "
-          f"{reference['train_s']:.1f} s; 'train s' of the command line is the wall time of the "
-          f"whole `train` process (start-up, validation and plots included)")
+        print(
+            f"{'command line (defaults)':<32}{cli['train_s']:>9.1f}"
+            f"{cli['train_s'] + cli['predict_s']:>8.1f}{cli_dice:>8.4f}{cli_error:>11.4f}"
+            f"{cli_dice / max(ref_dice, 1e-12):>10.3f}"
+        )
+    print(
+        f"\nreference: {reference['steps']} steps of {BATCH} crops of {CROP} px in "
+        f"{reference['train_s']:.1f} s; 'train s' of the command line is the wall time of the "
+        f"whole `train` process (start-up, validation and plots included)"
+    )
     if args.keep:
         print(f"kept {work}")
     else:

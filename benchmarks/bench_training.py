@@ -27,7 +27,9 @@ from torch import nn
 
 MODELS = {
     "unet": dict(name="unet", kwargs=dict(in_channels=3, num_classes=6, base_channels=16, depth=4)),
-    "deeplabv3": dict(name="deeplabv3", kwargs=dict(in_channels=3, num_classes=6, backbone="resnet18")),
+    "deeplabv3": dict(
+        name="deeplabv3", kwargs=dict(in_channels=3, num_classes=6, backbone="resnet18")
+    ),
 }
 
 
@@ -36,8 +38,17 @@ def _peak_rss_mb() -> float:
     return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
-def measure(model_key: str, device: str, precision: str, channels_last: bool, batch_size: int,
-            size: int, warmup: int, steps: int, threads: int | None) -> dict:
+def measure(
+    model_key: str,
+    device: str,
+    precision: str,
+    channels_last: bool,
+    batch_size: int,
+    size: int,
+    warmup: int,
+    steps: int,
+    threads: int | None,
+) -> dict:
     """Images per second and peak memory (MiB) of `steps` training steps of one configuration."""
     from course_lib.engine import resolve_amp
     from course_lib.models import build_model
@@ -52,13 +63,18 @@ def measure(model_key: str, device: str, precision: str, channels_last: bool, ba
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     amp_dtype = resolve_amp(precision, torch.device(device)) if precision != "fp32" else None
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    images = torch.rand(batch_size, 3, size, size, device=device).contiguous(memory_format=memory_format)
+    images = torch.rand(batch_size, 3, size, size, device=device).contiguous(
+        memory_format=memory_format
+    )
     targets = torch.randint(0, 6, (batch_size, size, size), device=device)
     loss_fn = nn.CrossEntropyLoss()
 
     def step():
-        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
+        with torch.autocast(
+            device_type=torch.device(device).type,
+            dtype=amp_dtype or torch.float32,
+            enabled=amp_dtype is not None,
+        ):
             loss = loss_fn(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -83,9 +99,12 @@ def measure(model_key: str, device: str, precision: str, channels_last: bool, ba
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
-    return {"images_per_s": batch_size * steps / elapsed, "peak_mb": peak,
-            "rss_growth_mb": _peak_rss_mb() - rss_before if not cuda else None,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "images_per_s": batch_size * steps / elapsed,
+        "peak_mb": peak,
+        "rss_growth_mb": _peak_rss_mb() - rss_before if not cuda else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def _in_fresh_process(**kwargs) -> dict:
@@ -104,29 +123,51 @@ def main(argv: list[str] | None = None) -> int:
     configs = [(m, "cpu", "fp32", False) for m in MODELS]
     if torch.cuda.is_available():
         for m in MODELS:
-            configs += [(m, "cuda", "fp32", False), (m, "cuda", "auto", False),
-                        (m, "cuda", "auto", True)]
-    print(f"torch {torch.__version__}, batch {args.batch_size}, {args.size}x{args.size}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"{'model':<10} {'device':<6} {'precision':<9} {'layout':<13} {'params':>10} "
-          f"{'img/s':>8} {'x base':>7} {'peak MiB':>9} {'x base':>7}")
+            configs += [
+                (m, "cuda", "fp32", False),
+                (m, "cuda", "auto", False),
+                (m, "cuda", "auto", True),
+            ]
+    print(
+        f"torch {torch.__version__}, batch {args.batch_size}, {args.size}x{args.size}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"{'model':<10} {'device':<6} {'precision':<9} {'layout':<13} {'params':>10} "
+        f"{'img/s':>8} {'x base':>7} {'peak MiB':>9} {'x base':>7}"
+    )
     baseline = {}
     for model_key, device, precision, channels_last in configs:
-        result = _in_fresh_process(model_key=model_key, device=device, precision=precision,
-                                   channels_last=channels_last, batch_size=args.batch_size,
-                                   size=args.size, warmup=args.warmup, steps=args.steps,
-                                   threads=args.threads)
+        result = _in_fresh_process(
+            model_key=model_key,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
+            batch_size=args.batch_size,
+            size=args.size,
+            warmup=args.warmup,
+            steps=args.steps,
+            threads=args.threads,
+        )
         base = baseline.setdefault(device, result)  # first row of each device: U-Net fp32
         layout = "channels_last" if channels_last else "contiguous"
-        label = precision if precision != "auto" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-        print(f"{model_key:<10} {device:<6} {label:<9} {layout:<13} {result['parameters']:>10,} "
-              f"{result['images_per_s']:>8.1f} {result['images_per_s'] / base['images_per_s']:>7.2f} "
-              f"{result['peak_mb']:>9.0f} {result['peak_mb'] / base['peak_mb']:>7.2f}")
+        label = (
+            precision
+            if precision != "auto"
+            else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        )
+        print(
+            f"{model_key:<10} {device:<6} {label:<9} {layout:<13} {result['parameters']:>10,} "
+            f"{result['images_per_s']:>8.1f} {result['images_per_s'] / base['images_per_s']:>7.2f} "
+            f"{result['peak_mb']:>9.0f} {result['peak_mb'] / base['peak_mb']:>7.2f}"
+        )
     if not torch.cuda.is_available():
         print("no CUDA device: mixed-precision and channels_last rows skipped")
-    print("CPU peak MiB is the process's peak resident set (model, optimiser, activations, "
-          "PyTorch itself); x base compares with U-Net fp32 on the same device.")
+    print(
+        "CPU peak MiB is the process's peak resident set (model, optimiser, activations, "
+        "PyTorch itself); x base compares with U-Net fp32 on the same device."
+    )
     return 0
 
 

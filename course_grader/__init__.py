@@ -12,7 +12,6 @@ It is a product of its own: `course_lib` never imports it (its probes build lear
 Shared by both: `layout` (where the course's folders are) and `stubs` (solution markers).
 """
 
-
 from course_grader.learner.check import check, grade_exercise
 
 __all__ = ["check", "grade_exercise"]

@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.submissions:
         if args.out is None:
             parser.error("--submissions needs --out")
-        from course_grader.learner import sandbox
         from course_grader.instructor.bulk import grade_class
         from course_grader.instructor.manifest import ManifestError
+        from course_grader.learner import sandbox
 
         if args.hidden and not args.no_sandbox and not sandbox.available():
             print(

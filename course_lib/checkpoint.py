@@ -41,8 +41,11 @@ __all__ = [
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module inside a DistributedDataParallel / DataParallel wrapper."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel,
-                                              nn.DataParallel)) else model
+    return (
+        model.module
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+        else model
+    )
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -65,8 +68,9 @@ def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> d
     return state
 
 
-def restore_rng_state(state: dict[str, Any],
-                      generators: dict[str, torch.Generator] | None = None) -> None:
+def restore_rng_state(
+    state: dict[str, Any], generators: dict[str, torch.Generator] | None = None
+) -> None:
     """Inverse of `capture_rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
@@ -78,11 +82,20 @@ def restore_rng_state(state: dict[str, Any],
             generator.set_state(state["generators"][name])
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    scaler: Any = None, epoch: int = 0, history: dict | None = None,
-                    model_name: str | None = None, model_kwargs: dict | None = None,
-                    rng: dict | None = None, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    epoch: int = 0,
+    history: dict | None = None,
+    model_name: str | None = None,
+    model_kwargs: dict | None = None,
+    rng: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically (see the module docstring for its content)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -103,14 +116,21 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
     return atomic_save(checkpoint, path)
 
 
-def load_checkpoint(path: str | os.PathLike, *, model: nn.Module | None = None,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    scaler: Any = None, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    map_location: str | torch.device = "cpu",
+) -> dict:
     """Read a checkpoint and load its states into the objects given; returns the dict.
 
     The file is unpickled with `weights_only=False` (it holds NumPy and Python RNG states), so load
-    only checkpoints you trust, as with any pickle. RNG states are not restored here (call `restore_rng_state(checkpoint["rng"])` to continue a
-    run exactly); `engine.fit(..., checkpoint=engine.Checkpointing(path, resume=path))` does both.
+    only checkpoints you trust, as with any pickle. RNG states are not restored here (call
+    `restore_rng_state(checkpoint["rng"])` to continue a run exactly);
+    `engine.fit(..., checkpoint=engine.Checkpointing(path, resume=path))` does both.
     """
     path = Path(path)
     if not path.is_file():

@@ -65,23 +65,32 @@ def _neighbours(x: torch.Tensor, window: int) -> list[torch.Tensor]:
     r = window // 2
     h, w = x.shape[-2:]
     padded = F.pad(x, (r, r, r, r))  # (N, C, H + 2r, W + 2r)
-    return [padded[..., r + dy:r + dy + h, r + dx:r + dx + w] for dy, dx in _offsets(window)]
+    return [padded[..., r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in _offsets(window)]
 
 
-def exact_kernels(image: torch.Tensor, *, spatial_std: float = 3.0, bilateral_spatial_std: float = 80.0,
-                  bilateral_color_std: float = 13.0, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_kernels(
+    image: torch.Tensor,
+    *,
+    spatial_std: float = 3.0,
+    bilateral_spatial_std: float = 80.0,
+    bilateral_color_std: float = 13.0,
+    normalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All-pairs (smoothness, appearance) kernel matrices, each (N, H*W, H*W), zero diagonal."""
     n, _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=image.device), torch.arange(w, device=image.device),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=image.device), torch.arange(w, device=image.device), indexing="ij"
+    )
     pos = torch.stack([ys, xs], dim=-1).reshape(1, h * w, 2).to(image.dtype)  # (1, HW, 2)
     colour = image.flatten(2).transpose(1, 2) * 255.0  # (N, HW, C)
     pos_d2 = torch.cdist(pos, pos).pow(2)  # (1, HW, HW)
     col_d2 = torch.cdist(colour, colour).pow(2)  # (N, HW, HW)
     not_self = 1.0 - torch.eye(h * w, device=image.device, dtype=image.dtype)  # sum over j != i
     smooth = torch.exp(-pos_d2 / (2 * spatial_std**2)) * not_self
-    appearance = torch.exp(-pos_d2 / (2 * bilateral_spatial_std**2)
-                           - col_d2 / (2 * bilateral_color_std**2)) * not_self
+    appearance = (
+        torch.exp(-pos_d2 / (2 * bilateral_spatial_std**2) - col_d2 / (2 * bilateral_color_std**2))
+        * not_self
+    )
     smooth = smooth.expand(n, -1, -1)
     if normalize:
         smooth, appearance = (_normalize_exact(k) for k in (smooth, appearance))
@@ -94,9 +103,15 @@ def _normalize_exact(kernel: torch.Tensor) -> torch.Tensor:
     return kernel * inv_sqrt_d.unsqueeze(2) * inv_sqrt_d.unsqueeze(1)
 
 
-def local_kernels(image: torch.Tensor, window: int = 11, *, spatial_std: float = 3.0,
-                  bilateral_spatial_std: float = 80.0, bilateral_color_std: float = 13.0,
-                  normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def local_kernels(
+    image: torch.Tensor,
+    window: int = 11,
+    *,
+    spatial_std: float = 3.0,
+    bilateral_spatial_std: float = 80.0,
+    bilateral_color_std: float = 13.0,
+    normalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(smoothness, appearance) kernels restricted to a window, each (N, window^2 - 1, H, W):
     entry [:, p, i, j] couples pixel (i, j) with its neighbour at the p-th offset of `_offsets`."""
     n, _, h, w = image.shape
@@ -104,12 +119,20 @@ def local_kernels(image: torch.Tensor, window: int = 11, *, spatial_std: float =
     colour = image * 255.0  # (N, C, H, W)
     smooth, appearance = [], []
     offsets = _offsets(window)
-    for (dy, dx), valid, other in zip(offsets, _neighbours(inside, window), _neighbours(colour, window)):
-        dist2 = float(dy * dy + dx * dx)  # valid (N, 1, H, W) is 0 where the neighbour is off the image
+    for (dy, dx), valid, other in zip(
+        offsets, _neighbours(inside, window), _neighbours(colour, window)
+    ):
+        dist2 = float(
+            dy * dy + dx * dx
+        )  # valid (N, 1, H, W) is 0 where the neighbour is off the image
         col_d2 = (colour - other).pow(2).sum(dim=1, keepdim=True)  # (N, 1, H, W)
         smooth.append(valid * math.exp(-dist2 / (2 * spatial_std**2)))
-        appearance.append(valid * torch.exp(-col_d2 / (2 * bilateral_color_std**2)
-                                            - dist2 / (2 * bilateral_spatial_std**2)))
+        appearance.append(
+            valid
+            * torch.exp(
+                -col_d2 / (2 * bilateral_color_std**2) - dist2 / (2 * bilateral_spatial_std**2)
+            )
+        )
     kernels = [torch.cat(k, dim=1) for k in (smooth, appearance)]  # each (N, P, H, W)
     if normalize:
         kernels = [_normalize_local(k, window) for k in kernels]
@@ -121,7 +144,7 @@ def _normalize_local(kernel: torch.Tensor, window: int) -> torch.Tensor:
     inv_sqrt_d = kernel.sum(dim=1, keepdim=True).clamp_min(_EPS).rsqrt()  # (N, 1, H, W)
     kernel = kernel * inv_sqrt_d  # 1 / sqrt(d_i)
     for p, neighbour in enumerate(_neighbours(inv_sqrt_d, window)):
-        kernel[:, p:p + 1] *= neighbour  # 1 / sqrt(d_j) of the neighbour at offset p
+        kernel[:, p : p + 1] *= neighbour  # 1 / sqrt(d_j) of the neighbour at offset p
     return kernel
 
 
@@ -137,7 +160,7 @@ def local_message(kernel: torch.Tensor, q: torch.Tensor, window: int) -> torch.T
     q (N, K, H, W) -> (N, K, H, W). One multiply-add per offset keeps memory at O(N K H W)."""
     m = torch.zeros_like(q)
     for p, neighbour in enumerate(_neighbours(q, window)):  # each (N, K, H, W)
-        m.addcmul_(kernel[:, p:p + 1], neighbour)
+        m.addcmul_(kernel[:, p : p + 1], neighbour)
     return m
 
 
@@ -151,10 +174,21 @@ def mean_field_step(scores: torch.Tensor, message: torch.Tensor) -> torch.Tensor
     return torch.softmax(scores - disagreement, dim=1)
 
 
-def dense_crf(probs: torch.Tensor, image: torch.Tensor, *, num_iterations: int = 5,
-              spatial_std: float = 3.0, spatial_weight: float = 3.0, bilateral_spatial_std: float = 80.0,
-              bilateral_color_std: float = 13.0, bilateral_weight: float = 10.0, method: str = "local",
-              window: int = 11, normalize: bool = True, chunk_size: int | None = None) -> torch.Tensor:
+def dense_crf(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    *,
+    num_iterations: int = 5,
+    spatial_std: float = 3.0,
+    spatial_weight: float = 3.0,
+    bilateral_spatial_std: float = 80.0,
+    bilateral_color_std: float = 13.0,
+    bilateral_weight: float = 10.0,
+    method: str = "local",
+    window: int = 11,
+    normalize: bool = True,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """Refine softmax probabilities (N, K, H, W) with a dense CRF on `image` (N, C, H, W) in [0, 1].
 
     `method` "local" (window x window messages, any size) or "exact" (all pairs, at most
@@ -163,25 +197,45 @@ def dense_crf(probs: torch.Tensor, image: torch.Tensor, *, num_iterations: int =
     independent, so the answer is the same, and the working set (window^2 - 1 kernels per pixel,
     about 75 MiB per 256 x 256 image at window 7) is that of one chunk instead of the whole batch.
     """
-    _check_inputs(probs, image, num_iterations, method, window,
-                  {"spatial_std": spatial_std, "bilateral_spatial_std": bilateral_spatial_std,
-                   "bilateral_color_std": bilateral_color_std},
-                  {"spatial_weight": spatial_weight, "bilateral_weight": bilateral_weight})
+    _check_inputs(
+        probs,
+        image,
+        num_iterations,
+        method,
+        window,
+        {
+            "spatial_std": spatial_std,
+            "bilateral_spatial_std": bilateral_spatial_std,
+            "bilateral_color_std": bilateral_color_std,
+        },
+        {"spatial_weight": spatial_weight, "bilateral_weight": bilateral_weight},
+    )
     if chunk_size is not None:
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1 or None, got {chunk_size!r}")
-        settings = dict(num_iterations=num_iterations, spatial_std=spatial_std,
-                        spatial_weight=spatial_weight, bilateral_spatial_std=bilateral_spatial_std,
-                        bilateral_color_std=bilateral_color_std, bilateral_weight=bilateral_weight,
-                        method=method, window=window, normalize=normalize)
+        settings = dict(
+            num_iterations=num_iterations,
+            spatial_std=spatial_std,
+            spatial_weight=spatial_weight,
+            bilateral_spatial_std=bilateral_spatial_std,
+            bilateral_color_std=bilateral_color_std,
+            bilateral_weight=bilateral_weight,
+            method=method,
+            window=window,
+            normalize=normalize,
+        )
         out = torch.empty_like(probs)  # (N, K, H, W), filled chunk by chunk
         for start in range(0, probs.shape[0], chunk_size):
             end = start + chunk_size
             out[start:end] = dense_crf(probs[start:end], image[start:end], **settings)
         return out
     image = image.to(probs.dtype)
-    stds = {"spatial_std": spatial_std, "bilateral_spatial_std": bilateral_spatial_std,
-            "bilateral_color_std": bilateral_color_std, "normalize": normalize}
+    stds = {
+        "spatial_std": spatial_std,
+        "bilateral_spatial_std": bilateral_spatial_std,
+        "bilateral_color_std": bilateral_color_std,
+        "normalize": normalize,
+    }
     if method == "exact":
         smooth, appearance = exact_kernels(image, **stds)
         kernel = spatial_weight * smooth + bilateral_weight * appearance  # (N, HW, HW)
@@ -202,15 +256,30 @@ def dense_crf(probs: torch.Tensor, image: torch.Tensor, *, num_iterations: int =
 class DenseCRF(nn.Module):
     """Stores the CRF settings; `crf(probs, image)` calls `dense_crf`. No trainable parameters."""
 
-    def __init__(self, num_iterations: int = 5, spatial_std: float = 3.0, spatial_weight: float = 3.0,
-                 bilateral_spatial_std: float = 80.0, bilateral_color_std: float = 13.0,
-                 bilateral_weight: float = 10.0, method: str = "local", window: int = 11,
-                 normalize: bool = True):
+    def __init__(
+        self,
+        num_iterations: int = 5,
+        spatial_std: float = 3.0,
+        spatial_weight: float = 3.0,
+        bilateral_spatial_std: float = 80.0,
+        bilateral_color_std: float = 13.0,
+        bilateral_weight: float = 10.0,
+        method: str = "local",
+        window: int = 11,
+        normalize: bool = True,
+    ):
         super().__init__()
-        self.settings = dict(num_iterations=num_iterations, spatial_std=spatial_std,
-                             spatial_weight=spatial_weight, bilateral_spatial_std=bilateral_spatial_std,
-                             bilateral_color_std=bilateral_color_std, bilateral_weight=bilateral_weight,
-                             method=method, window=window, normalize=normalize)
+        self.settings = dict(
+            num_iterations=num_iterations,
+            spatial_std=spatial_std,
+            spatial_weight=spatial_weight,
+            bilateral_spatial_std=bilateral_spatial_std,
+            bilateral_color_std=bilateral_color_std,
+            bilateral_weight=bilateral_weight,
+            method=method,
+            window=window,
+            normalize=normalize,
+        )
 
     def forward(self, probs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return dense_crf(probs, image, **self.settings)
@@ -223,26 +292,44 @@ def _check_inputs(probs, image, num_iterations, method, window, stds, weights) -
     if not isinstance(probs, torch.Tensor) or probs.ndim != 4 or not probs.is_floating_point():
         raise ValueError(f"probs must be a float tensor (N, K, H, W), got {_describe(probs)}")
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or not image.is_floating_point():
-        raise ValueError(f"image must be a float tensor (N, C, H, W) in [0, 1], got {_describe(image)}")
+        raise ValueError(
+            f"image must be a float tensor (N, C, H, W) in [0, 1], got {_describe(image)}"
+        )
     n, _, h, w = probs.shape
     if image.shape[0] != n or image.shape[2:] != probs.shape[2:]:
-        raise ValueError(f"image {tuple(image.shape)} must match probs {tuple(probs.shape)} in N, H and W")
+        raise ValueError(
+            f"image {tuple(image.shape)} must match probs {tuple(probs.shape)} in N, H and W"
+        )
     if image.device != probs.device:
-        raise ValueError(f"image is on {image.device} but probs on {probs.device}; move both to one device")
-    if probs.min() < 0 or not torch.allclose(probs.sum(dim=1), torch.ones_like(probs[:, 0]), atol=1e-3):
-        raise ValueError("probs must be probabilities along dim 1 (non-negative, summing to 1); "
-                         "pass logits.softmax(dim=1)")
+        raise ValueError(
+            f"image is on {image.device} but probs on {probs.device}; move both to one device"
+        )
+    if probs.min() < 0 or not torch.allclose(
+        probs.sum(dim=1), torch.ones_like(probs[:, 0]), atol=1e-3
+    ):
+        raise ValueError(
+            "probs must be probabilities along dim 1 (non-negative, summing to 1); "
+            "pass logits.softmax(dim=1)"
+        )
     if image.min() < 0 or image.max() > 1:
-        raise ValueError(f"image values must be in [0, 1], got [{image.min():.3g}, {image.max():.3g}]")
-    if not isinstance(num_iterations, int) or isinstance(num_iterations, bool) or num_iterations < 0:
+        raise ValueError(
+            f"image values must be in [0, 1], got [{image.min():.3g}, {image.max():.3g}]"
+        )
+    if (
+        not isinstance(num_iterations, int)
+        or isinstance(num_iterations, bool)
+        or num_iterations < 0
+    ):
         raise ValueError(f"num_iterations must be an int >= 0, got {num_iterations!r}")
     if method not in ("local", "exact"):
         raise ValueError(f"method must be 'local' or 'exact', got {method!r}")
     if method == "local" and (not isinstance(window, int) or window < 3 or window % 2 == 0):
         raise ValueError(f"window must be an odd int >= 3, got {window!r}")
     if method == "exact" and h * w > _EXACT_MAX_PIXELS:
-        raise ValueError(f"method='exact' builds an (H*W)^2 matrix; {h}x{w} is above {_EXACT_MAX_PIXELS} "
-                         "pixels, use method='local'")
+        raise ValueError(
+            f"method='exact' builds an (H*W)^2 matrix; {h}x{w} is above {_EXACT_MAX_PIXELS} "
+            "pixels, use method='local'"
+        )
     for name, value in stds.items():
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")

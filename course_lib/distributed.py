@@ -112,7 +112,7 @@ def cleanup_distributed() -> None:
     before calling this, so the group is not kept alive until interpreter shutdown.
     """
     if is_distributed():
-        gc.collect()                      # frees DDP reducers that only cycles still hold
+        gc.collect()  # frees DDP reducers that only cycles still hold
         dist.barrier()
         dist.destroy_process_group()
 
@@ -121,8 +121,10 @@ def wrap_model(model: nn.Module, device: torch.device, sync_batchnorm: bool = Fa
     """Move `model` to `device` and wrap it in DDP (optionally converting BatchNorm to SyncBatchNorm)."""
     device = torch.device(device)
     if sync_batchnorm and device.type != "cuda":
-        raise ValueError(f"sync_batchnorm=True needs CUDA devices (PyTorch's SyncBatchNorm runs on "
-                         f"GPUs only), got device {device}; leave it False on the CPU")
+        raise ValueError(
+            f"sync_batchnorm=True needs CUDA devices (PyTorch's SyncBatchNorm runs on "
+            f"GPUs only), got device {device}; leave it False on the CPU"
+        )
     if not is_distributed():
         return model.to(device)
     if sync_batchnorm:
@@ -153,19 +155,40 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.num_replicas))
 
 
-def distributed_loaders(train_set: Dataset, val_set: Dataset, batch_size: int, *, seed: int = 0,
-                        num_workers: int = 0, val_batch_size: int | None = None,
-                        ) -> tuple[DataLoader, DataLoader]:
+def distributed_loaders(
+    train_set: Dataset,
+    val_set: Dataset,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    num_workers: int = 0,
+    val_batch_size: int | None = None,
+) -> tuple[DataLoader, DataLoader]:
     """Train loader with a shuffling `DistributedSampler`, val loader with an unpadded `ShardSampler`.
 
     `batch_size` is per process; the effective batch is batch_size * world_size. `val_batch_size`
     defaults to `batch_size` (1 for whole images of different sizes).
     `engine.fit` calls `sampler.set_epoch(epoch)` so each epoch is shuffled differently.
     """
-    train_sampler = DistributedSampler(train_set, num_replicas=get_world_size(), rank=get_rank(),
-                                       shuffle=True, seed=seed, drop_last=False)
-    train_loader = DataLoader(train_set, batch_size=batch_size, sampler=train_sampler,
-                              num_workers=num_workers, drop_last=False)
-    val_loader = DataLoader(val_set, batch_size=val_batch_size or batch_size, sampler=ShardSampler(val_set),
-                            num_workers=num_workers)
+    train_sampler = DistributedSampler(
+        train_set,
+        num_replicas=get_world_size(),
+        rank=get_rank(),
+        shuffle=True,
+        seed=seed,
+        drop_last=False,
+    )
+    train_loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        sampler=train_sampler,
+        num_workers=num_workers,
+        drop_last=False,
+    )
+    val_loader = DataLoader(
+        val_set,
+        batch_size=val_batch_size or batch_size,
+        sampler=ShardSampler(val_set),
+        num_workers=num_workers,
+    )
     return train_loader, val_loader

@@ -28,16 +28,22 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from course_lib import distributed, inference
-from course_lib.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from course_lib.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from course_lib.metrics import ConfusionMatrix, summarize
 from course_lib.schedules import SCHEDULES, schedule_factor
 from course_lib.utils import get_device, interactive, progress_bar, seed_everything
@@ -52,8 +58,13 @@ __all__ = [
     "fit",
 ]
 
-_MONITORS = {"miou": "max", "dice": "max", "dice_foreground": "max", "pixel_accuracy": "max",
-             "val_loss": "min"}
+_MONITORS = {
+    "miou": "max",
+    "dice": "max",
+    "dice_foreground": "max",
+    "pixel_accuracy": "max",
+    "val_loss": "min",
+}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -104,21 +115,36 @@ def _batch_bar(loader, description: str, progress: bool | None):
     """A progress bar updated by hand: wrapping the loader itself would let tqdm create an extra
     loader iterator, which draws from the global RNG and changes the shuffling of the run."""
     total = len(loader) if hasattr(loader, "__len__") else None
-    return progress_bar(total=total, desc=description, leave=False, disable=not _progress_enabled(progress))
+    return progress_bar(
+        total=total, desc=description, leave=False, disable=not _progress_enabled(progress)
+    )
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise TypeError("a loader must yield (images, targets) pairs; got "
-                        f"{type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}")
+        raise TypeError(
+            "a loader must yield (images, targets) pairs; got "
+            f"{type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}"
+        )
     return batch[0], batch[1]
 
 
-def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torch.optim.Optimizer,
-                    device: torch.device | str, *, scheduler: Any = None, scaler: Any = None,
-                    amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
-                    channels_last: bool = False, progress: bool | None = False,
-                    description: str = "train", deadline: float | None = None) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str,
+    *,
+    scheduler: Any = None,
+    scaler: Any = None,
+    amp_dtype: torch.dtype | None = None,
+    grad_clip: float | None = None,
+    channels_last: bool = False,
+    progress: bool | None = False,
+    description: str = "train",
+    deadline: float | None = None,
+) -> float:
     """One pass over `loader` with an optimiser step per batch; returns the mean loss per image.
 
     The scheduler (if any) is stepped after every optimiser step. `deadline` (a `time.monotonic()`
@@ -127,7 +153,9 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
     Under torch.distributed the returned mean is over the images of all processes.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
     device = torch.device(device)
@@ -176,10 +204,19 @@ def train_one_epoch(model: nn.Module, loader, loss_fn: Callable, optimizer: torc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | str, *,
-             loss_fn: Callable | None = None, ignore_index: int | None = None,
-             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-             progress: bool | None = False, preprocessing: Any = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device | str,
+    *,
+    loss_fn: Callable | None = None,
+    ignore_index: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool | None = False,
+    preprocessing: Any = None,
+) -> dict:
     """Data-set metrics from one confusion matrix accumulated over every batch (and process).
 
     With `preprocessing` (a `preprocessing.Preprocessing`), each batch of whole images goes
@@ -212,8 +249,9 @@ def evaluate(model: nn.Module, loader, num_classes: int, device: torch.device | 
             if preprocessing is None:
                 logits = model(images)  # (N, K, H, W)
             else:
-                logits = inference.segment(model, images, window=preprocessing.window,
-                                           scale=preprocessing.scale)  # (N, K, H, W)
+                logits = inference.segment(
+                    model, images, window=preprocessing.window, scale=preprocessing.scale
+                )  # (N, K, H, W)
             if loss_fn is not None:
                 loss_sum += loss_fn(logits, targets).double() * images.shape[0]
         image_count += images.shape[0]
@@ -264,7 +302,9 @@ def _is_better(value: float, best: float | None, mode: str, min_delta: float) ->
     return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
-def _epochs_since_best(values: list[float], mode: str, min_delta: float) -> tuple[float | None, int]:
+def _epochs_since_best(
+    values: list[float], mode: str, min_delta: float
+) -> tuple[float | None, int]:
     best, stale = None, 0
     for value in values:
         if _is_better(value, best, mode, min_delta):
@@ -314,8 +354,10 @@ class FitOptions:
             raise ValueError(f"monitor must be one of {tuple(_MONITORS)}, got {self.monitor!r}")
         patience = self.early_stopping
         if patience is not None and (not isinstance(patience, int) or patience < 1):
-            raise ValueError(f"early_stopping must be a positive int (patience in epochs) or None, "
-                             f"got {patience!r}")
+            raise ValueError(
+                f"early_stopping must be a positive int (patience in epochs) or None, "
+                f"got {patience!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -336,11 +378,20 @@ class Checkpointing:
     extra: dict | None = None
 
 
-def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_classes: int,
-        epochs: int | None = None, minutes: float | None = None,
-        device: torch.device | str | None = None, optimizer: torch.optim.Optimizer | None = None,
-        options: FitOptions | None = None,
-        checkpoint: Checkpointing | str | Path | None = None) -> dict[str, list]:
+def fit(
+    model: nn.Module,
+    train_loader,
+    val_loader,
+    *,
+    loss_fn: Callable,
+    num_classes: int,
+    epochs: int | None = None,
+    minutes: float | None = None,
+    device: torch.device | str | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    options: FitOptions | None = None,
+    checkpoint: Checkpointing | str | Path | None = None,
+) -> dict[str, list]:
     """Train for `epochs` epochs (or `minutes` of wall time), validating as it goes; returns the history.
 
     history: dict of per-validation lists "epoch" (epochs completed), "lr" (at that point),
@@ -369,12 +420,16 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr,
-                                      weight_decay=options.weight_decay)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        )
     budget = None if minutes is None else 60.0 * minutes  # seconds
-    factor = schedule_factor(options.schedule, warmup_steps=options.warmup_steps,
-                             total_seconds=budget,
-                             total_steps=None if budget is not None else epochs * len(train_loader))
+    factor = schedule_factor(
+        options.schedule,
+        warmup_steps=options.warmup_steps,
+        total_seconds=budget,
+        total_steps=None if budget is not None else epochs * len(train_loader),
+    )
     # A plain function, not the factor object: the checkpoint then keeps only the step count, and
     # a resumed run follows this call's schedule (e.g. one extended to more epochs).
     scheduler = LambdaLR(optimizer, lambda step: factor(step))
@@ -389,8 +444,14 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
 
     history, start_epoch, spent_before = {key: [] for key in _HISTORY_KEYS}, 0, 0.0
     if checkpoint.resume is not None:
-        state = load_checkpoint(checkpoint.resume, model=model, optimizer=optimizer,
-                                scheduler=scheduler, scaler=scaler, map_location=device)
+        state = load_checkpoint(
+            checkpoint.resume,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            map_location=device,
+        )
         start_epoch, history = state["epoch"], state["history"]
         restore_rng_state(state["rng"], generators)
         spent_before = float(state.get("extra", {}).get("seconds", 0.0))  # wall time already used
@@ -406,8 +467,13 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
     if budget is None:
         bar = progress_bar(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
     else:
-        bar = progress_bar(total=round(budget), initial=round(min(spent_before, budget)), unit="s",
-                           desc="minutes budget", disable=not show)
+        bar = progress_bar(
+            total=round(budget),
+            initial=round(min(spent_before, budget)),
+            unit="s",
+            desc="minutes budget",
+            disable=not show,
+        )
 
     epoch, losses, last_check = start_epoch, [], started
     while (epochs is None or epoch < epochs) and (deadline is None or time.monotonic() < deadline):
@@ -415,13 +481,27 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         try:
-            losses.append(train_one_epoch(
-                model, train_loader, loss_fn, optimizer, device, scheduler=scheduler,
-                scaler=scaler, amp_dtype=amp_dtype, grad_clip=options.grad_clip,
-                channels_last=options.channels_last, progress=show and budget is None,
-                description=f"epoch {epoch + 1}", deadline=deadline))
+            losses.append(
+                train_one_epoch(
+                    model,
+                    train_loader,
+                    loss_fn,
+                    optimizer,
+                    device,
+                    scheduler=scheduler,
+                    scaler=scaler,
+                    amp_dtype=amp_dtype,
+                    grad_clip=options.grad_clip,
+                    channels_last=options.channels_last,
+                    progress=show and budget is None,
+                    description=f"epoch {epoch + 1}",
+                    deadline=deadline,
+                )
+            )
         except NonFiniteLossError as error:
-            raise _stopped_by_non_finite_loss(error, epoch, save_to, history, start_epoch) from error
+            raise _stopped_by_non_finite_loss(
+                error, epoch, save_to, history, start_epoch
+            ) from error
         epoch += 1
         now = time.monotonic()
         if budget is not None:
@@ -430,10 +510,18 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
             if not finished and now - last_check < budget / 4:
                 continue  # validate four times over a time budget
         last_check = now
-        results = evaluate(model, val_loader, num_classes, device, loss_fn=loss_fn,
-                           ignore_index=ignore_index, amp_dtype=amp_dtype,
-                           channels_last=options.channels_last, progress=False,
-                           preprocessing=options.preprocessing)
+        results = evaluate(
+            model,
+            val_loader,
+            num_classes,
+            device,
+            loss_fn=loss_fn,
+            ignore_index=ignore_index,
+            amp_dtype=amp_dtype,
+            channels_last=options.channels_last,
+            progress=False,
+            preprocessing=options.preprocessing,
+        )
         seconds = spent_before + time.monotonic() - started
         record = _history_record(epoch, optimizer, losses, results)
         losses = []
@@ -446,16 +534,27 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
         if options.verbose and distributed.is_main_process():
             total = f"/{epochs}" if epochs is not None else ""
             clock = f"{seconds:.0f} s  " if budget is not None else ""
-            print(f"epoch {epoch}{total}  {clock}"
-                  f"train_loss {record['train_loss']:.4f}  val_loss {results['loss']:.4f}  "
-                  f"miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
-                  f"lr {record['lr']:.2e}", flush=True)
+            print(
+                f"epoch {epoch}{total}  {clock}"
+                f"train_loss {record['train_loss']:.4f}  val_loss {results['loss']:.4f}  "
+                f"miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
+                f"lr {record['lr']:.2e}",
+                flush=True,
+            )
         if save_to is not None and distributed.is_main_process():
-            save_checkpoint(save_to, model=model, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, epoch=epoch, history=history,
-                            rng=capture_rng_state(generators), model_name=checkpoint.model_name,
-                            model_kwargs=checkpoint.model_kwargs,
-                            extra={**extra, "seconds": seconds})
+            save_checkpoint(
+                save_to,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch,
+                history=history,
+                rng=capture_rng_state(generators),
+                model_name=checkpoint.model_name,
+                model_kwargs=checkpoint.model_kwargs,
+                extra={**extra, "seconds": seconds},
+            )
         value = record[options.monitor]
         if _is_better(value, best, mode, options.min_delta):
             best, stale = value, 0
@@ -463,28 +562,45 @@ def fit(model: nn.Module, train_loader, val_loader, *, loss_fn: Callable, num_cl
             stale += 1
         if options.early_stopping is not None and stale >= options.early_stopping:
             if options.verbose and distributed.is_main_process():
-                print(f"early stopping: {options.monitor} did not improve for {stale} validations "
-                      f"(best {best:.4f})", flush=True)
+                print(
+                    f"early stopping: {options.monitor} did not improve for {stale} validations "
+                    f"(best {best:.4f})",
+                    flush=True,
+                )
             break
     bar.close()
     distributed.barrier()
     return history
 
 
-_HISTORY_KEYS = ("epoch", "lr", "train_loss", "val_loss", "miou", "dice", "dice_foreground",
-                 "pixel_accuracy", "iou_per_class", "dice_per_class")
+_HISTORY_KEYS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "miou",
+    "dice",
+    "dice_foreground",
+    "pixel_accuracy",
+    "iou_per_class",
+    "dice_per_class",
+)
 
 
 def _check_fit_arguments(epochs, minutes, num_classes, loss_fn, train_loader) -> None:
     if epochs is None and minutes is None:
         raise ValueError("give epochs, minutes, or both")
-    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+    if epochs is not None and (
+        not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1
+    ):
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if minutes is not None and not (isinstance(minutes, (int, float)) and 0 < minutes < math.inf):
         raise ValueError(f"minutes must be a positive number of minutes, got {minutes!r}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2 (label classes; a binary model with one "
-                         f"output channel has num_classes=2), got {num_classes!r}")
+        raise ValueError(
+            f"num_classes must be an int >= 2 (label classes; a binary model with one "
+            f"output channel has num_classes=2), got {num_classes!r}"
+        )
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(logits, targets), got {loss_fn!r}")
     if len(train_loader) == 0:
@@ -493,9 +609,13 @@ def _check_fit_arguments(epochs, minutes, num_classes, loss_fn, train_loader) ->
 
 def _history_record(epoch: int, optimizer, losses: list[float], results: dict) -> dict:
     """One entry of every history list, after a validation."""
-    return {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": sum(losses) / len(losses), "val_loss": results["loss"],
-            **{key: results[key] for key in _HISTORY_KEYS[4:]}}
+    return {
+        "epoch": epoch,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": sum(losses) / len(losses),
+        "val_loss": results["loss"],
+        **{key: results[key] for key in _HISTORY_KEYS[4:]},
+    }
 
 
 def _stopped_by_non_finite_loss(error, epoch: int, save_to, history: dict, start_epoch: int):
@@ -507,4 +627,5 @@ def _stopped_by_non_finite_loss(error, epoch: int, save_to, history: dict, start
         kept = "no checkpoint was written (pass checkpoint= to keep one)"
     return NonFiniteLossError(
         f"training stopped in epoch {epoch + 1}: {error}; {kept}. Lower the learning rate, "
-        f"set grad_clip, or check the data and the loss for invalid values.")
+        f"set grad_clip, or check the data and the loss for invalid values."
+    )

@@ -23,8 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["probabilities", "predict", "window_weights", "window_positions", "sliding_window",
-           "segment"]
+__all__ = [
+    "probabilities",
+    "predict",
+    "window_weights",
+    "window_positions",
+    "sliding_window",
+    "segment",
+]
 
 _FLIPS = {"hflip": (-1,), "vflip": (-2,)}
 
@@ -38,7 +44,9 @@ def _as_batch(images: torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if images.ndim not in (3, 4):
-        raise ValueError(f"{name} must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"{name} must be (N, C, H, W) or (C, H, W), got shape {tuple(images.shape)}"
+        )
     if not images.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got {images.dtype}")
     if images.ndim == 3:
@@ -67,8 +75,9 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _probabilities_with_tta(model: nn.Module, batch: torch.Tensor,
-                            flips: list[tuple[int, ...]], as_logits: bool = False) -> torch.Tensor:
+def _probabilities_with_tta(
+    model: nn.Module, batch: torch.Tensor, flips: list[tuple[int, ...]], as_logits: bool = False
+) -> torch.Tensor:
     """Mean over the flips of the class probabilities (or of the raw logits, `as_logits`)."""
     total = None
     for dims in flips:
@@ -80,8 +89,14 @@ def _probabilities_with_tta(model: nn.Module, batch: torch.Tensor,
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 8,
-            output: str = "labels", tta: bool | tuple[str, ...] = False) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    output: str = "labels",
+    tta: bool | tuple[str, ...] = False,
+) -> torch.Tensor:
     """Run `model` in eval mode on `images` in batches.
 
     output: "labels" -> (N, H, W) int64; "probs" -> (N, K, H, W) float32.
@@ -99,7 +114,7 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 8,
     model.eval()
     chunks = []
     for start in range(0, batch.shape[0], batch_size):
-        x = batch[start:start + batch_size].to(device)
+        x = batch[start : start + batch_size].to(device)
         chunks.append(_probabilities_with_tta(model, x, flips).to(batch.device))
     model.train(was_training)
     probs = torch.cat(chunks)  # (N, K, H, W)
@@ -107,8 +122,9 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 8,
     return result[0] if single else result
 
 
-def window_weights(window: tuple[int, int], blend: str = "gaussian",
-                   sigma_scale: float = 0.125) -> torch.Tensor:
+def window_weights(
+    window: tuple[int, int], blend: str = "gaussian", sigma_scale: float = 0.125
+) -> torch.Tensor:
     """(h, w) weight map of one window: ones ("constant") or a Gaussian with sigma = sigma_scale * size.
 
     The Gaussian is scaled to a maximum of 1 and clipped below at 1e-3 so that every pixel of a
@@ -147,10 +163,20 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[int, int],
-                   overlap: float = 0.5, *, blend: str = "gaussian", sigma_scale: float = 0.125,
-                   batch_size: int = 4, output: str = "probs", tta: bool | tuple[str, ...] = False,
-                   pad_mode: str = "constant", pad_value: float = 0.0) -> torch.Tensor:
+def sliding_window(
+    model: nn.Module,
+    image: torch.Tensor,
+    window: int | tuple[int, int],
+    overlap: float = 0.5,
+    *,
+    blend: str = "gaussian",
+    sigma_scale: float = 0.125,
+    batch_size: int = 4,
+    output: str = "probs",
+    tta: bool | tuple[str, ...] = False,
+    pad_mode: str = "constant",
+    pad_value: float = 0.0,
+) -> torch.Tensor:
     """Predict a large image window by window and blend the overlapping window probabilities.
 
     image: (N, C, H, W) or (C, H, W). window: the training size, an int or (h, w). overlap in
@@ -177,8 +203,12 @@ def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[in
         pad_mode = "replicate"  # reflect padding needs the pad to be smaller than the image
     padded = batch
     if pad_h or pad_w:
-        padded = F.pad(batch, (0, pad_w, 0, pad_h), mode=pad_mode,
-                       value=pad_value if pad_mode == "constant" else None)  # (N, C, H', W')
+        padded = F.pad(
+            batch,
+            (0, pad_w, 0, pad_h),
+            mode=pad_mode,
+            value=pad_value if pad_mode == "constant" else None,
+        )  # (N, C, H', W')
     full_h, full_w = padded.shape[-2:]
     device = _model_device(model)
     weights = window_weights((win_h, win_w), blend, sigma_scale).to(device)  # (h, w)
@@ -192,15 +222,16 @@ def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[in
         accumulated = None
         weight_sum = torch.zeros(full_h, full_w, device=device)
         for start in range(0, len(boxes), batch_size):
-            chunk = boxes[start:start + batch_size]
-            crops = torch.stack([padded[index, :, t:t + win_h, l:l + win_w] for t, l in chunk])
-            probs = _probabilities_with_tta(model, crops.to(device), flips,
-                                            as_logits=output == "logits")  # (b, K, h, w)
+            chunk = boxes[start : start + batch_size]
+            crops = torch.stack([padded[index, :, t : t + win_h, x : x + win_w] for t, x in chunk])
+            probs = _probabilities_with_tta(
+                model, crops.to(device), flips, as_logits=output == "logits"
+            )  # (b, K, h, w)
             if accumulated is None:
                 accumulated = torch.zeros(probs.shape[1], full_h, full_w, device=device)
             for (top, left), window_probs in zip(chunk, probs):
-                accumulated[:, top:top + win_h, left:left + win_w] += window_probs * weights
-                weight_sum[top:top + win_h, left:left + win_w] += weights
+                accumulated[:, top : top + win_h, left : left + win_w] += window_probs * weights
+                weight_sum[top : top + win_h, left : left + win_w] += weights
         blended = accumulated / weight_sum  # (K, H', W'), every pixel covered at least once
         results.append(blended[:, :height, :width].to(batch.device))
     model.train(was_training)
@@ -210,9 +241,17 @@ def sliding_window(model: nn.Module, image: torch.Tensor, window: int | tuple[in
 
 
 @torch.no_grad()
-def segment(model: nn.Module, images: torch.Tensor, *, window: int, scale: float = 1.0,
-            overlap: float = 0.5, tta: bool | tuple[str, ...] = False, batch_size: int = 4,
-            output: str = "logits") -> torch.Tensor:
+def segment(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    window: int,
+    scale: float = 1.0,
+    overlap: float = 0.5,
+    tta: bool | tuple[str, ...] = False,
+    batch_size: int = 4,
+    output: str = "logits",
+) -> torch.Tensor:
     """Whole images of any size, at the scale the model was trained on, answered at their own size.
 
     images: normalised (N, C, H, W) or (C, H, W). The images are resized by `scale` (bilinear,
@@ -230,10 +269,12 @@ def segment(model: nn.Module, images: torch.Tensor, *, window: int, scale: float
     x = batch
     if scale != 1:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        x = F.interpolate(batch, size=size, mode="bilinear", align_corners=False,
-                          antialias=scale < 1)  # (N, C, h, w)
-    logits = sliding_window(model, x, window, overlap, batch_size=batch_size, output="logits",
-                            tta=tta)  # (N, K_model, h, w)
+        x = F.interpolate(
+            batch, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
+        )  # (N, C, h, w)
+    logits = sliding_window(
+        model, x, window, overlap, batch_size=batch_size, output="logits", tta=tta
+    )  # (N, K_model, h, w)
     if scale != 1:
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
     if output != "logits":

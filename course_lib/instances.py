@@ -16,14 +16,18 @@ labelling); the unit tests check it against a plain breadth-first flood fill.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["semantic_from_instances", "instances_from_semantic", "encode_panoptic",
-           "decode_panoptic"]
+__all__ = [
+    "semantic_from_instances",
+    "instances_from_semantic",
+    "encode_panoptic",
+    "decode_panoptic",
+]
 
 IGNORE_INDEX = 255
 
@@ -57,8 +61,9 @@ def _check_divisor(label_divisor: int) -> int:
     return int(label_divisor)
 
 
-def semantic_from_instances(instances,
-                            instance_classes: Mapping[int, int] | Sequence[int] | torch.Tensor):
+def semantic_from_instances(
+    instances, instance_classes: Mapping[int, int] | Sequence[int] | torch.Tensor
+):
     """Class mask from an instance map and its class table: (H, W) -> (H, W) int64.
 
     `instance_classes[k]` is the class of the pixels with instance id k: a sequence, array or
@@ -80,16 +85,20 @@ def semantic_from_instances(instances,
         else:
             table = torch.as_tensor(np.asarray(instance_classes))
         if table.ndim != 1 or table.is_floating_point() or table.dtype == torch.bool:
-            raise ValueError("instance_classes must be a 1-D integer table indexed by instance id, "
-                             f"got shape {tuple(table.shape)} and dtype {table.dtype}")
+            raise ValueError(
+                "instance_classes must be a 1-D integer table indexed by instance id, "
+                f"got shape {tuple(table.shape)} and dtype {table.dtype}"
+            )
         table = table.long()
     present = ids.unique().cpu()  # the instance ids used in the map
     unknown = present[present >= len(table)]
     if unknown.numel() == 0:
         unknown = present[table[present] < 0]  # unlisted in the dict, or a negative class
     if unknown.numel():
-        raise ValueError(f"instance_classes gives no class id >= 0 for the instance ids "
-                         f"{unknown.tolist()[:10]} used in instances")
+        raise ValueError(
+            f"instance_classes gives no class id >= 0 for the instance ids "
+            f"{unknown.tolist()[:10]} used in instances"
+        )
     return _back(table.to(ids.device)[ids], was_numpy)  # (H, W): a table look-up per pixel
 
 
@@ -136,12 +145,15 @@ def encode_panoptic(semantic, instances, label_divisor: int = 1000):
     classes, was_numpy = _as_long(semantic, "semantic")
     ids, _ = _as_long(instances, "instances")
     if classes.shape != ids.shape:
-        raise ValueError(f"semantic has shape {tuple(classes.shape)} "
-                         f"but instances has {tuple(ids.shape)}")
+        raise ValueError(
+            f"semantic has shape {tuple(classes.shape)} but instances has {tuple(ids.shape)}"
+        )
     if ids.numel() and ids.max() >= label_divisor:
-        raise ValueError(f"instances has ids up to {int(ids.max())} but "
-                         f"label_divisor={label_divisor}; use a label_divisor larger than the "
-                         "largest instance id")
+        raise ValueError(
+            f"instances has ids up to {int(ids.max())} but "
+            f"label_divisor={label_divisor}; use a label_divisor larger than the "
+            "largest instance id"
+        )
     return _back(classes * label_divisor + ids.to(classes.device), was_numpy)
 
 

@@ -49,20 +49,32 @@ class Preprocessing:
     def __post_init__(self):
         if self.image_mode not in ("RGB", "L"):
             raise ValueError(f"image_mode must be 'RGB' or 'L', got {self.image_mode!r}")
-        if len(self.mean) != (3 if self.image_mode == "RGB" else 1) or len(self.std) != len(self.mean):
-            raise ValueError(f"mean/std need one value per channel of {self.image_mode!r} images, "
-                             f"got mean={self.mean!r}, std={self.std!r}")
-        if not (isinstance(self.scale, (int, float)) and 0 < self.scale <= 4 and math.isfinite(self.scale)):
+        if len(self.mean) != (3 if self.image_mode == "RGB" else 1) or len(self.std) != len(
+            self.mean
+        ):
+            raise ValueError(
+                f"mean/std need one value per channel of {self.image_mode!r} images, "
+                f"got mean={self.mean!r}, std={self.std!r}"
+            )
+        if not (
+            isinstance(self.scale, (int, float))
+            and 0 < self.scale <= 4
+            and math.isfinite(self.scale)
+        ):
             raise ValueError(f"scale must be a factor in (0, 4], got {self.scale!r}")
         if not all(isinstance(v, int) and v >= 1 for v in (self.crop_size, self.window)):
-            raise ValueError(f"crop_size and window must be positive ints, got "
-                             f"{self.crop_size!r} and {self.window!r}")
+            raise ValueError(
+                f"crop_size and window must be positive ints, got "
+                f"{self.crop_size!r} and {self.window!r}"
+            )
         if self.decision not in _DECISIONS:
             raise ValueError(f"decision must be one of {_DECISIONS}, got {self.decision!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
         if self.decision == "sigmoid" and self.num_classes != 2:
-            raise ValueError(f"decision 'sigmoid' is for two classes, got num_classes={self.num_classes}")
+            raise ValueError(
+                f"decision 'sigmoid' is for two classes, got num_classes={self.num_classes}"
+            )
 
     @property
     def in_channels(self) -> int:
@@ -73,7 +85,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Preprocessing":
+    def from_dict(cls, values: dict) -> Preprocessing:
         values = dict(values)
         for key in ("mean", "std", "class_names"):
             if values.get(key) is not None:
@@ -97,9 +109,11 @@ class Preprocessing:
         """One line for the start of training and for `predict`."""
         channels = "grayscale" if self.image_mode == "L" else "RGB"
         scale = "native resolution" if self.scale == 1 else f"images resized by {self.scale:g}"
-        rule = (f"sigmoid > {self.threshold:g}" if self.decision == "sigmoid" else "argmax")
-        return (f"{channels}, {scale}, {self.crop_size} px crops, {self.window} px windows, "
-                f"{self.num_classes} classes, decision {rule}")
+        rule = f"sigmoid > {self.threshold:g}" if self.decision == "sigmoid" else "argmax"
+        return (
+            f"{channels}, {scale}, {self.crop_size} px crops, {self.window} px windows, "
+            f"{self.num_classes} classes, decision {rule}"
+        )
 
 
 def read_image(path, image_mode: str = "RGB") -> torch.Tensor:

@@ -79,8 +79,13 @@ def model_layers(model: nn.Module, skip: Sequence[str] = ("downsample",)) -> lis
     return layers
 
 
-def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], num_samples: int = 4,
-                              seed: int = 0, output_index: Sequence[int] | None = None) -> torch.Tensor:
+def effective_receptive_field(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    num_samples: int = 4,
+    seed: int = 0,
+    output_index: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Mean |d output[centre] / d input| over `num_samples` random inputs, as an (H, W) image in [0, 1].
 
     `input_shape` is (C, H, W). The output pixel is the centre of the model's output map unless
@@ -105,7 +110,9 @@ def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], num_
             out = model(x)  # (1, K, H_out, W_out)
             if out.ndim != 4:
                 raise ValueError(f"model output must be (N, K, H, W), got shape {tuple(out.shape)}")
-            row, col = output_index if output_index is not None else (out.shape[2] // 2, out.shape[3] // 2)
+            row, col = (
+                output_index if output_index is not None else (out.shape[2] // 2, out.shape[3] // 2)
+            )
             out[0, :, row, col].sum().backward()
             total += x.grad[0].abs().sum(dim=0).double().cpu()  # (H, W)
     finally:
@@ -117,7 +124,9 @@ def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], num_
 def gradient_support(erf: torch.Tensor, threshold: float = 0.0) -> tuple[int, int]:
     """(height, width) of the bounding box of the pixels of `erf` (H, W) above `threshold`."""
     if not isinstance(erf, torch.Tensor) or erf.ndim != 2:
-        raise ValueError(f"erf must be an (H, W) tensor, got {getattr(erf, 'shape', type(erf).__name__)}")
+        raise ValueError(
+            f"erf must be an (H, W) tensor, got {getattr(erf, 'shape', type(erf).__name__)}"
+        )
     rows = torch.nonzero((erf > threshold).any(dim=1)).flatten()
     cols = torch.nonzero((erf > threshold).any(dim=0)).flatten()
     if rows.numel() == 0:

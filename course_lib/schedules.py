@@ -24,8 +24,15 @@ import time
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["SCHEDULES", "poly_factor", "cosine_factor", "LRFactor", "TimeBudgetFactor",
-           "schedule_factor", "build_scheduler"]
+__all__ = [
+    "SCHEDULES",
+    "poly_factor",
+    "cosine_factor",
+    "LRFactor",
+    "TimeBudgetFactor",
+    "schedule_factor",
+    "build_scheduler",
+]
 
 SCHEDULES = ("poly", "cosine", "constant")
 
@@ -60,15 +67,22 @@ class LRFactor:
     A plain object (not a closure) so that `LambdaLR.state_dict()` can store it in a checkpoint.
     """
 
-    def __init__(self, name: str, total_steps: int, warmup_steps: int = 0, power: float = 0.9,
-                 min_factor: float = 0.0):
+    def __init__(
+        self,
+        name: str,
+        total_steps: int,
+        warmup_steps: int = 0,
+        power: float = 0.9,
+        min_factor: float = 0.0,
+    ):
         if name not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
         if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
         if not isinstance(warmup_steps, int) or not 0 <= warmup_steps < total_steps:
             raise ValueError(
-                f"warmup_steps must be an int in [0, total_steps={total_steps}), got {warmup_steps!r}")
+                f"warmup_steps must be an int in [0, total_steps={total_steps}), got {warmup_steps!r}"
+            )
         self.name = name
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
@@ -92,8 +106,10 @@ class LRFactor:
         return 1.0
 
     def __repr__(self) -> str:
-        return (f"LRFactor({self.name!r}, total_steps={self.total_steps}, "
-                f"warmup_steps={self.warmup_steps})")
+        return (
+            f"LRFactor({self.name!r}, total_steps={self.total_steps}, "
+            f"warmup_steps={self.warmup_steps})"
+        )
 
 
 class TimeBudgetFactor(LRFactor):
@@ -105,8 +121,15 @@ class TimeBudgetFactor(LRFactor):
     The warm-up and the decay are `LRFactor`'s; only the position in the decay comes from the clock.
     """
 
-    def __init__(self, name: str, total_seconds: float, warmup_steps: int = 0, power: float = 0.9,
-                 min_factor: float = 0.0, spent_before: float = 0.0):
+    def __init__(
+        self,
+        name: str,
+        total_seconds: float,
+        warmup_steps: int = 0,
+        power: float = 0.9,
+        min_factor: float = 0.0,
+        spent_before: float = 0.0,
+    ):
         if name not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {name!r}")
         if not (isinstance(total_seconds, (int, float)) and total_seconds > 0):
@@ -134,32 +157,57 @@ class TimeBudgetFactor(LRFactor):
         return round(self.progress() * resolution), resolution
 
     def __repr__(self) -> str:
-        return (f"TimeBudgetFactor({self.name!r}, total_seconds={self.total_seconds:g}, "
-                f"warmup_steps={self.warmup_steps})")
+        return (
+            f"TimeBudgetFactor({self.name!r}, total_seconds={self.total_seconds:g}, "
+            f"warmup_steps={self.warmup_steps})"
+        )
 
 
-def schedule_factor(name: str = "poly", *, total_steps: int | None = None,
-                    total_seconds: float | None = None, warmup_steps: int = 0, power: float = 0.9,
-                    min_factor: float = 0.0) -> LRFactor:
+def schedule_factor(
+    name: str = "poly",
+    *,
+    total_steps: int | None = None,
+    total_seconds: float | None = None,
+    warmup_steps: int = 0,
+    power: float = 0.9,
+    min_factor: float = 0.0,
+) -> LRFactor:
     """The step -> factor object of schedule `name` ("poly", "cosine", "constant").
 
     Give `total_steps` (the schedule runs over that many steps) or `total_seconds` (over that much
     wall time, see `TimeBudgetFactor`), not both.
     """
     if (total_steps is None) == (total_seconds is None):
-        raise ValueError("give exactly one of total_steps and total_seconds, got "
-                         f"total_steps={total_steps!r}, total_seconds={total_seconds!r}")
+        raise ValueError(
+            "give exactly one of total_steps and total_seconds, got "
+            f"total_steps={total_steps!r}, total_seconds={total_seconds!r}"
+        )
     if total_seconds is not None:
         return TimeBudgetFactor(name, total_seconds, warmup_steps, power, min_factor)
     return LRFactor(name, total_steps, warmup_steps, power, min_factor)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str = "poly", *,
-                    total_steps: int | None = None, total_seconds: float | None = None,
-                    warmup_steps: int = 0, power: float = 0.9, min_factor: float = 0.0) -> LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str = "poly",
+    *,
+    total_steps: int | None = None,
+    total_seconds: float | None = None,
+    warmup_steps: int = 0,
+    power: float = 0.9,
+    min_factor: float = 0.0,
+) -> LambdaLR:
     """A `LambdaLR` for schedule `name` (see `schedule_factor`); call `.step()` per batch."""
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    factor = schedule_factor(name, total_steps=total_steps, total_seconds=total_seconds,
-                             warmup_steps=warmup_steps, power=power, min_factor=min_factor)
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    factor = schedule_factor(
+        name,
+        total_steps=total_steps,
+        total_seconds=total_seconds,
+        warmup_steps=warmup_steps,
+        power=power,
+        min_factor=min_factor,
+    )
     return LambdaLR(optimizer, factor)

@@ -89,24 +89,37 @@ def _fcn(model, image_size, in_channels):
     assert isinstance(model, FCN)
     encoder = list(model.encoder.named_children())  # stem .. layer4, or VGG's to_pool3 .. fc7
     named = {f"enc.{name}": module for name, module in encoder}
-    for name in ("score_fr", "upscore2", "score_pool4", "upscore_pool4", "score_pool3",
-                 "upscore_final"):
+    for name in (
+        "score_fr",
+        "upscore2",
+        "score_pool4",
+        "upscore_pool4",
+        "score_pool3",
+        "upscore_final",
+    ):
         if isinstance(getattr(model, name, None), nn.Module):
             named[name] = getattr(model, name)
     outputs, inputs, out_shape = _trace(model, image_size, in_channels, named)
-    blocks, edges, col = [Block("input", "image", (in_channels, image_size, image_size), 0, 0)], [], 0
+    blocks, edges, col = (
+        [Block("input", "image", (in_channels, image_size, image_size), 0, 0)],
+        [],
+        0,
+    )
     previous = "input"
     enc_keys = [f"enc.{name}" for name, _ in encoder if f"enc.{name}" in outputs]
-    for key in enc_keys + [k for k in ("score_fr", "upscore2", "upscore_pool4", "upscore_final")
-                           if k in outputs]:
+    for key in enc_keys + [
+        k for k in ("score_fr", "upscore2", "upscore_pool4", "upscore_final") if k in outputs
+    ]:
         col += 1
         blocks.append(Block(key, key.removeprefix("enc."), _shape(outputs[key]), col, 0))
         edges.append(Edge(previous, key))
         previous = key
     cols = {b.key: b.col for b in blocks}
     # score_pool4 fuses into what upscore_pool4 reads; score_pool3 into what upscore_final reads.
-    for row, (score, fused_into) in ((-1.5, ("score_pool4", "upscore_pool4")),
-                                     (-2.9, ("score_pool3", "upscore_final"))):
+    for row, (score, fused_into) in (
+        (-1.5, ("score_pool4", "upscore_pool4")),
+        (-2.9, ("score_pool3", "upscore_final")),
+    ):
         if score not in outputs:
             continue
         source = _producer(inputs[score], outputs, enc_keys)
@@ -131,14 +144,18 @@ def _unet(model, image_size, in_channels):
         blocks.append(Block(f"enc{i}", f"encoder {i + 1}", _shape(outputs[f"enc{i}"]), i + 1, -i))
         edges.append(Edge(previous, f"enc{i}", label="pool" if i else ""))
         previous = f"enc{i}"
-    blocks.append(Block("bottleneck", "bottleneck", _shape(outputs["bottleneck"]), depth + 1,
-                        -depth))
+    blocks.append(
+        Block("bottleneck", "bottleneck", _shape(outputs["bottleneck"]), depth + 1, -depth)
+    )
     edges.append(Edge(previous, "bottleneck", label="pool"))
     previous = "bottleneck"
     for j in range(depth):
         level = depth - 1 - j  # the encoder level this decoder step returns to
-        blocks.append(Block(f"dec{j}", f"decoder {level + 1}", _shape(outputs[f"dec{j}"]),
-                            depth + 2 + j, -level))
+        blocks.append(
+            Block(
+                f"dec{j}", f"decoder {level + 1}", _shape(outputs[f"dec{j}"]), depth + 2 + j, -level
+            )
+        )
         edges.append(Edge(previous, f"dec{j}", label="up"))
         if model.skip_connections:
             edges.append(Edge(f"enc{level}", f"dec{j}", "skip", "concat"))
@@ -155,8 +172,10 @@ def _deeplab(model, image_size, in_channels, plus: bool):
     named = {f"bb.{name}": module for name, module in stages}
     aspp = model.aspp
     branches = [("conv1x1", "1×1 conv", aspp.conv1x1)]
-    branches += [(f"atrous{i}", f"3×3 rate {branch[0].dilation[0]}", branch)
-                 for i, branch in enumerate(aspp.atrous)]
+    branches += [
+        (f"atrous{i}", f"3×3 rate {branch[0].dilation[0]}", branch)
+        for i, branch in enumerate(aspp.atrous)
+    ]
     branches += [("pooling", "image pooling", aspp.pooling)]
     named |= {key: module for key, _, module in branches} | {"project": aspp.project}
     if plus:
@@ -180,8 +199,15 @@ def _deeplab(model, image_size, in_channels, plus: bool):
     blocks.append(Block("project", "concat + 1×1", _shape(outputs["project"]), col + 1, 0))
     if plus:
         source = _producer(inputs["low_project"], outputs, [f"bb.{name}" for name, _ in stages])
-        blocks.append(Block("low_project", "low-level 1×1", _shape(outputs["low_project"]),
-                            col + 1, -0.9 * middle - 1.3))
+        blocks.append(
+            Block(
+                "low_project",
+                "low-level 1×1",
+                _shape(outputs["low_project"]),
+                col + 1,
+                -0.9 * middle - 1.3,
+            )
+        )
         edges.append(Edge(source, "low_project", "skip"))
         blocks.append(Block("decoder", "decoder", _shape(outputs["decoder"]), col + 2, 0))
         edges.append(Edge("project", "decoder", label="up"))
@@ -196,8 +222,9 @@ def _deeplab(model, image_size, in_channels, plus: bool):
     return blocks, edges
 
 
-def architecture_graph(model: nn.Module, image_size: int = 256,
-                       in_channels: int | None = None) -> tuple[list[Block], list[Edge]]:
+def architecture_graph(
+    model: nn.Module, image_size: int = 256, in_channels: int | None = None
+) -> tuple[list[Block], list[Edge]]:
     """The blocks (with their real output shapes) and arrows of `model`'s schematic.
 
     model: a course `FCN`, `UNet`, `DeepLabV3` or `DeepLabV3Plus` (left unchanged: a copy runs on
@@ -215,17 +242,25 @@ def architecture_graph(model: nn.Module, image_size: int = 256,
         return _unet(model, image_size, in_channels)
     if isinstance(model, (DeepLabV3, DeepLabV3Plus)):
         return _deeplab(model, image_size, in_channels, plus=isinstance(model, DeepLabV3Plus))
-    raise TypeError("draw a course FCN, UNet, DeepLabV3 or DeepLabV3Plus, got "
-                    f"{type(model).__name__}")
+    raise TypeError(
+        f"draw a course FCN, UNet, DeepLabV3 or DeepLabV3Plus, got {type(model).__name__}"
+    )
 
 
-_EDGE_STYLE = {"main": dict(color="0.2", linestyle="-"),
-               "branch": dict(color="tab:blue", linestyle="-"),
-               "skip": dict(color="tab:orange", linestyle="--")}
+_EDGE_STYLE = {
+    "main": dict(color="0.2", linestyle="-"),
+    "branch": dict(color="tab:blue", linestyle="-"),
+    "skip": dict(color="tab:orange", linestyle="--"),
+}
 
 
-def draw_architecture(model: nn.Module, image_size: int = 256, in_channels: int | None = None,
-                      title: str | None = None, ax=None):
+def draw_architecture(
+    model: nn.Module,
+    image_size: int = 256,
+    in_channels: int | None = None,
+    title: str | None = None,
+    ax=None,
+):
     """Draw `model`'s schematic (see `architecture_graph`); returns the figure.
 
     Each box is a block's output: height grows with its spatial size (relative to the input),
@@ -247,27 +282,54 @@ def draw_architecture(model: nn.Module, image_size: int = 256, in_channels: int 
         channels, height, _ = block.shape
         box_h = 0.25 + 0.6 * math.sqrt(height / image_size)
         box_w = 0.08 + 0.05 * math.log2(max(channels, 1))
-        ax.add_patch(Rectangle((block.col - box_w / 2, block.row - box_h / 2), box_w, box_h,
-                               facecolor="tab:gray" if block.key in ("input", "output")
-                               else "lightsteelblue", edgecolor="0.2"))
-        ax.text(block.col, block.row - box_h / 2 - 0.06, f"{block.label}\n"
-                f"{channels}×{height}×{block.shape[2]}", ha="center", va="top", fontsize=7)
+        ax.add_patch(
+            Rectangle(
+                (block.col - box_w / 2, block.row - box_h / 2),
+                box_w,
+                box_h,
+                facecolor="tab:gray" if block.key in ("input", "output") else "lightsteelblue",
+                edgecolor="0.2",
+            )
+        )
+        ax.text(
+            block.col,
+            block.row - box_h / 2 - 0.06,
+            f"{block.label}\n{channels}×{height}×{block.shape[2]}",
+            ha="center",
+            va="top",
+            fontsize=7,
+        )
         where[block.key] = (block.col, block.row, box_w, box_h)
     for edge in edges:
         (x0, y0, w0, _), (x1, y1, w1, _) = where[edge.source], where[edge.target]
         style = _EDGE_STYLE[edge.kind]
-        ax.add_patch(FancyArrowPatch((x0 + w0 / 2, y0), (x1 - w1 / 2, y1), arrowstyle="-|>",
-                                     mutation_scale=8, linewidth=1.0,
-                                     connectionstyle="arc3,rad=0.0", **style))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0 + w0 / 2, y0),
+                (x1 - w1 / 2, y1),
+                arrowstyle="-|>",
+                mutation_scale=8,
+                linewidth=1.0,
+                connectionstyle="arc3,rad=0.0",
+                **style,
+            )
+        )
         if edge.label:
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, edge.label, ha="center", fontsize=6,
-                    color=style["color"])
+            ax.text(
+                (x0 + x1) / 2,
+                (y0 + y1) / 2 + 0.08,
+                edge.label,
+                ha="center",
+                fontsize=6,
+                color=style["color"],
+            )
     xs = [b.col for b in blocks]
     ys = [b.row for b in blocks]
     ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
     ax.set_ylim(min(ys) - 1.0, max(ys) + 0.8)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title or f"{type(model).__name__}: block outputs for a {image_size}² input",
-                 fontsize=9)
+    ax.set_title(
+        title or f"{type(model).__name__}: block outputs for a {image_size}² input", fontsize=9
+    )
     return fig

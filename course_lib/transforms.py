@@ -56,8 +56,9 @@ class SegmentationTransform:
     with the torch seed they differ from worker to worker and a seeded run stays repeatable.
     """
 
-    def __init__(self, transforms: Sequence[A.BasicTransform], in_channels: int,
-                 seed: int | None = None):
+    def __init__(
+        self, transforms: Sequence[A.BasicTransform], in_channels: int, seed: int | None = None
+    ):
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
         self.in_channels = in_channels
@@ -137,8 +138,14 @@ def train_transforms(
         steps: list[A.BasicTransform] = [
             A.SmallestMaxSize(max_size=max(height, width), **nearest),
             A.RandomCrop(height, width),
-            A.Affine(scale=scale, rotate=(-rotate, rotate), translate_percent=(-0.05, 0.05),
-                     p=1.0, **nearest, **borders),
+            A.Affine(
+                scale=scale,
+                rotate=(-rotate, rotate),
+                translate_percent=(-0.05, 0.05),
+                p=1.0,
+                **nearest,
+                **borders,
+            ),
         ]
     else:  # the image's own resolution (times rescale), jittered, then a crop
         factors = (rescale * scale[0] - 1.0, rescale * scale[1] - 1.0)  # RandomScale adds 1
@@ -152,13 +159,19 @@ def train_transforms(
     if vflip > 0:
         steps.append(A.VerticalFlip(p=vflip))
     if distortion > 0:
-        steps.append(A.OneOf([
-            A.ElasticTransform(alpha=30.0, sigma=6.0, **nearest, **borders),
-            A.GridDistortion(num_steps=5, distort_limit=0.25, **nearest, **borders),
-        ], p=distortion))
+        steps.append(
+            A.OneOf(
+                [
+                    A.ElasticTransform(alpha=30.0, sigma=6.0, **nearest, **borders),
+                    A.GridDistortion(num_steps=5, distort_limit=0.25, **nearest, **borders),
+                ],
+                p=distortion,
+            )
+        )
     if color > 0:
-        steps.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.03,
-                                   p=color))
+        steps.append(
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.03, p=color)
+        )
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0), ToTensorV2()]
     return SegmentationTransform(steps, in_channels=len(mean), seed=seed)
 
@@ -174,14 +187,19 @@ def val_transforms(
     steps: list[A.BasicTransform] = []
     if size is not None:
         height, width = _check_size(size)
-        steps.append(A.Resize(height, width, interpolation=cv2.INTER_LINEAR,
-                              mask_interpolation=cv2.INTER_NEAREST))
+        steps.append(
+            A.Resize(
+                height, width, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+            )
+        )
     steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=1.0), ToTensorV2()]
     return SegmentationTransform(steps, in_channels=len(mean))
 
 
-def dataset_stats(dataset, max_samples: int | None = None,
-                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def dataset_stats(
+    dataset,
+    max_samples: int | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of a dataset's images (no transform applied).
 
     `dataset[i]` must return `(image, ...)` with image `(C, H, W)` in [0, 1]; every pixel of the
@@ -190,15 +208,18 @@ def dataset_stats(dataset, max_samples: int | None = None,
     """
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if count < 1:
-        raise ValueError(f"dataset_stats needs at least one image, got max_samples={max_samples} "
-                         f"and len(dataset)={len(dataset)}")
+        raise ValueError(
+            f"dataset_stats needs at least one image, got max_samples={max_samples} "
+            f"and len(dataset)={len(dataset)}"
+        )
     total = total_sq = None
     pixels = 0
     for index in range(count):
         image = torch.as_tensor(dataset[index][0], dtype=torch.float64)  # (C, H, W)
         if image.ndim != 3:
-            raise ValueError(f"dataset[{index}] image must be (C, H, W), "
-                             f"got shape {tuple(image.shape)}")
+            raise ValueError(
+                f"dataset[{index}] image must be (C, H, W), got shape {tuple(image.shape)}"
+            )
         flat = image.flatten(1)  # (C, H*W)
         total = flat.sum(1) if total is None else total + flat.sum(1)
         total_sq = (flat**2).sum(1) if total_sq is None else total_sq + (flat**2).sum(1)
@@ -209,13 +230,16 @@ def dataset_stats(dataset, max_samples: int | None = None,
     return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
 
 
-def denormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def denormalize(
+    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """Undo `Normalize` for display: `(C, H, W)` or `(N, C, H, W)`, clipped to [0, 1]."""
     _check_stats(mean, std)
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
-        raise ValueError("image must be a (C, H, W) or (N, C, H, W) tensor, got "
-                         f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}")
+        raise ValueError(
+            "image must be a (C, H, W) or (N, C, H, W) tensor, got "
+            f"{type(image).__name__} of shape {tuple(getattr(image, 'shape', ()))}"
+        )
     channels = image.shape[-3]
     if channels != len(mean):
         raise ValueError(f"image has {channels} channels but mean/std have {len(mean)} values")
@@ -243,13 +267,15 @@ def _as_label_mask(mask, image_hw: tuple[int, int]) -> np.ndarray:
     if not isinstance(mask, np.ndarray):
         raise TypeError(f"mask must be a numpy array (H, W), got {type(mask).__name__}")
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"mask must be an (H, W) integer array, got shape {mask.shape} "
-                         f"dtype {mask.dtype}")
+        raise ValueError(
+            f"mask must be an (H, W) integer array, got shape {mask.shape} dtype {mask.dtype}"
+        )
     if mask.shape != image_hw:
         raise ValueError(f"mask shape {mask.shape} differs from image size {image_hw}")
     if mask.size and (mask.min() < 0 or mask.max() > np.iinfo(np.int32).max):
-        raise ValueError(f"mask labels must be non-negative int32 values, "
-                         f"got range [{mask.min()}, {mask.max()}]")
+        raise ValueError(
+            f"mask labels must be non-negative int32 values, got range [{mask.min()}, {mask.max()}]"
+        )
     return mask.astype(np.int32)  # OpenCV warps int32, not int64
 
 
@@ -265,8 +291,9 @@ def _check_size(size) -> tuple[int, int]:
 
 def _check_stats(mean: Sequence[float], std: Sequence[float]) -> None:
     if len(mean) != len(std) or len(mean) == 0:
-        raise ValueError("mean and std must have one value per channel, "
-                         f"got mean={mean!r}, std={std!r}")
+        raise ValueError(
+            f"mean and std must have one value per channel, got mean={mean!r}, std={std!r}"
+        )
     if any(s <= 0 for s in std):
         raise ValueError(f"std values must be positive, got {std!r}")
 

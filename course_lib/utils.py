@@ -110,8 +110,10 @@ def pretrained(weights):
     """`weights` as given, or None (random initialisation, said once per call) in a rehearsal."""
     if weights is None or not rehearsal():
         return weights
-    print(f"rehearsal: random initialisation instead of the pretrained weights {weights!s} "
-          "(nothing is downloaded)")
+    print(
+        f"rehearsal: random initialisation instead of the pretrained weights {weights!s} "
+        "(nothing is downloaded)"
+    )
     return None
 
 
@@ -153,7 +155,9 @@ def progress_bar(*args, **kwargs):
     return tqdm(*args, **kwargs)
 
 
-def median_seconds(fn, repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0) -> float:
+def median_seconds(
+    fn, repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0
+) -> float:
     """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls.
 
     On CUDA the device is synchronised before and after every call: kernels run asynchronously,
@@ -161,8 +165,9 @@ def median_seconds(fn, repeats: int = 3, device: str | torch.device = "cpu", war
     the mean, keeps one slow call (a busy machine, a first-call allocation) from skewing it.
     """
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, "
-                         f"warmup={warmup}")
+        raise ValueError(
+            f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}"
+        )
     cuda = torch.device(device).type == "cuda"
     for _ in range(warmup):
         fn()

@@ -15,7 +15,7 @@ cream. `class_palette(class_names)` gives classes with familiar names the colour
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -69,8 +69,9 @@ def class_palette(class_names: Sequence[str]) -> np.ndarray:
     """A (256, 3) uint8 palette: class i coloured by `CLASS_COLORS[class_names[i]]` when the name
     is known (case-insensitive), by its VOC colour otherwise; 255 (void) stays cream."""
     if isinstance(class_names, str) or len(class_names) > 255:
-        raise ValueError("class_names must be a sequence of at most 255 names, got "
-                         f"{class_names!r:.80}")
+        raise ValueError(
+            f"class_names must be a sequence of at most 255 names, got {class_names!r:.80}"
+        )
     palette = PALETTE.copy()
     for index, name in enumerate(class_names):
         color = CLASS_COLORS.get(str(name).lower())
@@ -95,11 +96,15 @@ def _label_map(x, name: str, max_value: int | None = 255) -> np.ndarray:
     if array.dtype == np.bool_:
         array = array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer ids, got dtype {array.dtype}; "
-                        "for logits (K, H, W) take .argmax(0) first")
+        raise TypeError(
+            f"{name} must hold integer ids, got dtype {array.dtype}; "
+            "for logits (K, H, W) take .argmax(0) first"
+        )
     if array.size and (array.min() < 0 or (max_value is not None and array.max() > max_value)):
-        raise ValueError(f"{name} must hold values in [0, {max_value}], "
-                         f"got values from {array.min()} to {array.max()}")
+        raise ValueError(
+            f"{name} must hold values in [0, {max_value}], "
+            f"got values from {array.min()} to {array.max()}"
+        )
     return array.astype(np.int64)
 
 
@@ -120,8 +125,9 @@ def _image_hwc(image, name: str = "image") -> np.ndarray:
     elif array.ndim == 2:
         array = array[..., None]
     else:
-        raise ValueError(f"{name} must be (C, H, W), (H, W, C) or (H, W), "
-                         f"got shape {tuple(array.shape)}")
+        raise ValueError(
+            f"{name} must be (C, H, W), (H, W, C) or (H, W), got shape {tuple(array.shape)}"
+        )
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
     elif np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_:
@@ -143,8 +149,9 @@ def colorize(mask, palette: np.ndarray = PALETTE) -> np.ndarray:
     return palette.astype(np.uint8)[labels]
 
 
-def overlay(image, mask, alpha: float = 0.5, skip_background: bool = True,
-            palette: np.ndarray = PALETTE) -> np.ndarray:
+def overlay(
+    image, mask, alpha: float = 0.5, skip_background: bool = True, palette: np.ndarray = PALETTE
+) -> np.ndarray:
     """Blend the class colours of `mask` over `image`: (H, W, 3) uint8.
 
     `alpha` is the weight of the mask colour; with `skip_background` class 0 stays unblended.
@@ -154,8 +161,10 @@ def overlay(image, mask, alpha: float = 0.5, skip_background: bool = True,
     rgb = _image_hwc(image)
     colors = colorize(mask, palette).astype(np.float32) / 255.0
     if rgb.shape[:2] != colors.shape[:2]:
-        raise ValueError(f"image is {rgb.shape[0]}x{rgb.shape[1]} but mask is "
-                         f"{colors.shape[0]}x{colors.shape[1]}; they must have the same size")
+        raise ValueError(
+            f"image is {rgb.shape[0]}x{rgb.shape[1]} but mask is "
+            f"{colors.shape[0]}x{colors.shape[1]}; they must have the same size"
+        )
     weight = np.full(rgb.shape[:2] + (1,), alpha, np.float32)  # (H, W, 1)
     if skip_background:
         weight[_label_map(mask, "mask") == 0] = 0.0
@@ -168,9 +177,14 @@ def _instance_colors(count: int) -> np.ndarray:
     from matplotlib.colors import hsv_to_rgb
 
     ids = np.arange(1, count + 1)
-    hsv = np.stack([(ids * 0.618033988749895) % 1.0,
-                    0.55 + 0.35 * ((ids * 0.37) % 1.0),
-                    0.8 + 0.2 * ((ids * 0.71) % 1.0)], axis=1)
+    hsv = np.stack(
+        [
+            (ids * 0.618033988749895) % 1.0,
+            0.55 + 0.35 * ((ids * 0.37) % 1.0),
+            0.8 + 0.2 * ((ids * 0.71) % 1.0),
+        ],
+        axis=1,
+    )
     colors = np.zeros((count + 1, 3), np.uint8)
     colors[1:] = np.round(hsv_to_rgb(hsv) * 255).astype(np.uint8)
     return colors
@@ -197,8 +211,9 @@ def colorize_instances(instances, boundaries: bool = False) -> np.ndarray:
     return rgb
 
 
-def colorize_panoptic(panoptic, label_divisor: int = 1000, boundaries: bool = True,
-                      palette: np.ndarray = PALETTE) -> np.ndarray:
+def colorize_panoptic(
+    panoptic, label_divisor: int = 1000, boundaries: bool = True, palette: np.ndarray = PALETTE
+) -> np.ndarray:
     """Panoptic ids (class_id * label_divisor + instance_id) -> (H, W, 3) uint8.
 
     Each pixel takes its class colour; the pixels of a counted object (instance_id > 0) are made
@@ -219,14 +234,18 @@ def colorize_panoptic(panoptic, label_divisor: int = 1000, boundaries: bool = Tr
     return rgb
 
 
-def legend_handles(class_names: Sequence[str], class_ids: Sequence[int] | None = None,
-                   palette: np.ndarray = PALETTE) -> list:
+def legend_handles(
+    class_names: Sequence[str],
+    class_ids: Sequence[int] | None = None,
+    palette: np.ndarray = PALETTE,
+) -> list:
     """Matplotlib patches for `ax.legend(handles=...)`: one coloured square per class."""
     from matplotlib.patches import Patch
 
     ids = range(len(class_names)) if class_ids is None else class_ids
-    return [Patch(facecolor=palette[i] / 255.0, edgecolor="gray", label=class_names[i])
-            for i in ids]
+    return [
+        Patch(facecolor=palette[i] / 255.0, edgecolor="gray", label=class_names[i]) for i in ids
+    ]
 
 
 def _batch(x, name: str) -> list:
@@ -238,8 +257,16 @@ def _batch(x, name: str) -> list:
     raise TypeError(f"{name} must be a batch tensor/array or a list, got {type(x).__name__}")
 
 
-def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | None = None,
-              max_rows: int = 4, cell_size: float = 2.2, titles: Sequence[str] | None = None):
+def show_grid(
+    images,
+    masks,
+    predictions=None,
+    *,
+    class_names: Sequence[str] | None = None,
+    max_rows: int = 4,
+    cell_size: float = 2.2,
+    titles: Sequence[str] | None = None,
+):
     """One row per sample: image | ground truth | prediction (colour-coded classes).
 
     images (N, C, H, W) or a list; masks (N, H, W); predictions (N, H, W) class ids or
@@ -259,8 +286,9 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
             predictions = predictions.argmax(1)  # logits (N, K, H, W) -> (N, H, W)
         predictions = _batch(predictions, "predictions")
         if len(predictions) != len(images):
-            raise ValueError(f"predictions has {len(predictions)} samples "
-                             f"but images has {len(images)}")
+            raise ValueError(
+                f"predictions has {len(predictions)} samples but images has {len(images)}"
+            )
         columns.append(predictions)
     titles = list(titles or ["image", "ground truth", "prediction"])[: len(columns)]
     rows = min(len(images), max_rows)
@@ -282,8 +310,13 @@ def show_grid(images, masks, predictions=None, *, class_names: Sequence[str] | N
                 axes[r, c].set_title(titles[c])
     if class_names is not None:
         shown = [i for i in sorted(seen) if i < len(class_names)]
-        fig.legend(handles=legend_handles(class_names, shown, palette), loc="lower center",
-                   ncol=max(min(len(shown), 6), 1), frameon=False, fontsize="small")
+        fig.legend(
+            handles=legend_handles(class_names, shown, palette),
+            loc="lower center",
+            ncol=max(min(len(shown), 6), 1),
+            frameon=False,
+            fontsize="small",
+        )
     fig.tight_layout(rect=(0, 0.06 if class_names is not None else 0, 1, 1))
     return fig
 
@@ -302,8 +335,11 @@ def plot_history(history: dict, figsize: tuple[float, float] = (9.0, 3.2)):
 
     if not isinstance(history, dict):
         raise TypeError(f"history must be a dict of per-epoch lists, got {type(history).__name__}")
-    curves = {k: [float(v) for v in values] for k, values in history.items()
-              if isinstance(values, (list, tuple)) and values and all(map(_is_number, values))}
+    curves = {
+        k: [float(v) for v in values]
+        for k, values in history.items()
+        if isinstance(values, (list, tuple)) and values and all(map(_is_number, values))
+    }
     if not curves:
         raise ValueError(f"history has no list of numbers to plot; keys: {sorted(history)}")
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=figsize)

@@ -46,8 +46,9 @@ def connected_components(binary: torch.Tensor, connectivity: int = 4) -> tuple[t
     raise NotImplementedError
 
 
-def instances_from_semantic(mask: torch.Tensor, thing_classes: list[int],
-                            connectivity: int = 4) -> torch.Tensor:
+def instances_from_semantic(
+    mask: torch.Tensor, thing_classes: list[int], connectivity: int = 4
+) -> torch.Tensor:
     """Instance map of a semantic mask: (H, W) int64 -> (H, W) int64.
 
     Every connected region of pixels of one thing class becomes one instance; instance ids are
@@ -58,8 +59,9 @@ def instances_from_semantic(mask: torch.Tensor, thing_classes: list[int],
     raise NotImplementedError
 
 
-def encode_panoptic(semantic: torch.Tensor, instances: torch.Tensor,
-                    label_divisor: int = 1000) -> torch.Tensor:
+def encode_panoptic(
+    semantic: torch.Tensor, instances: torch.Tensor, label_divisor: int = 1000
+) -> torch.Tensor:
     """One id per pixel for class and object: semantic * label_divisor + instances, (H, W) int64.
 
     Raises ValueError when an instance id is label_divisor or larger (it would spill into the
@@ -69,8 +71,9 @@ def encode_panoptic(semantic: torch.Tensor, instances: torch.Tensor,
     raise NotImplementedError
 
 
-def decode_panoptic(panoptic: torch.Tensor,
-                    label_divisor: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_panoptic(
+    panoptic: torch.Tensor, label_divisor: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split panoptic ids into (semantic, instances), both (H, W) int64."""
     # HINT: integer division gives the class, the remainder the instance id.
     raise NotImplementedError

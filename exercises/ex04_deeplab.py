@@ -30,8 +30,9 @@ def receptive_field(layers: list[tuple[int, int, int]]) -> int:
     raise NotImplementedError
 
 
-def dilated_conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
-                             dilation: int = 1) -> int:
+def dilated_conv_output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     """Output length along one axis of `nn.Conv2d(kernel_size=kernel, stride=stride, padding=padding,
     dilation=dilation)` applied to an input of length `size`.
 
@@ -43,11 +44,15 @@ def dilated_conv_output_size(size: int, kernel: int, stride: int = 1, padding: i
     raise NotImplementedError
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1
+) -> nn.Sequential:
     """Conv (no bias, 'same' padding), BatchNorm, ReLU."""
     padding = dilation * (kernel_size - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -59,11 +64,17 @@ class ASPP(nn.Module):
     The layers are built for you; write `forward`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 256, atrous_rates: tuple[int, ...] = (6, 12, 18)):
+    def __init__(
+        self, in_channels: int, out_channels: int = 256, atrous_rates: tuple[int, ...] = (6, 12, 18)
+    ):
         super().__init__()
         self.conv1x1 = conv_bn_relu(in_channels, out_channels, 1)
-        self.atrous = nn.ModuleList(conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in atrous_rates)
-        self.pooling = conv_bn_relu(in_channels, out_channels, 1)  # runs on the (N, C, 1, 1) image average
+        self.atrous = nn.ModuleList(
+            conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in atrous_rates
+        )
+        self.pooling = conv_bn_relu(
+            in_channels, out_channels, 1
+        )  # runs on the (N, C, 1, 1) image average
         self.project = nn.Sequential(
             nn.Conv2d((2 + len(atrous_rates)) * out_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -82,9 +93,16 @@ class ASPP(nn.Module):
         raise NotImplementedError
 
 
-def mean_field_step(probs: torch.Tensor, image: torch.Tensor, q: torch.Tensor, spatial_std: float = 3.0,
-                    spatial_weight: float = 3.0, bilateral_spatial_std: float = 80.0,
-                    bilateral_color_std: float = 13.0, bilateral_weight: float = 10.0) -> torch.Tensor:
+def mean_field_step(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    q: torch.Tensor,
+    spatial_std: float = 3.0,
+    spatial_weight: float = 3.0,
+    bilateral_spatial_std: float = 80.0,
+    bilateral_color_std: float = 13.0,
+    bilateral_weight: float = 10.0,
+) -> torch.Tensor:
     """One mean-field update of a fully connected CRF with a Potts compatibility, over all pairs.
 
     probs (K, H, W): the network's probabilities (unary energy psi_u = -log probs);

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_and_flip(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int],
-                    hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_and_flip(
+    image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], hflip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize an image and its mask to `size` and, when `hflip` is True, mirror both left-right.
 
     image: (C, H, W) float; mask: (H, W) int64 labels; size: (H_out, W_out).
@@ -48,8 +49,9 @@ def one_hot(mask: torch.Tensor, num_classes: int, ignore_index: int = 255) -> to
     raise NotImplementedError
 
 
-def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse",
-                  ignore_index: int = 255) -> torch.Tensor:
+def class_weights(
+    masks: torch.Tensor, num_classes: int, method: str = "inverse", ignore_index: int = 255
+) -> torch.Tensor:
     """Per-class loss weights (num_classes,) float32 from a stack of masks (N, H, W).
 
     Pixels equal to `ignore_index` are not counted. Let c_k be the number of pixels of class k and

@@ -20,10 +20,18 @@ import math
 import torch
 
 
-def merge_panoptic(semantic: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor,
-                   labels: torch.Tensor, stuff_classes: list[int], score_threshold: float = 0.5,
-                   overlap_threshold: float = 0.5, stuff_area_threshold: int = 64,
-                   label_divisor: int = 1000, ignore_index: int = 255) -> torch.Tensor:
+def merge_panoptic(
+    semantic: torch.Tensor,
+    masks: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    stuff_classes: list[int],
+    score_threshold: float = 0.5,
+    overlap_threshold: float = 0.5,
+    stuff_area_threshold: int = 64,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+) -> torch.Tensor:
     """Merge M instance masks and a semantic map into an (H, W) int64 panoptic map.
 
     semantic (H, W) int64 class ids; masks (M, H, W) bool; scores (M,) float; labels (M,) int64
@@ -45,9 +53,12 @@ def merge_panoptic(semantic: torch.Tensor, masks: torch.Tensor, scores: torch.Te
     raise NotImplementedError
 
 
-def match_segments(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor,
-                   label_divisor: int = 1000,
-                   ignore_index: int = 255) -> list[tuple[int, int, float]]:
+def match_segments(
+    pred_panoptic: torch.Tensor,
+    target_panoptic: torch.Tensor,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+) -> list[tuple[int, int, float]]:
     """The matched (pred_id, target_id, iou) pairs of two (H, W) panoptic maps, sorted by target_id.
 
     A segment is the set of pixels that carry one id; segments whose class (id // label_divisor)
@@ -62,8 +73,13 @@ def match_segments(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor,
     raise NotImplementedError
 
 
-def panoptic_quality(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor, num_classes: int,
-                     label_divisor: int = 1000, ignore_index: int = 255) -> dict[str, float]:
+def panoptic_quality(
+    pred_panoptic: torch.Tensor,
+    target_panoptic: torch.Tensor,
+    num_classes: int,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+) -> dict[str, float]:
     """{"pq", "sq", "rq"}: means over the classes that have TP + FP + FN > 0.
 
     Per class c: TP = matched pairs of class c (use `match_segments`); FN = unmatched target

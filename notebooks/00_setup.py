@@ -121,10 +121,18 @@ axes[2].imshow(cell_image[0], cmap="gray")
 axes[2].set_title("cell image")
 axes[3].imshow(colorize(cell_mask, cell_palette), interpolation="nearest")
 axes[3].set_title("cell mask")
-for ax, names, palette in ((axes[1], ScenesDataset.CLASSES, scene_palette),
-                           (axes[3], CellsDataset.CLASSES, cell_palette)):
-    ax.legend(handles=legend_handles(names, palette=palette), loc="upper center",
-              bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7, frameon=False)
+for ax, names, palette in (
+    (axes[1], ScenesDataset.CLASSES, scene_palette),
+    (axes[3], CellsDataset.CLASSES, cell_palette),
+):
+    ax.legend(
+        handles=legend_handles(names, palette=palette),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=2,
+        fontsize=7,
+        frameon=False,
+    )
 for ax in axes:
     ax.axis("off")
 plt.tight_layout()
@@ -132,8 +140,22 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("scene image", tuple(scene_image.shape), scene_image.dtype, "| mask", tuple(scene_mask.shape), scene_mask.dtype)
-print("cell image ", tuple(cell_image.shape), cell_image.dtype, "| mask", tuple(cell_mask.shape), cell_mask.dtype)
+print(
+    "scene image",
+    tuple(scene_image.shape),
+    scene_image.dtype,
+    "| mask",
+    tuple(scene_mask.shape),
+    scene_mask.dtype,
+)
+print(
+    "cell image ",
+    tuple(cell_image.shape),
+    cell_image.dtype,
+    "| mask",
+    tuple(cell_mask.shape),
+    cell_mask.dtype,
+)
 print("scene classes:", ", ".join(ScenesDataset.CLASSES))
 
 # %% [markdown]
@@ -159,7 +181,7 @@ print("scene classes:", ", ".join(ScenesDataset.CLASSES))
 # %%
 from course_grader import check
 
-check("ex01")
+check("ex01")  # prints the table; the ";" stops Jupyter from also showing the returned summary
 
 # %% [markdown]
 # The reference answers live in `solutions/`; an instructor can check that they earn full marks

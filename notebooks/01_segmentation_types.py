@@ -40,8 +40,12 @@ from torchvision.ops import masks_to_boxes
 
 from course_lib import metrics, viz
 from course_lib.data import CellsDataset, ScenesDataset, classic_scene
-from course_lib.instances import (decode_panoptic, encode_panoptic, instances_from_semantic,
-                                  semantic_from_instances)
+from course_lib.instances import (
+    decode_panoptic,
+    encode_panoptic,
+    instances_from_semantic,
+    semantic_from_instances,
+)
 from course_lib.utils import course_mode, rehearsal, seed_everything
 
 seed_everything(0)
@@ -132,15 +136,24 @@ boxes = masks_to_boxes(object_masks)  # (M, 4)
 labels = torch.stack([mask[m][0] for m in object_masks])  # (M,) the class of each object
 print("boxes", tuple(boxes.shape), " labels", tuple(labels.shape))
 for box, label in zip(boxes.tolist(), labels.tolist()):
-    print(f"{CLASSES[label]:>7}: x {box[0]:5.0f} .. {box[2]:5.0f}   y {box[1]:5.0f} .. {box[3]:5.0f}")
+    print(
+        f"{CLASSES[label]:>7}: x {box[0]:5.0f} .. {box[2]:5.0f}   y {box[1]:5.0f} .. {box[3]:5.0f}"
+    )
 
 # %%
 fig, axes = show_row([image.permute(1, 2, 0)], ["detection: one box per object"])
 for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
-    axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2,
-                             edgecolor=PALETTE[label] / 255))
-    axes.text(x1, y1 - 2, CLASSES[label], color="white", fontsize=8,
-              bbox={"facecolor": PALETTE[label] / 255, "pad": 1, "lw": 0})
+    axes.add_patch(
+        Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, edgecolor=PALETTE[label] / 255)
+    )
+    axes.text(
+        x1,
+        y1 - 2,
+        CLASSES[label],
+        color="white",
+        fontsize=8,
+        bbox={"facecolor": PALETTE[label] / 255, "pad": 1, "lw": 0},
+    )
 
 # %% [markdown]
 # ## 4. Semantic segmentation: a class for every pixel
@@ -158,9 +171,16 @@ print("logits", tuple(perfect_logits.shape), "-> mask", tuple(prediction.shape))
 print("pixels per class:", {CLASSES[c]: int((mask == c).sum()) for c in range(len(CLASSES))})
 
 # %%
-fig, axes = show_row([viz.colorize(mask, PALETTE), viz.overlay(image, mask, alpha=0.6, palette=PALETTE)],
-                     ["semantic mask", "overlaid on the image"])
-fig.legend(handles=viz.legend_handles(CLASSES, palette=PALETTE), loc="center right", fontsize=8, frameon=False)
+fig, axes = show_row(
+    [viz.colorize(mask, PALETTE), viz.overlay(image, mask, alpha=0.6, palette=PALETTE)],
+    ["semantic mask", "overlaid on the image"],
+)
+fig.legend(
+    handles=viz.legend_handles(CLASSES, palette=PALETTE),
+    loc="center right",
+    fontsize=8,
+    frameon=False,
+)
 fig.subplots_adjust(right=0.8)
 
 # %% [markdown]
@@ -178,8 +198,10 @@ print("pixels per object:", {k: int(m.sum()) for k, m in zip(object_ids.tolist()
 print("object classes:", {k: CLASSES[c] for k, c in zip(object_ids.tolist(), labels.tolist())})
 
 # %%
-fig, _ = show_row([viz.colorize_instances(instances), object_masks[1], object_masks[2]],
-                  ["instance map", "mask of object 2", "mask of object 3"])
+fig, _ = show_row(
+    [viz.colorize_instances(instances), object_masks[1], object_masks[2]],
+    ["instance map", "mask of object 2", "mask of object 3"],
+)
 
 # %% [markdown]
 # The instance map and a class table (the class of each object id) are all it takes to
@@ -192,8 +214,10 @@ class_table = [0] + labels.tolist()  # class_table[k] = class of object k
 things_only = semantic_from_instances(instances, class_table)
 is_thing = instances > 0
 print("class table:", class_table)
-print("agrees with the semantic mask on every thing pixel:",
-      bool((things_only[is_thing] == mask[is_thing]).all()))
+print(
+    "agrees with the semantic mask on every thing pixel:",
+    bool((things_only[is_thing] == mask[is_thing]).all()),
+)
 
 # %% [markdown]
 # ## 6. Panoptic segmentation: class and object for every pixel
@@ -212,12 +236,19 @@ panoptic = encode_panoptic(mask, instances, label_divisor=1000)  # (H, W) int64
 print("panoptic", tuple(panoptic.shape), panoptic.dtype)
 print("segment ids:", panoptic.unique().tolist())
 back_mask, back_instances = decode_panoptic(panoptic, label_divisor=1000)
-print("decodes back exactly:", bool((back_mask == mask).all() and (back_instances == instances).all()))
+print(
+    "decodes back exactly:", bool((back_mask == mask).all() and (back_instances == instances).all())
+)
 
 # %%
-fig, _ = show_row([viz.colorize(mask, PALETTE), viz.colorize_instances(instances),
-                   viz.colorize_panoptic(panoptic, palette=PALETTE)],
-                  ["semantic", "instance", "panoptic"])
+fig, _ = show_row(
+    [
+        viz.colorize(mask, PALETTE),
+        viz.colorize_instances(instances),
+        viz.colorize_panoptic(panoptic, palette=PALETTE),
+    ],
+    ["semantic", "instance", "panoptic"],
+)
 
 # %% [markdown]
 # ### The output tensors, side by side
@@ -267,8 +298,10 @@ for class_id in ScenesDataset.thing_classes:
     print(f"{CLASSES[class_id]:>7}: {true_count} object(s), {found} connected region(s)")
 
 # %%
-fig, _ = show_row([viz.colorize_instances(instances), viz.colorize_instances(components)],
-                  ["true objects", "connected components"])
+fig, _ = show_row(
+    [viz.colorize_instances(instances), viz.colorize_instances(components)],
+    ["true objects", "connected components"],
+)
 
 # %% [markdown]
 # The opposite failure exists too: when a nearer object hides the middle of a farther one, the
@@ -277,8 +310,12 @@ fig, _ = show_row([viz.colorize_instances(instances), viz.colorize_instances(com
 
 # %%
 # NBVAL_CHECK_OUTPUT
-scenes = ScenesDataset(length=48 if FAST or REHEARSAL else 400, image_size=96 if FAST else 256,
-                       seed=1, return_instances=True)
+scenes = ScenesDataset(
+    length=48 if FAST or REHEARSAL else 400,
+    image_size=96 if FAST else 256,
+    seed=1,
+    return_instances=True,
+)
 merged = split = exact = 0
 for i in range(len(scenes)):
     _, scene_mask, scene_instances = scenes[i]
@@ -287,8 +324,10 @@ for i in range(len(scenes)):
     exact += true_count == found_count
     merged += found_count < true_count
     split += found_count > true_count
-print(f"{len(scenes)} scenes: object count right in {exact}, too few (merged) in {merged}, "
-      f"too many (split) in {split}")
+print(
+    f"{len(scenes)} scenes: object count right in {exact}, too few (merged) in {merged}, "
+    f"too many (split) in {split}"
+)
 
 # %% [markdown]
 # In microscopy the problem is the rule rather than the exception: nuclei crowd together and
@@ -303,9 +342,14 @@ print(f"foreground: {cell_mask.float().mean().item():.1%} of the pixels")
 print(f"nuclei: {int(cell_instances.max())}, connected regions: {int(cell_components.max())}")
 
 # %%
-fig, _ = show_row([cell_image[0], viz.colorize_instances(cell_instances, boundaries=True),
-                   viz.colorize_instances(cell_components, boundaries=True)],
-                  ["nuclei", "true nuclei", "connected components"])
+fig, _ = show_row(
+    [
+        cell_image[0],
+        viz.colorize_instances(cell_instances, boundaries=True),
+        viz.colorize_instances(cell_components, boundaries=True),
+    ],
+    ["nuclei", "true nuclei", "connected components"],
+)
 fig.axes[0].images[0].set_cmap("gray")
 
 # %% [markdown]
@@ -330,17 +374,21 @@ fig.axes[0].images[0].set_cmap("gray")
 # (an F1 score of the matching). We score three imperfect predictions of the classic scene with
 # `course_lib.metrics`.
 
+
 # %%
 def scores(pred_mask, pred_instances):
     """mIoU of the semantic part and PQ / SQ / RQ of the panoptic map of a prediction."""
     cm = metrics.confusion_matrix(pred_mask, mask, num_classes=len(CLASSES))
-    pq = metrics.panoptic_quality(encode_panoptic(pred_mask, pred_instances), panoptic,
-                                  num_classes=len(CLASSES))
+    pq = metrics.panoptic_quality(
+        encode_panoptic(pred_mask, pred_instances), panoptic, num_classes=len(CLASSES)
+    )
     return metrics.mean_iou(cm), pq
 
 
 # A: every pixel has the right class, objects from connected components (the cars merge).
 pred_a = (mask, components)
+
+
 # B: the right objects, but every outline three pixels off (a blurry model).
 def shifted(x, step=3):
     """`x` moved `step` pixels down and right; the first rows and columns keep their values."""
@@ -354,23 +402,30 @@ pred_b = (shifted(mask), shifted(instances))
 mask_c, instances_c = mask.clone(), instances.clone()
 for j, (y, x) in enumerate([(0.2, 0.25), (0.12, 0.6), (0.25, 0.88)]):
     y, x = int(y * SIZE), int(x * SIZE)
-    mask_c[y:y + 3, x:x + 3] = ScenesDataset.CLASSES.index("person")
-    instances_c[y:y + 3, x:x + 3] = int(instances.max()) + 1 + j
+    mask_c[y : y + 3, x : x + 3] = ScenesDataset.CLASSES.index("person")
+    instances_c[y : y + 3, x : x + 3] = int(instances.max()) + 1 + j
 pred_c = (mask_c, instances_c)
 
 # %%
-fig, _ = show_row([viz.colorize_panoptic(encode_panoptic(*p), palette=PALETTE) for p in (pred_a, pred_b, pred_c)],
-                  ["A: cars merged", "B: outlines 3 px off", "C: three false specks"])
+fig, _ = show_row(
+    [viz.colorize_panoptic(encode_panoptic(*p), palette=PALETTE) for p in (pred_a, pred_b, pred_c)],
+    ["A: cars merged", "B: outlines 3 px off", "C: three false specks"],
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 car, person = CLASSES.index("car"), CLASSES.index("person")
 print(f"{'prediction':<22}{'mIoU':>6}{'PQ':>7}{'SQ':>7}{'RQ':>7}{'PQ car':>8}{'PQ person':>10}")
-for name, pred in (("A: cars merged", pred_a), ("B: outlines 3 px off", pred_b),
-                   ("C: three false specks", pred_c)):
+for name, pred in (
+    ("A: cars merged", pred_a),
+    ("B: outlines 3 px off", pred_b),
+    ("C: three false specks", pred_c),
+):
     miou, pq = scores(*pred)
-    print(f"{name:<22}{miou:>6.3f}{pq['pq']:>7.3f}{pq['sq']:>7.3f}{pq['rq']:>7.3f}"
-          f"{pq['per_class'][car]['pq']:>8.3f}{pq['per_class'][person]['pq']:>10.3f}")
+    print(
+        f"{name:<22}{miou:>6.3f}{pq['pq']:>7.3f}{pq['sq']:>7.3f}{pq['rq']:>7.3f}"
+        f"{pq['per_class'][car]['pq']:>8.3f}{pq['per_class'][person]['pq']:>10.3f}"
+    )
 
 # %% [markdown]
 # Read the table row by row:
@@ -391,11 +446,16 @@ for name, pred in (("A: cars merged", pred_a), ("B: outlines 3 px off", pred_b),
 # %%
 # NBVAL_CHECK_OUTPUT
 cell_cm = metrics.confusion_matrix(cell_mask, cell_mask, num_classes=2)
-cell_pq = metrics.panoptic_quality(encode_panoptic(cell_mask, cell_components),
-                                   encode_panoptic(cell_mask, cell_instances), num_classes=2)
+cell_pq = metrics.panoptic_quality(
+    encode_panoptic(cell_mask, cell_components),
+    encode_panoptic(cell_mask, cell_instances),
+    num_classes=2,
+)
 nuclei = cell_pq["per_class"][1]
-print(f"nuclei: mIoU {metrics.mean_iou(cell_cm):.3f}   PQ {nuclei['pq']:.3f}   "
-      f"SQ {nuclei['sq']:.3f}   RQ {nuclei['rq']:.3f}   TP {nuclei['tp']}  FP {nuclei['fp']}  FN {nuclei['fn']}")
+print(
+    f"nuclei: mIoU {metrics.mean_iou(cell_cm):.3f}   PQ {nuclei['pq']:.3f}   "
+    f"SQ {nuclei['sq']:.3f}   RQ {nuclei['rq']:.3f}   TP {nuclei['tp']}  FP {nuclei['fp']}  FN {nuclei['fn']}"
+)
 
 # %% [markdown]
 # ## Summary

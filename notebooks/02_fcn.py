@@ -40,14 +40,22 @@ from torch.utils.data import DataLoader
 from course_lib import metrics, viz
 from course_lib.data import ScenesDataset
 from course_lib.models import FCN, bilinear_kernel
-from course_lib.utils import (count_parameters, course_mode, get_device, pretrained, rehearsal,
-                              seed_everything)
+from course_lib.utils import (
+    count_parameters,
+    course_mode,
+    get_device,
+    pretrained,
+    rehearsal,
+    seed_everything,
+)
 
 seed_everything(0)
 FAST = course_mode() == "fast"
 REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 if FAST:
-    torch.set_num_threads(1)  # tiny models: one thread avoids synchronisation costs and is reproducible
+    torch.set_num_threads(
+        1
+    )  # tiny models: one thread avoids synchronisation costs and is reproducible
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
 device = get_device()
 print("course mode:", course_mode())
@@ -90,8 +98,10 @@ with torch.no_grad():
     score_map = conv(larger)  # (1, 5, 7, 10)
     window = fc(larger[:, :, 3:7, 5:9].flatten(1))  # the classifier on one window
 print("score map:", tuple(score_map.shape))
-print("position (3, 5) equals the classifier on that window:",
-      torch.allclose(score_map[0, :, 3, 5], window[0], atol=1e-6))
+print(
+    "position (3, 5) equals the classifier on that window:",
+    torch.allclose(score_map[0, :, 3, 5], window[0], atol=1e-6),
+)
 
 # %% [markdown]
 # In VGG16, the network FCN starts from, `fc6` sees `512×7×7` pool5 features: it becomes a `7×7`
@@ -119,12 +129,16 @@ def transposed_output_size(size, kernel, stride, padding=0, output_padding=0):
 # %%
 # NBVAL_CHECK_OUTPUT
 settings = [(4, 4, 2, 1, 0), (3, 64, 32, 0, 0), (5, 16, 8, 4, 0), (5, 3, 2, 1, 1), (7, 15, 8, 7, 0)]
-print(f"{'in':>3} {'kernel':>6} {'stride':>6} {'pad':>3} {'out_pad':>7} | {'formula':>7} {'PyTorch':>7}")
+print(
+    f"{'in':>3} {'kernel':>6} {'stride':>6} {'pad':>3} {'out_pad':>7} | {'formula':>7} {'PyTorch':>7}"
+)
 for size, kernel, stride, padding, output_padding in settings:
     layer = nn.ConvTranspose2d(1, 1, kernel, stride, padding, output_padding)
     measured = layer(torch.zeros(1, 1, size, size)).shape[-1]
     formula = transposed_output_size(size, kernel, stride, padding, output_padding)
-    print(f"{size:>3} {kernel:>6} {stride:>6} {padding:>3} {output_padding:>7} | {formula:>7} {measured:>7}")
+    print(
+        f"{size:>3} {kernel:>6} {stride:>6} {padding:>3} {output_padding:>7} | {formula:>7} {measured:>7}"
+    )
 
 # %% [markdown]
 # ### Bilinear initialisation
@@ -202,15 +216,19 @@ def stamps_per_pixel(kernel, stride, padding):
         return layer(flat)[0, 0]
 
 
-coverage = {(k, st): stamps_per_pixel(k, st, pad) for k, st, pad in
-            [(4, 2, 1), (3, 2, 1), (16, 8, 4), (15, 8, 7)]}
+coverage = {
+    (k, st): stamps_per_pixel(k, st, pad)
+    for k, st, pad in [(4, 2, 1), (3, 2, 1), (16, 8, 4), (15, 8, 7)]
+}
 
 # %%
 # NBVAL_CHECK_OUTPUT
 for (kernel, stride), counts in coverage.items():
     inner = counts[kernel:-kernel, kernel:-kernel]  # away from the border
-    print(f"kernel {kernel:>2}, stride {stride}: stamps per interior pixel between "
-          f"{inner.min():.0f} and {inner.max():.0f}")
+    print(
+        f"kernel {kernel:>2}, stride {stride}: stamps per interior pixel between "
+        f"{inner.min():.0f} and {inner.max():.0f}"
+    )
 
 # %% [markdown]
 # Kernel `2s − 1` overlaps unevenly: interior pixels get 1, 2 or 4 stamps. Yet the bilinear
@@ -231,8 +249,9 @@ upsamplers = {
     "random, kernel 3 (2s − 1)": nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False),
     "random, kernel 4 (2s)": nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1, bias=False),
     "bilinear, kernel 3": nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, bias=False),
-    "resize, then random 3×3 conv": nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                                  nn.Conv2d(1, 1, 3, padding=1, bias=False)),
+    "resize, then random 3×3 conv": nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    ),
 }
 with torch.no_grad():
     upsamplers["bilinear, kernel 3"].weight.copy_(bilinear_kernel(1, 1, 3))
@@ -272,6 +291,7 @@ fig.colorbar(shown, ax=axes, shrink=0.8)
 # paper's VGG16 network and ResNet encoders; for this lesson we use its `"small"` encoder (five
 # stages of two 3×3 convolutions) so that training takes seconds on a CPU.
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def upsampling_parameters(model):
@@ -279,13 +299,33 @@ def upsampling_parameters(model):
 
 
 print(f"{'model (21 classes)':<40}{'parameters':>12}{'in upsamplers':>15}")
-rows = [("small", "32s", False), ("small", "16s", False), ("small", "8s", False),
-        ("small", "32s", True), ("resnet18", "8s", False), ("vgg16", "8s", False)]
+rows = [
+    ("small", "32s", False),
+    ("small", "16s", False),
+    ("small", "8s", False),
+    ("small", "32s", True),
+    ("resnet18", "8s", False),
+    ("vgg16", "8s", False),
+]
 for backbone, variant, learned in rows:
     model = FCN(num_classes=21, variant=variant, backbone=backbone, learn_final_upsampling=learned)
     name = f"FCN-{variant} {backbone}" + (", final upsampler learned" if learned else "")
     print(f"{name:<40}{count_parameters(model):>12,}{upsampling_parameters(model):>15,}")
 del model
+
+# %% [markdown]
+# Here is FCN-8s on a ResNet-18 encoder, drawn from the model itself (`course_lib.schematics`
+# runs one forward pass of a copy on the `meta` device, shapes without data, and draws each
+# block's output): box height grows with the spatial size, box width with the channels. The
+# orange arrows are the two skips, from the stride-8 and stride-16 stages, each scored by a 1×1
+# convolution and added before the next 2× upsampling.
+
+# %%
+from course_lib.schematics import draw_architecture
+
+with torch.device("meta"):  # built without memory or random draws: only the shapes are needed
+    fcn8s_resnet = FCN(num_classes=6, variant="8s", backbone="resnet18")
+fig = draw_architecture(fcn8s_resnet, image_size=256)
 
 # %% [markdown]
 # With the final upsampling fixed, the three variants differ by little: FCN-16s and FCN-8s add a
@@ -311,8 +351,10 @@ if REHEARSAL:
 train_set = ScenesDataset(length=NUM_TRAIN, image_size=SIZE, seed=0)
 val_set = ScenesDataset(length=NUM_VAL, image_size=SIZE, seed=1)
 NUM_CLASSES = ScenesDataset.num_classes
-print(f"{len(train_set)} training and {len(val_set)} validation scenes of {SIZE}×{SIZE}, "
-      f"{NUM_CLASSES} classes: {', '.join(ScenesDataset.CLASSES)}")
+print(
+    f"{len(train_set)} training and {len(val_set)} validation scenes of {SIZE}×{SIZE}, "
+    f"{NUM_CLASSES} classes: {', '.join(ScenesDataset.CLASSES)}"
+)
 
 
 # %%
@@ -320,8 +362,13 @@ def train(model, steps, lr=3e-3):
     """A plain training loop: AdamW, cross-entropy, `steps` mini-batches."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    loader = DataLoader(train_set, batch_size=BATCH, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train_set,
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     step = 0
     while step < steps:
         for images, masks in loader:
@@ -363,9 +410,16 @@ for variant in ("32s", "16s", "8s"):
     model = FCN(num_classes=NUM_CLASSES, variant=variant, backbone="small")
     final_loss = train(model, STEPS)
     miou, boundary, predictions = evaluate(model)
-    results[variant] = {"loss": final_loss, "miou": miou, "boundary_f1": boundary, "pred": predictions}
-    print(f"FCN-{variant}: final training loss {final_loss:.3f}, val mIoU {miou:.3f}, "
-          f"boundary F-score {boundary:.3f}")
+    results[variant] = {
+        "loss": final_loss,
+        "miou": miou,
+        "boundary_f1": boundary,
+        "pred": predictions,
+    }
+    print(
+        f"FCN-{variant}: final training loss {final_loss:.3f}, val mIoU {miou:.3f}, "
+        f"boundary F-score {boundary:.3f}"
+    )
 gain_miou = results["8s"]["miou"] - results["32s"]["miou"]
 gain_boundary = results["8s"]["boundary_f1"] - results["32s"]["boundary_f1"]
 print(f"from FCN-32s to FCN-8s: mIoU {gain_miou:+.3f}, boundary F-score {gain_boundary:+.3f}")
@@ -380,13 +434,20 @@ fig, axes = plt.subplots(3, len(columns), figsize=(2.0 * len(columns), 6.4))
 for row in range(3):
     for col, (title, maps) in enumerate(columns):
         ax = axes[row, col]
-        picture = val_images[row].permute(1, 2, 0) if maps is None else viz.colorize(maps[row], palette)
+        picture = (
+            val_images[row].permute(1, 2, 0) if maps is None else viz.colorize(maps[row], palette)
+        )
         ax.imshow(picture, interpolation="nearest")
         ax.set_axis_off()
         if row == 0:
             ax.set_title(title, fontsize=9)
-fig.legend(handles=viz.legend_handles(ScenesDataset.CLASSES, palette=palette), loc="lower center",
-           ncol=len(ScenesDataset.CLASSES), fontsize=8, frameon=False)
+fig.legend(
+    handles=viz.legend_handles(ScenesDataset.CLASSES, palette=palette),
+    loc="lower center",
+    ncol=len(ScenesDataset.CLASSES),
+    fontsize=8,
+    frameon=False,
+)
 fig.tight_layout(rect=(0, 0.05, 1, 1))
 
 # %% [markdown]
@@ -412,8 +473,11 @@ class TutorialFCN8s(nn.Module):
     def __init__(self, num_classes=3, width=8):
         super().__init__()
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(3 if i == 0 else width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-            for i in range(5))
+            nn.Sequential(
+                nn.Conv2d(3 if i == 0 else width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+            )
+            for i in range(5)
+        )
         self.score5, self.score4, self.score3 = (nn.Conv2d(width, num_classes, 1) for _ in range(3))
         self.up2a = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1)
         self.up2b = nn.ConvTranspose2d(num_classes, num_classes, 4, stride=2, padding=1)
@@ -450,8 +514,10 @@ for axis, side in (("height", 375), ("width", 500)):
     sides = [side]
     for _ in range(5):
         sides.append(sides[-1] // 2)  # MaxPool2d(2) rounds down
-    print(f"{axis:>6}: {' -> '.join(map(str, sides))};  pool5 upsampled 2x: {2 * sides[5]}, "
-          f"pool4: {sides[4]}")
+    print(
+        f"{axis:>6}: {' -> '.join(map(str, sides))};  pool5 upsampled 2x: {2 * sides[5]}, "
+        f"pool4: {sides[4]}"
+    )
 
 # %% [markdown]
 # The width's pool5 has 15 columns; doubled, 30, against pool4's 31: the error's "30" and "31". The
@@ -491,7 +557,10 @@ print(f"RuntimeError for {len(broken)} heights: {broken[0]} ... {broken[-1]}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for backbone, sizes in [("small", [(375, 500), (97, 131), (33, 35)]), ("resnet18", [(97, 131), (33, 35)])]:
+for backbone, sizes in [
+    ("small", [(375, 500), (97, 131), (33, 35)]),
+    ("resnet18", [(97, 131), (33, 35)]),
+]:
     ours = FCN(num_classes=3, variant="8s", backbone=backbone).eval()
     with torch.no_grad():
         shapes = [tuple(ours(torch.rand(1, 3, h, w)).shape[-2:]) for h, w in sizes]
@@ -559,8 +628,10 @@ with torch.no_grad():
         hand_out, hand_maps = hand(image)
         library_maps = library.encoder(image)
         same_maps = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(hand_maps, library_maps))
-        print(f"{h}×{w}: maps {[tuple(m.shape[-2:]) for m in hand_maps]} same values: {same_maps}; "
-              f"output {tuple(hand_out.shape[-2:])} vs {tuple(library(image).shape[-2:])}")
+        print(
+            f"{h}×{w}: maps {[tuple(m.shape[-2:]) for m in hand_maps]} same values: {same_maps}; "
+            f"output {tuple(hand_out.shape[-2:])} vs {tuple(library(image).shape[-2:])}"
+        )
 
 # %% [markdown]
 # The library differs in its upsampling only: transposed convolutions on the grid of section 4
@@ -576,8 +647,12 @@ with torch.no_grad():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-voc_fcn = FCN(num_classes=21, variant="8s", backbone="resnet18",
-              backbone_weights=None if FAST else pretrained("DEFAULT")).eval()
+voc_fcn = FCN(
+    num_classes=21,
+    variant="8s",
+    backbone="resnet18",
+    backbone_weights=None if FAST else pretrained("DEFAULT"),
+).eval()
 with torch.no_grad():
     voc_logits = voc_fcn(torch.rand(1, 3, 375, 500))
 print("logits:", tuple(voc_logits.shape), " parameters:", f"{count_parameters(voc_fcn):,}")
@@ -597,17 +672,25 @@ else:
     VOC_SIZE, VOC_BATCH, VOC_EPOCHS = 320, 16, 10
     if REHEARSAL:
         VOC_BATCH, VOC_EPOCHS = 2, 1
-    voc_train = PascalVOCSegmentation(image_set="train", download=True,
-                                      transform=transforms.train_transforms(VOC_SIZE, seed=0))
-    voc_val = PascalVOCSegmentation(image_set="val", transform=transforms.val_transforms((VOC_SIZE, VOC_SIZE)))
+    voc_train = PascalVOCSegmentation(
+        image_set="train", download=True, transform=transforms.train_transforms(VOC_SIZE, seed=0)
+    )
+    voc_val = PascalVOCSegmentation(
+        image_set="val", transform=transforms.val_transforms((VOC_SIZE, VOC_SIZE))
+    )
     voc_history = engine.fit(
-        voc_fcn, DataLoader(voc_train, batch_size=VOC_BATCH, shuffle=True, num_workers=2,
-                            drop_last=True),
-        DataLoader(voc_val, batch_size=VOC_BATCH, num_workers=2), epochs=VOC_EPOCHS, num_classes=21,
-        loss_fn=nn.CrossEntropyLoss(ignore_index=255), device=device,
+        voc_fcn,
+        DataLoader(voc_train, batch_size=VOC_BATCH, shuffle=True, num_workers=2, drop_last=True),
+        DataLoader(voc_val, batch_size=VOC_BATCH, num_workers=2),
+        epochs=VOC_EPOCHS,
+        num_classes=21,
+        loss_fn=nn.CrossEntropyLoss(ignore_index=255),
+        device=device,
         options=engine.FitOptions(lr=1e-3, ignore_index=255, seed=0),
     )
-    print(f"Pascal VOC val mIoU after {len(voc_history['miou'])} epochs: {voc_history['miou'][-1]:.3f}")
+    print(
+        f"Pascal VOC val mIoU after {len(voc_history['miou'])} epochs: {voc_history['miou'][-1]:.3f}"
+    )
     viz.plot_history(voc_history)
 
 # %% [markdown]

@@ -44,7 +44,9 @@ seed_everything(0)
 FAST = course_mode() == "fast"
 REHEARSAL = rehearsal()  # full mode's sizes on a few images (COURSE_REHEARSAL=1, tools/rehearse.py)
 if FAST:
-    torch.set_num_threads(1)  # tiny models: one thread avoids synchronisation costs and is reproducible
+    torch.set_num_threads(
+        1
+    )  # tiny models: one thread avoids synchronisation costs and is reproducible
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
 device = get_device()
 print("course mode:", course_mode())
@@ -57,6 +59,18 @@ print("course mode:", course_mode())
 # times "2×2 up-convolution, concatenate the encoder map, two 3×3 convolutions" on the way up. Its
 # convolutions have no padding ("valid"), so each one trims 2 pixels.
 #
+# The picture below is drawn from a `UNet` of the paper's widths (`course_lib.schematics`: one
+# forward pass on the `meta` device, so the shapes are the code's own). With "same" padding, as
+# here, every level keeps its size, and each skip (orange) joins maps of equal size.
+
+# %%
+from course_lib.schematics import draw_architecture
+
+with torch.device("meta"):  # built without memory or random draws: only the shapes are needed
+    paper_unet = UNet(in_channels=1, num_classes=2, base_channels=64, depth=4)
+fig = draw_architecture(paper_unet, image_size=256)
+
+# %% [markdown]
 # ### The two building blocks, written out
 #
 # Everything in U-Net is made of two pieces. `DoubleConv` is two rounds of "3×3 convolution, batch
@@ -71,9 +85,11 @@ def double_conv(in_channels, out_channels, padding=1):
     """Two (3×3 convolution, batch norm, ReLU); padding=0 is the paper's "valid" convolution."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False),
-        nn.BatchNorm2d(out_channels), nn.ReLU(),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
         nn.Conv2d(out_channels, out_channels, 3, padding=padding, bias=False),
-        nn.BatchNorm2d(out_channels), nn.ReLU(),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
     )
 
 
@@ -100,8 +116,10 @@ with torch.no_grad():
     for mine, theirs in zip(ours.state_dict().values(), reference.encoder[0].state_dict().values()):
         mine.copy_(theirs)
     image = torch.rand(1, 1, 92, 92)
-    print(f"double_conv vs DoubleConv: largest difference "
-          f"{(ours(image) - reference.encoder[0](image)).abs().max():.1e}")
+    print(
+        f"double_conv vs DoubleConv: largest difference "
+        f"{(ours(image) - reference.encoder[0](image)).abs().max():.1e}"
+    )
     x, skips = image, []
     for encode in reference.encoder:
         skips.append(encode(x))  # (N, C_l, H_l, W_l)
@@ -110,13 +128,16 @@ with torch.no_grad():
     for upsample, decode, skip in zip(reference.upsamplers, reference.decoder, reversed(skips)):
         x = decoder_step(x, skip, upsample, decode)
     by_steps, by_forward = reference.head(x), reference(image)
-print(f"logits {tuple(by_steps.shape)} by decoder_step, {tuple(by_forward.shape)} by forward, "
-      f"same: {torch.allclose(by_steps, by_forward, atol=1e-6)}")
+print(
+    f"logits {tuple(by_steps.shape)} by decoder_step, {tuple(by_forward.shape)} by forward, "
+    f"same: {torch.allclose(by_steps, by_forward, atol=1e-6)}"
+)
 
 # %% [markdown]
 # The library's `UNet` stacks these pieces; the walk below performs the steps of `UNet.forward` one by one and records each shape. It runs
 # on PyTorch's `meta` device, which computes shapes without allocating or computing anything, so
 # even the 31-million-parameter network costs nothing here.
+
 
 # %%
 def shape_walk(model, x):
@@ -131,11 +152,15 @@ def shape_walk(model, x):
         rows.append((f"encoder {level}: max pool", tuple(x.shape)))
     x = model.bottleneck(x)
     rows.append(("bottleneck: DoubleConv", tuple(x.shape)))
-    for level, (upsample, decode, skip) in enumerate(zip(model.upsamplers, model.decoder, reversed(skips))):
+    for level, (upsample, decode, skip) in enumerate(
+        zip(model.upsamplers, model.decoder, reversed(skips))
+    ):
         x = upsample(x)
         rows.append((f"decoder {level}: up-conv", tuple(x.shape)))
         cropped = center_crop(skip, x.shape[-2:])
-        rows.append((f"decoder {level}: skip {tuple(skip.shape[-2:])} cropped", tuple(cropped.shape)))
+        rows.append(
+            (f"decoder {level}: skip {tuple(skip.shape[-2:])} cropped", tuple(cropped.shape))
+        )
         x = torch.cat([cropped, x], dim=1)
         rows.append((f"decoder {level}: concatenated", tuple(x.shape)))
         x = decode(x)
@@ -148,7 +173,9 @@ def shape_walk(model, x):
 # %%
 # NBVAL_CHECK_OUTPUT
 with torch.device("meta"):
-    paper = UNet(in_channels=1, num_classes=2, base_channels=64, depth=4, padding="valid", batch_norm=False)
+    paper = UNet(
+        in_channels=1, num_classes=2, base_channels=64, depth=4, padding="valid", batch_norm=False
+    )
     walk = shape_walk(paper, torch.empty(1, 1, 572, 572))
 for stage, shape in walk:
     print(f"{stage:<42}{str(shape):>22}")
@@ -165,11 +192,13 @@ for stage, shape in walk:
 # %%
 # NBVAL_CHECK_OUTPUT
 configurations = {
-    "paper (valid, no BN, transposed)": dict(in_channels=1, num_classes=2, base_channels=64, depth=4,
-                                             padding="valid", batch_norm=False),
+    "paper (valid, no BN, transposed)": dict(
+        in_channels=1, num_classes=2, base_channels=64, depth=4, padding="valid", batch_norm=False
+    ),
     "same padding + batch norm": dict(in_channels=1, num_classes=2, base_channels=64, depth=4),
-    "same + BN, bilinear upsampling": dict(in_channels=1, num_classes=2, base_channels=64, depth=4,
-                                           upsampling="bilinear"),
+    "same + BN, bilinear upsampling": dict(
+        in_channels=1, num_classes=2, base_channels=64, depth=4, upsampling="bilinear"
+    ),
     "lesson model (base 8, depth 3)": dict(in_channels=1, num_classes=2, base_channels=8, depth=3),
 }
 for name, kwargs in configurations.items():
@@ -197,9 +226,12 @@ if REHEARSAL:
     STEPS, NUM_TRAIN, NUM_VAL = 2, 16, 8
 train_set = CellsDataset(length=NUM_TRAIN, image_size=SIZE, seed=0)
 val_set = CellsDataset(length=NUM_VAL, image_size=SIZE, seed=1)
-fig = viz.show_grid(torch.stack([val_set[i][0] for i in range(3)]),
-                    torch.stack([val_set[i][1] for i in range(3)]), class_names=CellsDataset.CLASSES,
-                    max_rows=3)
+fig = viz.show_grid(
+    torch.stack([val_set[i][0] for i in range(3)]),
+    torch.stack([val_set[i][1] for i in range(3)]),
+    class_names=CellsDataset.CLASSES,
+    max_rows=3,
+)
 
 
 # %%
@@ -207,8 +239,13 @@ def train(model, steps, lr=3e-3):
     """A plain training loop: AdamW, cross-entropy, `steps` mini-batches."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    loader = DataLoader(train_set, batch_size=BATCH, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train_set,
+        batch_size=BATCH,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     step = 0
     while step < steps:
         for images, masks in loader:
@@ -235,9 +272,13 @@ def evaluate(model):
         boundary_iou += [metrics.boundary_iou(p, t, width=2) for p, t in zip(pred, masks)]
         predictions.append(pred)
     cm = confusion.compute()
-    return {"dice": float(metrics.dice_per_class(cm)[1]), "iou": float(metrics.iou_per_class(cm)[1]),
-            "boundary_f1": float(np.mean(boundary_f)), "boundary_iou": float(np.mean(boundary_iou)),
-            "pred": torch.cat(predictions)}
+    return {
+        "dice": float(metrics.dice_per_class(cm)[1]),
+        "iou": float(metrics.iou_per_class(cm)[1]),
+        "boundary_f1": float(np.mean(boundary_f)),
+        "boundary_iou": float(np.mean(boundary_iou)),
+        "pred": torch.cat(predictions),
+    }
 
 
 # %%
@@ -248,8 +289,10 @@ for skips in (True, False):
     loss = train(model, STEPS)
     results[skips] = evaluate(model)
     r = results[skips]
-    print(f"{'with' if skips else 'without':>7} skips: loss {loss:.3f}, Dice {r['dice']:.3f}, IoU {r['iou']:.3f}, "
-          f"boundary F {r['boundary_f1']:.3f}, boundary IoU {r['boundary_iou']:.3f}")
+    print(
+        f"{'with' if skips else 'without':>7} skips: loss {loss:.3f}, Dice {r['dice']:.3f}, IoU {r['iou']:.3f}, "
+        f"boundary F {r['boundary_f1']:.3f}, boundary IoU {r['boundary_iou']:.3f}"
+    )
 
 # %%
 rows = 3
@@ -257,12 +300,23 @@ fig, axes = plt.subplots(rows, 5, figsize=(10, 2.1 * rows))
 for row in range(rows):
     image, mask = val_set[row]
     with_skips, without = results[True]["pred"][row], results[False]["pred"][row]
-    pictures = [image[0], mask, with_skips, without, (without != mask).float() - (with_skips != mask).float()]
+    pictures = [
+        image[0],
+        mask,
+        with_skips,
+        without,
+        (without != mask).float() - (with_skips != mask).float(),
+    ]
     titles = ["image", "ground truth", "with skips", "without skips", "red: wrong only without"]
     for col, (picture, title) in enumerate(zip(pictures, titles)):
         ax = axes[row, col]
-        ax.imshow(picture, cmap="gray" if col < 4 else "bwr", vmin=-1 if col == 4 else None,
-                  vmax=1 if col == 4 else None, interpolation="nearest")
+        ax.imshow(
+            picture,
+            cmap="gray" if col < 4 else "bwr",
+            vmin=-1 if col == 4 else None,
+            vmax=1 if col == 4 else None,
+            interpolation="nearest",
+        )
         ax.set_axis_off()
         if row == 0:
             ax.set_title(title, fontsize=9)
@@ -292,7 +346,9 @@ fig.tight_layout()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-valid = UNet(in_channels=1, num_classes=2, base_channels=4, depth=4, padding="valid", batch_norm=False)
+valid = UNet(
+    in_channels=1, num_classes=2, base_channels=4, depth=4, padding="valid", batch_norm=False
+)
 for size in (572, 570, 188, 124):
     out = valid.output_size(size)
     print(f"input {size}: " + (f"output {out}" if out else "does not fit"))
@@ -335,8 +391,10 @@ with torch.no_grad():
 for name, model in (("transpose", transpose_model), ("bilinear", bilinear_model)):
     up = sum(count_parameters(u) for u in model.upsamplers)
     print(f"{name:<10} upsampling parameters {up:>6,}   whole model {count_parameters(model):>8,}")
-print(f"flat input -> transposed output takes {len(torch.unique(by_transpose))} distinct values, "
-      f"bilinear {len(torch.unique(by_bilinear))}")
+print(
+    f"flat input -> transposed output takes {len(torch.unique(by_transpose))} distinct values, "
+    f"bilinear {len(torch.unique(by_bilinear))}"
+)
 
 # %%
 # one colour scale for both panels: a constant picture drawn on its own scale would show no value

@@ -44,8 +44,14 @@ from course_lib import metrics, viz
 from course_lib.crf import dense_crf
 from course_lib.data import ScenesDataset
 from course_lib.models import ASPP, DeepLabV3, DeepLabV3Plus
-from course_lib.receptive_field import (effective_kernel_size, effective_receptive_field, gradient_support,
-                                        model_layers, receptive_field, receptive_field_growth)
+from course_lib.receptive_field import (
+    effective_kernel_size,
+    effective_receptive_field,
+    gradient_support,
+    model_layers,
+    receptive_field,
+    receptive_field_growth,
+)
 from course_lib.utils import course_mode, get_device, pretrained, rehearsal, seed_everything
 
 seed_everything(0)
@@ -73,8 +79,10 @@ for d in (1, 2, 3):
     dilated = F.conv2d(x, w, dilation=d)
     plain = F.conv2d(x, big)
     same = torch.allclose(dilated, plain, rtol=0, atol=1e-12)
-    print(f"dilation {d}: zero-inserted kernel {tuple(big.shape[-2:])}, output {tuple(dilated.shape[-2:])}, "
-          f"identical: {same}")
+    print(
+        f"dilation {d}: zero-inserted kernel {tuple(big.shape[-2:])}, output {tuple(dilated.shape[-2:])}, "
+        f"identical: {same}"
+    )
 
 # %% [markdown]
 # The **effective kernel size** of a dilated kernel is `d·(k − 1) + 1`: a 3×3 kernel at rate 12
@@ -126,6 +134,7 @@ fig.tight_layout()
 # rates without a common factor, e.g. 1, 2, 3, which reach the same 13×13 with no holes. Below, the
 # pixels each stack reads (the gradient of the centre output with all weights set to 1).
 
+
 # %%
 def dilated_stack(rates):
     convs = [nn.Conv2d(1, 1, 3, dilation=r, padding=r, bias=False) for r in rates]
@@ -144,8 +153,10 @@ for rates_ in [(2, 2, 2), (1, 2, 3)]:
 for rates_, erf in footprints.items():
     h, w_ = gradient_support(erf)
     seen = int((erf > 0).sum())
-    print(f"rates {rates_}: receptive field {h}x{w_}, pixels actually read {seen} of {h * w_} "
-          f"({seen / (h * w_):.0%})")
+    print(
+        f"rates {rates_}: receptive field {h}x{w_}, pixels actually read {seen} of {h * w_} "
+        f"({seen / (h * w_):.0%})"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(6, 3))
@@ -173,8 +184,10 @@ for i in range(10):
 plain_stack = nn.Sequential(*layers)
 erf = effective_receptive_field(plain_stack, (1, 41, 41), num_samples=16)
 rf = receptive_field(model_layers(plain_stack))
-centre = erf[20 - 5:20 + 6, 20 - 5:20 + 6].sum() / erf.sum()
-print(f"theoretical receptive field {rf}x{rf}; share of the gradient in the central 11x11: {centre:.0%}")
+centre = erf[20 - 5 : 20 + 6, 20 - 5 : 20 + 6].sum() / erf.sum()
+print(
+    f"theoretical receptive field {rf}x{rf}; share of the gradient in the central 11x11: {centre:.0%}"
+)
 fig, ax = plt.subplots(figsize=(3.2, 3.2))
 ax.imshow(erf, cmap="magma")
 ax.add_patch(plt.Rectangle((20 - rf / 2, 20 - rf / 2), rf, rf, fill=False, edgecolor="white"))
@@ -196,15 +209,22 @@ ax.set_axis_off()
 torch.manual_seed(0)
 aspp = ASPP(in_channels=8, out_channels=4, atrous_rates=(6, 12, 18)).eval()
 features = torch.randn(1, 8, 33, 33, requires_grad=True)
-branches = {"1x1": aspp.conv1x1, "rate 6": aspp.atrous[0], "rate 12": aspp.atrous[1],
-            "rate 18": aspp.atrous[2], "image pooling": aspp.pooling}
+branches = {
+    "1x1": aspp.conv1x1,
+    "rate 6": aspp.atrous[0],
+    "rate 12": aspp.atrous[1],
+    "rate 18": aspp.atrous[2],
+    "image pooling": aspp.pooling,
+}
 reads = {}
 for name, branch in branches.items():
     out = branch(features)
     features.grad = None
     out[0, :, 16, 16].sum().backward()
     reads[name] = features.grad[0].abs().sum(0) > 0
-    print(f"{name:14s} output {tuple(out.shape)}  inputs read by the centre: {int(reads[name].sum()):4d}")
+    print(
+        f"{name:14s} output {tuple(out.shape)}  inputs read by the centre: {int(reads[name].sum()):4d}"
+    )
 print("concatenated:", 5 * 4, "channels -> projected:", tuple(aspp(features).shape))
 
 # %%
@@ -221,16 +241,22 @@ fig.tight_layout()
 # kernel fall into the zero padding and the filter degenerates towards a 1×1 (paper, Fig. 4). The
 # table counts, over all positions of the map, the fraction of the 9 taps that land inside it.
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def valid_tap_fraction(size: int, rate: int) -> float:
     ones = torch.ones(1, 1, size, size)
-    count = F.conv2d(ones, torch.ones(1, 1, 3, 3), padding=rate, dilation=rate)  # taps inside, per position
+    count = F.conv2d(
+        ones, torch.ones(1, 1, 3, 3), padding=rate, dilation=rate
+    )  # taps inside, per position
     return float(count.mean() / 9)
 
 
 for size in (33, 65):
-    print(f"{size}x{size} map:", "  ".join(f"rate {r}: {valid_tap_fraction(size, r):.2f}" for r in (6, 12, 18, 24, 36)))
+    print(
+        f"{size}x{size} map:",
+        "  ".join(f"rate {r}: {valid_tap_fraction(size, r):.2f}" for r in (6, 12, 18, 24, 36)),
+    )
 
 # %% [markdown]
 # **Batch size 1.** With one image, the image-pooling branch has one value per channel, and batch
@@ -263,8 +289,11 @@ for cls in (DeepLabV3, DeepLabV3Plus):
             model = cls(num_classes=21, backbone="resnet50", output_stride=os_).eval()
             x = torch.empty(1, 3, 513, 513)
             conv_outputs = []
-            hooks = [m.register_forward_hook(lambda m, i, o: conv_outputs.append(o.numel()))
-                     for m in model.modules() if isinstance(m, nn.Conv2d)]
+            hooks = [
+                m.register_forward_hook(lambda m, i, o, out=conv_outputs: out.append(o.numel()))
+                for m in model.modules()
+                if isinstance(m, nn.Conv2d)
+            ]
             with FlopCounterMode(display=False) as counter:
                 model(x)
             for hook in hooks:
@@ -273,8 +302,10 @@ for cls in (DeepLabV3, DeepLabV3Plus):
         params = sum(p.numel() for p in model.parameters()) / 1e6
         gflops = counter.get_total_flops() / 1e9
         memory = sum(conv_outputs) * 4 / 2**20
-        print(f"{cls.__name__:12s} {os_:3d} {feature_size:4d}x{feature_size:<4d} {params:7.1f}M {gflops:7.0f} "
-              f"{memory:7.0f} MiB")
+        print(
+            f"{cls.__name__:12s} {os_:3d} {feature_size:4d}x{feature_size:<4d} {params:7.1f}M {gflops:7.0f} "
+            f"{memory:7.0f} MiB"
+        )
 
 # %% [markdown]
 # OS 8 costs about three times the FLOPs and twice the activation memory of OS 16, for the same
@@ -288,6 +319,18 @@ for cls in (DeepLabV3, DeepLabV3Plus):
 # with the encoder's stride-4 features (projected to 48 channels so they do not drown the 256
 # context channels), refined by two 3×3 convs and upsampled 4× more.
 #
+# The drawing below comes from the model itself (`course_lib.schematics`, one forward pass on the
+# `meta` device): the five ASPP branches (blue) read the stride-16 map in parallel, the decoder
+# takes the low-level stride-4 map through its 1×1 projection (orange).
+
+# %%
+from course_lib.schematics import draw_architecture
+
+with torch.device("meta"):  # built without memory or random draws: only the shapes are needed
+    v3plus_resnet = DeepLabV3Plus(num_classes=6, backbone="resnet18")
+fig = draw_architecture(v3plus_resnet, image_size=256)
+
+# %% [markdown]
 # To see the decoder's own effect, the experiment keeps everything else equal: train one
 # DeepLabV3 (ResNet-18, no pretraining in fast mode), then freeze its encoder and ASPP and train,
 # for the same number of steps, (a) its own V3 head and (b) a V3+ decoder on top of the same
@@ -305,6 +348,7 @@ NUM_CLASSES = ScenesDataset.num_classes
 backbone_weights = None
 if not FAST:
     from torchvision.models import ResNet50_Weights
+
     backbone_weights = pretrained(ResNet50_Weights.IMAGENET1K_V2)  # downloaded once by torchvision
 
 NUM_TRAIN, NUM_VAL = (256, 12) if FAST else (2000, 200)
@@ -325,7 +369,9 @@ print("train", tuple(train_images.shape), "val", tuple(val_images.shape))
 @torch.no_grad()
 def predict(model, images):
     model.eval()
-    return torch.cat([model(images[i:i + 8].to(device)).softmax(1).cpu() for i in range(0, len(images), 8)])
+    return torch.cat(
+        [model(images[i : i + 8].to(device)).softmax(1).cpu() for i in range(0, len(images), 8)]
+    )
 
 
 def boundary_score(pred, target):
@@ -342,29 +388,38 @@ def scores(probs):
     miou = metrics.mean_iou(metrics.confusion_matrix(pred, val_masks, NUM_CLASSES))
     return miou, boundary_score(pred, val_masks)
 
+
 # %% [markdown]
 # First the whole DeepLabV3, end to end, with Adam and cross-entropy.
 
 # %%
 seed_everything(0)
 start = time.perf_counter()
-v3 = DeepLabV3(num_classes=NUM_CLASSES, backbone=BACKBONE, output_stride=16,
-               backbone_weights=backbone_weights, aspp_channels=ASPP_CHANNELS).to(device)
+v3 = DeepLabV3(
+    num_classes=NUM_CLASSES,
+    backbone=BACKBONE,
+    output_stride=16,
+    backbone_weights=backbone_weights,
+    aspp_channels=ASPP_CHANNELS,
+).to(device)
 optimizer = torch.optim.Adam(v3.parameters(), lr=3e-3)
 generator = torch.Generator().manual_seed(1)
 v3.train()
-for step in range(ENCODER_STEPS):
+for _ in range(ENCODER_STEPS):
     index = torch.randint(0, len(train_images), (BATCH,), generator=generator)
     loss = F.cross_entropy(v3(train_images[index].to(device)), train_masks[index].to(device))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-print(f"DeepLabV3 after {ENCODER_STEPS} steps: loss {loss.item():.3f}, trained in {time.perf_counter() - start:.0f} s")
+print(
+    f"DeepLabV3 after {ENCODER_STEPS} steps: loss {loss.item():.3f}, trained in {time.perf_counter() - start:.0f} s"
+)
 
 # %% [markdown]
 # Now freeze the encoder and ASPP: their outputs for the training images are computed once. The V3
 # head reads the ASPP output at stride 16; the V3+ decoder also reads the stride-4 features. The
 # V3+ data flow is written out below exactly as `DeepLabV3Plus.forward` does it.
+
 
 # %%
 @torch.no_grad()
@@ -374,19 +429,26 @@ def frozen_features(model, images):
     model.eval()
     lows = contexts = None
     for i in range(0, len(images), 8):
-        low, high = model.backbone(images[i:i + 8].to(device))  # (8, C_low, H/4, W/4), (8, C_high, H/16, W/16)
+        low, high = model.backbone(
+            images[i : i + 8].to(device)
+        )  # (8, C_low, H/4, W/4), (8, C_high, H/16, W/16)
         context = model.aspp(high)  # (8, C_aspp, H/16, W/16)
         if lows is None:  # the shapes are known after the first batch
-            lows = torch.empty((len(images), *low.shape[1:]), dtype=CACHE_DTYPE, device=CACHE_DEVICE)
-            contexts = torch.empty((len(images), *context.shape[1:]), dtype=CACHE_DTYPE, device=CACHE_DEVICE)
-        lows[i:i + 8].copy_(low)  # to the cache's device and dtype
-        contexts[i:i + 8].copy_(context)
+            lows = torch.empty(
+                (len(images), *low.shape[1:]), dtype=CACHE_DTYPE, device=CACHE_DEVICE
+            )
+            contexts = torch.empty(
+                (len(images), *context.shape[1:]), dtype=CACHE_DTYPE, device=CACHE_DEVICE
+            )
+        lows[i : i + 8].copy_(low)  # to the cache's device and dtype
+        contexts[i : i + 8].copy_(context)
     return lows, contexts
 
 
 seed_everything(0)
-v3plus = DeepLabV3Plus(num_classes=NUM_CLASSES, backbone=BACKBONE, output_stride=16,
-                       aspp_channels=ASPP_CHANNELS).to(device)
+v3plus = DeepLabV3Plus(
+    num_classes=NUM_CLASSES, backbone=BACKBONE, output_stride=16, aspp_channels=ASPP_CHANNELS
+).to(device)
 v3plus.backbone.load_state_dict(v3.backbone.state_dict())  # the same frozen encoder and ASPP
 v3plus.aspp.load_state_dict(v3.aspp.state_dict())
 low_train, context_train = frozen_features(v3, train_images)
@@ -399,7 +461,9 @@ def v3_head(low, context):
 
 
 def v3plus_head(low, context):
-    context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)  # to stride 4
+    context = F.interpolate(
+        context, size=low.shape[-2:], mode="bilinear", align_corners=False
+    )  # to stride 4
     x = torch.cat([context, v3plus.low_project(low)], dim=1)  # (N, C_aspp + 48, H/4, W/4)
     return v3plus.decoder(x)  # (N, K, H/4, W/4)
 
@@ -410,9 +474,13 @@ def train_head(head, module, cache, seed):
     module.train()
     for _ in range(HEAD_STEPS):
         index = torch.randint(0, len(train_images), (BATCH,), generator=generator)
-        low, context = (t[index].to(device, torch.float32) for t in cache)  # a batch of the cache, in float32
+        low, context = (
+            t[index].to(device, torch.float32) for t in cache
+        )  # a batch of the cache, in float32
         logits = head(low, context)
-        logits = F.interpolate(logits, size=train_masks.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(
+            logits, size=train_masks.shape[-2:], mode="bilinear", align_corners=False
+        )
         loss = F.cross_entropy(logits, train_masks[index].to(device))
         optimizer.zero_grad()
         loss.backward()
@@ -423,9 +491,15 @@ def train_head(head, module, cache, seed):
 start = time.perf_counter()
 cache = (low_train, context_train)
 print(f"V3 head:     final loss {train_head(v3_head, v3.head, cache, seed=2):.3f}")
-print(f"V3+ decoder: final loss {train_head(v3plus_head, nn.ModuleList([v3plus.low_project, v3plus.decoder]), cache, seed=2):.3f}")
+print(
+    f"V3+ decoder: final loss {train_head(v3plus_head, nn.ModuleList([v3plus.low_project, v3plus.decoder]), cache, seed=2):.3f}"
+)
 print(f"heads trained in {time.perf_counter() - start:.0f} s")
-del cache, low_train, context_train  # the cache has done its job: its memory is free for what follows
+del (
+    cache,
+    low_train,
+    context_train,
+)  # the cache has done its job: its memory is free for what follows
 
 # %%
 probs_v3, probs_v3plus = predict(v3, val_images), predict(v3plus, val_images)
@@ -440,6 +514,7 @@ for name, probs in [("DeepLabV3 ", probs_v3), ("DeepLabV3+", probs_v3plus)]:
 # smaller than one feature cell and vanishes in the 16× upsampling. The V3+ decoder, reading the
 # stride-4 features, brings the objects back; most of its errors are thin outlines.
 
+
 # %%
 def error_map(pred, target):
     picture = np.ones((*target.shape, 3), dtype=np.float32)
@@ -451,8 +526,14 @@ rows = 3
 fig, axes = plt.subplots(rows, 6, figsize=(12, 2.1 * rows))
 for r in range(rows):
     pred_v3, pred_v3plus = probs_v3[r].argmax(0), probs_v3plus[r].argmax(0)
-    pictures = [val_images[r].permute(1, 2, 0), viz.colorize(val_masks[r]), viz.colorize(pred_v3),
-                viz.colorize(pred_v3plus), error_map(pred_v3, val_masks[r]), error_map(pred_v3plus, val_masks[r])]
+    pictures = [
+        val_images[r].permute(1, 2, 0),
+        viz.colorize(val_masks[r]),
+        viz.colorize(pred_v3),
+        viz.colorize(pred_v3plus),
+        error_map(pred_v3, val_masks[r]),
+        error_map(pred_v3plus, val_masks[r]),
+    ]
     titles = ["image", "ground truth", "DeepLabV3", "DeepLabV3+", "V3 errors", "V3+ errors"]
     for ax, picture, title in zip(axes[r], pictures, titles):
         ax.imshow(picture, interpolation="nearest")
@@ -495,10 +576,15 @@ fig.tight_layout()
 # NBVAL_CHECK_OUTPUT
 crf_images, crf_masks = val_images[:8], val_masks[:8]
 onehot = F.one_hot(crf_masks, NUM_CLASSES).permute(0, 3, 1, 2).float()
-coarse = F.interpolate(F.avg_pool2d(onehot, 8), size=crf_masks.shape[-2:], mode="bilinear", align_corners=False)
+coarse = F.interpolate(
+    F.avg_pool2d(onehot, 8), size=crf_masks.shape[-2:], mode="bilinear", align_corners=False
+)
 coarse_probs = (4 * coarse).softmax(1)
 
-p_small, rgb_small = coarse_probs[:1, :, -16:, :16], crf_images[:1, :, -16:, :16]  # (1, K, 16, 16), (1, 3, 16, 16)
+p_small, rgb_small = (
+    coarse_probs[:1, :, -16:, :16],
+    crf_images[:1, :, -16:, :16],
+)  # (1, K, 16, 16), (1, 3, 16, 16)
 hw = 16 * 16
 ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
 position = torch.stack([ys, xs], dim=-1).reshape(hw, 2)  # (HW, 2) pixel coordinates
@@ -506,7 +592,9 @@ colour = rgb_small[0].reshape(3, hw).T * 255  # (HW, 3) on the 0-255 scale of th
 d_pos, d_col = torch.cdist(position, position) ** 2, torch.cdist(colour, colour) ** 2  # (HW, HW)
 not_self = 1 - torch.eye(hw)  # the sums run over j != i
 smoothness = torch.exp(-d_pos / (2 * 3.0**2)) * not_self  # theta_gamma = 3
-appearance = torch.exp(-d_pos / (2 * 80.0**2) - d_col / (2 * 13.0**2)) * not_self  # theta_alpha, theta_beta
+appearance = (
+    torch.exp(-d_pos / (2 * 80.0**2) - d_col / (2 * 13.0**2)) * not_self
+)  # theta_alpha, theta_beta
 
 
 def normalise_rows(k):  # k_ij / sqrt(d_i d_j)
@@ -521,8 +609,10 @@ message = q @ kernel.T  # (K, HW): 2. m_i(l) = sum_j k_ij Q_j(l)
 potts = message.sum(0, keepdim=True) - message  # 3. the votes for every other label
 q_new = torch.softmax(-unary - potts, dim=0)  # 4. normalise over the labels
 library = dense_crf(p_small, rgb_small, method="exact", num_iterations=1)
-print(f"one update by hand vs crf.dense_crf(method='exact', num_iterations=1): "
-      f"agree to 1e-5: {torch.allclose(q_new.reshape(1, NUM_CLASSES, 16, 16), library, atol=1e-5)}")
+print(
+    f"one update by hand vs crf.dense_crf(method='exact', num_iterations=1): "
+    f"agree to 1e-5: {torch.allclose(q_new.reshape(1, NUM_CLASSES, 16, 16), library, atol=1e-5)}"
+)
 
 # %% [markdown]
 # How much does the 7×7 window change? On a 32×32 crop the exact CRF is affordable; a window of
@@ -536,8 +626,10 @@ exact = dense_crf(p_crop, rgb_crop, method="exact", num_iterations=5)
 for window in (7, 63):
     local = dense_crf(p_crop, rgb_crop, method="local", window=window, num_iterations=5)
     changed = (local.argmax(1) != exact.argmax(1)).float().mean().item()
-    print(f"local CRF, window {window:2d}: largest |Q_local - Q_exact| {(local - exact).abs().max():.3f}, "
-          f"labels that differ {changed:.1%}")
+    print(
+        f"local CRF, window {window:2d}: largest |Q_local - Q_exact| {(local - exact).abs().max():.3f}, "
+        f"labels that differ {changed:.1%}"
+    )
 
 # %% [markdown]
 # The window keeps the smoothness kernel (θγ = 3 is below 1e-3 beyond 11 pixels) but loses the
@@ -550,7 +642,9 @@ refined = dense_crf(coarse_probs, crf_images, window=7, num_iterations=5)
 for name, probs in [("coarse", coarse_probs), ("coarse + CRF", refined)]:
     pred = probs.argmax(1)
     accuracy = (pred == crf_masks).float().mean().item()
-    print(f"{name:13s} pixel accuracy {accuracy:.3f}   boundary IoU {boundary_score(pred, crf_masks):.3f}")
+    print(
+        f"{name:13s} pixel accuracy {accuracy:.3f}   boundary IoU {boundary_score(pred, crf_masks):.3f}"
+    )
 
 # %% [markdown]
 # Now the local CRF on the DeepLabV3 predictions of section 5, with the time it costs, `CRF_CHUNK`
@@ -562,19 +656,31 @@ for name, probs in [("coarse", coarse_probs), ("coarse + CRF", refined)]:
 start = time.perf_counter()
 refined_v3 = dense_crf(probs_v3, val_images, window=7, num_iterations=5, chunk_size=CRF_CHUNK)
 seconds = time.perf_counter() - start
-for name, probs in [("DeepLabV3", probs_v3), ("DeepLabV3 + local CRF", refined_v3), ("DeepLabV3+", probs_v3plus)]:
+for name, probs in [
+    ("DeepLabV3", probs_v3),
+    ("DeepLabV3 + local CRF", refined_v3),
+    ("DeepLabV3+", probs_v3plus),
+]:
     miou, biou = scores(probs)
     print(f"{name:22s} mIoU {miou:.3f}   boundary IoU {biou:.3f}")
 megapixels = val_images.shape[0] * val_images.shape[2] * val_images.shape[3] / 1e6
-print(f"local CRF cost: {seconds / len(val_images) * 1e3:.0f} ms per {SIZE}x{SIZE} image on {device} "
-      f"({seconds / megapixels:.1f} s per megapixel)")
+print(
+    f"local CRF cost: {seconds / len(val_images) * 1e3:.0f} ms per {SIZE}x{SIZE} image on {device} "
+    f"({seconds / megapixels:.1f} s per megapixel)"
+)
 
 # %%
 fig, axes = plt.subplots(2, 4, figsize=(9, 4.6))
 for r in range(2):
-    pictures = [crf_images[r].permute(1, 2, 0), viz.colorize(crf_masks[r]), viz.colorize(coarse_probs[r].argmax(0)),
-                viz.colorize(refined[r].argmax(0))]
-    for ax, picture, title in zip(axes[r], pictures, ["image", "ground truth", "coarse", "after local CRF"]):
+    pictures = [
+        crf_images[r].permute(1, 2, 0),
+        viz.colorize(crf_masks[r]),
+        viz.colorize(coarse_probs[r].argmax(0)),
+        viz.colorize(refined[r].argmax(0)),
+    ]
+    for ax, picture, title in zip(
+        axes[r], pictures, ["image", "ground truth", "coarse", "after local CRF"]
+    ):
         ax.imshow(picture, interpolation="nearest")
         ax.set_axis_off()
         if r == 0:
@@ -599,4 +705,4 @@ fig.tight_layout()
 # %%
 from course_grader import check
 
-check("ex04");
+check("ex04")

@@ -131,8 +131,10 @@ LOSS_FUNCTIONS = {
     "Lovász hinge": lambda z, t: losses.lovasz_hinge(z, t),
 }
 qualities = np.linspace(0.02, 0.98, 49)
-curves = {name: [fn(logits_for_quality(q, target_1d), target_1d).item() for q in qualities]
-          for name, fn in LOSS_FUNCTIONS.items()}
+curves = {
+    name: [fn(logits_for_quality(q, target_1d), target_1d).item() for q in qualities]
+    for name, fn in LOSS_FUNCTIONS.items()
+}
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, values in curves.items():
@@ -168,17 +170,21 @@ for name, fn in LOSS_FUNCTIONS.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'foreground':>10s} {'BCE':>7s} {'Dice loss':>10s} {'pixel acc':>10s} {'fg IoU':>7s} "
-      f"{'mIoU':>6s}")
+print(
+    f"{'foreground':>10s} {'BCE':>7s} {'Dice loss':>10s} {'pixel acc':>10s} {'fg IoU':>7s} "
+    f"{'mIoU':>6s}"
+)
 for fraction in (0.5, 0.1, 0.01):
     target = torch.zeros(1, 1000, dtype=torch.long)
     target[:, : int(1000 * fraction)] = 1
     lazy_logits = torch.full((1, 1, 1000), math.log(0.1 / 0.9))
     cm = metrics.confusion_matrix(lazy_logits, target, num_classes=2)  # sigmoid > 0.5 -> all 0
-    print(f"{fraction:>10.2f} {losses.binary_cross_entropy(lazy_logits, target).item():>7.3f} "
-          f"{losses.dice_loss(lazy_logits, target, mode='binary').item():>10.3f} "
-          f"{metrics.pixel_accuracy(cm):>10.3f} {metrics.iou_per_class(cm)[1].item():>7.3f} "
-          f"{metrics.mean_iou(cm):>6.3f}")
+    print(
+        f"{fraction:>10.2f} {losses.binary_cross_entropy(lazy_logits, target).item():>7.3f} "
+        f"{losses.dice_loss(lazy_logits, target, mode='binary').item():>10.3f} "
+        f"{metrics.pixel_accuracy(cm):>10.3f} {metrics.iou_per_class(cm)[1].item():>7.3f} "
+        f"{metrics.mean_iou(cm):>6.3f}"
+    )
 
 # %% [markdown]
 # With 1 % foreground, BCE drops to 0.13 and pixel accuracy reaches 0.99: both call the lazy
@@ -215,8 +221,9 @@ q = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
 fig, ax = plt.subplots(figsize=(6, 3.2))
 for gamma in (0.0, 1.0, 2.0, 5.0):
     z = torch.log(q / (1 - q)).view(1, 1, -1).requires_grad_(True)  # logits of positive pixels
-    losses.focal_loss(z, torch.ones(1, 1, 99, dtype=torch.long), mode="binary", gamma=gamma,
-                      reduction="sum").backward()
+    losses.focal_loss(
+        z, torch.ones(1, 1, 99, dtype=torch.long), mode="binary", gamma=gamma, reduction="sum"
+    ).backward()
     ax.plot(q, z.grad.abs().view(-1), label="BCE" if gamma == 0 else f"focal γ={gamma:g}")
 ax.set_xlabel("probability of the right class, q")
 ax.set_ylabel("|d loss / d logit|")
@@ -234,16 +241,21 @@ plt.show()
 target = torch.zeros(1, 1000, dtype=torch.long)
 target[:, :100] = 1
 hard = torch.zeros(1, 1000, dtype=torch.bool)
-hard[:, 90:100] = True    # 10 hard foreground pixels
-hard[:, 100:190] = True   # 90 hard background pixels
+hard[:, 90:100] = True  # 10 hard foreground pixels
+hard[:, 100:190] = True  # 90 hard background pixels
 q_right = torch.where(hard, 0.3, 0.95).double()
 margin = torch.log(q_right / (1 - q_right))
 logits = torch.where(target.bool(), margin, -margin).unsqueeze(1)  # (1, 1, 1000)
 
-print(f"{'loss':12s} {'easy fg':>9s} {'hard fg':>9s} {'easy bg':>9s} {'hard bg':>9s} "
-      f"{'hard/easy':>10s}")
-for name, fn in (("BCE", LOSS_FUNCTIONS["BCE"]), ("Focal (γ=2)", LOSS_FUNCTIONS["Focal (γ=2)"]),
-                 ("Dice", LOSS_FUNCTIONS["Dice"])):
+print(
+    f"{'loss':12s} {'easy fg':>9s} {'hard fg':>9s} {'easy bg':>9s} {'hard bg':>9s} "
+    f"{'hard/easy':>10s}"
+)
+for name, fn in (
+    ("BCE", LOSS_FUNCTIONS["BCE"]),
+    ("Focal (γ=2)", LOSS_FUNCTIONS["Focal (γ=2)"]),
+    ("Dice", LOSS_FUNCTIONS["Dice"]),
+):
     z = logits.clone().requires_grad_(True)
     fn(z, target).backward()
     g = z.grad.abs().view(-1)
@@ -292,8 +304,9 @@ def three_class_pixels(n, seed):
 toy_train, toy_val = three_class_pixels(4000, seed=0), three_class_pixels(4000, seed=1)
 DICE_VARIANTS = {
     "softmax Dice": lambda z, t: losses.dice_loss(z, t, mode="multiclass"),
-    "sigmoid Dice": lambda z, t: losses.dice_loss(z, F.one_hot(t, 3).movedim(-1, 1),
-                                                  mode="multilabel"),
+    "sigmoid Dice": lambda z, t: losses.dice_loss(
+        z, F.one_hot(t, 3).movedim(-1, 1), mode="multilabel"
+    ),
 }
 toy_results = {}
 for name, loss_fn in DICE_VARIANTS.items():
@@ -312,21 +325,31 @@ for name, loss_fn in DICE_VARIANTS.items():
         probs = z.softmax(dim=1) if name == "softmax Dice" else torch.sigmoid(z)
         claims = (probs > 0.5).sum(dim=1)  # classes a pixel says yes to
         cm = metrics.confusion_matrix(z.argmax(dim=1), toy_val[1], num_classes=3)
-        runs.append({"iou": metrics.iou_per_class(cm).numpy(), "miou": metrics.mean_iou(cm),
-                     "none": (claims == 0).float().mean().item(),
-                     "several": (claims >= 2).float().mean().item(),
-                     "sum_low": probs.sum(1).min().item(), "sum_high": probs.sum(1).max().item()})
+        runs.append(
+            {
+                "iou": metrics.iou_per_class(cm).numpy(),
+                "miou": metrics.mean_iou(cm),
+                "none": (claims == 0).float().mean().item(),
+                "several": (claims >= 2).float().mean().item(),
+                "sum_low": probs.sum(1).min().item(),
+                "sum_high": probs.sum(1).max().item(),
+            }
+        )
     toy_results[name] = runs
 
 # %%
-print(f"{'loss':<14}{'mIoU (argmax)':>15}{'IoU class 2 (5 %)':>19}{'no class > 0.5':>16}"
-      f"{'2+ classes > 0.5':>18}{'sum of probabilities':>22}")
+print(
+    f"{'loss':<14}{'mIoU (argmax)':>15}{'IoU class 2 (5 %)':>19}{'no class > 0.5':>16}"
+    f"{'2+ classes > 0.5':>18}{'sum of probabilities':>22}"
+)
 for name, runs in toy_results.items():
     miou = np.array([r["miou"] for r in runs])
     rare = np.array([r["iou"][2] for r in runs])
-    print(f"{name:<14}{miou.mean():>9.3f} ± {miou.std():.3f}{rare.mean():>13.3f} ± {rare.std():.3f}"
-          f"{np.mean([r['none'] for r in runs]):>16.3f}{np.mean([r['several'] for r in runs]):>18.3f}"
-          f"{min(r['sum_low'] for r in runs):>14.2f} to {max(r['sum_high'] for r in runs):.2f}")
+    print(
+        f"{name:<14}{miou.mean():>9.3f} ± {miou.std():.3f}{rare.mean():>13.3f} ± {rare.std():.3f}"
+        f"{np.mean([r['none'] for r in runs]):>16.3f}{np.mean([r['several'] for r in runs]):>18.3f}"
+        f"{min(r['sum_low'] for r in runs):>14.2f} to {max(r['sum_high'] for r in runs):.2f}"
+    )
 
 # %% [markdown]
 # Read the columns from the right. The softmax model's probabilities sum to 1 on every pixel; the
@@ -362,8 +385,9 @@ else:
     from course_lib.data import medical_dataset
     from course_lib.transforms import denormalize, val_transforms
 
-    kvasir = medical_dataset("kvasir-seg", download=True,
-                             transform=val_transforms((IMAGE_SIZE, IMAGE_SIZE)))  # 0/255 -> 0/1
+    kvasir = medical_dataset(
+        "kvasir-seg", download=True, transform=val_transforms((IMAGE_SIZE, IMAGE_SIZE))
+    )  # 0/255 -> 0/1
     order = torch.randperm(len(kvasir), generator=torch.Generator().manual_seed(0)).tolist()
     cut = round(len(kvasir) * NUM_TRAIN / (NUM_TRAIN + NUM_VAL))  # 880 / 120 of 1000
     train_set, val_set = Subset(kvasir, order[:cut]), Subset(kvasir, order[cut:])
@@ -388,8 +412,12 @@ EXPERIMENT_LOSSES = {
 def train_unet(loss_fn, seed: int) -> UNet:
     """Adam, batch 8, STEPS steps on random training images; returns the model in eval mode."""
     seed_everything(seed)
-    model = UNet(in_channels=train_x.shape[1], num_classes=1, base_channels=8 if FAST else 16,
-                 depth=2 if FAST else 4).to(DEVICE)
+    model = UNet(
+        in_channels=train_x.shape[1],
+        num_classes=1,
+        base_channels=8 if FAST else 16,
+        depth=2 if FAST else 4,
+    ).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     model.train()
@@ -405,26 +433,37 @@ def train_unet(loss_fn, seed: int) -> UNet:
 
 def evaluate_binary(model: UNet, threshold: float = 0.5) -> dict:
     with torch.no_grad():
-        probs = torch.cat([torch.sigmoid(model(val_x[i:i + 16].to(DEVICE)))[:, 0].cpu()
-                           for i in range(0, len(val_x), 16)])  # (N, H, W)
+        probs = torch.cat(
+            [
+                torch.sigmoid(model(val_x[i : i + 16].to(DEVICE)))[:, 0].cpu()
+                for i in range(0, len(val_x), 16)
+            ]
+        )  # (N, H, W)
     pred = probs > threshold
     hd95 = np.array([metrics.hausdorff_distance(p, t, percentile=95) for p, t in zip(pred, val_y)])
     finite = hd95[np.isfinite(hd95)]
-    return {"dice": metrics.dice_per_image(pred, val_y).mean().item(),
-            "hd95": float(finite.mean()) if finite.size else math.inf,
-            "empty": int((~np.isfinite(hd95)).sum()), "probs": probs}
+    return {
+        "dice": metrics.dice_per_image(pred, val_y).mean().item(),
+        "hd95": float(finite.mean()) if finite.size else math.inf,
+        "empty": int((~np.isfinite(hd95)).sum()),
+        "probs": probs,
+    }
 
 
-results = {name: [evaluate_binary(train_unet(fn, seed)) for seed in SEEDS]
-           for name, fn in EXPERIMENT_LOSSES.items()}
+results = {
+    name: [evaluate_binary(train_unet(fn, seed)) for seed in SEEDS]
+    for name, fn in EXPERIMENT_LOSSES.items()
+}
 
 # %%
 print(f"{'loss':12s} {'Dice (mean ± sd)':>18s} {'HD95 px (mean ± sd)':>21s}   Dice per seed")
 for name, runs in results.items():
     dice = np.array([r["dice"] for r in runs])
     hd95 = np.array([r["hd95"] for r in runs])
-    print(f"{name:12s} {dice.mean():>10.3f} ± {dice.std():.3f} {hd95.mean():>13.2f} ± "
-          f"{hd95.std():.2f}   " + " ".join(f"{d:.3f}" for d in dice))
+    print(
+        f"{name:12s} {dice.mean():>10.3f} ± {dice.std():.3f} {hd95.mean():>13.2f} ± "
+        f"{hd95.std():.2f}   " + " ".join(f"{d:.3f}" for d in dice)
+    )
 empty = {name: sum(r["empty"] for r in runs) for name, runs in results.items()}
 print("images where one mask was empty (HD = inf):", empty)
 
@@ -489,13 +528,18 @@ target = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
 perfect = target.clone()
 iou = metrics.iou_per_class(metrics.confusion_matrix(perfect, target, 3))
 print("IoU per class:", [round(v, 3) for v in iou.tolist()])
-print(f"mIoU, NaN left out: {metrics.mean_iou(metrics.confusion_matrix(perfect, target, 3)):.3f}   "
-      f"absent as 0: {torch.nan_to_num(iou, nan=0.0).mean().item():.3f}   "
-      f"absent as 1: {torch.nan_to_num(iou, nan=1.0).mean().item():.3f}")
+print(
+    f"mIoU, NaN left out: {metrics.mean_iou(metrics.confusion_matrix(perfect, target, 3)):.3f}   "
+    f"absent as 0: {torch.nan_to_num(iou, nan=0.0).mean().item():.3f}   "
+    f"absent as 1: {torch.nan_to_num(iou, nan=1.0).mean().item():.3f}"
+)
 false_alarm = torch.tensor([[0, 0, 2, 1, 1, 1, 1, 1]])
 cm = metrics.confusion_matrix(false_alarm, target, 3)
-print("one pixel wrongly predicted as class 2 -> IoU per class:",
-      [round(v, 3) for v in metrics.iou_per_class(cm).tolist()], f"mIoU {metrics.mean_iou(cm):.3f}")
+print(
+    "one pixel wrongly predicted as class 2 -> IoU per class:",
+    [round(v, 3) for v in metrics.iou_per_class(cm).tolist()],
+    f"mIoU {metrics.mean_iou(cm):.3f}",
+)
 
 # %% [markdown]
 # ### 6.3 `ignore_index`
@@ -523,8 +567,10 @@ combined_probs = results["BCE + Dice"][0]["probs"]
 pred = (combined_probs > 0.5).long()
 with_void_as_background = metrics.confusion_matrix(pred, torch.where(void_y == 255, 0, void_y), 2)
 ignoring_void = metrics.confusion_matrix(pred, void_y, 2, ignore_index=255)
-for name, cm in (("void counted as background", with_void_as_background),
-                 ("void ignored", ignoring_void)):
+for name, cm in (
+    ("void counted as background", with_void_as_background),
+    ("void ignored", ignoring_void),
+):
     print(f"nucleus IoU, {name:26s} {metrics.iou_per_class(cm)[1]:.3f}")
 logits = torch.logit(combined_probs.clamp(1e-6, 1 - 1e-6)).unsqueeze(1)
 bce = losses.binary_cross_entropy(logits, void_y, ignore_index=255)
@@ -544,10 +590,14 @@ print(f"BCE on the same predictions, void ignored: {bce.item():.3f}")
 thresholds = np.round(np.arange(0.1, 0.91, 0.1), 2)
 half = len(val_y) // 2
 choose, report = slice(0, half), slice(half, None)
-dice_choose = [metrics.dice_per_image(combined_probs[choose] > t, val_y[choose]).mean().item()
-               for t in thresholds]
-dice_report = [metrics.dice_per_image(combined_probs[report] > t, val_y[report]).mean().item()
-               for t in thresholds]
+dice_choose = [
+    metrics.dice_per_image(combined_probs[choose] > t, val_y[choose]).mean().item()
+    for t in thresholds
+]
+dice_report = [
+    metrics.dice_per_image(combined_probs[report] > t, val_y[report]).mean().item()
+    for t in thresholds
+]
 fig, ax = plt.subplots(figsize=(5, 2.8))
 ax.plot(thresholds, dice_choose, marker="o", label=f"images 0-{half - 1}: choose")
 ax.plot(thresholds, dice_report, marker="s", label=f"images {half}-{len(val_y) - 1}: report")
@@ -558,12 +608,18 @@ ax.grid(alpha=0.3)
 plt.show()
 best = int(np.argmax(dice_choose))
 at_half = int(np.flatnonzero(thresholds == 0.5)[0])
-print(f"threshold chosen on the first half: {thresholds[best]} "
-      f"(Dice there {dice_choose[at_half]:.3f} at 0.5 -> {dice_choose[best]:.3f})")
-print(f"reported on the second half: Dice {dice_report[at_half]:.3f} at 0.5 -> "
-      f"{dice_report[best]:.3f} at {thresholds[best]}")
-print(f"gain seen where it was chosen {dice_choose[best] - dice_choose[at_half]:+.3f}, "
-      f"on unseen images {dice_report[best] - dice_report[at_half]:+.3f}")
+print(
+    f"threshold chosen on the first half: {thresholds[best]} "
+    f"(Dice there {dice_choose[at_half]:.3f} at 0.5 -> {dice_choose[best]:.3f})"
+)
+print(
+    f"reported on the second half: Dice {dice_report[at_half]:.3f} at 0.5 -> "
+    f"{dice_report[best]:.3f} at {thresholds[best]}"
+)
+print(
+    f"gain seen where it was chosen {dice_choose[best] - dice_choose[at_half]:+.3f}, "
+    f"on unseen images {dice_report[best] - dice_report[at_half]:+.3f}"
+)
 
 # %% [markdown]
 # Compare the two gains: only the second is a measurement. The first is the best of nine tries on
@@ -578,9 +634,11 @@ print(f"gain seen where it was chosen {dice_choose[best] - dice_choose[at_half]:
 # %%
 # NBVAL_CHECK_OUTPUT
 cm = metrics.confusion_matrix(torch.zeros_like(val_y), val_y, num_classes=2)
-print(f"pixel accuracy {metrics.pixel_accuracy(cm):.3f}   "
-      f"mean class accuracy {metrics.mean_class_accuracy(cm):.3f}   "
-      f"nucleus IoU {metrics.iou_per_class(cm)[1].item():.3f}   mIoU {metrics.mean_iou(cm):.3f}")
+print(
+    f"pixel accuracy {metrics.pixel_accuracy(cm):.3f}   "
+    f"mean class accuracy {metrics.mean_class_accuracy(cm):.3f}   "
+    f"nucleus IoU {metrics.iou_per_class(cm)[1].item():.3f}   mIoU {metrics.mean_iou(cm):.3f}"
+)
 
 # %% [markdown]
 # A model that finds nothing scores 0.82 pixel accuracy. Report per-class IoU (or Dice) and
@@ -619,8 +677,15 @@ fig, ax = plt.subplots(figsize=(4.8, 4.2))
 ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
 for t in range(num_classes):
     for p in range(num_classes):
-        ax.text(p, t, f"{rows[t, p]:.2f}", ha="center", va="center", fontsize=7,
-                color="white" if rows[t, p] > 0.5 else "black")
+        ax.text(
+            p,
+            t,
+            f"{rows[t, p]:.2f}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if rows[t, p] > 0.5 else "black",
+        )
 ax.set_xticks(range(num_classes), ScenesDataset.CLASSES, rotation=45, ha="right")
 ax.set_yticks(range(num_classes), ScenesDataset.CLASSES)
 ax.set_xlabel("predicted class")
@@ -641,15 +706,19 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 square = torch.zeros(96, 96, dtype=torch.bool)
 square[16:80, 16:80] = True
-print(f"{'shift':>5s} {'IoU':>6s} {'Boundary IoU':>13s} {'Boundary F (tol 1)':>19s} {'HD95':>6s} "
-      f"{'ASSD':>6s}")
+print(
+    f"{'shift':>5s} {'IoU':>6s} {'Boundary IoU':>13s} {'Boundary F (tol 1)':>19s} {'HD95':>6s} "
+    f"{'ASSD':>6s}"
+)
 for shift in (0, 1, 2, 4):
     moved = torch.roll(square, shifts=shift, dims=1)  # the square moved `shift` pixels to the right
-    print(f"{shift:>5d} {metrics.iou_per_image(moved[None], square[None]).item():>6.3f} "
-          f"{metrics.boundary_iou(moved, square):>13.3f} "
-          f"{metrics.boundary_f1(moved, square, tolerance=1):>19.3f} "
-          f"{metrics.hausdorff_distance(moved, square, percentile=95):>6.2f} "
-          f"{metrics.average_surface_distance(moved, square):>6.2f}")
+    print(
+        f"{shift:>5d} {metrics.iou_per_image(moved[None], square[None]).item():>6.3f} "
+        f"{metrics.boundary_iou(moved, square):>13.3f} "
+        f"{metrics.boundary_f1(moved, square, tolerance=1):>19.3f} "
+        f"{metrics.hausdorff_distance(moved, square, percentile=95):>6.2f} "
+        f"{metrics.average_surface_distance(moved, square):>6.2f}"
+    )
 
 # %% [markdown]
 # ## Summary

@@ -139,8 +139,14 @@ print("mask identical to the generated one:", torch.equal(mask, scenes[3][1]))
 from course_lib.data import SegmentationFolder
 
 folder = SegmentationFolder(workdir / "scenes" / "images", workdir / "scenes" / "masks")
-print("pairs:", len(folder), "| mask format:", folder.mask_format,
-      "| num_classes:", folder.num_classes)
+print(
+    "pairs:",
+    len(folder),
+    "| mask format:",
+    folder.mask_format,
+    "| num_classes:",
+    folder.num_classes,
+)
 print("same sample as our class:", all(torch.equal(a, b) for a, b in zip(folder[3], ours[3])))
 
 # %% [markdown]
@@ -179,13 +185,20 @@ for i in range(len(cells)):
     zero_255 = (mask.numpy() * 255).astype(np.uint8)  # nucleus stored as 255
     Image.fromarray(zero_255).save(workdir / "cells" / "masks" / f"c{i}.png")
 
-cell_folder = SegmentationFolder(workdir / "cells" / "images", workdir / "cells" / "masks",
-                                 image_mode="L")
+cell_folder = SegmentationFolder(
+    workdir / "cells" / "images", workdir / "cells" / "masks", image_mode="L"
+)
 image, mask = cell_folder[0]
 stored = np.asarray(Image.open(workdir / "cells" / "masks" / "c0.png"))
 print("stored values:", np.unique(stored).tolist())
-print("mask format:", cell_folder.mask_format, "| labels returned:", mask.unique().tolist(),
-      "| image:", tuple(image.shape))
+print(
+    "mask format:",
+    cell_folder.mask_format,
+    "| labels returned:",
+    mask.unique().tolist(),
+    "| image:",
+    tuple(image.shape),
+)
 
 # %% [markdown]
 # ## 3. Why a mask is never resized bilinearly
@@ -238,8 +251,13 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 outlined = scene_mask.clone()
 outlined[:, 60:62] = 255  # a two-pixel ignore band, like the outlines of VOC masks
-blended = F.interpolate(outlined[None, None].float(), size=(77, 77), mode="bilinear",
-                        align_corners=False)[0, 0].round().long()
+blended = (
+    F.interpolate(
+        outlined[None, None].float(), size=(77, 77), mode="bilinear", align_corners=False
+    )[0, 0]
+    .round()
+    .long()
+)
 bad = blended[(blended >= 6) & (blended != 255)]
 print("labels >= num_classes that are not 255:", sorted(set(bad.tolist()))[:6], "...")
 try:
@@ -267,9 +285,20 @@ mask_alone = rotate_mask(scene_mask[None])[0]  # ... and another one
 import albumentations as A
 import cv2
 
-joint = A.Compose([A.Rotate(limit=25, interpolation=cv2.INTER_LINEAR,
-                            mask_interpolation=cv2.INTER_NEAREST, border_mode=cv2.BORDER_CONSTANT,
-                            fill=0, fill_mask=255, p=1.0)], seed=1)
+joint = A.Compose(
+    [
+        A.Rotate(
+            limit=25,
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=255,
+            p=1.0,
+        )
+    ],
+    seed=1,
+)
 out = joint(image=scene_image.permute(1, 2, 0).numpy(), mask=scene_mask.numpy())
 joint_image = torch.from_numpy(out["image"]).permute(2, 0, 1)  # (3, H, W)
 joint_mask = torch.from_numpy(out["mask"])  # (H, W)
@@ -286,19 +315,26 @@ torch.manual_seed(1)
 image_angle = RandomRotation.get_params([-25.0, 25.0])
 mask_angle = RandomRotation.get_params([-25.0, 25.0])
 print(f"image rotated by {image_angle:.1f} degrees, mask by {mask_angle:.1f} degrees")
-true_mask = rotate_by(scene_mask[None], image_angle, interpolation=InterpolationMode.NEAREST,
-                      fill=255)[0]
+true_mask = rotate_by(
+    scene_mask[None], image_angle, interpolation=InterpolationMode.NEAREST, fill=255
+)[0]
 valid = (true_mask != 255) & (mask_alone != 255)
 wrong = (true_mask != mask_alone)[valid].float().mean().item()
 print(f"separate calls: {wrong:.1%} of the pixels carry another object's label")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
-axes[0].imshow(overlay(image_alone, torch.where(mask_alone == 255, 0, mask_alone), alpha=0.6,
-                       palette=SCENE_COLORS))
+axes[0].imshow(
+    overlay(
+        image_alone, torch.where(mask_alone == 255, 0, mask_alone), alpha=0.6, palette=SCENE_COLORS
+    )
+)
 axes[0].set_title("separate calls")
-axes[1].imshow(overlay(joint_image, torch.where(joint_mask == 255, 0, joint_mask), alpha=0.6,
-                       palette=SCENE_COLORS))
+axes[1].imshow(
+    overlay(
+        joint_image, torch.where(joint_mask == 255, 0, joint_mask), alpha=0.6, palette=SCENE_COLORS
+    )
+)
 axes[1].set_title("one joint call")
 for ax in axes:
     ax.axis("off")
@@ -355,17 +391,41 @@ def flipped(mask):
 
 corner = dict(border_mode=cv2.BORDER_CONSTANT, p=1.0)
 pairs = [
-    ("ShiftScaleRotate(...)", lambda: A.ShiftScaleRotate(
-        shift_limit=0.1, scale_limit=0.2, rotate_limit=30, fill_mask=255, **corner),
-     "Affine(...)", lambda: A.Affine(
-        translate_percent=(-0.1, 0.1), scale=(0.8, 1.2), rotate=(-30, 30), fill_mask=255, **corner),
-     ignored, "mask pixels marked 255", 100),
-    ("Rotate(value=0, mask_value=255)", lambda: A.Rotate(limit=30, value=0, mask_value=255, **corner),
-     "Rotate(fill=0, fill_mask=255)", lambda: A.Rotate(limit=30, fill=0, fill_mask=255, **corner),
-     ignored, "mask pixels marked 255", 100),
-    ("HorizontalFlip(always_apply=True)", lambda: A.HorizontalFlip(always_apply=True),
-     "HorizontalFlip(p=1.0)", lambda: A.HorizontalFlip(p=1.0),
-     flipped, "calls that flipped", 1000),
+    (
+        "ShiftScaleRotate(...)",
+        lambda: A.ShiftScaleRotate(
+            shift_limit=0.1, scale_limit=0.2, rotate_limit=30, fill_mask=255, **corner
+        ),
+        "Affine(...)",
+        lambda: A.Affine(
+            translate_percent=(-0.1, 0.1),
+            scale=(0.8, 1.2),
+            rotate=(-30, 30),
+            fill_mask=255,
+            **corner,
+        ),
+        ignored,
+        "mask pixels marked 255",
+        100,
+    ),
+    (
+        "Rotate(value=0, mask_value=255)",
+        lambda: A.Rotate(limit=30, value=0, mask_value=255, **corner),
+        "Rotate(fill=0, fill_mask=255)",
+        lambda: A.Rotate(limit=30, fill=0, fill_mask=255, **corner),
+        ignored,
+        "mask pixels marked 255",
+        100,
+    ),
+    (
+        "HorizontalFlip(always_apply=True)",
+        lambda: A.HorizontalFlip(always_apply=True),
+        "HorizontalFlip(p=1.0)",
+        lambda: A.HorizontalFlip(p=1.0),
+        flipped,
+        "calls that flipped",
+        1000,
+    ),
 ]
 print("albumentations", A.__version__)
 for old_name, old, new_name, new, measure, what, calls in pairs:
@@ -390,8 +450,13 @@ for old_name, old, new_name, new, measure, what, calls in pairs:
 # with the course dtypes. `val_transforms` only resizes (optionally), normalises and converts.
 
 # %%
-from course_lib.transforms import (IMAGENET_MEAN, IMAGENET_STD, denormalize, train_transforms,
-                                   val_transforms)
+from course_lib.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    denormalize,
+    train_transforms,
+    val_transforms,
+)
 
 train_tf = train_transforms(SIZE, distortion=0.3, seed=0)
 print([type(step).__name__ for step in train_tf.pipeline.transforms])
@@ -404,8 +469,9 @@ print([type(step).__name__ for step in train_tf.pipeline.transforms])
 augmented_scenes = ScenesDataset(length=12, image_size=SIZE, seed=0, transform=train_tf)
 draws = [augmented_scenes[5] for _ in range(4)]
 shown = torch.stack([denormalize(img, IMAGENET_MEAN, IMAGENET_STD) for img, _ in draws])
-fig = show_grid(shown, torch.stack([m for _, m in draws]), class_names=ScenesDataset.CLASSES,
-                cell_size=1.9)
+fig = show_grid(
+    shown, torch.stack([m for _, m in draws]), class_names=ScenesDataset.CLASSES, cell_size=1.9
+)
 plt.show()
 
 # %% [markdown]
@@ -434,18 +500,23 @@ print("all valid:", labels_seen <= set(range(ScenesDataset.num_classes)) | {255}
 import torch.nn.functional as F
 
 bare = A.Compose([A.HorizontalFlip(p=1.0)])
-bare_mask = torch.from_numpy(bare(image=scene_image.permute(1, 2, 0).numpy(),
-                                  mask=scene_mask.numpy())["mask"])
+bare_mask = torch.from_numpy(
+    bare(image=scene_image.permute(1, 2, 0).numpy(), mask=scene_mask.numpy())["mask"]
+)
 print("mask in:", scene_mask.dtype, "| out of albumentations:", bare_mask.dtype)
 logits = torch.zeros(1, ScenesDataset.num_classes, *bare_mask.shape)
 try:
     F.cross_entropy(logits, bare_mask[None])
 except RuntimeError as error:
     print("cross_entropy:", str(error).splitlines()[0])
-course_mask = val_transforms()(image=scene_image.permute(1, 2, 0).numpy(),
-                               mask=scene_mask.numpy())["mask"]
-print("out of val_transforms:", course_mask.dtype,
-      f"| cross_entropy {F.cross_entropy(logits, course_mask[None]).item():.3f}")
+course_mask = val_transforms()(image=scene_image.permute(1, 2, 0).numpy(), mask=scene_mask.numpy())[
+    "mask"
+]
+print(
+    "out of val_transforms:",
+    course_mask.dtype,
+    f"| cross_entropy {F.cross_entropy(logits, course_mask[None]).item():.3f}",
+)
 
 # %% [markdown]
 # ### Grayscale images and dataset statistics
@@ -469,8 +540,9 @@ print("labels:", m.unique().tolist())
 # %%
 draws = [augmented_cells[2] for _ in range(3)]
 shown = torch.stack([denormalize(img, cell_mean, cell_std).expand(3, -1, -1) for img, _ in draws])
-fig = show_grid(shown, torch.stack([m for _, m in draws]), class_names=CellsDataset.CLASSES,
-                cell_size=1.9)
+fig = show_grid(
+    shown, torch.stack([m for _, m in draws]), class_names=CellsDataset.CLASSES, cell_size=1.9
+)
 plt.show()
 
 # %% [markdown]
@@ -488,13 +560,19 @@ from course_lib.data import train_val_split
 
 train_set, val_set = train_val_split(
     ScenesDataset(length=40, image_size=SIZE, seed=0, transform=train_transforms(SIZE, seed=0)),
-    val_fraction=0.2, seed=0,
+    val_fraction=0.2,
+    seed=0,
     val_dataset=ScenesDataset(length=40, image_size=SIZE, seed=0, transform=val_transforms()),
 )
 print("train / val samples:", len(train_set), "/", len(val_set))
 print("val indices:", val_set.indices)
-images, masks = next(iter(DataLoader(train_set, batch_size=8, shuffle=True,
-                                     generator=torch.Generator().manual_seed(0))))
+images, masks = next(
+    iter(
+        DataLoader(
+            train_set, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)
+        )
+    )
+)
 print("batch:", tuple(images.shape), images.dtype, "|", tuple(masks.shape), masks.dtype)
 
 # %% [markdown]
@@ -547,9 +625,11 @@ print(f"most / least frequent: {frequency.max() / frequency.min():.1f} x")
 # NBVAL_CHECK_OUTPUT
 from course_lib.data import OxfordPetSegmentation, PascalVOCSegmentation, medical_dataset
 
-for build in (lambda: OxfordPetSegmentation(root=workdir / "empty"),
-              lambda: PascalVOCSegmentation(root=workdir / "empty"),
-              lambda: medical_dataset("kvasir-seg", root=workdir / "empty")):
+for build in (
+    lambda: OxfordPetSegmentation(root=workdir / "empty"),
+    lambda: PascalVOCSegmentation(root=workdir / "empty"),
+    lambda: medical_dataset("kvasir-seg", root=workdir / "empty"),
+):
     try:
         build()
     except FileNotFoundError as error:
@@ -561,12 +641,17 @@ for build in (lambda: OxfordPetSegmentation(root=workdir / "empty"),
 
 # %%
 if not FAST:
-    pets = OxfordPetSegmentation(download=True, split="trainval",
-                                 transform=train_transforms(256, seed=0))
+    pets = OxfordPetSegmentation(
+        download=True, split="trainval", transform=train_transforms(256, seed=0)
+    )
     print("Oxford-IIIT Pet:", len(pets), "images,", pets.num_classes, "classes:", pets.CLASSES)
     draws = [pets[i] for i in range(4)]
-    show_grid(torch.stack([denormalize(img) for img, _ in draws]),
-              torch.stack([m for _, m in draws]), class_names=pets.CLASSES, cell_size=2.2)
+    show_grid(
+        torch.stack([denormalize(img) for img, _ in draws]),
+        torch.stack([m for _, m in draws]),
+        class_names=pets.CLASSES,
+        cell_size=2.2,
+    )
     plt.show()
 else:
     print("fast mode: real datasets skipped")

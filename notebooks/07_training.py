@@ -52,8 +52,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from course_lib import engine, inference, losses, metrics, models, viz
 from course_lib.data import CellsDataset, train_val_split
 from course_lib.schedules import LRFactor
-from course_lib.utils import (count_parameters, course_mode, get_device, pretrained, rehearsal,
-                              seed_everything)
+from course_lib.utils import (
+    count_parameters,
+    course_mode,
+    get_device,
+    pretrained,
+    rehearsal,
+    seed_everything,
+)
 
 seed_everything(0)
 FAST = course_mode() == "fast"
@@ -64,7 +70,9 @@ if FAST:
     # keeps the run time steady on a busy shared machine (CI runners, a laptop doing other work).
     torch.set_num_threads(1)
 plt.rcParams["figure.dpi"] = 80 if FAST else 100
-WORKDIR = Path(tempfile.mkdtemp(prefix="course07_"))  # checkpoints go here, never into the repository
+WORKDIR = Path(
+    tempfile.mkdtemp(prefix="course07_")
+)  # checkpoints go here, never into the repository
 print("course mode:", course_mode())
 
 # %% [markdown]
@@ -75,10 +83,13 @@ print("course mode:", course_mode())
 # split. About 18 % of the pixels are nuclei: an imbalanced binary task, the usual situation in
 # medical segmentation.
 
+
 # %%
 def spread(dataset, n):
     """n items spread evenly over `dataset` (the pet splits are sorted by breed)."""
-    return torch.utils.data.Subset(dataset, np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int).tolist())
+    return torch.utils.data.Subset(
+        dataset, np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int).tolist()
+    )
 
 
 LOOP_BATCHES = 1 if REHEARSAL else 3  # batches of the written-out loop (section 2)
@@ -102,10 +113,15 @@ else:
     EXP_IMAGES, EXP_EPOCHS, EXP_VAL_IMAGES = 920, 3, 500  # the loss comparison of section 7
     if REHEARSAL:
         BATCH_SIZE, EPOCHS, VAL_IMAGES, EXP_IMAGES, EXP_EPOCHS, EXP_VAL_IMAGES = 2, 1, 4, 4, 1, 4
-    train_set = OxfordPetSegmentation(split="trainval", boundary="ignore", download=True,
-                                      transform=train_transforms(IMAGE_SIZE, seed=0))
-    test_set = OxfordPetSegmentation(split="test", boundary="ignore", download=True,
-                                     transform=val_transforms(IMAGE_SIZE))
+    train_set = OxfordPetSegmentation(
+        split="trainval",
+        boundary="ignore",
+        download=True,
+        transform=train_transforms(IMAGE_SIZE, seed=0),
+    )
+    test_set = OxfordPetSegmentation(
+        split="test", boundary="ignore", download=True, transform=val_transforms(IMAGE_SIZE)
+    )
     val_set, exp_val_set = spread(test_set, VAL_IMAGES), spread(test_set, EXP_VAL_IMAGES)
     CLASS_NAMES = ("background", "pet")
 
@@ -113,13 +129,19 @@ else:
 # NBVAL_CHECK_OUTPUT
 image, mask = val_set[0]
 print(f"{len(train_set)} training and {len(val_set)} validation images")
-print(f"image {tuple(image.shape)} {image.dtype}, mask {tuple(mask.shape)} {mask.dtype}, "
-      f"labels {sorted(mask.unique().tolist())}")
+print(
+    f"image {tuple(image.shape)} {image.dtype}, mask {tuple(mask.shape)} {mask.dtype}, "
+    f"labels {sorted(mask.unique().tolist())}"
+)
 
 # %%
 preview = [val_set[i] for i in range(3)]
-fig = viz.show_grid(torch.stack([p[0] for p in preview]), torch.stack([p[1] for p in preview]),
-                    class_names=CLASS_NAMES, cell_size=1.8)
+fig = viz.show_grid(
+    torch.stack([p[0] for p in preview]),
+    torch.stack([p[1] for p in preview]),
+    class_names=CLASS_NAMES,
+    cell_size=1.8,
+)
 
 # %% [markdown]
 # Two classes, so the model has **one output channel** (a logit for "nucleus") and the loss is
@@ -135,7 +157,9 @@ seed_everything(0)
 def make_model():
     if FAST:
         return models.UNet(in_channels=1, num_classes=1, base_channels=8, depth=3)
-    return models.DeepLabV3(num_classes=1, backbone="resnet50", backbone_weights=pretrained("DEFAULT"))
+    return models.DeepLabV3(
+        num_classes=1, backbone="resnet50", backbone_weights=pretrained("DEFAULT")
+    )
 
 
 model = make_model()
@@ -172,6 +196,7 @@ print("poly factor at steps 0, 50, 99, 100:", [round(factor(s), 4) for s in (0, 
 # what it holds. Run on the same three batches from the same starting weights, it must give the
 # engine's loss and the engine's weights:
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def my_train_one_epoch(model, loader, loss_fn, optimizer, device):
@@ -189,9 +214,17 @@ def my_train_one_epoch(model, loader, loss_fn, optimizer, device):
     return loss_sum / image_count
 
 
-first_batches = list(itertools.islice(DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True,
-                                                 generator=torch.Generator().manual_seed(0)),
-                                      LOOP_BATCHES))
+first_batches = list(
+    itertools.islice(
+        DataLoader(
+            train_set,
+            batch_size=BATCH_SIZE,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        ),
+        LOOP_BATCHES,
+    )
+)
 
 
 def one_epoch_with(train_one_epoch):
@@ -201,12 +234,18 @@ def one_epoch_with(train_one_epoch):
     return train_one_epoch(net, first_batches, loss_fn, optimizer, DEVICE), net.state_dict()
 
 
-(mine, my_weights), (engines, engine_weights) = map(one_epoch_with, (my_train_one_epoch, engine.train_one_epoch))
+(mine, my_weights), (engines, engine_weights) = map(
+    one_epoch_with, (my_train_one_epoch, engine.train_one_epoch)
+)
 # On a GPU, the backward pass of bilinear upsampling adds in no fixed order: agree to rounding.
-same_weights = all(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
-                   for a, b in zip(my_weights.values(), engine_weights.values()))
-print(f"written out vs engine.train_one_epoch on {len(first_batches)} batches: same mean loss "
-      f"{math.isclose(mine, engines, rel_tol=1e-5)}, same weights {same_weights}")
+same_weights = all(
+    torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
+    for a, b in zip(my_weights.values(), engine_weights.values())
+)
+print(
+    f"written out vs engine.train_one_epoch on {len(first_batches)} batches: same mean loss "
+    f"{math.isclose(mine, engines, rel_tol=1e-5)}, same weights {same_weights}"
+)
 
 # %% [markdown]
 # `engine.train_one_epoch` is that loop plus mixed precision on a GPU, gradient clipping, a
@@ -220,22 +259,40 @@ print(f"written out vs engine.train_one_epoch on {len(first_batches)} batches: s
 
 # %%
 loader_options = dict(num_workers=NUM_WORKERS, persistent_workers=NUM_WORKERS > 0)
-train_loader = DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True, drop_last=True,
-                          generator=torch.Generator().manual_seed(0), **loader_options)
+train_loader = DataLoader(
+    train_set,
+    batch_size=BATCH_SIZE,
+    shuffle=True,
+    drop_last=True,
+    generator=torch.Generator().manual_seed(0),
+    **loader_options,
+)
 val_loader = DataLoader(val_set, batch_size=32, **loader_options)
 options = engine.FitOptions(lr=LR, schedule="poly", seed=0)
 saving = engine.Checkpointing(WORKDIR / "cells.pt", model_name="unet" if FAST else "deeplabv3")
-history = engine.fit(model, train_loader, val_loader, loss_fn=loss_fn, num_classes=2,
-                     epochs=EPOCHS, device=DEVICE, options=options, checkpoint=saving)
+history = engine.fit(
+    model,
+    train_loader,
+    val_loader,
+    loss_fn=loss_fn,
+    num_classes=2,
+    epochs=EPOCHS,
+    device=DEVICE,
+    options=options,
+    checkpoint=saving,
+)
 
 # %%
-fig = viz.plot_history({k: history[k] for k in ("train_loss", "val_loss", "miou", "dice_foreground")},
-                       figsize=(8, 2.8))
+fig = viz.plot_history(
+    {k: history[k] for k in ("train_loss", "val_loss", "miou", "dice_foreground")}, figsize=(8, 2.8)
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"epochs run: {len(history['epoch'])}, foreground Dice above 0.90 at the end: "
-      f"{history['dice_foreground'][-1] >= 0.90}")
+print(
+    f"epochs run: {len(history['epoch'])}, foreground Dice above 0.90 at the end: "
+    f"{history['dice_foreground'][-1] >= 0.90}"
+)
 
 # %% [markdown]
 # ## 3. Evaluating a data set: accumulate, then divide
@@ -255,7 +312,9 @@ print(f"mIoU {results['miou']:.3f}, pixel accuracy {results['pixel_accuracy']:.3
 per_image = []
 for image, mask in DataLoader(val_set, batch_size=1, num_workers=NUM_WORKERS):
     prediction = inference.predict(model, image.to(DEVICE)).cpu()  # (1, H, W)
-    per_image.append(metrics.mean_iou(metrics.confusion_matrix(prediction, mask, 2, ignore_index=255)))
+    per_image.append(
+        metrics.mean_iou(metrics.confusion_matrix(prediction, mask, 2, ignore_index=255))
+    )
 print(f"data-set mIoU {results['miou']:.4f} vs mean of per-image mIoUs {np.nanmean(per_image):.4f}")
 
 # %% [markdown]
@@ -273,10 +332,16 @@ prediction[1, 0, 0] = 0
 accumulated = metrics.ConfusionMatrix(num_classes=2)
 batch_scores = []
 for i in range(2):  # two batches of one image
-    accumulated.update(prediction[i:i + 1], target[i:i + 1])
-    batch_scores.append(metrics.mean_iou(metrics.confusion_matrix(prediction[i:i + 1], target[i:i + 1], 2)))
-print(f"per-batch mIoU {[round(s, 3) for s in batch_scores]}, averaged: {np.mean(batch_scores):.3f}")
-print(f"accumulated confusion matrix {accumulated.compute().tolist()}, mIoU {metrics.mean_iou(accumulated.compute()):.3f}")
+    accumulated.update(prediction[i : i + 1], target[i : i + 1])
+    batch_scores.append(
+        metrics.mean_iou(metrics.confusion_matrix(prediction[i : i + 1], target[i : i + 1], 2))
+    )
+print(
+    f"per-batch mIoU {[round(s, 3) for s in batch_scores]}, averaged: {np.mean(batch_scores):.3f}"
+)
+print(
+    f"accumulated confusion matrix {accumulated.compute().tolist()}, mIoU {metrics.mean_iou(accumulated.compute()):.3f}"
+)
 
 # %% [markdown]
 # ## 4. Look at the worst cases
@@ -293,8 +358,12 @@ for image, mask in DataLoader(val_set, batch_size=1, num_workers=NUM_WORKERS):
 worst = np.argsort(dice_scores)[:3]
 batch = [val_set[int(i)] for i in worst]
 worst_images = torch.stack([b[0] for b in batch])
-fig = viz.show_grid(worst_images, torch.stack([b[1] for b in batch]),
-                    inference.predict(model, worst_images.to(DEVICE)).cpu(), cell_size=1.8)
+fig = viz.show_grid(
+    worst_images,
+    torch.stack([b[1] for b in batch]),
+    inference.predict(model, worst_images.to(DEVICE)).cpu(),
+    cell_size=1.8,
+)
 print("lowest foreground Dice:", [round(dice_scores[i], 2) for i in worst])
 
 # %% [markdown]
@@ -310,23 +379,32 @@ print("lowest foreground Dice:", [round(dice_scores[i], 2) for i in worst])
 
 # %%
 tiles = [val_set[i] for i in range(4)]
-big_image = torch.cat([torch.cat([tiles[0][0], tiles[1][0]], 2), torch.cat([tiles[2][0], tiles[3][0]], 2)], 1)
-big_mask = torch.cat([torch.cat([tiles[0][1], tiles[1][1]], 1), torch.cat([tiles[2][1], tiles[3][1]], 1)], 0)
+big_image = torch.cat(
+    [torch.cat([tiles[0][0], tiles[1][0]], 2), torch.cat([tiles[2][0], tiles[3][0]], 2)], 1
+)
+big_mask = torch.cat(
+    [torch.cat([tiles[0][1], tiles[1][1]], 1), torch.cat([tiles[2][1], tiles[3][1]], 1)], 0
+)
 print("large image:", tuple(big_image.shape), "window:", IMAGE_SIZE)
 
 
 def foreground_dice(prediction, target):
-    return float(metrics.dice_per_class(metrics.confusion_matrix(prediction, target, 2, ignore_index=255))[1])
+    return float(
+        metrics.dice_per_class(metrics.confusion_matrix(prediction, target, 2, ignore_index=255))[1]
+    )
 
 
 outputs = {
     "whole image": inference.predict(model, big_image.to(DEVICE)).cpu(),
-    "windows, constant": inference.sliding_window(model, big_image.to(DEVICE), IMAGE_SIZE, 0.5,
-                                                  blend="constant", output="labels").cpu(),
-    "windows, Gaussian": inference.sliding_window(model, big_image.to(DEVICE), IMAGE_SIZE, 0.5,
-                                                  blend="gaussian", output="labels").cpu(),
+    "windows, constant": inference.sliding_window(
+        model, big_image.to(DEVICE), IMAGE_SIZE, 0.5, blend="constant", output="labels"
+    ).cpu(),
+    "windows, Gaussian": inference.sliding_window(
+        model, big_image.to(DEVICE), IMAGE_SIZE, 0.5, blend="gaussian", output="labels"
+    ).cpu(),
     "windows, Gaussian + flip TTA": inference.sliding_window(
-        model, big_image.to(DEVICE), IMAGE_SIZE, 0.5, output="labels", tta=True).cpu(),
+        model, big_image.to(DEVICE), IMAGE_SIZE, 0.5, output="labels", tta=True
+    ).cpu(),
 }
 for name, labels in outputs.items():
     print(f"{name:<30} foreground Dice {foreground_dice(labels, big_mask):.3f}")
@@ -380,9 +458,17 @@ def small_run(loss, checkpoint=None):
     seed_everything(1)
     net = make_model()
     loader = DataLoader(small_train, batch_size=8, shuffle=True)
-    run_history = engine.fit(net, loader, DataLoader(small_val, batch_size=8), epochs=4,
-                             loss_fn=loss, num_classes=2, device=DEVICE, checkpoint=checkpoint,
-                             options=engine.FitOptions(lr=LR, seed=1, progress=False))
+    run_history = engine.fit(
+        net,
+        loader,
+        DataLoader(small_val, batch_size=8),
+        epochs=4,
+        loss_fn=loss,
+        num_classes=2,
+        device=DEVICE,
+        checkpoint=checkpoint,
+        options=engine.FitOptions(lr=LR, seed=1, progress=False),
+    )
     return net, run_history
 
 
@@ -392,7 +478,8 @@ try:
 except KeyboardInterrupt as error:
     print("interrupted:", error)
 resumed, resumed_history = small_run(
-    loss_fn, checkpoint=engine.Checkpointing(WORKDIR / "run.pt", resume=WORKDIR / "run.pt"))
+    loss_fn, checkpoint=engine.Checkpointing(WORKDIR / "run.pt", resume=WORKDIR / "run.pt")
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -405,6 +492,7 @@ if DEVICE.type == "cuda":
 else:
     same_weights = all(torch.equal(a, b) for a, b in pairs)
 print("resumed epochs:", resumed_history["epoch"])
+
 
 def same_values(a, b):
     if DEVICE.type == "cuda":
@@ -420,6 +508,7 @@ print("identical weights:", same_weights, "| identical history:", same_history)
 # in a custom loss) the weights would be ruined by the next step. `fit` checks every loss before
 # `backward`, stops with a message that says what happened, and leaves the last good checkpoint
 # on disk.
+
 
 # %%
 class NaNInEpoch2:
@@ -466,13 +555,17 @@ print("autocast dtype on this device:", engine.resolve_amp("auto", DEVICE))
 probe_target = (torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0)) < 0.18).long()
 foreground = probe_target[:, None].bool()  # (1, 1, 64, 64)
 pushes = {}
-for name, criterion in (("BCE", losses.BCEDiceLoss(bce_weight=1.0, dice_weight=0.0)),
-                        ("Dice", losses.BCEDiceLoss(bce_weight=0.0, dice_weight=1.0))):
+for name, criterion in (
+    ("BCE", losses.BCEDiceLoss(bce_weight=1.0, dice_weight=0.0)),
+    ("Dice", losses.BCEDiceLoss(bce_weight=0.0, dice_weight=1.0)),
+):
     logits = torch.zeros(1, 1, 64, 64, requires_grad=True)  # p = 0.5 everywhere
     criterion(logits, probe_target).backward()
     grad = logits.grad * foreground.numel()  # (1, 1, 64, 64), in units of 1/N
     pushes[name] = (float(grad[foreground].abs().mean()), float(grad[~foreground].abs().mean()))
-    print(f"{name:<5} |gradient| x N: foreground {pushes[name][0]:.2f}, background {pushes[name][1]:.2f}")
+    print(
+        f"{name:<5} |gradient| x N: foreground {pushes[name][0]:.2f}, background {pushes[name][1]:.2f}"
+    )
 
 # %% [markdown]
 # Dice's gradient is not weak at the start: it pushes the foreground up at least as hard as BCE
@@ -487,21 +580,30 @@ if DEVICE.type == "cuda":
     torch.cuda.empty_cache()
 
 # %%
-experiment = {"BCE": losses.BCEDiceLoss(bce_weight=1.0, dice_weight=0.0),
-              "Dice": losses.BCEDiceLoss(bce_weight=0.0, dice_weight=1.0),
-              "BCE + Dice": losses.BCEDiceLoss()}
+experiment = {
+    "BCE": losses.BCEDiceLoss(bce_weight=1.0, dice_weight=0.0),
+    "Dice": losses.BCEDiceLoss(bce_weight=0.0, dice_weight=1.0),
+    "BCE + Dice": losses.BCEDiceLoss(),
+}
 exp_train = spread(train_set, EXP_IMAGES)
 finals = {}
 for name, criterion in experiment.items():
     seed_everything(0)
     net = make_model()
-    run_history = engine.fit(net,
-                             DataLoader(exp_train, batch_size=BATCH_SIZE, shuffle=True, **loader_options),
-                             DataLoader(exp_val_set, batch_size=32, **loader_options),
-                             epochs=EXP_EPOCHS, loss_fn=criterion, num_classes=2, device=DEVICE,
-                             options=engine.FitOptions(lr=LR, seed=0, progress=False))
+    run_history = engine.fit(
+        net,
+        DataLoader(exp_train, batch_size=BATCH_SIZE, shuffle=True, **loader_options),
+        DataLoader(exp_val_set, batch_size=32, **loader_options),
+        epochs=EXP_EPOCHS,
+        loss_fn=criterion,
+        num_classes=2,
+        device=DEVICE,
+        options=engine.FitOptions(lr=LR, seed=0, progress=False),
+    )
     finals[name] = run_history["dice_foreground"]
-    print(f"{name:<11} foreground Dice per epoch: {[round(d, 3) for d in run_history['dice_foreground']]}")
+    print(
+        f"{name:<11} foreground Dice per epoch: {[round(d, 3) for d in run_history['dice_foreground']]}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 2.8))
@@ -540,31 +642,56 @@ CROP, STATS = 64, dict(mean=(0.5,), std=(0.25,))
 
 
 # What prediction will do: whole images, native scale, 128-pixel windows, sigmoid > 0.5.
-NATIVE = Preprocessing(num_classes=2, image_mode="L", scale=1.0, crop_size=CROP, window=2 * CROP,
-                       decision="sigmoid", **STATS)
+NATIVE = Preprocessing(
+    num_classes=2,
+    image_mode="L",
+    scale=1.0,
+    crop_size=CROP,
+    window=2 * CROP,
+    decision="sigmoid",
+    **STATS,
+)
 
 
 def membrane_run(train_transform, val_transform, preprocessing=None, steps=MEMBRANE_STEPS):
     seed_everything(0)
-    train_folder = SegmentationFolder(own["train_images"], own["train_masks"], train_transform,
-                                      image_mode="L")
-    val_folder = SegmentationFolder(own["test_images"], own["test_masks"], val_transform,
-                                    image_mode="L")
-    loader = DataLoader(torch.utils.data.ConcatDataset([train_folder] * (steps // 2)),
-                        batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    train_folder = SegmentationFolder(
+        own["train_images"], own["train_masks"], train_transform, image_mode="L"
+    )
+    val_folder = SegmentationFolder(
+        own["test_images"], own["test_masks"], val_transform, image_mode="L"
+    )
+    loader = DataLoader(
+        torch.utils.data.ConcatDataset([train_folder] * (steps // 2)),
+        batch_size=4,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     net = models.UNet(in_channels=1, num_classes=1, base_channels=8, depth=3)
-    engine.fit(net, loader, DataLoader(val_folder, batch_size=1), epochs=1, loss_fn=loss_fn,
-               num_classes=2, device=DEVICE,
-               options=engine.FitOptions(lr=5e-3, seed=0, progress=False))
-    reported = engine.evaluate(net, DataLoader(val_folder, batch_size=1), 2, DEVICE,
-                               preprocessing=preprocessing)
+    engine.fit(
+        net,
+        loader,
+        DataLoader(val_folder, batch_size=1),
+        epochs=1,
+        loss_fn=loss_fn,
+        num_classes=2,
+        device=DEVICE,
+        options=engine.FitOptions(lr=5e-3, seed=0, progress=False),
+    )
+    reported = engine.evaluate(
+        net, DataLoader(val_folder, batch_size=1), 2, DEVICE, preprocessing=preprocessing
+    )
     return net, float(reported["dice_per_class"][1])
 
 
-resized_net, resized_reported = membrane_run(train_transforms(CROP, seed=0, **STATS),
-                                             val_transforms(CROP, **STATS))
-native_net, native_reported = membrane_run(train_transforms(CROP, rescale=1.0, seed=0, **STATS),
-                                           val_transforms(**STATS), preprocessing=NATIVE)
+resized_net, resized_reported = membrane_run(
+    train_transforms(CROP, seed=0, **STATS), val_transforms(CROP, **STATS)
+)
+native_net, native_reported = membrane_run(
+    train_transforms(CROP, rescale=1.0, seed=0, **STATS),
+    val_transforms(**STATS),
+    preprocessing=NATIVE,
+)
 
 # %% [markdown]
 # Both models are now applied as a user would: to the test images at their own 256×256
@@ -573,24 +700,37 @@ native_net, native_reported = membrane_run(train_transforms(CROP, rescale=1.0, s
 
 # %%
 # NBVAL_CHECK_OUTPUT
-test_folder = SegmentationFolder(own["test_images"], own["test_masks"], val_transforms(**STATS),
-                                 image_mode="L")
+test_folder = SegmentationFolder(
+    own["test_images"], own["test_masks"], val_transforms(**STATS), image_mode="L"
+)
 test_image, test_mask = test_folder[0]
 answers = {}
-for name, net, reported in (("resized", resized_net, resized_reported),
-                            ("native", native_net, native_reported)):
+for name, net, reported in (
+    ("resized", resized_net, resized_reported),
+    ("native", native_net, native_reported),
+):
     scores = []
     for image, mask in test_folder:
-        labels = inference.segment(net, image.to(DEVICE), window=NATIVE.window, output="labels").cpu()
+        labels = inference.segment(
+            net, image.to(DEVICE), window=NATIVE.window, output="labels"
+        ).cpu()
         scores.append((labels, mask))
-    user_dice = foreground_dice(torch.stack([s[0] for s in scores]), torch.stack([s[1] for s in scores]))
+    user_dice = foreground_dice(
+        torch.stack([s[0] for s in scores]), torch.stack([s[1] for s in scores])
+    )
     answers[name] = scores[0][0]
-    print(f"{name:<8} validation reports Dice {reported:.3f}; on the images as they are: {user_dice:.3f}")
+    print(
+        f"{name:<8} validation reports Dice {reported:.3f}; on the images as they are: {user_dice:.3f}"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-panels = [("image", test_image[0]), ("ground truth", test_mask),
-          ("resized training", answers["resized"]), ("native training", answers["native"])]
+panels = [
+    ("image", test_image[0]),
+    ("ground truth", test_mask),
+    ("resized training", answers["resized"]),
+    ("native training", answers["native"]),
+]
 for ax, (title, picture) in zip(axes, panels):
     is_labels = title != "image"  # labels 0/1 in black/white, the image in its own range
     ax.imshow(picture, cmap="gray", vmin=0 if is_labels else None, vmax=1 if is_labels else None)
@@ -631,8 +771,22 @@ fig.tight_layout()
 # %%
 from course_lib.cli import main as course_cli
 
-status = course_cli(["train", "--dataset", "cells", "--epochs", "1", "--num-train", str(CLI_TRAIN),
-                     "--num-val", str(CLI_VAL), "--no-progress", "--out", str(WORKDIR / "cli")])
+status = course_cli(
+    [
+        "train",
+        "--dataset",
+        "cells",
+        "--epochs",
+        "1",
+        "--num-train",
+        str(CLI_TRAIN),
+        "--num-val",
+        str(CLI_VAL),
+        "--no-progress",
+        "--out",
+        str(WORKDIR / "cli"),
+    ]
+)
 print("exit status", status, "| files:", sorted(p.name for p in (WORKDIR / "cli").iterdir()))
 
 # %% [markdown]
@@ -650,13 +804,42 @@ import io
 
 log = io.StringIO()
 with contextlib.redirect_stdout(log):
-    course_cli(["train", "--images", str(own["train_images"]), "--masks", str(own["train_masks"]),
-                "--minutes", "0.15", "--image-size", str(CROP), "--no-progress",
-                "--threads", "1", "--out", str(WORKDIR / "mine")])
-    course_cli(["predict", "--checkpoint", str(WORKDIR / "mine" / "last.pt"),
-                "--input", str(own["test_images"]), "--output", str(WORKDIR / "mine_masks")])
-print("\n".join(line for line in log.getvalue().splitlines()
-                if line.startswith(("masks:", "preprocessing:"))))
+    course_cli(
+        [
+            "train",
+            "--images",
+            str(own["train_images"]),
+            "--masks",
+            str(own["train_masks"]),
+            "--minutes",
+            "0.15",
+            "--image-size",
+            str(CROP),
+            "--no-progress",
+            "--threads",
+            "1",
+            "--out",
+            str(WORKDIR / "mine"),
+        ]
+    )
+    course_cli(
+        [
+            "predict",
+            "--checkpoint",
+            str(WORKDIR / "mine" / "last.pt"),
+            "--input",
+            str(own["test_images"]),
+            "--output",
+            str(WORKDIR / "mine_masks"),
+        ]
+    )
+print(
+    "\n".join(
+        line
+        for line in log.getvalue().splitlines()
+        if line.startswith(("masks:", "preprocessing:"))
+    )
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -664,7 +847,9 @@ from PIL import Image
 
 for path in sorted((WORKDIR / "mine_masks").glob("*_labels.png")):
     with Image.open(path) as labels_png:
-        print(path.name, labels_png.size, "labels", sorted(np.unique(np.asarray(labels_png)).tolist()))
+        print(
+            path.name, labels_png.size, "labels", sorted(np.unique(np.asarray(labels_png)).tolist())
+        )
 
 # %% [markdown]
 # ## Summary
@@ -689,4 +874,4 @@ for path in sorted((WORKDIR / "mine_masks").glob("*_labels.png")):
 # %%
 from course_grader import check
 
-check("ex07");
+check("ex07")

@@ -37,9 +37,9 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Patch
 import torch
 import torch.nn.functional as F
+from matplotlib.patches import Patch
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_lib import engine, metrics, models, viz
@@ -92,15 +92,20 @@ print("things:", [CLASSES[c] for c in THINGS], " stuff:", [CLASSES[c] for c in S
 scene = ScenesDataset(length=12, image_size=128, seed=0, return_instances=True)
 image, mask, instances = scene[11]
 target = encode_panoptic(mask, instances)  # (H, W) int64
-segments = {int(i): (int(mask[instances == i][0]), int((instances == i).sum()))
-            for i in instances.unique() if i > 0}
+segments = {
+    int(i): (int(mask[instances == i][0]), int((instances == i).sum()))
+    for i in instances.unique()
+    if i > 0
+}
 for i, (c, area) in segments.items():
     print(f"instance {i}: {CLASSES[c]:<6} {area:4d} pixels")
 
 # %%
 car_ids = [i for i, (c, _) in segments.items() if c == CLASSES.index("car")]
-small_person = min((i for i, (c, _) in segments.items() if c == CLASSES.index("person")),
-                   key=lambda i: segments[i][1])
+small_person = min(
+    (i for i, (c, _) in segments.items() if c == CLASSES.index("person")),
+    key=lambda i: segments[i][1],
+)
 road = CLASSES.index("road")
 road_rows = torch.nonzero((mask == road).any(dim=1)).flatten()  # image rows that contain road
 
@@ -127,13 +132,18 @@ predictions = {
     "top 60% of road wrong": road_called_background(0.6),
 }
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def scores(pred_panoptic: torch.Tensor) -> dict[str, float]:
     cm = metrics.confusion_matrix(pred_panoptic // 1000, mask, K)
     pq = metrics.panoptic_quality(pred_panoptic, target, K, thing_classes=THINGS)
-    return {"mIoU": metrics.mean_iou(cm), "PQ": pq["pq"], "PQ things": pq["pq_things"],
-            "PQ stuff": pq["pq_stuff"]}
+    return {
+        "mIoU": metrics.mean_iou(cm),
+        "PQ": pq["pq"],
+        "PQ things": pq["pq_things"],
+        "PQ stuff": pq["pq_stuff"],
+    }
 
 
 print(f"{'prediction':<22}" + "".join(f"{k:>10}" for k in ("mIoU", "PQ", "PQ things", "PQ stuff")))
@@ -195,8 +205,10 @@ with torch.no_grad():
     print("logits                ", tuple(fast_scnn(x).shape))
 full = 3 * 3 * 64 * 128
 separable = 3 * 3 * 64 + 64 * 128
-print(f"weights of a 3x3 conv 64 -> 128: full {full}, depthwise-separable {separable} "
-      f"({full / separable:.1f}x fewer)")
+print(
+    f"weights of a 3x3 conv 64 -> 128: full {full}, depthwise-separable {separable} "
+    f"({full / separable:.1f}x fewer)"
+)
 print(f"Fast-SCNN parameters: {count_parameters(fast_scnn) / 1e6:.2f} M")
 
 # %% [markdown]
@@ -224,8 +236,10 @@ with torch.no_grad():
         tokens = out.shape[-2] * out.shape[-1]
         r = stage.blocks[0].attn.sr_ratio
         keys = math.ceil(out.shape[-2] / r) * math.ceil(out.shape[-1] / r)
-        print(f"stage {i + 1}: {tuple(out.shape)}  {tokens:5d} queries x {keys:4d} keys "
-              f"(R={r}: {tokens / keys:4.0f}x less than full attention)")
+        print(
+            f"stage {i + 1}: {tuple(out.shape)}  {tokens:5d} queries x {keys:4d} keys "
+            f"(R={r}: {tokens / keys:4.0f}x less than full attention)"
+        )
 print(f"SegFormer (tiny) parameters: {count_parameters(segformer) / 1e6:.2f} M")
 
 # %% [markdown]
@@ -261,8 +275,10 @@ def rendered(dataset):
 train_set = rendered(ScenesDataset(length=TRAIN_IMAGES, image_size=TRAIN_SIZE, seed=0))
 val_set = rendered(ScenesDataset(length=VAL_IMAGES, image_size=TRAIN_SIZE, seed=1))
 val_loader = DataLoader(val_set, batch_size=8)
-print(f"{TRAIN_IMAGES} training images of {TRAIN_SIZE}x{TRAIN_SIZE}, batch 8, {EPOCHS} epochs: "
-      f"{EPOCHS * TRAIN_IMAGES // 8} steps per model")
+print(
+    f"{TRAIN_IMAGES} training images of {TRAIN_SIZE}x{TRAIN_SIZE}, batch 8, {EPOCHS} epochs: "
+    f"{EPOCHS * TRAIN_IMAGES // 8} steps per model"
+)
 
 
 def images_per_second(model: torch.nn.Module, device: torch.device, repeats: int = 2) -> float:
@@ -282,11 +298,19 @@ results, trained = {}, {}
 for label, (name, kwargs) in CONFIGS.items():
     seed_everything(0)
     model = models.build_model(name, num_classes=K, in_channels=3, **kwargs)
-    loader = DataLoader(train_set, batch_size=8, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
-    history = engine.fit(model, loader, val_loader, epochs=EPOCHS, num_classes=K,
-                         loss_fn=torch.nn.CrossEntropyLoss(), device=DEVICE,
-                         options=engine.FitOptions(lr=2e-3, seed=0, progress=False))
+    loader = DataLoader(
+        train_set, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    history = engine.fit(
+        model,
+        loader,
+        val_loader,
+        epochs=EPOCHS,
+        num_classes=K,
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        device=DEVICE,
+        options=engine.FitOptions(lr=2e-3, seed=0, progress=False),
+    )
     results[label] = {
         "params": count_parameters(model),
         "cpu": images_per_second(model, torch.device("cpu")),
@@ -302,19 +326,21 @@ print(f"CPU speed measured with {torch.get_num_threads()} thread(s)")
 
 # %%
 base = results["U-Net"]
-print(f"{'model':<11} {'params':>8} {'CPU img/s':>10} {'x U-Net':>8} {'GPU img/s':>10} "
-      f"{'mIoU':>6}")
+print(f"{'model':<11} {'params':>8} {'CPU img/s':>10} {'x U-Net':>8} {'GPU img/s':>10} {'mIoU':>6}")
 for label, row in results.items():
     gpu = f"{row['gpu']:10.1f}" if not math.isnan(row["gpu"]) else f"{'n/a':>10}"
-    print(f"{label:<11} {row['params'] / 1e6:7.2f}M {row['cpu']:10.1f} "
-          f"{row['cpu'] / base['cpu']:8.2f} {gpu} {row['miou']:6.3f}")
+    print(
+        f"{label:<11} {row['params'] / 1e6:7.2f}M {row['cpu']:10.1f} "
+        f"{row['cpu'] / base['cpu']:8.2f} {gpu} {row['miou']:6.3f}"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for label, row in results.items():
     ax.scatter(row["cpu"], row["miou"], s=20 + 8 * row["params"] / 1e5, alpha=0.6)
-    ax.annotate(label, (row["cpu"], row["miou"]), fontsize=8, xytext=(4, 4),
-                textcoords="offset points")
+    ax.annotate(
+        label, (row["cpu"], row["miou"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
+    )
 ax.set_xscale("log")
 ax.set_xlabel("CPU images / second at 256x256 (log)")
 ax.set_ylabel(f"mIoU after {EPOCHS * TRAIN_IMAGES // 8} steps")
@@ -359,16 +385,21 @@ fig.tight_layout()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-semantic_toy = torch.tensor([[1, 1, 1, 1, 1, 1],
-                             [0, 3, 3, 3, 3, 3],
-                             [0, 3, 3, 3, 3, 3],
-                             [2, 2, 2, 2, 2, 2]])
+semantic_toy = torch.tensor(
+    [[1, 1, 1, 1, 1, 1], [0, 3, 3, 3, 3, 3], [0, 3, 3, 3, 3, 3], [2, 2, 2, 2, 2, 2]]
+)
 masks_toy = torch.zeros(3, 4, 6, dtype=torch.bool)
 masks_toy[0, 1:3, 1:5] = True  # car A, score 0.6, 8 pixels
 masks_toy[1, 1:3, 3:5] = True  # car B, score 0.9: takes 4 of A's pixels first
 masks_toy[2, 0:2, 0:2] = True  # a weak detection, score 0.3: dropped
-panoptic_toy = merge_panoptic(semantic_toy, masks_toy, torch.tensor([0.6, 0.9, 0.3]),
-                              torch.tensor([3, 3, 3]), stuff_classes=STUFF, stuff_area_threshold=0)
+panoptic_toy = merge_panoptic(
+    semantic_toy,
+    masks_toy,
+    torch.tensor([0.6, 0.9, 0.3]),
+    torch.tensor([3, 3, 3]),
+    stuff_classes=STUFF,
+    stuff_area_threshold=0,
+)
 print(panoptic_toy)
 
 # %% [markdown]
@@ -386,35 +417,54 @@ print(panoptic_toy)
 # %%
 PANOPTIC_SIZE = 128
 if FAST:
-    instance_train = ScenesDataset(length=64, image_size=PANOPTIC_SIZE, seed=2,
-                                   return_instances=True)
+    instance_train = ScenesDataset(
+        length=64, image_size=PANOPTIC_SIZE, seed=2, return_instances=True
+    )
     seed_everything(0)
     detector = build_mask_rcnn(len(THINGS) + 1, image_size=PANOPTIC_SIZE)
-    losses = train_mask_rcnn(detector, instance_train, THINGS, steps=60, batch_size=4, lr=3e-3,
-                             device=DEVICE)
+    losses = train_mask_rcnn(
+        detector, instance_train, THINGS, steps=60, batch_size=4, lr=3e-3, device=DEVICE
+    )
 else:
     DETECTOR_IMAGES, DETECTOR_STEPS, DETECTOR_BATCH = (16, 2, 2) if REHEARSAL else (1000, 1500, 8)
-    instance_train = ScenesDataset(length=DETECTOR_IMAGES, image_size=PANOPTIC_SIZE, seed=2,
-                                   return_instances=True)
+    instance_train = ScenesDataset(
+        length=DETECTOR_IMAGES, image_size=PANOPTIC_SIZE, seed=2, return_instances=True
+    )
     seed_everything(0)
     detector = build_mask_rcnn(len(THINGS) + 1, backbone="resnet18", image_size=PANOPTIC_SIZE)
-    losses = train_mask_rcnn(detector, instance_train, THINGS, steps=DETECTOR_STEPS,
-                             batch_size=DETECTOR_BATCH, lr=1e-3, device=DEVICE)
-print(f"Mask R-CNN: {count_parameters(detector) / 1e6:.2f} M parameters, {len(losses)} steps, "
-      f"loss {np.mean(losses[:5]):.2f} -> {np.mean(losses[-5:]):.2f}")
+    losses = train_mask_rcnn(
+        detector,
+        instance_train,
+        THINGS,
+        steps=DETECTOR_STEPS,
+        batch_size=DETECTOR_BATCH,
+        lr=1e-3,
+        device=DEVICE,
+    )
+print(
+    f"Mask R-CNN: {count_parameters(detector) / 1e6:.2f} M parameters, {len(losses)} steps, "
+    f"loss {np.mean(losses[:5]):.2f} -> {np.mean(losses[-5:]):.2f}"
+)
 
 # %%
-pipeline = PanopticPipeline(detector, trained["SegFormer"],
-                            thing_label_map={i + 1: c for i, c in enumerate(THINGS)},
-                            stuff_classes=STUFF, score_threshold=0.5, stuff_area_threshold=32)
+pipeline = PanopticPipeline(
+    detector,
+    trained["SegFormer"],
+    thing_label_map={i + 1: c for i, c in enumerate(THINGS)},
+    stuff_classes=STUFF,
+    score_threshold=0.5,
+    stuff_area_threshold=32,
+)
 print(pipeline)
 test_set = ScenesDataset(length=8, image_size=PANOPTIC_SIZE, seed=3, return_instances=True)
 images = torch.stack([test_set[i][0] for i in range(len(test_set))]).to(DEVICE)
 truth = torch.stack([encode_panoptic(test_set[i][1], test_set[i][2]) for i in range(len(test_set))])
 predicted = pipeline(images).cpu()
 pq = metrics.panoptic_quality(predicted, truth, K, thing_classes=THINGS)
-print(f"on {len(test_set)} new scenes: PQ {pq['pq']:.3f} (things {pq['pq_things']:.3f}, "
-      f"stuff {pq['pq_stuff']:.3f}), SQ {pq['sq']:.3f}, RQ {pq['rq']:.3f}")
+print(
+    f"on {len(test_set)} new scenes: PQ {pq['pq']:.3f} (things {pq['pq_things']:.3f}, "
+    f"stuff {pq['pq_stuff']:.3f}), SQ {pq['sq']:.3f}, RQ {pq['rq']:.3f}"
+)
 for c in range(K):
     s = pq["per_class"][c]
     print(f"  {CLASSES[c]:<10} PQ {s['pq']:.3f}  TP {s['tp']:2d}  FP {s['fp']:2d}  FN {s['fn']:2d}")
@@ -470,18 +520,26 @@ if not FAST:
         photo = read_image(str(path), ImageReadMode.RGB).float() / 255
         photos.append(F.interpolate(photo[None], size=(480, 640), mode="bilinear")[0])
     coco_weights = MaskRCNN_ResNet50_FPN_Weights.DEFAULT
-    coco_detector = build_mask_rcnn(91, backbone="resnet50", weights=pretrained(coco_weights),
-                                    image_size=480).to(DEVICE)
+    coco_detector = build_mask_rcnn(
+        91, backbone="resnet50", weights=pretrained(coco_weights), image_size=480
+    ).to(DEVICE)
     voc_weights = pretrained(DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1)  # VOC labels
-    voc_model = deeplabv3_resnet50(weights=voc_weights, num_classes=21,
-                                   weights_backbone=None).to(DEVICE).eval()
+    voc_model = (
+        deeplabv3_resnet50(weights=voc_weights, num_classes=21, weights_backbone=None)
+        .to(DEVICE)
+        .eval()
+    )
     mean = torch.tensor([0.485, 0.456, 0.406], device=DEVICE)[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225], device=DEVICE)[:, None, None]
-    coco_pipeline = PanopticPipeline(coco_detector, voc_model,
-                                     thing_label_map={i: i for i in range(1, 91)},
-                                     stuff_classes=(0,),
-                                     semantic_transform=lambda x: (x - mean) / std,
-                                     score_threshold=0.6, stuff_area_threshold=1024)
+    coco_pipeline = PanopticPipeline(
+        coco_detector,
+        voc_model,
+        thing_label_map={i: i for i in range(1, 91)},
+        stuff_classes=(0,),
+        semantic_transform=lambda x: (x - mean) / std,
+        score_threshold=0.6,
+        stuff_area_threshold=1024,
+    )
     photo_batch = torch.stack(photos).to(DEVICE)
     coco_panoptic = coco_pipeline(photo_batch).cpu()
     names = coco_weights.meta["categories"]
@@ -511,13 +569,19 @@ light = ("Fast-SCNN", "SegFormer")
 heavy = ("FCN-8s", "DeepLabV3", "DeepLabV3+")
 fewer = [results[h]["params"] / results[m]["params"] for h in heavy for m in light]
 ranked = sorted(results, key=lambda label: results[label]["miou"])
-print(f"{' and '.join(light)}: {min(fewer):.0f}-{max(fewer):.0f}x fewer parameters than the "
-      f"ResNet-18 models, at {results[light[0]]['cpu'] / base['cpu']:.1f}x and "
-      f"{results[light[1]]['cpu'] / base['cpu']:.1f}x U-Net's CPU speed")
-print(f"after the short training: best mIoU {ranked[-1]} ({results[ranked[-1]]['miou']:.3f}), "
-      f"lowest {ranked[0]} ({results[ranked[0]]['miou']:.3f})")
-print(f"panoptic pipeline: PQ {pq['pq']:.3f} on {len(test_set)} new scenes "
-      f"(stuff {pq['pq_stuff']:.3f}, things {pq['pq_things']:.3f})")
+print(
+    f"{' and '.join(light)}: {min(fewer):.0f}-{max(fewer):.0f}x fewer parameters than the "
+    f"ResNet-18 models, at {results[light[0]]['cpu'] / base['cpu']:.1f}x and "
+    f"{results[light[1]]['cpu'] / base['cpu']:.1f}x U-Net's CPU speed"
+)
+print(
+    f"after the short training: best mIoU {ranked[-1]} ({results[ranked[-1]]['miou']:.3f}), "
+    f"lowest {ranked[0]} ({results[ranked[0]]['miou']:.3f})"
+)
+print(
+    f"panoptic pipeline: PQ {pq['pq']:.3f} on {len(test_set)} new scenes "
+    f"(stuff {pq['pq_stuff']:.3f}, things {pq['pq_things']:.3f})"
+)
 
 # %% [markdown]
 # - A panoptic map can be assembled from two standard networks with a few lines of rules.
@@ -534,4 +598,4 @@ print(f"panoptic pipeline: PQ {pq['pq']:.3f} on {len(test_set)} new scenes "
 # %%
 from course_grader import check
 
-check("ex08");
+check("ex08")

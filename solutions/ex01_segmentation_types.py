@@ -31,8 +31,10 @@ def semantic_from_instances(instances: torch.Tensor, instance_classes: list[int]
     # HINT: check the largest id against len(table) first.
     table = torch.as_tensor(instance_classes, dtype=torch.int64)
     if instances.numel() and int(instances.max()) >= len(table):
-        raise ValueError(f"instances holds id {int(instances.max())} but instance_classes has only "
-                         f"{len(table)} entries (ids 0..{len(table) - 1})")
+        raise ValueError(
+            f"instances holds id {int(instances.max())} but instance_classes has only "
+            f"{len(table)} entries (ids 0..{len(table) - 1})"
+        )
     return table[instances]  # (H, W)
     # END SOLUTION
 
@@ -79,8 +81,9 @@ def connected_components(binary: torch.Tensor, connectivity: int = 4) -> tuple[t
     # END SOLUTION
 
 
-def instances_from_semantic(mask: torch.Tensor, thing_classes: list[int],
-                            connectivity: int = 4) -> torch.Tensor:
+def instances_from_semantic(
+    mask: torch.Tensor, thing_classes: list[int], connectivity: int = 4
+) -> torch.Tensor:
     """Instance map of a semantic mask: (H, W) int64 -> (H, W) int64.
 
     Every connected region of pixels of one thing class becomes one instance; instance ids are
@@ -100,8 +103,9 @@ def instances_from_semantic(mask: torch.Tensor, thing_classes: list[int],
     # END SOLUTION
 
 
-def encode_panoptic(semantic: torch.Tensor, instances: torch.Tensor,
-                    label_divisor: int = 1000) -> torch.Tensor:
+def encode_panoptic(
+    semantic: torch.Tensor, instances: torch.Tensor, label_divisor: int = 1000
+) -> torch.Tensor:
     """One id per pixel for class and object: semantic * label_divisor + instances, (H, W) int64.
 
     Raises ValueError when an instance id is label_divisor or larger (it would spill into the
@@ -110,14 +114,16 @@ def encode_panoptic(semantic: torch.Tensor, instances: torch.Tensor,
     # BEGIN SOLUTION
     # HINT: one line of tensor arithmetic, after checking instances.max() < label_divisor.
     if instances.numel() and int(instances.max()) >= label_divisor:
-        raise ValueError(f"instance id {int(instances.max())} does not fit "
-                         f"label_divisor={label_divisor}")
+        raise ValueError(
+            f"instance id {int(instances.max())} does not fit label_divisor={label_divisor}"
+        )
     return semantic.long() * label_divisor + instances.long()
     # END SOLUTION
 
 
-def decode_panoptic(panoptic: torch.Tensor,
-                    label_divisor: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_panoptic(
+    panoptic: torch.Tensor, label_divisor: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split panoptic ids into (semantic, instances), both (H, W) int64."""
     # BEGIN SOLUTION
     # HINT: integer division gives the class, the remainder the instance id.

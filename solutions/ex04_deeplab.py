@@ -37,8 +37,9 @@ def receptive_field(layers: list[tuple[int, int, int]]) -> int:
     # END SOLUTION
 
 
-def dilated_conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
-                             dilation: int = 1) -> int:
+def dilated_conv_output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     """Output length along one axis of `nn.Conv2d(kernel_size=kernel, stride=stride, padding=padding,
     dilation=dilation)` applied to an input of length `size`.
 
@@ -50,17 +51,23 @@ def dilated_conv_output_size(size: int, kernel: int, stride: int = 1, padding: i
     # HINT: compute the effective kernel size first; // is floor division for non-negative numbers.
     effective = dilation * (kernel - 1) + 1
     if size + 2 * padding < effective:
-        raise ValueError(f"input of length {size} with padding {padding} is shorter than the "
-                         f"effective kernel size {effective}")
+        raise ValueError(
+            f"input of length {size} with padding {padding} is shorter than the "
+            f"effective kernel size {effective}"
+        )
     return (size + 2 * padding - effective) // stride + 1
     # END SOLUTION
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1
+) -> nn.Sequential:
     """Conv (no bias, 'same' padding), BatchNorm, ReLU."""
     padding = dilation * (kernel_size - 1) // 2
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -72,11 +79,17 @@ class ASPP(nn.Module):
     The layers are built for you; write `forward`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 256, atrous_rates: tuple[int, ...] = (6, 12, 18)):
+    def __init__(
+        self, in_channels: int, out_channels: int = 256, atrous_rates: tuple[int, ...] = (6, 12, 18)
+    ):
         super().__init__()
         self.conv1x1 = conv_bn_relu(in_channels, out_channels, 1)
-        self.atrous = nn.ModuleList(conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in atrous_rates)
-        self.pooling = conv_bn_relu(in_channels, out_channels, 1)  # runs on the (N, C, 1, 1) image average
+        self.atrous = nn.ModuleList(
+            conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in atrous_rates
+        )
+        self.pooling = conv_bn_relu(
+            in_channels, out_channels, 1
+        )  # runs on the (N, C, 1, 1) image average
         self.project = nn.Sequential(
             nn.Conv2d((2 + len(atrous_rates)) * out_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
@@ -101,9 +114,16 @@ class ASPP(nn.Module):
         # END SOLUTION
 
 
-def mean_field_step(probs: torch.Tensor, image: torch.Tensor, q: torch.Tensor, spatial_std: float = 3.0,
-                    spatial_weight: float = 3.0, bilateral_spatial_std: float = 80.0,
-                    bilateral_color_std: float = 13.0, bilateral_weight: float = 10.0) -> torch.Tensor:
+def mean_field_step(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    q: torch.Tensor,
+    spatial_std: float = 3.0,
+    spatial_weight: float = 3.0,
+    bilateral_spatial_std: float = 80.0,
+    bilateral_color_std: float = 13.0,
+    bilateral_weight: float = 10.0,
+) -> torch.Tensor:
     """One mean-field update of a fully connected CRF with a Potts compatibility, over all pairs.
 
     probs (K, H, W): the network's probabilities (unary energy psi_u = -log probs);
@@ -125,9 +145,11 @@ def mean_field_step(probs: torch.Tensor, image: torch.Tensor, q: torch.Tensor, s
     colour = image.reshape(image.shape[0], h * w).T.to(probs.dtype) * 255.0  # (HW, C)
     pos_d2 = torch.cdist(pos, pos) ** 2  # (HW, HW)
     col_d2 = torch.cdist(colour, colour) ** 2  # (HW, HW)
-    kernel = (spatial_weight * torch.exp(-pos_d2 / (2 * spatial_std**2))
-              + bilateral_weight * torch.exp(-pos_d2 / (2 * bilateral_spatial_std**2)
-                                             - col_d2 / (2 * bilateral_color_std**2)))
+    kernel = spatial_weight * torch.exp(
+        -pos_d2 / (2 * spatial_std**2)
+    ) + bilateral_weight * torch.exp(
+        -pos_d2 / (2 * bilateral_spatial_std**2) - col_d2 / (2 * bilateral_color_std**2)
+    )
     kernel.fill_diagonal_(0.0)
     message = kernel @ q.reshape(k, h * w).T  # (HW, K)
     disagreement = message.sum(dim=1, keepdim=True) - message  # (HW, K): sum over l' != l

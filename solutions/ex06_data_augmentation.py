@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 
-def resize_and_flip(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int],
-                    hflip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_and_flip(
+    image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], hflip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize an image and its mask to `size` and, when `hflip` is True, mirror both left-right.
 
     image: (C, H, W) float; mask: (H, W) int64 labels; size: (H_out, W_out).
@@ -38,14 +39,17 @@ def resize_and_flip(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, in
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
     if mask.ndim != 2 or mask.shape != image.shape[1:]:
-        raise ValueError(f"mask must be (H, W) = {tuple(image.shape[1:])}, "
-                         f"got shape {tuple(mask.shape)}")
+        raise ValueError(
+            f"mask must be (H, W) = {tuple(image.shape[1:])}, got shape {tuple(mask.shape)}"
+        )
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(f"size must be two positive ints (H_out, W_out), got {size!r}")
-    out_image = F.interpolate(image[None].float(), size=tuple(size), mode="bilinear",
-                              align_corners=False)[0]  # (C, H_out, W_out)
-    out_mask = F.interpolate(mask[None, None].float(), size=tuple(size),
-                             mode="nearest")[0, 0].long()  # (H_out, W_out)
+    out_image = F.interpolate(
+        image[None].float(), size=tuple(size), mode="bilinear", align_corners=False
+    )[0]  # (C, H_out, W_out)
+    out_mask = F.interpolate(mask[None, None].float(), size=tuple(size), mode="nearest")[
+        0, 0
+    ].long()  # (H_out, W_out)
     if hflip:
         out_image = torch.flip(out_image, dims=[-1])
         out_mask = torch.flip(out_mask, dims=[-1])
@@ -64,8 +68,10 @@ def one_hot(mask: torch.Tensor, num_classes: int, ignore_index: int = 255) -> to
     # HINT: one_hot puts the class axis last, so move it with movedim(-1, -3).
     invalid = ((mask < 0) | (mask >= num_classes)) & (mask != ignore_index)
     if invalid.any():
-        raise ValueError(f"mask has labels {sorted(set(mask[invalid].tolist()))} outside "
-                         f"[0, {num_classes}) and not ignore_index={ignore_index}")
+        raise ValueError(
+            f"mask has labels {sorted(set(mask[invalid].tolist()))} outside "
+            f"[0, {num_classes}) and not ignore_index={ignore_index}"
+        )
     valid = mask != ignore_index
     encoded = F.one_hot(torch.where(valid, mask, 0).long(), num_classes).float()  # (..., H, W, K)
     encoded = encoded * valid[..., None]
@@ -73,8 +79,9 @@ def one_hot(mask: torch.Tensor, num_classes: int, ignore_index: int = 255) -> to
     # END SOLUTION
 
 
-def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse",
-                  ignore_index: int = 255) -> torch.Tensor:
+def class_weights(
+    masks: torch.Tensor, num_classes: int, method: str = "inverse", ignore_index: int = 255
+) -> torch.Tensor:
     """Per-class loss weights (num_classes,) float32 from a stack of masks (N, H, W).
 
     Pixels equal to `ignore_index` are not counted. Let c_k be the number of pixels of class k and
@@ -97,8 +104,10 @@ def class_weights(masks: torch.Tensor, num_classes: int, method: str = "inverse"
     valid = masks != ignore_index
     outside = valid & ((masks < 0) | (masks >= num_classes))
     if outside.any():
-        raise ValueError(f"masks hold labels {sorted(set(masks[outside].tolist()))} outside "
-                         f"[0, {num_classes}) and not ignore_index={ignore_index}")
+        raise ValueError(
+            f"masks hold labels {sorted(set(masks[outside].tolist()))} outside "
+            f"[0, {num_classes}) and not ignore_index={ignore_index}"
+        )
     counts = torch.bincount(masks[valid].long(), minlength=num_classes).double()  # (K,)
     present = counts > 0
     weights = torch.zeros(num_classes, dtype=torch.float64)

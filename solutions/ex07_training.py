@@ -25,7 +25,7 @@ def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> 
     # BEGIN SOLUTION
     # HINT: clamp the fraction left, 1 - step / total_steps, at 0 before raising it to `power`.
     remaining = max(0.0, 1.0 - step / total_steps)
-    return base_lr * remaining ** power
+    return base_lr * remaining**power
     # END SOLUTION
 
 

@@ -20,10 +20,18 @@ import math
 import torch
 
 
-def merge_panoptic(semantic: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor,
-                   labels: torch.Tensor, stuff_classes: list[int], score_threshold: float = 0.5,
-                   overlap_threshold: float = 0.5, stuff_area_threshold: int = 64,
-                   label_divisor: int = 1000, ignore_index: int = 255) -> torch.Tensor:
+def merge_panoptic(
+    semantic: torch.Tensor,
+    masks: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    stuff_classes: list[int],
+    score_threshold: float = 0.5,
+    overlap_threshold: float = 0.5,
+    stuff_area_threshold: int = 64,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+) -> torch.Tensor:
     """Merge M instance masks and a semantic map into an (H, W) int64 panoptic map.
 
     semantic (H, W) int64 class ids; masks (M, H, W) bool; scores (M,) float; labels (M,) int64
@@ -66,9 +74,12 @@ def merge_panoptic(semantic: torch.Tensor, masks: torch.Tensor, scores: torch.Te
     # END SOLUTION
 
 
-def match_segments(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor,
-                   label_divisor: int = 1000,
-                   ignore_index: int = 255) -> list[tuple[int, int, float]]:
+def match_segments(
+    pred_panoptic: torch.Tensor,
+    target_panoptic: torch.Tensor,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+) -> list[tuple[int, int, float]]:
     """The matched (pred_id, target_id, iou) pairs of two (H, W) panoptic maps, sorted by target_id.
 
     A segment is the set of pixels that carry one id; segments whose class (id // label_divisor)
@@ -82,8 +93,9 @@ def match_segments(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor,
     # HINT: torch.unique(x, return_counts=True) gives segment ids and areas; loop over the pairs of
     # HINT: (pred id, target id) of the same class, non-void, that overlap at all.
     target_void = (target_panoptic // label_divisor) == ignore_index
-    pred_ids = [p for p in torch.unique(pred_panoptic).tolist()
-                if p // label_divisor != ignore_index]
+    pred_ids = [
+        p for p in torch.unique(pred_panoptic).tolist() if p // label_divisor != ignore_index
+    ]
     matches = []
     for t in torch.unique(target_panoptic).tolist():
         if t // label_divisor == ignore_index:
@@ -105,8 +117,13 @@ def match_segments(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor,
     # END SOLUTION
 
 
-def panoptic_quality(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor, num_classes: int,
-                     label_divisor: int = 1000, ignore_index: int = 255) -> dict[str, float]:
+def panoptic_quality(
+    pred_panoptic: torch.Tensor,
+    target_panoptic: torch.Tensor,
+    num_classes: int,
+    label_divisor: int = 1000,
+    ignore_index: int = 255,
+) -> dict[str, float]:
     """{"pq", "sq", "rq"}: means over the classes that have TP + FP + FN > 0.
 
     Per class c: TP = matched pairs of class c (use `match_segments`); FN = unmatched target
@@ -125,7 +142,7 @@ def panoptic_quality(pred_panoptic: torch.Tensor, target_panoptic: torch.Tensor,
     target_void = (target_panoptic // label_divisor) == ignore_index
     tp, fp, fn = [0] * num_classes, [0] * num_classes, [0] * num_classes
     iou_sum = [0.0] * num_classes
-    for p, t, iou in matches:
+    for _, t, iou in matches:
         tp[t // label_divisor] += 1
         iou_sum[t // label_divisor] += iou
     for t in torch.unique(target_panoptic).tolist():

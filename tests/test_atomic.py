@@ -20,7 +20,7 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path, interruption):
     path.write_text('{"epoch": 1}')
     with pytest.raises(type(interruption)):
         with atomic_open(path) as stream:
-            stream.write(b'{"epoch": 2, "half')       # bytes reach the temporary file ...
-            raise interruption                          # ... and the run dies before the rename
+            stream.write(b'{"epoch": 2, "half')  # bytes reach the temporary file ...
+            raise interruption  # ... and the run dies before the rename
     assert path.read_text() == '{"epoch": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"], "temporary file left behind"

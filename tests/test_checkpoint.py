@@ -26,9 +26,16 @@ def _trained_objects():
 
 def test_roundtrip_restores_model_optimizer_scheduler(tmp_path):
     model, optimizer, scheduler = _trained_objects()
-    path = ckpt.save_checkpoint(tmp_path / "c.pt", model=model, optimizer=optimizer,
-                                scheduler=scheduler, epoch=3, history={"train_loss": [1.0, 0.5]},
-                                model_name="tiny", model_kwargs={"num_classes": 2})
+    path = ckpt.save_checkpoint(
+        tmp_path / "c.pt",
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epoch=3,
+        history={"train_loss": [1.0, 0.5]},
+        model_name="tiny",
+        model_kwargs={"num_classes": 2},
+    )
     torch.manual_seed(1)
     model2 = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2))
     optimizer2 = torch.optim.AdamW(model2.parameters(), lr=0.01)
@@ -48,9 +55,19 @@ def test_roundtrip_restores_model_optimizer_scheduler(tmp_path):
 def test_rng_state_restore_repeats_random_draws():
     generator = torch.Generator().manual_seed(5)
     state = ckpt.capture_rng_state({"loader": generator})
-    first = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
+    first = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=generator).item(),
+    )
     ckpt.restore_rng_state(state, {"loader": generator})
-    second = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=generator).item())
+    second = (
+        random.random(),
+        np.random.rand(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=generator).item(),
+    )
     assert first == second
 
 

@@ -12,12 +12,22 @@ from course_lib.cli import main
 from course_lib.data.membranes import write_membrane_folder
 from course_lib.preprocessing import Preprocessing
 
-
 pytestmark = pytest.mark.usefixtures("restore_threads")  # `main` sets the thread count
 
 
-QUICK = ["--image-size", "32", "--batch-size", "4", "--base-channels", "8", "--depth", "2",
-         "--no-progress", "--threads", "1"]
+QUICK = [
+    "--image-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--base-channels",
+    "8",
+    "--depth",
+    "2",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def _dice_from_pngs(prediction_dir, mask_dir) -> tuple[float, np.ndarray]:
@@ -50,25 +60,72 @@ def test_validation_evaluate_and_predict_agree(membranes, tmp_path, capsys, scal
     """The figure training reports is the figure of the masks `predict` writes."""
     train, test = membranes / "train", membranes / "test"
     out = tmp_path / "run"
-    assert main(["train", "--images", str(train / "images"), "--masks", str(train / "masks"),
-                 "--val-images", str(test / "images"), "--val-masks", str(test / "masks"),
-                 "--epochs", "2", "--scale", str(scale), "--out", str(out)] + QUICK) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(train / "images"),
+                "--masks",
+                str(train / "masks"),
+                "--val-images",
+                str(test / "images"),
+                "--val-masks",
+                str(test / "masks"),
+                "--epochs",
+                "2",
+                "--scale",
+                str(scale),
+                "--out",
+                str(out),
+            ]
+            + QUICK
+        )
+        == 0
+    )
     reported = json.loads((out / "metrics.json").read_text())["final"]
 
     evaluated_json = tmp_path / "evaluate.json"
-    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--images",
-                 str(test / "images"), "--masks", str(test / "masks"),
-                 "--json", str(evaluated_json)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "last.pt"),
+                "--images",
+                str(test / "images"),
+                "--masks",
+                str(test / "masks"),
+                "--json",
+                str(evaluated_json),
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads(evaluated_json.read_text())
 
     predictions = tmp_path / "pred"
-    assert main(["predict", "--checkpoint", str(out / "last.pt"), "--input",
-                 str(test / "images"), "--output", str(predictions)]) == 0  # no option repeated
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(out / "last.pt"),
+                "--input",
+                str(test / "images"),
+                "--output",
+                str(predictions),
+            ]
+        )
+        == 0
+    )  # no option repeated
     from_pngs, matrix = _dice_from_pngs(predictions, test / "masks")
 
     assert matrix.sum() == 3 * 96 * 136  # every pixel of the originals, at their own size
-    assert evaluated["confusion_matrix"] == json.loads(
-        (out / "metrics.json").read_text())["confusion_matrix"]
+    assert (
+        evaluated["confusion_matrix"]
+        == json.loads((out / "metrics.json").read_text())["confusion_matrix"]
+    )
     differing = np.abs(np.asarray(evaluated["confusion_matrix"]) - matrix).sum() / 2
     assert differing <= 5, f"predict's PNGs and evaluate differ on {differing} pixels"
     assert reported["dice_per_class"][1] == pytest.approx(evaluated["dice_per_class"][1], abs=1e-9)
@@ -78,8 +135,25 @@ def test_validation_evaluate_and_predict_agree(membranes, tmp_path, capsys, scal
 def test_checkpoint_carries_the_preprocessing(membranes, tmp_path, capsys):
     train = membranes / "train"
     out = tmp_path / "run"
-    assert main(["train", "--images", str(train / "images"), "--masks", str(train / "masks"),
-                 "--epochs", "1", "--scale", "0.5", "--out", str(out)] + QUICK) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(train / "images"),
+                "--masks",
+                str(train / "masks"),
+                "--epochs",
+                "1",
+                "--scale",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+            + QUICK
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "masks: binary masks: value 0 -> class 0, 255" in printed
     record = Preprocessing.from_dict(load_checkpoint(out / "last.pt")["extra"]["preprocessing"])
@@ -109,8 +183,17 @@ def _stray_value_folder(root):
 
 def test_a_stray_mask_value_stops_with_the_file_and_the_fix(tmp_path, capsys):
     images, masks = _stray_value_folder(tmp_path)
-    argv = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1",
-            "--out", str(tmp_path / "run")] + QUICK
+    argv = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    ] + QUICK
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "img2.png" in error and "128" in error and "--mask-threshold 128" in error
@@ -119,16 +202,36 @@ def test_a_stray_mask_value_stops_with_the_file_and_the_fix(tmp_path, capsys):
     assert main(argv + ["--mask-threshold", "128", "--val-fraction", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert "2 classes" in printed and "mask values >= 128 -> class 1" in printed
-    mapping = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["preprocessing"]["mask_mapping"]
+    mapping = load_checkpoint(tmp_path / "run" / "last.pt")["extra"]["preprocessing"][
+        "mask_mapping"
+    ]
     assert mapping["mask_threshold"] == 128
 
 
 def test_minutes_budget_trains_for_the_time_given(tmp_path, capsys):
     images, masks = _stray_value_folder(tmp_path)
     out = tmp_path / "run"
-    assert main(["train", "--images", str(images), "--masks", str(masks), "--minutes", "0.05",
-                 "--mask-threshold", "128", "--val-fraction", "0.5", "--out", str(out)]
-                + QUICK) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--minutes",
+                "0.05",
+                "--mask-threshold",
+                "128",
+                "--val-fraction",
+                "0.5",
+                "--out",
+                str(out),
+            ]
+            + QUICK
+        )
+        == 0
+    )
     checkpoint = load_checkpoint(out / "last.pt")
     assert 3.0 <= checkpoint["extra"]["seconds"]  # ran until the budget was spent
     metrics = json.loads((out / "metrics.json").read_text())
@@ -137,19 +240,23 @@ def test_minutes_budget_trains_for_the_time_given(tmp_path, capsys):
     assert "for 0.05 minutes" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--scale", "0"], "--scale must be a factor"),
-    (["train", "--dataset", "cells", "--scale", "0.5"], "--scale applies to folder"),
-    (["train", "--minutes", "-1"], "--minutes must be a positive number"),
-    (["train", "--mask-threshold", "128"], "--mask-threshold applies to folder masks"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--scale", "0"], "--scale must be a factor"),
+        (["train", "--dataset", "cells", "--scale", "0.5"], "--scale applies to folder"),
+        (["train", "--minutes", "-1"], "--minutes must be a positive number"),
+        (["train", "--mask-threshold", "128"], "--mask-threshold applies to folder masks"),
+    ],
+)
 def test_bad_own_data_options(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_real_data_set_of_mixed_sizes_trains_on_native_crops_and_scores_whole_images(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     """Oxford-IIIT Pet's on-disk layout, images of different sizes: validation one whole image
     at a time, and the predictions come back at each image's own size."""
     base = tmp_path / "oxford-iiit-pet"
@@ -159,7 +266,7 @@ def test_real_data_set_of_mixed_sizes_trains_on_native_crops_and_scores_whole_im
     rng = np.random.default_rng(0)
     for name, (height, width) in sizes.items():
         trimap = np.full((height, width), 2, np.uint8)  # 1 pet, 2 background, 3 boundary band
-        trimap[height // 4:-height // 4, width // 4:-width // 4] = 1
+        trimap[height // 4 : -height // 4, width // 4 : -width // 4] = 1
         photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         photo[trimap == 1] //= 3
         Image.fromarray(photo).save(base / "images" / f"{name}.jpg")
@@ -170,14 +277,31 @@ def test_real_data_set_of_mixed_sizes_trains_on_native_crops_and_scores_whole_im
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
 
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "pets", "--model", "unet", "--epochs", "1",
-                 "--out", str(out)] + QUICK) == 0
+    assert (
+        main(
+            ["train", "--dataset", "pets", "--model", "unet", "--epochs", "1", "--out", str(out)]
+            + QUICK
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert int(np.sum(metrics["confusion_matrix"])) == 52 * 36 + 30 * 44  # whole test images
     assert (out / "predictions.png").is_file()  # the gallery copes with mixed sizes
     predictions = tmp_path / "pred"
-    assert main(["predict", "--checkpoint", str(out / "last.pt"), "--input", str(base / "images"),
-                 "--output", str(predictions)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(out / "last.pt"),
+                "--input",
+                str(base / "images"),
+                "--output",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
     for name, (height, width) in sizes.items():
         with Image.open(predictions / f"{name}_labels.png") as png:
             assert png.size == (width, height)
@@ -187,8 +311,21 @@ def test_real_data_set_of_mixed_sizes_trains_on_native_crops_and_scores_whole_im
 def test_a_finished_run_is_not_overwritten_by_accident(tmp_path, capsys):
     images, masks = _stray_value_folder(tmp_path)
     out = tmp_path / "run"
-    argv = ["train", "--images", str(images), "--masks", str(masks), "--epochs", "1",
-            "--mask-threshold", "128", "--val-fraction", "0.5", "--out", str(out)] + QUICK
+    argv = [
+        "train",
+        "--images",
+        str(images),
+        "--masks",
+        str(masks),
+        "--epochs",
+        "1",
+        "--mask-threshold",
+        "128",
+        "--val-fraction",
+        "0.5",
+        "--out",
+        str(out),
+    ] + QUICK
     assert main(argv) == 0
     before = (out / "last.pt").read_bytes()
     assert main(argv) == 2

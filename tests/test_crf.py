@@ -15,12 +15,28 @@ from scipy import ndimage
 from course_lib import crf
 from course_lib.data import ScenesDataset
 
-PARAMS = dict(spatial_std=2.0, spatial_weight=1.5, bilateral_spatial_std=4.0, bilateral_color_std=40.0,
-              bilateral_weight=2.0)
+PARAMS = dict(
+    spatial_std=2.0,
+    spatial_weight=1.5,
+    bilateral_spatial_std=4.0,
+    bilateral_color_std=40.0,
+    bilateral_weight=2.0,
+)
 
 
-def brute_force_step(probs, image, q, *, spatial_std, spatial_weight, bilateral_spatial_std,
-                     bilateral_color_std, bilateral_weight, normalize, window=None):
+def brute_force_step(
+    probs,
+    image,
+    q,
+    *,
+    spatial_std,
+    spatial_weight,
+    bilateral_spatial_std,
+    bilateral_color_std,
+    bilateral_weight,
+    normalize,
+    window=None,
+):
     """One mean-field step for one image, written pixel by pixel from the equations of the paper.
     probs, q: (K, H, W); image: (C, H, W). `window` keeps only pairs with |dy|, |dx| <= window // 2."""
     k_cls, h, w = probs.shape
@@ -30,13 +46,20 @@ def brute_force_step(probs, image, q, *, spatial_std, spatial_weight, bilateral_
     def kernels(a, b):
         (ya, xa), (yb, xb) = a, b
         pos2 = (ya - yb) ** 2 + (xa - xb) ** 2
-        col2 = sum((255.0 * (image[c, ya, xa] - image[c, yb, xb]).item()) ** 2 for c in range(image.shape[0]))
+        col2 = sum(
+            (255.0 * (image[c, ya, xa] - image[c, yb, xb]).item()) ** 2
+            for c in range(image.shape[0])
+        )
         smooth = math.exp(-pos2 / (2 * spatial_std**2))
-        appearance = math.exp(-pos2 / (2 * bilateral_spatial_std**2) - col2 / (2 * bilateral_color_std**2))
+        appearance = math.exp(
+            -pos2 / (2 * bilateral_spatial_std**2) - col2 / (2 * bilateral_color_std**2)
+        )
         return smooth, appearance
 
     def pairs(a):
-        return [b for b in pixels if b != a and abs(b[0] - a[0]) <= reach and abs(b[1] - a[1]) <= reach]
+        return [
+            b for b in pixels if b != a and abs(b[0] - a[0]) <= reach and abs(b[1] - a[1]) <= reach
+        ]
 
     row_sums = {a: [sum(kernels(a, b)[m] for b in pairs(a)) for m in (0, 1)] for a in pixels}
     out = torch.zeros_like(probs)
@@ -48,7 +71,9 @@ def brute_force_step(probs, image, q, *, spatial_std, spatial_weight, bilateral_
                 k_s /= math.sqrt(row_sums[a][0] * row_sums[b][0])
                 k_a /= math.sqrt(row_sums[a][1] * row_sums[b][1])
             for label in range(k_cls):
-                message[label] += (spatial_weight * k_s + bilateral_weight * k_a) * q[label, b[0], b[1]].item()
+                message[label] += (spatial_weight * k_s + bilateral_weight * k_a) * q[
+                    label, b[0], b[1]
+                ].item()
         energies = []
         for label in range(k_cls):
             disagreement = sum(message[other] for other in range(k_cls) if other != label)
@@ -72,8 +97,9 @@ def tiny_case(n=2, k=3, h=4, w=5, seed=0, dtype=torch.float64):
 def test_one_step_matches_brute_force_all_pairs(method, normalize):
     probs, image = tiny_case()
     window = 9  # covers the 4x5 image from every pixel: the local scheme sees every pair
-    got = crf.dense_crf(probs, image, num_iterations=1, method=method, window=window, normalize=normalize,
-                        **PARAMS)
+    got = crf.dense_crf(
+        probs, image, num_iterations=1, method=method, window=window, normalize=normalize, **PARAMS
+    )
     for i in range(probs.shape[0]):
         expected = brute_force_step(probs[i], image[i], probs[i], normalize=normalize, **PARAMS)
         torch.testing.assert_close(got[i], expected, rtol=1e-9, atol=1e-12)
@@ -82,10 +108,16 @@ def test_one_step_matches_brute_force_all_pairs(method, normalize):
 @pytest.mark.parametrize("normalize", [True, False])
 def test_local_window_equals_brute_force_with_truncated_pairs(normalize):
     probs, image = tiny_case(n=1, h=6, w=7, seed=1)
-    got = crf.dense_crf(probs, image, num_iterations=1, method="local", window=3, normalize=normalize, **PARAMS)
-    expected = brute_force_step(probs[0], image[0], probs[0], normalize=normalize, window=3, **PARAMS)
+    got = crf.dense_crf(
+        probs, image, num_iterations=1, method="local", window=3, normalize=normalize, **PARAMS
+    )
+    expected = brute_force_step(
+        probs[0], image[0], probs[0], normalize=normalize, window=3, **PARAMS
+    )
     torch.testing.assert_close(got[0], expected, rtol=1e-9, atol=1e-12)
-    all_pairs = crf.dense_crf(probs, image, num_iterations=1, method="exact", normalize=normalize, **PARAMS)
+    all_pairs = crf.dense_crf(
+        probs, image, num_iterations=1, method="exact", normalize=normalize, **PARAMS
+    )
     assert (got - all_pairs).abs().max() > 1e-6  # the window does change the answer here
 
 
@@ -102,7 +134,9 @@ def test_mean_field_step_is_potts_softmax():
     scores = torch.log(torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)).view(1, 3, 1, 1)
     message = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64).view(1, 3, 1, 1)
     # label l pays for the message of the other labels: 2, 3, 1
-    expected = torch.softmax(scores.flatten() - torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64), 0)
+    expected = torch.softmax(
+        scores.flatten() - torch.tensor([2.0, 3.0, 1.0], dtype=torch.float64), 0
+    )
     torch.testing.assert_close(crf.mean_field_step(scores, message).flatten(), expected)
 
 
@@ -116,7 +150,7 @@ def test_zero_iterations_and_zero_weights_return_the_input():
 def test_batch_equals_one_image_at_a_time_and_outputs_are_probabilities():
     probs, image = tiny_case(n=3, h=12, w=10, seed=3, dtype=torch.float32)
     batched = crf.dense_crf(probs, image)
-    single = torch.cat([crf.dense_crf(probs[i:i + 1], image[i:i + 1]) for i in range(3)])
+    single = torch.cat([crf.dense_crf(probs[i : i + 1], image[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, single)
     torch.testing.assert_close(batched.sum(dim=1), torch.ones(3, 12, 10))
     assert batched.min() >= 0
@@ -164,7 +198,9 @@ def test_crf_improves_boundary_accuracy_of_a_coarse_scene_prediction():
     images, masks = map(torch.stack, zip(*(dataset[i] for i in range(4))))
     onehot = F.one_hot(masks, dataset.num_classes).permute(0, 3, 1, 2).float()  # (N, K, H, W)
     # a stride-8 prediction upsampled bilinearly: right regions, blurred boundaries
-    coarse = F.interpolate(F.avg_pool2d(onehot, 8), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    coarse = F.interpolate(
+        F.avg_pool2d(onehot, 8), size=masks.shape[-2:], mode="bilinear", align_corners=False
+    )
     probs = (4 * coarse).softmax(dim=1)
     refined = crf.dense_crf(probs, images, window=7, num_iterations=3)
     band = torch.stack([_band(m, 3) for m in masks])

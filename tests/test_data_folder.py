@@ -20,8 +20,17 @@ def make_image(seed: int, size=(12, 16), channels: int = 3) -> np.ndarray:
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def write_pair(root: Path, stem: str, mask: np.ndarray, *, image_ext=".png", mask_mode=None,
-               palette=None, mask_name=None, image=None) -> tuple[Path, Path]:
+def write_pair(
+    root: Path,
+    stem: str,
+    mask: np.ndarray,
+    *,
+    image_ext=".png",
+    mask_mode=None,
+    palette=None,
+    mask_name=None,
+    image=None,
+) -> tuple[Path, Path]:
     (root / "images").mkdir(exist_ok=True)
     (root / "masks").mkdir(exist_ok=True)
     image = make_image(len(stem), mask.shape[:2]) if image is None else image
@@ -73,7 +82,7 @@ def test_grayscale_images(tmp_path):
 
 
 def test_16_bit_grayscale_images_are_rescaled_not_clipped(tmp_path):
-    raw = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300)  # 0 .. 57,300
+    raw = np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300  # 0 .. 57,300
     write_pair(tmp_path, "deep", np.zeros((12, 16), np.uint8), image=raw)
     assert Image.open(tmp_path / "images" / "deep.png").mode.startswith("I")  # stored in 16 bits
     for mode, channels in [("L", 1), ("RGB", 3)]:
@@ -164,8 +173,9 @@ def test_value_to_class_mapping(tmp_path):
 
 
 def test_mask_suffix_pairs_isic_style_names(tmp_path):
-    write_pair(tmp_path, "ISIC_001", np.zeros((12, 16), np.uint8),
-               mask_name="ISIC_001_segmentation.png")
+    write_pair(
+        tmp_path, "ISIC_001", np.zeros((12, 16), np.uint8), mask_name="ISIC_001_segmentation.png"
+    )
     ds = folder(tmp_path, mask_suffix="_segmentation", num_classes=2)
     assert len(ds) == 1 and ds.samples[0][0].stem == "ISIC_001"
 
@@ -190,9 +200,14 @@ def test_every_problem_names_its_file_and_strict_false_keeps_good_pairs(tmp_path
 
     ds = folder(tmp_path, num_classes=3, strict=False)
     assert [p[0].stem for p in ds.samples] == ["good"]
-    expected = {lonely_image: "has no mask", lonely_mask: "has no image",
-                wrong_size: "differs from image", out_of_range: "outside [0, 3)",
-                truncated: "truncated", jpeg_mask: "must be PNG"}
+    expected = {
+        lonely_image: "has no mask",
+        lonely_mask: "has no image",
+        wrong_size: "differs from image",
+        out_of_range: "outside [0, 3)",
+        truncated: "truncated",
+        jpeg_mask: "must be PNG",
+    }
     assert len(ds.problems) == len(expected)
     for path, phrase in expected.items():
         found = any(str(path) in p and phrase in p for p in ds.problems)
@@ -226,23 +241,29 @@ def test_works_with_course_transforms_and_a_dataloader(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, error, match",
-    [(dict(mask_format="jpeg"), ValueError, "mask_format"),
-     (dict(mask_format="rgb"), ValueError, "color_to_class"),
-     (dict(image_mode="CMYK"), ValueError, "image_mode"),
-     (dict(num_classes=0), ValueError, "num_classes"),
-     (dict(ignore_index=-1), ValueError, "ignore_index"),
-     (dict(value_to_class={0: 0}, mask_format="binary"), ValueError, "value_to_class"),
-     (dict(color_to_class={(0, 0): 0}), ValueError, "color_to_class"),
-     (dict(transform="flip"), TypeError, "transform"),
-     (dict(mask_threshold=0), ValueError, "mask_threshold must be a positive int"),
-     (dict(mask_threshold=-128), ValueError, "mask_threshold must be a positive int"),
-     (dict(mask_threshold=127.5), ValueError, "mask_threshold must be a positive int"),
-     (dict(mask_threshold=True), ValueError, "mask_threshold must be a positive int"),
-     (dict(mask_threshold="128"), ValueError, "mask_threshold must be a positive int"),
-     (dict(mask_threshold=128, mask_format="index"), ValueError, "mask_format 'auto' or 'binary'"),
-     (dict(mask_threshold=128, num_classes=3), ValueError, "num_classes=3"),
-     (dict(mask_threshold=128, value_to_class={0: 0}), ValueError, "give one"),
-     (dict(mask_threshold=128, color_to_class={(0, 0, 0): 0}), ValueError, "give one")],
+    [
+        (dict(mask_format="jpeg"), ValueError, "mask_format"),
+        (dict(mask_format="rgb"), ValueError, "color_to_class"),
+        (dict(image_mode="CMYK"), ValueError, "image_mode"),
+        (dict(num_classes=0), ValueError, "num_classes"),
+        (dict(ignore_index=-1), ValueError, "ignore_index"),
+        (dict(value_to_class={0: 0}, mask_format="binary"), ValueError, "value_to_class"),
+        (dict(color_to_class={(0, 0): 0}), ValueError, "color_to_class"),
+        (dict(transform="flip"), TypeError, "transform"),
+        (dict(mask_threshold=0), ValueError, "mask_threshold must be a positive int"),
+        (dict(mask_threshold=-128), ValueError, "mask_threshold must be a positive int"),
+        (dict(mask_threshold=127.5), ValueError, "mask_threshold must be a positive int"),
+        (dict(mask_threshold=True), ValueError, "mask_threshold must be a positive int"),
+        (dict(mask_threshold="128"), ValueError, "mask_threshold must be a positive int"),
+        (
+            dict(mask_threshold=128, mask_format="index"),
+            ValueError,
+            "mask_format 'auto' or 'binary'",
+        ),
+        (dict(mask_threshold=128, num_classes=3), ValueError, "num_classes=3"),
+        (dict(mask_threshold=128, value_to_class={0: 0}), ValueError, "give one"),
+        (dict(mask_threshold=128, color_to_class={(0, 0, 0): 0}), ValueError, "give one"),
+    ],
 )
 def test_bad_arguments(tmp_path, kwargs, error, match):
     write_pair(tmp_path, "a", np.zeros((12, 16), np.uint8))
@@ -268,6 +289,7 @@ def test_check_files_false_pairs_names_and_checks_labels_when_loading(tmp_path):
 
 
 # -- stray mask values: reported, never turned into extra classes ---------------------------------
+
 
 def square_mask(size=(12, 16)) -> np.ndarray:
     mask = np.zeros(size, np.uint8)
@@ -323,8 +345,10 @@ def test_jpeg_noisy_mask_is_reported_with_its_values(tmp_path):
 def test_mask_threshold_binarises_exactly_like_numpy(tmp_path):
     edge = square_mask((32, 32))
     edge[3, 4] = 128
-    paths = [write_pair(tmp_path, "edge", edge)[1],
-             write_pair(tmp_path, "noisy", jpeg_round_trip(square_mask((32, 32))))[1]]
+    paths = [
+        write_pair(tmp_path, "edge", edge)[1],
+        write_pair(tmp_path, "noisy", jpeg_round_trip(square_mask((32, 32))))[1],
+    ]
     ds = folder(tmp_path, mask_threshold=128)
     assert ds.mask_format == "binary" and ds.num_classes == 2 and len(ds) == 2
     for i, (_, mask_path) in enumerate(ds.samples):
@@ -348,14 +372,18 @@ def test_mask_threshold_compares_16_bit_stored_values(tmp_path):
 
 
 @pytest.mark.parametrize("threshold, side, label", [(250, "above", 0), (5, "at or below", 1)])
-def test_mask_threshold_that_puts_every_pixel_in_one_class_is_refused(tmp_path, threshold, side,
-                                                                       label):
+def test_mask_threshold_that_puts_every_pixel_in_one_class_is_refused(
+    tmp_path, threshold, side, label
+):
     for stem in ("a", "b"):
         mask = np.full((12, 16), 10, np.uint8)
         mask[2:6, 3:9] = 200
         write_pair(tmp_path, stem, mask)
-    with pytest.raises(ValueError, match=rf"mask_threshold={threshold} is {side} every stored "
-                                         rf"mask value \(\[10, 200\] in 2 masks\).*class {label}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"mask_threshold={threshold} is {side} every stored "
+        rf"mask value \(\[10, 200\] in 2 masks\).*class {label}",
+    ):
         folder(tmp_path, mask_threshold=threshold)
     assert folder(tmp_path, mask_threshold=100)[0][1].sum() == 4 * 6
 
@@ -402,6 +430,7 @@ def test_explicit_num_classes_allows_large_class_ids(tmp_path):
 
 # -- the mapping, reported and rebuilt ------------------------------------------------------------
 
+
 def folder_of(kind: str, root: Path) -> dict:
     """Write a one-pair folder of a kind; return the constructor arguments that read it."""
     if kind == "binary":
@@ -427,13 +456,20 @@ def folder_of(kind: str, root: Path) -> dict:
     return {"color_to_class": {(0, 0, 0): 0, (255, 0, 0): 1}}
 
 
-@pytest.mark.parametrize("kind", ["binary", "threshold", "index", "value_to_class", "palette",
-                                  "rgb"])
+@pytest.mark.parametrize(
+    "kind", ["binary", "threshold", "index", "value_to_class", "palette", "rgb"]
+)
 def test_mask_mapping_rebuilds_the_same_dataset(tmp_path, kind):
     ds = folder(tmp_path, **folder_of(kind, tmp_path))
     mapping = ds.mask_mapping
-    assert set(mapping) == {"mask_format", "mask_threshold", "value_to_class", "color_to_class",
-                            "num_classes", "ignore_index"}
+    assert set(mapping) == {
+        "mask_format",
+        "mask_threshold",
+        "value_to_class",
+        "color_to_class",
+        "num_classes",
+        "ignore_index",
+    }
     assert mapping["mask_format"] == ds.mask_format and mapping["num_classes"] == ds.num_classes
     rebuilt = folder(tmp_path, **mapping)
     assert rebuilt.mask_mapping == mapping and rebuilt.num_classes == ds.num_classes
@@ -444,19 +480,27 @@ def test_mask_mapping_rebuilds_the_same_dataset(tmp_path, kind):
 
 def test_mask_mapping_is_plain_data(tmp_path):
     ds = folder(tmp_path, **folder_of("value_to_class", tmp_path))
-    assert ds.mask_mapping == {"mask_format": "index", "mask_threshold": None,
-                               "value_to_class": {0: 0, 100: 1, 200: 2}, "color_to_class": None,
-                               "num_classes": 3, "ignore_index": 255}
+    assert ds.mask_mapping == {
+        "mask_format": "index",
+        "mask_threshold": None,
+        "value_to_class": {0: 0, 100: 1, 200: 2},
+        "color_to_class": None,
+        "num_classes": 3,
+        "ignore_index": 255,
+    }
     assert all(type(key) is int for key in ds.mask_mapping["value_to_class"])
 
 
-@pytest.mark.parametrize("kind, line", [
-    ("binary", "binary masks: value 0 -> class 0, 255 (or 1) -> class 1"),
-    ("threshold", "mask values >= 100 -> class 1, below -> class 0"),
-    ("index", "class ids as stored (0..2), 255 ignored"),
-    ("value_to_class", "mask values -> classes: 0->0, 100->1, 200->2, 255 ignored"),
-    ("palette", "palette indices 0..2 as class ids, 255 ignored"),
-    ("rgb", "colours -> classes: (0,0,0)->0, (255,0,0)->1"),
-])
+@pytest.mark.parametrize(
+    "kind, line",
+    [
+        ("binary", "binary masks: value 0 -> class 0, 255 (or 1) -> class 1"),
+        ("threshold", "mask values >= 100 -> class 1, below -> class 0"),
+        ("index", "class ids as stored (0..2), 255 ignored"),
+        ("value_to_class", "mask values -> classes: 0->0, 100->1, 200->2, 255 ignored"),
+        ("palette", "palette indices 0..2 as class ids, 255 ignored"),
+        ("rgb", "colours -> classes: (0,0,0)->0, (255,0,0)->1"),
+    ],
+)
 def test_describe_mapping(tmp_path, kind, line):
     assert folder(tmp_path, **folder_of(kind, tmp_path)).describe_mapping() == line

@@ -18,7 +18,9 @@ def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("in_channels, out_channels, rates", [(2048, 256, (12, 24, 36)), (64, 32, (1, 2, 3, 4))])
+@pytest.mark.parametrize(
+    "in_channels, out_channels, rates", [(2048, 256, (12, 24, 36)), (64, 32, (1, 2, 3, 4))]
+)
 def test_aspp_parameter_count_matches_torchvision(in_channels, out_channels, rates):
     ours = ASPP(in_channels, out_channels, rates)
     theirs = TorchvisionASPP(in_channels, list(rates), out_channels)
@@ -52,9 +54,13 @@ def test_deeplabv3_output_matches_torchvision_with_copied_weights():
         torch.testing.assert_close(ours.eval()(x), theirs.eval()(x)["out"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("backbone, low_channels, high_channels", [("resnet18", 64, 512), ("resnet50", 256, 2048)])
+@pytest.mark.parametrize(
+    "backbone, low_channels, high_channels", [("resnet18", 64, 512), ("resnet50", 256, 2048)]
+)
 @pytest.mark.parametrize("output_stride, size", [(8, 65), (16, 33)])
-def test_513_input_gives_output_stride_features(backbone, low_channels, high_channels, output_stride, size):
+def test_513_input_gives_output_stride_features(
+    backbone, low_channels, high_channels, output_stride, size
+):
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
         model = DeepLabV3(num_classes=3, backbone=backbone, output_stride=output_stride).eval()
         low, high = model.backbone(torch.empty(1, 3, 513, 513))
@@ -74,6 +80,7 @@ def test_atrous_rates_scale_with_output_stride(output_stride, rates):
 def test_basic_block_backbone_follows_torchvision_dilation_rule():
     """resnet18 is made atrous by hand; its 3x3 dilations must follow the rule torchvision applies
     to resnet50: a dilated stage's first block keeps the previous dilation, later blocks double it."""
+
     def dilations(layer, attribute):
         return [getattr(block, attribute).dilation[0] for block in layer]
 
@@ -126,13 +133,17 @@ def test_adapted_first_conv_keeps_response_to_gray_images():
     gray = torch.rand(1, 1, 16, 16)
     for in_channels in (1, 4):
         adapted = _adapt_first_conv(conv, in_channels)
-        torch.testing.assert_close(adapted(gray.repeat(1, in_channels, 1, 1)), conv(gray.repeat(1, 3, 1, 1)))
+        torch.testing.assert_close(
+            adapted(gray.repeat(1, in_channels, 1, 1)), conv(gray.repeat(1, 3, 1, 1))
+        )
 
 
 def test_registered_in_models():
     assert models.MODELS["deeplabv3"] is DeepLabV3
     assert models.MODELS["deeplabv3plus"] is DeepLabV3Plus
-    assert isinstance(models.build_model("deeplabv3plus", num_classes=2, backbone="resnet18"), DeepLabV3Plus)
+    assert isinstance(
+        models.build_model("deeplabv3plus", num_classes=2, backbone="resnet18"), DeepLabV3Plus
+    )
 
 
 @pytest.mark.parametrize(
@@ -156,7 +167,9 @@ def test_non_int_sizes_are_type_errors():
 
 def test_forward_checks_channels_and_dtype():
     model = DeepLabV3(num_classes=3, backbone="resnet18")
-    with pytest.raises(ValueError, match="x has 1 channels but the model was built with in_channels=3"):
+    with pytest.raises(
+        ValueError, match="x has 1 channels but the model was built with in_channels=3"
+    ):
         model(torch.randn(1, 1, 32, 32))
     with pytest.raises(TypeError, match="x must be a floating point tensor, got dtype torch.uint8"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))

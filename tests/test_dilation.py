@@ -21,7 +21,9 @@ def zero_inserted(weight: torch.Tensor, dilation: int) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("kernel, dilation, stride, padding", [(3, 2, 1, 2), (3, 4, 1, 0), (5, 3, 2, 1), (2, 3, 1, 0)])
+@pytest.mark.parametrize(
+    "kernel, dilation, stride, padding", [(3, 2, 1, 2), (3, 4, 1, 0), (5, 3, 2, 1), (2, 3, 1, 0)]
+)
 def test_dilated_conv_equals_conv_with_zero_inserted_kernel(kernel, dilation, stride, padding):
     g = torch.Generator().manual_seed(kernel * 10 + dilation)
     x = torch.randn(2, 3, 23, 19, generator=g, dtype=torch.float64)
@@ -32,9 +34,17 @@ def test_dilated_conv_equals_conv_with_zero_inserted_kernel(kernel, dilation, st
     torch.testing.assert_close(F.conv2d(x, big, stride=stride, padding=padding), dilated)
 
 
-@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [(33, 3, 1, 6, 6), (65, 3, 2, 1, 1), (20, 5, 3, 2, 2)])
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding, dilation",
+    [(33, 3, 1, 6, 6), (65, 3, 2, 1, 1), (20, 5, 3, 2, 2)],
+)
 def test_output_size_formula(size, kernel, stride, padding, dilation):
-    out = F.conv2d(torch.zeros(1, 1, size, size), torch.zeros(1, 1, kernel, kernel), stride=stride,
-                   padding=padding, dilation=dilation)
+    out = F.conv2d(
+        torch.zeros(1, 1, size, size),
+        torch.zeros(1, 1, kernel, kernel),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+    )
     expected = (size + 2 * padding - effective_kernel_size(kernel, dilation)) // stride + 1
     assert out.shape[-1] == expected

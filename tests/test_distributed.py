@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from course_lib import distributed, engine
 from course_lib.checkpoint import load_checkpoint
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, sys
     import torch
     from torch import nn
@@ -47,7 +47,7 @@ WORKER = textwrap.dedent('''
                    "loss": results["loss"], "weights": weights.tolist()}, f)
     del model                                   # drop the DDP wrapper before leaving the group
     distributed.cleanup_distributed()
-''')
+""")
 
 
 GLOO_EXIT_ABORT = "terminate called without an active exception"
@@ -72,8 +72,15 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(script), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+    ]
 
     def clean():
         for written in [*tmp_path.glob("*.pt"), *tmp_path.glob("rank*.json")]:
@@ -94,8 +101,13 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     g = torch.Generator().manual_seed(1)
     images = torch.rand(17, 1, 12, 12, generator=g)
     targets = (images[:, 0] > 0.5).long()
-    single = engine.evaluate(model, DataLoader(TensorDataset(images[10:], targets[10:]), batch_size=5),
-                             2, "cpu", loss_fn=nn.CrossEntropyLoss())
+    single = engine.evaluate(
+        model,
+        DataLoader(TensorDataset(images[10:], targets[10:]), batch_size=5),
+        2,
+        "cpu",
+        loss_fn=nn.CrossEntropyLoss(),
+    )
     assert single["confusion_matrix"].sum() == 7 * 12 * 12
     for rank in ranks:
         assert rank["cm"] == single["confusion_matrix"].tolist()
@@ -133,10 +145,32 @@ def test_sync_batchnorm_on_cpu_is_refused_clearly():
 def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", COURSE_MODE="fast")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "course_lib", "train", "--distributed", "--dataset", "cells", "--epochs", "1",
-               "--num-train", "8", "--num-val", "5", "--image-size", "32", "--batch-size", "2",
-               "--no-progress", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "course_lib",
+        "train",
+        "--distributed",
+        "--dataset",
+        "cells",
+        "--epochs",
+        "1",
+        "--num-train",
+        "8",
+        "--num-val",
+        "5",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     done = run_torchrun(command, env, 230, clean=lambda: shutil.rmtree(out, ignore_errors=True))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.count("validation: miou") == 1, "only rank 0 prints and writes"
@@ -155,10 +189,12 @@ def test_command_line_under_torchrun_matches_single_process_evaluation(tmp_path)
 
 def test_run_torchrun_retries_only_the_gloo_exit_abort_and_only_once(tmp_path):
     marker = tmp_path / "runs"
-    script = (f"import pathlib, sys; m = pathlib.Path({str(marker)!r}); n = len(m.read_text()) "
-              f"if m.exists() else 0; m.write_text('x' * (n + 1)); "
-              f"print(sys.argv[1] if n < int(sys.argv[2]) else 'ok', file=sys.stderr); "
-              f"sys.exit(1 if n < int(sys.argv[2]) else 0)")
+    script = (
+        f"import pathlib, sys; m = pathlib.Path({str(marker)!r}); n = len(m.read_text()) "
+        f"if m.exists() else 0; m.write_text('x' * (n + 1)); "
+        f"print(sys.argv[1] if n < int(sys.argv[2]) else 'ok', file=sys.stderr); "
+        f"sys.exit(1 if n < int(sys.argv[2]) else 0)"
+    )
     cleaned = []
 
     def attempt(message: str, failures: int) -> subprocess.CompletedProcess:
@@ -167,6 +203,6 @@ def test_run_torchrun_retries_only_the_gloo_exit_abort_and_only_once(tmp_path):
         return run_torchrun(command, dict(os.environ), 30, lambda: cleaned.append(True))
 
     assert attempt(GLOO_EXIT_ABORT, 1).returncode == 0 and cleaned == [True]  # retried once
-    assert attempt(GLOO_EXIT_ABORT, 2).returncode == 1                         # not twice
-    assert attempt("AssertionError: metrics differ", 1).returncode == 1       # other failures
+    assert attempt(GLOO_EXIT_ABORT, 2).returncode == 1  # not twice
+    assert attempt("AssertionError: metrics differ", 1).returncode == 1  # other failures
     assert len(cleaned) == 2 and len(marker.read_text()) == 1

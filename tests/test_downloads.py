@@ -30,6 +30,7 @@ pytestmark = pytest.mark.timeout(60)
 
 # -- the local mirror --------------------------------------------------------------------------------
 
+
 class _Mirror(http.server.BaseHTTPRequestHandler):
     """Serves `files` (path -> bytes); the other class attributes say how to misbehave."""
 
@@ -73,12 +74,19 @@ class _Mirror(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def mirror():
     """The handler class of a running server (fresh state); `mirror.url` is its address."""
-    state = {"files": {}, "dead": {}, "corrupt": set(), "cut_once": {}, "ranges": True,
-             "requests": []}
+    state = {
+        "files": {},
+        "dead": {},
+        "corrupt": set(),
+        "cut_once": {},
+        "ranges": True,
+        "requests": [],
+    }
     handler = type("Mirror", (_Mirror,), state)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     handler.url = f"http://127.0.0.1:{server.server_port}"
     try:
@@ -101,6 +109,7 @@ def md5(body: bytes) -> str:
 
 
 # -- fixture archives in the real names and layouts ---------------------------------------------------
+
 
 def image_bytes(array: np.ndarray, fmt: str) -> bytes:
     buffer = io.BytesIO()
@@ -128,10 +137,14 @@ def voc_tar() -> bytes:
         buffer = io.BytesIO()
         mask.save(buffer, format="PNG")
         members[f"{base}/JPEGImages/{name}.jpg"] = image_bytes(
-            rng.integers(0, 256, (6, 9, 3), dtype=np.uint8), "JPEG")
+            rng.integers(0, 256, (6, 9, 3), dtype=np.uint8), "JPEG"
+        )
         members[f"{base}/SegmentationClass/{name}.png"] = buffer.getvalue()
-    for split, names in (("train", "2007_000032\n"), ("val", "2007_000039\n"),
-                         ("trainval", "2007_000032\n2007_000039\n")):
+    for split, names in (
+        ("train", "2007_000032\n"),
+        ("val", "2007_000039\n"),
+        ("trainval", "2007_000032\n2007_000039\n"),
+    ):
         members[f"{base}/ImageSets/Segmentation/{split}.txt"] = names.encode()
     return tar_bytes(members)
 
@@ -140,13 +153,17 @@ def pet_archives() -> dict[str, bytes]:
     """images.tar.gz (images/*.jpg) and annotations.tar.gz (annotations/trimaps, split files)."""
     names, rng = ("Abyssinian_1", "beagle_12"), np.random.default_rng(1)
     trimap = np.array([[2, 2, 3, 1, 1, 3, 2]] * 5, dtype=np.uint8)
-    images = {f"images/{n}.jpg": image_bytes(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8),
-                                             "JPEG") for n in names}
+    images = {
+        f"images/{n}.jpg": image_bytes(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), "JPEG")
+        for n in names
+    }
     annotations = {f"annotations/trimaps/{n}.png": image_bytes(trimap, "PNG") for n in names}
     annotations["annotations/trainval.txt"] = b"Abyssinian_1 1 1 1\nbeagle_12 2 2 1\n"
     annotations["annotations/test.txt"] = b"beagle_12 2 2 1\n"
-    return {"images.tar.gz": tar_bytes(images, compress=True),
-            "annotations.tar.gz": tar_bytes(annotations, compress=True)}
+    return {
+        "images.tar.gz": tar_bytes(images, compress=True),
+        "annotations.tar.gz": tar_bytes(annotations, compress=True),
+    }
 
 
 def kvasir_zip() -> bytes:
@@ -155,41 +172,55 @@ def kvasir_zip() -> bytes:
     mask = np.zeros((16, 16), np.uint8)
     mask[4:12, 4:12] = 255
     with zipfile.ZipFile(buffer, "w") as zipped:
-        zipped.writestr("Kvasir-SEG/images/cju0qkwl35piu0993l0dewei2.jpg",
-                        image_bytes(np.full((16, 16, 3), 90, np.uint8), "JPEG"))
+        zipped.writestr(
+            "Kvasir-SEG/images/cju0qkwl35piu0993l0dewei2.jpg",
+            image_bytes(np.full((16, 16, 3), 90, np.uint8), "JPEG"),
+        )
         zipped.writestr("Kvasir-SEG/masks/cju0qkwl35piu0993l0dewei2.jpg", image_bytes(mask, "JPEG"))
     return buffer.getvalue()
 
 
 # -- mirrors, checksums and resume -----------------------------------------------------------------
 
+
 def test_dead_first_mirror_then_good_second(mirror, tmp_path, monkeypatch, capsys):
     body = voc_tar()
     urls = serve(mirror, "VOCtrainval_11-May-2012.tar", body)
     mirror.dead["/a/VOCtrainval_11-May-2012.tar"] = "404"
-    monkeypatch.setattr(PascalVOCSegmentation, "FILES", (RemoteFile(
-        "VOCtrainval_11-May-2012.tar", urls, md5(body), len(body)),))
+    monkeypatch.setattr(
+        PascalVOCSegmentation,
+        "FILES",
+        (RemoteFile("VOCtrainval_11-May-2012.tar", urls, md5(body), len(body)),),
+    )
     voc = PascalVOCSegmentation(tmp_path, download=True)
     assert len(voc) == 1 and voc[0][1].shape == (6, 9)
-    assert [path for path, _ in mirror.requests] == ["/a/VOCtrainval_11-May-2012.tar",
-                                                     "/b/VOCtrainval_11-May-2012.tar"]
+    assert [path for path, _ in mirror.requests] == [
+        "/a/VOCtrainval_11-May-2012.tar",
+        "/b/VOCtrainval_11-May-2012.tar",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["VOCdevkit"]  # the tar is deleted
     out = capsys.readouterr()
-    assert f"Downloading VOCtrainval_11-May-2012.tar ({len(body) / 1000:.1f} kB) from {urls[1]}" \
+    assert (
+        f"Downloading VOCtrainval_11-May-2012.tar ({len(body) / 1000:.1f} kB) from {urls[1]}"
         in out.out
+    )
     assert out.err == ""  # the progress bar stays quiet off a terminal
 
 
 def test_corrupt_archive_is_rejected_and_the_next_mirror_used(mirror, tmp_path, monkeypatch):
     archives = pet_archives()
-    files = tuple(RemoteFile(name, serve(mirror, name, body), md5(body))
-                  for name, body in archives.items())
+    files = tuple(
+        RemoteFile(name, serve(mirror, name, body), md5(body)) for name, body in archives.items()
+    )
     mirror.corrupt.add("/a/images.tar.gz")
     monkeypatch.setattr(OxfordPetSegmentation, "FILES", files)
     pets = OxfordPetSegmentation(tmp_path, download=True)
     assert len(pets) == 2 and pets[0][1].shape == (5, 7)
     assert [path for path, _ in mirror.requests] == [
-        "/a/images.tar.gz", "/b/images.tar.gz", "/a/annotations.tar.gz"]
+        "/a/images.tar.gz",
+        "/b/images.tar.gz",
+        "/a/annotations.tar.gz",
+    ]
     base = tmp_path / "oxford-iiit-pet"
     assert sorted(p.name for p in base.iterdir()) == ["annotations", "images"]  # no .part left
 
@@ -198,7 +229,8 @@ def test_medical_set_without_checksum_uses_the_next_mirror(mirror, tmp_path, mon
     urls = serve(mirror, "kvasir-seg.zip", kvasir_zip())
     mirror.dead["/a/kvasir-seg.zip"] = "close"
     recipe = real.MEDICAL_DATASETS["kvasir-seg"]._replace(
-        archives=(RemoteFile("kvasir-seg.zip", urls),))
+        archives=(RemoteFile("kvasir-seg.zip", urls),)
+    )
     monkeypatch.setitem(real.MEDICAL_DATASETS, "kvasir-seg", recipe)
     kvasir = medical_dataset("kvasir-seg", root=tmp_path, download=True)
     assert len(kvasir) == 1 and kvasir[0][1].max() == 1
@@ -210,8 +242,10 @@ def test_interrupted_download_resumes_with_range(mirror, tmp_path):
     mirror.cut_once["/a/VOCtrainval_11-May-2012.tar"] = 4000
     path = download_file(urls, tmp_path / "VOCtrainval_11-May-2012.tar", md5(body), timeout=5)
     assert path.read_bytes() == body
-    assert mirror.requests == [("/a/VOCtrainval_11-May-2012.tar", None),
-                               ("/a/VOCtrainval_11-May-2012.tar", "bytes=4000-")]
+    assert mirror.requests == [
+        ("/a/VOCtrainval_11-May-2012.tar", None),
+        ("/a/VOCtrainval_11-May-2012.tar", "bytes=4000-"),
+    ]
 
 
 def test_leftover_part_file_is_resumed(mirror, tmp_path, capsys):
@@ -237,7 +271,10 @@ def test_part_longer_than_the_file_starts_over(mirror, tmp_path):
     urls = serve(mirror, "x.tar", body, hosts=("a",))
     (tmp_path / "x.tar.part").write_bytes(b"\0" * (len(body) + 10))
     assert download_file(urls, tmp_path / "x.tar", md5(body)).read_bytes() == body
-    assert [rng for _, rng in mirror.requests] == [f"bytes={len(body) + 10}-", None]  # 416, then all
+    assert [rng for _, rng in mirror.requests] == [
+        f"bytes={len(body) + 10}-",
+        None,
+    ]  # 416, then all
 
 
 def test_wrong_size_is_rejected_before_downloading(mirror, tmp_path):
@@ -250,8 +287,9 @@ def test_wrong_size_is_rejected_before_downloading(mirror, tmp_path):
 def test_every_mirror_dead_gives_one_message_with_manual_steps(mirror, tmp_path, monkeypatch):
     body = voc_tar()
     urls = serve(mirror, "VOCtrainval_11-May-2012.tar", body, hosts=("a", "b", "c"))
-    mirror.dead.update({"/a/VOCtrainval_11-May-2012.tar": "404",
-                        "/b/VOCtrainval_11-May-2012.tar": "close"})
+    mirror.dead.update(
+        {"/a/VOCtrainval_11-May-2012.tar": "404", "/b/VOCtrainval_11-May-2012.tar": "close"}
+    )
     mirror.corrupt.add("/c/VOCtrainval_11-May-2012.tar")
     files = (RemoteFile("VOCtrainval_11-May-2012.tar", urls, md5(body), len(body)),)
     monkeypatch.setattr(PascalVOCSegmentation, "FILES", files)
@@ -262,8 +300,9 @@ def test_every_mirror_dead_gives_one_message_with_manual_steps(mirror, tmp_path,
     assert f"{urls[0]}: HTTP Error 404" in message
     assert f"{urls[1]}: Remote end closed connection" in message
     assert f"{urls[2]}: md5 checksum" in message and "differs from the pinned" in message
-    assert f"download VOCtrainval_11-May-2012.tar ({len(body) / 1000:.1f} kB, {md5(body)})" \
-        in message
+    assert (
+        f"download VOCtrainval_11-May-2012.tar ({len(body) / 1000:.1f} kB, {md5(body)})" in message
+    )
     for pattern in PascalVOCSegmentation.LAYOUT:
         assert str(tmp_path / pattern) in message
     assert f"extract it into {tmp_path}, so that these exist" in message
@@ -285,18 +324,28 @@ def test_existing_good_file_is_not_downloaded_again(mirror, tmp_path):
 
 def test_extracted_data_set_is_not_downloaded_again(mirror, tmp_path, monkeypatch):
     body = voc_tar()
-    files = (RemoteFile("VOCtrainval_11-May-2012.tar",
-                        serve(mirror, "VOCtrainval_11-May-2012.tar", body), md5(body)),)
+    files = (
+        RemoteFile(
+            "VOCtrainval_11-May-2012.tar",
+            serve(mirror, "VOCtrainval_11-May-2012.tar", body),
+            md5(body),
+        ),
+    )
     monkeypatch.setattr(PascalVOCSegmentation, "FILES", files)
     PascalVOCSegmentation(tmp_path, download=True)
     PascalVOCSegmentation(tmp_path, image_set="val", download=True)
     assert len(mirror.requests) == 1
 
 
-@pytest.mark.parametrize("mirrors, checksum, error", [
-    ("http://127.0.0.1/x", None, TypeError), ((), None, TypeError),
-    (("http://127.0.0.1/x",), "md5:123", ValueError),
-    (("http://127.0.0.1/x",), "sha1:" + "0" * 40, ValueError)])
+@pytest.mark.parametrize(
+    "mirrors, checksum, error",
+    [
+        ("http://127.0.0.1/x", None, TypeError),
+        ((), None, TypeError),
+        (("http://127.0.0.1/x",), "md5:123", ValueError),
+        (("http://127.0.0.1/x",), "sha1:" + "0" * 40, ValueError),
+    ],
+)
 def test_download_arguments_are_checked(tmp_path, mirrors, checksum, error):
     with pytest.raises(error, match="mirrors must be|checksum must be"):
         download_file(mirrors, tmp_path / "x", checksum)
@@ -304,14 +353,19 @@ def test_download_arguments_are_checked(tmp_path, mirrors, checksum, error):
 
 # -- extraction refuses unsafe members ---------------------------------------------------------------
 
+
 def tar_with(kind: str, name: str, target: str = "") -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tarred:
         tarred.addfile(tarfile.TarInfo("ok/first.txt"), io.BytesIO(b""))
         info = tarfile.TarInfo(name)
-        info.type = {"file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE,
-                     "hardlink": tarfile.LNKTYPE, "device": tarfile.CHRTYPE,
-                     "fifo": tarfile.FIFOTYPE}[kind]
+        info.type = {
+            "file": tarfile.REGTYPE,
+            "symlink": tarfile.SYMTYPE,
+            "hardlink": tarfile.LNKTYPE,
+            "device": tarfile.CHRTYPE,
+            "fifo": tarfile.FIFOTYPE,
+        }[kind]
         info.linkname = target
         info.size = 5 if kind == "file" else 0
         tarred.addfile(info, io.BytesIO(b"owned") if kind == "file" else None)
@@ -329,23 +383,39 @@ def zip_with(name: str, symlink_to: str = "") -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("archive, problem", [
-    (tar_with("file", "../escaped.txt"), "'..' in the path"),
-    (tar_with("file", "/tmp/escaped.txt"), "absolute path"),
-    (tar_with("file", "ok/../../escaped.txt"), "'..' in the path"),
-    (tar_with("symlink", "ok/link", "../../escaped.txt"), "'..' in the link target"),
-    (tar_with("symlink", "ok/link", "/etc"), "absolute link target"),
-    (tar_with("hardlink", "ok/hard", "../escaped.txt"), "'..' in the link target"),
-    (tar_with("device", "ok/dev"), "device"),
-    (tar_with("fifo", "ok/pipe"), "pipe"),
-    (zip_with("../escaped.txt"), "'..' in the path"),
-    (zip_with("..\\escaped.txt"), "'..' in the path"),
-    (zip_with("/tmp/escaped.txt"), "absolute path"),
-    (zip_with("C:/escaped.txt"), "absolute path"),
-    (zip_with("ok/link", symlink_to="../../escaped.txt"), "symbolic link"),
-], ids=["tar-dotdot", "tar-absolute", "tar-inner-dotdot", "tar-symlink-out", "tar-symlink-abs",
-        "tar-hardlink-out", "tar-device", "tar-fifo", "zip-dotdot", "zip-backslash",
-        "zip-absolute", "zip-drive", "zip-symlink"])
+@pytest.mark.parametrize(
+    "archive, problem",
+    [
+        (tar_with("file", "../escaped.txt"), "'..' in the path"),
+        (tar_with("file", "/tmp/escaped.txt"), "absolute path"),
+        (tar_with("file", "ok/../../escaped.txt"), "'..' in the path"),
+        (tar_with("symlink", "ok/link", "../../escaped.txt"), "'..' in the link target"),
+        (tar_with("symlink", "ok/link", "/etc"), "absolute link target"),
+        (tar_with("hardlink", "ok/hard", "../escaped.txt"), "'..' in the link target"),
+        (tar_with("device", "ok/dev"), "device"),
+        (tar_with("fifo", "ok/pipe"), "pipe"),
+        (zip_with("../escaped.txt"), "'..' in the path"),
+        (zip_with("..\\escaped.txt"), "'..' in the path"),
+        (zip_with("/tmp/escaped.txt"), "absolute path"),
+        (zip_with("C:/escaped.txt"), "absolute path"),
+        (zip_with("ok/link", symlink_to="../../escaped.txt"), "symbolic link"),
+    ],
+    ids=[
+        "tar-dotdot",
+        "tar-absolute",
+        "tar-inner-dotdot",
+        "tar-symlink-out",
+        "tar-symlink-abs",
+        "tar-hardlink-out",
+        "tar-device",
+        "tar-fifo",
+        "zip-dotdot",
+        "zip-backslash",
+        "zip-absolute",
+        "zip-drive",
+        "zip-symlink",
+    ],
+)
 def test_unsafe_members_are_refused_before_anything_is_written(tmp_path, archive, problem):
     path = tmp_path / "evil.archive"
     path.write_bytes(archive)
@@ -373,12 +443,14 @@ def test_links_inside_the_archive_are_kept(tmp_path):
 
 def test_remote_file_layouts_match_the_real_archives():
     """The pinned records: every file has mirrors, and the checksums torchvision pins."""
-    voc, = PascalVOCSegmentation.FILES
+    (voc,) = PascalVOCSegmentation.FILES
     assert voc.checksum == "md5:6cd6e144f989b92b3379bac3b3de84fd" and len(voc.mirrors) >= 3
     assert {f.name: f.checksum for f in OxfordPetSegmentation.FILES} == {
         "images.tar.gz": "md5:5c4f3ee8e5d25df40f4fd59a7f44e54c",
-        "annotations.tar.gz": "md5:95a8c909bbe2e81eed6a22bccdf3f68f"}
-    assert all(url.endswith("/" + f.name) for f in (voc, *OxfordPetSegmentation.FILES)
-               for url in f.mirrors)
+        "annotations.tar.gz": "md5:95a8c909bbe2e81eed6a22bccdf3f68f",
+    }
+    assert all(
+        url.endswith("/" + f.name) for f in (voc, *OxfordPetSegmentation.FILES) for url in f.mirrors
+    )
     for recipe in real.MEDICAL_DATASETS.values():
         assert all(f.checksum is None and f.mirrors for f in recipe.archives)

@@ -50,8 +50,9 @@ def test_train_one_epoch_returns_mean_loss_per_image():
     model = TinyNet()
     images, targets = _threshold_data(n=5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # weights fixed: losses comparable
-    loss = engine.train_one_epoch(model, _loader(images, targets, batch_size=2),
-                                  nn.CrossEntropyLoss(), optimizer, "cpu")
+    loss = engine.train_one_epoch(
+        model, _loader(images, targets, batch_size=2), nn.CrossEntropyLoss(), optimizer, "cpu"
+    )
     expected = nn.CrossEntropyLoss()(model(images), targets).item()  # batches of 2, 2, 1
     assert loss == pytest.approx(expected, rel=1e-6)
 
@@ -63,9 +64,10 @@ def test_train_one_epoch_steps_scheduler_per_batch_and_learns():
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
     loader = _loader(images, targets, batch_size=4)
-    first = engine.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu",
-                                   scheduler=scheduler)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 ** 3)
+    first = engine.train_one_epoch(
+        model, loader, nn.CrossEntropyLoss(), optimizer, "cpu", scheduler=scheduler
+    )
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**3)
     for _ in range(5):
         last = engine.train_one_epoch(model, loader, nn.CrossEntropyLoss(), optimizer, "cpu")
     assert last < first
@@ -77,8 +79,14 @@ def test_gradient_clipping_bounds_the_update():
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     images, targets = _threshold_data(n=4)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    engine.train_one_epoch(model, _loader(images, targets, batch_size=4),
-                           nn.CrossEntropyLoss(), optimizer, "cpu", grad_clip=1e-3)
+    engine.train_one_epoch(
+        model,
+        _loader(images, targets, batch_size=4),
+        nn.CrossEntropyLoss(),
+        optimizer,
+        "cpu",
+        grad_clip=1e-3,
+    )
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(1e-3, rel=1e-3)
 
@@ -121,8 +129,14 @@ def test_evaluate_loss_and_ignore_index():
     model = TinyNet()
     images, targets = _threshold_data(n=6)
     targets[:, 0, :] = 255
-    results = engine.evaluate(model, _loader(images, targets, batch_size=4), 2, "cpu",
-                              loss_fn=nn.CrossEntropyLoss(ignore_index=255), ignore_index=255)
+    results = engine.evaluate(
+        model,
+        _loader(images, targets, batch_size=4),
+        2,
+        "cpu",
+        loss_fn=nn.CrossEntropyLoss(ignore_index=255),
+        ignore_index=255,
+    )
     assert int(results["confusion_matrix"].sum()) == 6 * 7 * 8
     with torch.no_grad():
         full = nn.CrossEntropyLoss(ignore_index=255, reduction="none")(model(images), targets)
@@ -131,9 +145,17 @@ def test_evaluate_loss_and_ignore_index():
 
 
 def _fit(model, epochs, loader, val_loader, lr=0.02, checkpoint=None, **options):
-    return engine.fit(model, loader, val_loader, epochs=epochs, loss_fn=nn.CrossEntropyLoss(),
-                      num_classes=2, device="cpu", checkpoint=checkpoint,
-                      options=engine.FitOptions(lr=lr, progress=False, **options))
+    return engine.fit(
+        model,
+        loader,
+        val_loader,
+        epochs=epochs,
+        loss_fn=nn.CrossEntropyLoss(),
+        num_classes=2,
+        device="cpu",
+        checkpoint=checkpoint,
+        options=engine.FitOptions(lr=lr, progress=False, **options),
+    )
 
 
 def test_fit_history_and_learning():
@@ -172,11 +194,20 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     def run(loss_fn, checkpoint=None):
         torch.manual_seed(3)
         model = TinyNet(dropout=0.2)
-        options = engine.FitOptions(lr=0.02, schedule="poly", warmup_steps=2, seed=11,
-                                    progress=False)
-        history = engine.fit(model, _loader(images, targets, batch_size=4, shuffle=True),
-                             _loader(images, targets, batch_size=6), epochs=4, loss_fn=loss_fn,
-                             num_classes=2, device="cpu", options=options, checkpoint=checkpoint)
+        options = engine.FitOptions(
+            lr=0.02, schedule="poly", warmup_steps=2, seed=11, progress=False
+        )
+        history = engine.fit(
+            model,
+            _loader(images, targets, batch_size=4, shuffle=True),
+            _loader(images, targets, batch_size=6),
+            epochs=4,
+            loss_fn=loss_fn,
+            num_classes=2,
+            device="cpu",
+            options=options,
+            checkpoint=checkpoint,
+        )
         return model, history
 
     straight, straight_history = run(nn.CrossEntropyLoss())
@@ -184,8 +215,9 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     with pytest.raises(_Interrupt):  # 2 epochs of 3 train + 2 val batches, then 1 more batch
         run(_LossThatDiesAt(2 * (3 + 2) + 1), checkpoint=path)
     assert load_checkpoint(path)["epoch"] == 2
-    resumed, resumed_history = run(nn.CrossEntropyLoss(),
-                                   checkpoint=engine.Checkpointing(path, resume=path))
+    resumed, resumed_history = run(
+        nn.CrossEntropyLoss(), checkpoint=engine.Checkpointing(path, resume=path)
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=0, msg=lambda m: f"{name} after resume: {m}")
     assert resumed_history == straight_history
@@ -198,8 +230,13 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     model = TinyNet()
     path = tmp_path / "c.pt"
     _fit(model, 2, _loader(images, targets), _loader(images, targets), checkpoint=path)
-    history = _fit(model, 3, _loader(images, targets), _loader(images, targets),
-                   checkpoint=engine.Checkpointing(resume=path))
+    history = _fit(
+        model,
+        3,
+        _loader(images, targets),
+        _loader(images, targets),
+        checkpoint=engine.Checkpointing(resume=path),
+    )
     assert history["epoch"] == [1, 2, 3]
     assert history["lr"][-1] == pytest.approx(0.0, abs=1e-12), "poly decays to 0 over 3 epochs"
 
@@ -220,10 +257,20 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
 
     path = tmp_path / "last.pt"
     # epoch 1: 2 train + 2 val batches are fine; the 1st train batch of epoch 2 gives NaN.
-    with pytest.raises(engine.NonFiniteLossError, match=r"epoch 2.*loss is nan.*last good checkpoint.*epoch 1"):
-        engine.fit(model, _loader(images, targets), _loader(images, targets), epochs=3,
-                   loss_fn=NanAfter(4), num_classes=2, device="cpu",
-                   options=engine.FitOptions(progress=False), checkpoint=path)
+    with pytest.raises(
+        engine.NonFiniteLossError, match=r"epoch 2.*loss is nan.*last good checkpoint.*epoch 1"
+    ):
+        engine.fit(
+            model,
+            _loader(images, targets),
+            _loader(images, targets),
+            epochs=3,
+            loss_fn=NanAfter(4),
+            num_classes=2,
+            device="cpu",
+            options=engine.FitOptions(progress=False),
+            checkpoint=path,
+        )
     saved = load_checkpoint(path)
     assert saved["epoch"] == 1
     for key, value in saved["model"].items():
@@ -234,11 +281,17 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_early_stopping_counts_epochs_without_improvement():
     images, targets = _threshold_data(n=8)
     torch.manual_seed(0)
-    history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=10,
-                         loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu",
-                         optimizer=torch.optim.SGD(TinyNet().parameters(), lr=0.1),  # not the model's
-                         options=engine.FitOptions(early_stopping=2, monitor="val_loss",
-                                                   progress=False))
+    history = engine.fit(
+        TinyNet(),
+        _loader(images, targets),
+        _loader(images, targets),
+        epochs=10,
+        loss_fn=nn.CrossEntropyLoss(),
+        num_classes=2,
+        device="cpu",
+        optimizer=torch.optim.SGD(TinyNet().parameters(), lr=0.1),  # not the model's
+        options=engine.FitOptions(early_stopping=2, monitor="val_loss", progress=False),
+    )
     assert history["epoch"] == [1, 2, 3], "no improvement after epoch 1: stop after 2 more"
 
 
@@ -261,18 +314,28 @@ def test_resolve_amp():
 
 def test_progress_is_off_when_output_is_not_a_terminal(capsys):
     images, targets = _threshold_data(n=4)
-    engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=1,
-               loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu",
-               options=engine.FitOptions(verbose=True))
+    engine.fit(
+        TinyNet(),
+        _loader(images, targets),
+        _loader(images, targets),
+        epochs=1,
+        loss_fn=nn.CrossEntropyLoss(),
+        num_classes=2,
+        device="cpu",
+        options=engine.FitOptions(verbose=True),
+    )
     captured = capsys.readouterr()
     assert "it/s" not in captured.err and "%|" not in captured.err
     assert captured.out.startswith("epoch 1/1  train_loss ")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": 0}, "epochs must be a positive int"),
-    ({"num_classes": 1}, "num_classes must be an int >= 2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"epochs": 0}, "epochs must be a positive int"),
+        ({"num_classes": 1}, "num_classes must be an int >= 2"),
+    ],
+)
 def test_fit_rejects_bad_arguments(kwargs, match):
     images, targets = _threshold_data(n=4)
     arguments = dict(epochs=1, loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu") | kwargs
@@ -280,11 +343,14 @@ def test_fit_rejects_bad_arguments(kwargs, match):
         engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), **arguments)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"schedule": "step"}, "schedule must be one of"),
-    ({"monitor": "iou"}, "monitor must be one of"),
-    ({"early_stopping": 0}, "early_stopping must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"monitor": "iou"}, "monitor must be one of"),
+        ({"early_stopping": 0}, "early_stopping must be"),
+    ],
+)
 def test_fit_options_reject_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         engine.FitOptions(**kwargs)
@@ -301,8 +367,15 @@ def test_fit_reads_in_one_screen():
 def test_fit_rejects_a_loss_that_is_not_callable():
     images, targets = _threshold_data(n=4)
     with pytest.raises(TypeError, match="loss_fn must be callable"):
-        engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=1,
-                   loss_fn="dice", num_classes=2, device="cpu")
+        engine.fit(
+            TinyNet(),
+            _loader(images, targets),
+            _loader(images, targets),
+            epochs=1,
+            loss_fn="dice",
+            num_classes=2,
+            device="cpu",
+        )
 
 
 TINY_CONFIGS = {
@@ -322,11 +395,20 @@ def test_every_model_one_batch_then_two_epochs(name):
     targets = torch.randint(0, 3, (2, 32, 32), generator=g)
     loader = _loader(images, targets, batch_size=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    one = engine.train_one_epoch(model, [(images[:2], targets[:2])], nn.CrossEntropyLoss(),
-                                 optimizer, "cpu")
+    one = engine.train_one_epoch(
+        model, [(images[:2], targets[:2])], nn.CrossEntropyLoss(), optimizer, "cpu"
+    )
     assert math.isfinite(one)
-    history = engine.fit(model, loader, loader, epochs=2, loss_fn=nn.CrossEntropyLoss(),
-                         num_classes=3, device="cpu", options=engine.FitOptions(progress=False))
+    history = engine.fit(
+        model,
+        loader,
+        loader,
+        epochs=2,
+        loss_fn=nn.CrossEntropyLoss(),
+        num_classes=3,
+        device="cpu",
+        options=engine.FitOptions(progress=False),
+    )
     assert len(history["miou"]) == 2 and all(math.isfinite(v) for v in history["train_loss"])
 
 
@@ -335,10 +417,18 @@ def test_progress_bars_do_not_change_the_run():
     histories = []
     for progress in (False, True):
         torch.manual_seed(0)
-        histories.append(engine.fit(TinyNet(dropout=0.2), _loader(images, targets, shuffle=True),
-                                    _loader(images, targets), epochs=2,
-                                    loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu",
-                                    options=engine.FitOptions(progress=progress)))
+        histories.append(
+            engine.fit(
+                TinyNet(dropout=0.2),
+                _loader(images, targets, shuffle=True),
+                _loader(images, targets),
+                epochs=2,
+                loss_fn=nn.CrossEntropyLoss(),
+                num_classes=2,
+                device="cpu",
+                options=engine.FitOptions(progress=progress),
+            )
+        )
     assert histories[0] == histories[1]
 
 
@@ -371,10 +461,18 @@ def test_fit_with_a_minutes_budget_stops_on_time_and_spends_the_schedule(monkeyp
     loss = _TickingLoss(clock)
     torch.manual_seed(0)
     path = tmp_path / "last.pt"
-    history = engine.fit(TinyNet(), _loader(images, targets, batch_size=2),
-                         _loader(images, targets, batch_size=8), epochs=None, minutes=0.5,
-                         loss_fn=loss, num_classes=2, device="cpu",
-                         options=engine.FitOptions(lr=0.1, progress=False), checkpoint=path)
+    history = engine.fit(
+        TinyNet(),
+        _loader(images, targets, batch_size=2),
+        _loader(images, targets, batch_size=8),
+        epochs=None,
+        minutes=0.5,
+        loss_fn=loss,
+        num_classes=2,
+        device="cpu",
+        options=engine.FitOptions(lr=0.1, progress=False),
+        checkpoint=path,
+    )
     assert 30 <= clock.now - 500.0 <= 30 + 4 + 1  # stopped in the epoch that crossed 30 s
     assert 2 <= len(history["epoch"]) <= 5  # a validation per quarter of the budget, and the last
     assert history["lr"][-1] == 0.0  # the poly schedule ran over the budget, to its end
@@ -387,13 +485,28 @@ def test_fit_with_minutes_and_epochs_stops_at_whichever_comes_first(monkeypatch)
     clock = _FakeClock()
     monkeypatch.setattr(engine.time, "monotonic", clock)
     images, targets = _threshold_data(n=8)
-    history = engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=2,
-                         minutes=60.0, loss_fn=_TickingLoss(clock), num_classes=2, device="cpu",
-                         options=engine.FitOptions(progress=False))
+    history = engine.fit(
+        TinyNet(),
+        _loader(images, targets),
+        _loader(images, targets),
+        epochs=2,
+        minutes=60.0,
+        loss_fn=_TickingLoss(clock),
+        num_classes=2,
+        device="cpu",
+        options=engine.FitOptions(progress=False),
+    )
     assert history["epoch"] == [2]  # two epochs long before the hour: one validation at the end
     with pytest.raises(ValueError, match="give epochs, minutes, or both"):
-        engine.fit(TinyNet(), _loader(images, targets), _loader(images, targets), epochs=None,
-                   loss_fn=nn.CrossEntropyLoss(), num_classes=2, device="cpu")
+        engine.fit(
+            TinyNet(),
+            _loader(images, targets),
+            _loader(images, targets),
+            epochs=None,
+            loss_fn=nn.CrossEntropyLoss(),
+            num_classes=2,
+            device="cpu",
+        )
 
 
 def test_evaluate_with_preprocessing_scores_whole_images_like_the_plain_forward():
@@ -404,8 +517,9 @@ def test_evaluate_with_preprocessing_scores_whole_images_like_the_plain_forward(
     images, targets = _threshold_data(n=4, size=12)
     record = Preprocessing(mean=(0.0,), std=(1.0,), num_classes=2, image_mode="L", window=16)
     plain = engine.evaluate(model, _loader(images, targets, batch_size=1), 2, "cpu")
-    whole = engine.evaluate(model, _loader(images, targets, batch_size=1), 2, "cpu",
-                            preprocessing=record)
+    whole = engine.evaluate(
+        model, _loader(images, targets, batch_size=1), 2, "cpu", preprocessing=record
+    )
     assert torch.equal(plain["confusion_matrix"], whole["confusion_matrix"])
 
 
@@ -417,13 +531,21 @@ def test_evaluate_and_fit_take_the_data_sets_declared_ignore_index():
     torch.manual_seed(0)
     images, targets = _threshold_data(n=4)
     targets[:, 0, :] = 255  # an ignored band, as Oxford-IIIT Pet's trimap border
-    declared = DataLoader(torch.utils.data.Subset(_DeclaresIgnore(images, targets), range(4)),
-                          batch_size=2)
+    declared = DataLoader(
+        torch.utils.data.Subset(_DeclaresIgnore(images, targets), range(4)), batch_size=2
+    )
     results = engine.evaluate(TinyNet(), declared, 2, "cpu")
     assert int(results["confusion_matrix"].sum()) == 4 * 7 * 8  # the band's pixels left out
-    history = engine.fit(TinyNet(), declared, declared, epochs=1,
-                         loss_fn=nn.CrossEntropyLoss(ignore_index=255), num_classes=2, device="cpu",
-                         options=engine.FitOptions(progress=False))
+    history = engine.fit(
+        TinyNet(),
+        declared,
+        declared,
+        epochs=1,
+        loss_fn=nn.CrossEntropyLoss(ignore_index=255),
+        num_classes=2,
+        device="cpu",
+        options=engine.FitOptions(progress=False),
+    )
     assert len(history["miou"]) == 1
     undeclared = _loader(images, targets, batch_size=2)
     with pytest.raises(ValueError, match="set num_classes or ignore_index"):

@@ -13,8 +13,13 @@ from course_lib.models.fastscnn import (
     PyramidPooling,
 )
 
-SMALL = dict(downsample_channels=(8, 12, 16), block_channels=(16, 24, 32), num_blocks=(1, 1, 1),
-             expansion=2, fusion_channels=16)
+SMALL = dict(
+    downsample_channels=(8, 12, 16),
+    block_channels=(16, 24, 32),
+    num_blocks=(1, 1, 1),
+    expansion=2,
+    fusion_channels=16,
+)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (37, 53), (9, 7), (1, 1)])
@@ -86,9 +91,13 @@ def test_depthwise_separable_conv_matches_per_channel_loop():
     x = torch.randn(2, 4, 11, 9)
     depthwise, pointwise = block[0], block[1]
     # Reference: each channel convolved with its own 3x3 filter, one channel at a time.
-    per_channel = torch.cat([
-        F.conv2d(x[:, c:c + 1], depthwise[0].weight[c:c + 1], stride=2, padding=1) for c in range(4)
-    ], dim=1)
+    per_channel = torch.cat(
+        [
+            F.conv2d(x[:, c : c + 1], depthwise[0].weight[c : c + 1], stride=2, padding=1)
+            for c in range(4)
+        ],
+        dim=1,
+    )
     hidden = F.relu(depthwise[1](per_channel))
     mixed = torch.einsum("nchw,oc->nohw", hidden, pointwise[0].weight[:, :, 0, 0])
     expected = F.relu(pointwise[1](mixed))

@@ -42,8 +42,10 @@ def test_doc_tables_match_what_the_code_computes_now(computed):
         assert len(doc[header]) == len(rows), f"{budget.DOC.name}: rows differ; {hint}"
         for doc_row, fresh_row in zip(doc[header], rows):
             for column, d, f in zip(header, doc_row, fresh_row):
-                assert _same_cell(d, f), (f"{budget.DOC.name}, {doc_row[:2]}, {column!r}: "
-                                          f"the doc says {d!r}, the code gives {f!r}; {hint}")
+                assert _same_cell(d, f), (
+                    f"{budget.DOC.name}, {doc_row[:2]}, {column!r}: "
+                    f"the doc says {d!r}, the code gives {f!r}; {hint}"
+                )
 
 
 def test_doc_lists_every_step_that_does_not_fit(computed):
@@ -80,8 +82,9 @@ def test_conv_flops_match_the_formula(groups):
 
 def test_saved_tensors_of_a_small_mlp_match_a_hand_count():
     mlp = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
-    cost = budget.measure_step(mlp, lambda: (torch.randn(4, 10), None),
-                               lambda out, _: out.pow(2).sum(), batch=4)
+    cost = budget.measure_step(
+        mlp, lambda: (torch.randn(4, 10), None), lambda out, _: out.pow(2).sum(), batch=4
+    )
     # saved: the input x (4, 10) for the first weight's gradient, ReLU's output (4, 20) for its
     # own backward and the second weight's gradient (one storage), the second output (4, 5) for
     # pow; the weights are parameters and not counted again. float32: 4 bytes each.
@@ -107,12 +110,18 @@ def test_live_storages_count_each_storage_once_until_it_is_freed():
 def test_meta_and_real_cpu_tensors_give_the_same_figures():
     def net():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
-                             nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3, padding=1, groups=4))
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 4, 3, padding=1, groups=4),
+        )
 
     def batch(device):
-        return lambda: (torch.randn(2, 3, 16, 16, device=device),
-                        torch.randint(0, 4, (2, 16, 16), device=device))
+        return lambda: (
+            torch.randn(2, 3, 16, 16, device=device),
+            torch.randint(0, 4, (2, 16, 16), device=device),
+        )
 
     real = budget.measure_step(net(), batch("cpu"), budget.cross_entropy(), 2)
     meta = budget.measure_step(budget.on_meta(net), batch("meta"), budget.cross_entropy(), 2)
@@ -121,13 +130,16 @@ def test_meta_and_real_cpu_tensors_give_the_same_figures():
 
 def test_t4_rate_uses_resnet50s_published_operation_count():
     from torchvision.models import ResNet50_Weights
+
     giga_macs = ResNet50_Weights.IMAGENET1K_V2.meta["_ops"]  # 4.089, multiply-adds at 224 x 224
     per_image = budget.t4_flop_per_s("fp32") / budget.T4_RESNET50_IMAGES_PER_S["fp32"]
     assert per_image == pytest.approx(2 * giga_macs * 1e9, rel=0.01)
 
 
 def test_notebook_source_reads_full_mode_and_skips_the_rehearsal():
-    source = budget.NotebookSource("xx", text=textwrap.dedent("""\
+    source = budget.NotebookSource(
+        "xx",
+        text=textwrap.dedent("""\
         FAST = course_mode() == 'fast'
         REHEARSAL = rehearsal()
         SIZE, STEPS = (64, 10) if FAST else (256, 1000)
@@ -141,7 +153,8 @@ def test_notebook_source_reads_full_mode_and_skips_the_rehearsal():
         model = Net(width=SIZE // 2, name='x', device=get_device())
         for variant in ('32s', '8s'):
             pass
-        """))
+        """),
+    )
     assert [source[name] for name in ("SIZE", "STEPS", "BATCH", "EPOCHS")] == [256, 1000, 16, 20]
     assert source["CONFIGS"] == {"a": ("unet", {"depth": 3})}
     assert source.where("BATCH") == "notebooks/xx_source.py:9"
@@ -151,7 +164,9 @@ def test_notebook_source_reads_full_mode_and_skips_the_rehearsal():
 
 
 def test_notebook_source_reads_dtypes_deletions_and_calls_inside_a_function():
-    source = budget.NotebookSource("xx", text=textwrap.dedent("""\
+    source = budget.NotebookSource(
+        "xx",
+        text=textwrap.dedent("""\
         CACHE_DTYPE, CACHE_DEVICE = torch.float16, 'cpu'
         def frozen_features(images):
             return torch.cat([f(x) for x in images])
@@ -161,7 +176,8 @@ def test_notebook_source_reads_dtypes_deletions_and_calls_inside_a_function():
         del cache
         if True:
             del kept
-        """))
+        """),
+    )
     assert source["CACHE_DTYPE"] is torch.float16 and source["CACHE_DEVICE"] == "cpu"
     assert source.function_calls("frozen_features", "cat")
     assert not source.function_calls("other", "cat")
@@ -180,6 +196,7 @@ def _notebook_04_phases(edit=lambda text: text) -> dict:
     def reading(self, prefix, source=None):
         real(self, prefix, text if prefix == "04" else source)
         self.path = path
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(budget.NotebookSource, "__init__", reading)
         phases = budget.notebook_04()
@@ -196,15 +213,26 @@ def test_notebook_04_cache_and_crf_follow_the_notebook_code():
     freed) must be charged, and its current code must fit."""
     rates = {precision: budget.t4_flop_per_s(precision) for precision in budget.T4_PEAK}
     now = _notebook_04_phases()
-    on_device = _notebook_04_phases(lambda t: _replace(_replace(
-        t, 'CACHE_DTYPE, CACHE_DEVICE = torch.float16, "cpu"',
-        'CACHE_DTYPE, CACHE_DEVICE = torch.float32, "cuda"'),
-        "lows[i:i + 8].copy_(low)", "lows = torch.cat([lows, low])"))
+    on_device = _notebook_04_phases(
+        lambda t: _replace(
+            _replace(
+                t,
+                'CACHE_DTYPE, CACHE_DEVICE = torch.float16, "cpu"',
+                'CACHE_DTYPE, CACHE_DEVICE = torch.float32, "cuda"',
+            ),
+            "lows[i:i + 8].copy_(low)",
+            "lows = torch.cat([lows, low])",
+        )
+    )
     kept = _notebook_04_phases(lambda t: _replace(t, "del cache, low_train, context_train", "pass"))
     assert not any(p.misses(rates) for p in now.values())
     # float32 on the device, doubled by torch.cat: 2 x 2 x the float16 cache, plus the models
     assert on_device["frozen-feature"].misses(rates) == ["GPU"]
     cache16 = now["frozen-feature"].host_bytes - now["DeepLabV3"].host_bytes / 2  # minus the scenes
-    assert 4 * cache16 < on_device["frozen-feature"].gpu_bytes < 4 * cache16 + now["frozen-feature"].gpu_bytes
+    assert (
+        4 * cache16
+        < on_device["frozen-feature"].gpu_bytes
+        < 4 * cache16 + now["frozen-feature"].gpu_bytes
+    )
     # without the del, the cache is still in host RAM while the CRF runs
     assert kept["crf"].host_bytes == pytest.approx(now["crf"].host_bytes + cache16, rel=1e-6)

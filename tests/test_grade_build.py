@@ -11,8 +11,8 @@ import pytest
 
 import course_grader
 from course_grader.instructor import build
-from course_grader.layout import CourseLayout, course_layout
 from course_grader.instructor.release import LeakError, build_student_release, leaks
+from course_grader.layout import CourseLayout, course_layout
 from course_grader.stubs import MarkerError, make_stub, solution_regions, task_names
 
 DEMO = Path(__file__).parent / "grading_cases" / "demo"
@@ -52,7 +52,8 @@ SOLUTION = textwrap.dedent('''\
 def test_stub_replaces_regions_by_hints_and_raise():
     stub = make_stub(SOLUTION)
     expected = SOLUTION.replace(
-        "    # BEGIN SOLUTION\n    # HINT: multiply.\n    # HINT: a second hint line.\n    return h * w\n    # END SOLUTION\n",
+        "    # BEGIN SOLUTION\n    # HINT: multiply.\n    # HINT: a second hint line.\n"
+        "    return h * w\n    # END SOLUTION\n",
         "    # HINT: multiply.\n    # HINT: a second hint line.\n    raise NotImplementedError\n",
     ).replace(
         "            # BEGIN SOLUTION\n            # HINT: double it.\n            y = 2 * y\n            return y\n"
@@ -200,15 +201,19 @@ def test_grader_modules_import_each_other_without_a_cycle():
     learner's side never imports the instructor's, and course_lib never imports the grader."""
     top = Path(course_grader.__file__).parent
     files = {_module_name(path, top): path for path in top.rglob("*.py")}
-    graph = {name: {t for t in _imports(path) if t in files and t != name}
-             for name, path in files.items()}
-    graph = {name: {t for t in targets if not name.startswith(t + ".")}  # a package's own parent
-             for name, targets in graph.items()}
+    graph = {
+        name: {t for t in _imports(path) if t in files and t != name}
+        for name, path in files.items()
+    }
+    graph = {
+        name: {t for t in targets if not name.startswith(t + ".")}  # a package's own parent
+        for name, targets in graph.items()
+    }
     assert "course_grader.stubs" in graph["course_grader.instructor.release"]  # sees real imports
 
     def cycle_from(name, trail):
         if name in trail:
-            return trail[trail.index(name):] + [name]
+            return trail[trail.index(name) :] + [name]
         for target in sorted(graph[name]):
             found = cycle_from(target, trail + [name])
             if found:
@@ -217,12 +222,19 @@ def test_grader_modules_import_each_other_without_a_cycle():
 
     cycles = [cycle for name in sorted(graph) if (cycle := cycle_from(name, []))]
     assert not cycles, f"import cycle: {' -> '.join(cycles[0])}"
-    upward = sorted((name, target) for name, targets in graph.items() for target in targets
-                    if name != "course_grader.__main__"  # the one entry point of both sides
-                    and not name.startswith("course_grader.instructor")
-                    and target.startswith("course_grader.instructor"))
+    upward = sorted(
+        (name, target)
+        for name, targets in graph.items()
+        for target in targets
+        if name != "course_grader.__main__"  # the one entry point of both sides
+        and not name.startswith("course_grader.instructor")
+        and target.startswith("course_grader.instructor")
+    )
     assert not upward, f"the learner's side imports the instructor's: {upward}"
     library = Path(course_grader.__file__).parents[1] / "course_lib"
-    into_grader = sorted(str(path.relative_to(library)) for path in library.rglob("*.py")
-                         if any(t.split(".")[0] == "course_grader" for t in _imports(path)))
+    into_grader = sorted(
+        str(path.relative_to(library))
+        for path in library.rglob("*.py")
+        if any(t.split(".")[0] == "course_grader" for t in _imports(path))
+    )
     assert not into_grader, f"course_lib imports the grader in {into_grader}"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from course_grader.instructor import build
 from course_grader import grade_exercise
+from course_grader.instructor import build
 from course_grader.instructor.bulk import grade_class
-from course_grader.layout import CourseLayout
 from course_grader.instructor.package import write_packages
+from course_grader.layout import CourseLayout
 
 DEMO = Path(__file__).parent / "grading_cases" / "demo"
 
@@ -87,7 +87,9 @@ def test_syntax_error_is_reported_not_fatal(tmp_path):
     done = _grade("ex90", "--target", str(tmp_path))
     assert done.returncode == 1
     assert "ex90_demo.py could not be imported: SyntaxError at line 2" in done.stdout
-    below = done.stdout.split("What went wrong:")[1]  # each failure in full, with the learner's line
+    below = done.stdout.split("What went wrong:")[
+        1
+    ]  # each failure in full, with the learner's line
     assert "your code, ex90_demo.py:2:\n      return x" in below
 
 
@@ -182,12 +184,27 @@ def test_class_run_writes_the_sandbox_mode_and_a_gradebook_over_a_folder(tmp_pat
     (out / "grades.csv").mkdir(parents=True)  # left there by a hostile run without the sandbox
     mode = "bubblewrap" if sandbox.available() else "none"
     flags = [] if mode == "bubblewrap" else ["--no-sandbox"]
-    done = _grade("--submissions", str(tmp_path / "submissions"), "--out", str(out),
-                  "--exercises", "ex91", "--hidden", *flags)
+    done = _grade(
+        "--submissions",
+        str(tmp_path / "submissions"),
+        "--out",
+        str(out),
+        "--exercises",
+        "ex91",
+        "--hidden",
+        *flags,
+    )
     assert done.returncode == 0, done.stderr
     assert f"learner code ran with sandbox: {mode}" in done.stdout
     assert "was not a file; moved it to grades.csv.replaced-" in done.stderr
     lines = (out / "grades.csv").read_text().splitlines()
-    assert lines[0].split(",")[:6] == ["student", "ex91_more", "total", "max_score", "status", "sandbox"]
+    assert lines[0].split(",")[:6] == [
+        "student",
+        "ex91_more",
+        "total",
+        "max_score",
+        "status",
+        "sandbox",
+    ]
     assert lines[1].split(",")[:6] == ["dana", "1", "1", "1", "ok", mode]
     assert json.loads((out / "dana" / "results.json").read_text())["sandbox"] == mode

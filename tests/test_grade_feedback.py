@@ -17,7 +17,12 @@ LONG = (
     "it raised IndexError: index 5 is out of bounds for dimension 0 with size 3 (the last words "
     "of a long diagnosis must reach the learner)"
 )
-WHERE = {"file": "ex06_data_augmentation.py", "line": 88, "function": "one_hot", "code": "out[mask] = 1"}
+WHERE = {
+    "file": "ex06_data_augmentation.py",
+    "line": 88,
+    "function": "one_hot",
+    "code": "out[mask] = 1",
+}
 
 
 def record(name, outcome="failed", points=1.0, message="", details=None, where=None):
@@ -119,7 +124,9 @@ def test_expect_raises_says_when_the_type_is_wrong():
 
 
 def test_expect_raises_says_when_nothing_was_raised():
-    with pytest.raises(LearnerError, match=r"should raise ValueError when size=\(0, 4\), but returned normally"):
+    with pytest.raises(
+        LearnerError, match=r"should raise ValueError when size=\(0, 4\), but returned normally"
+    ):
         expect_raises(lambda: None, ValueError, when="size=(0, 4)")
     not_written = LearnerError("ex06.one_hot is not implemented yet (NotImplementedError)")
     with pytest.raises(LearnerError, match="; instead: ex06.one_hot is not implemented yet"):

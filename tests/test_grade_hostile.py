@@ -34,18 +34,17 @@ import pytest
 import torch
 
 from course_grader.instructor import bulk
-from course_grader.learner import sandbox
 from course_grader.instructor.bulk import grade_class, grade_student, publish_folder
-from course_grader.learner.client import LearnerError, WorkerClient
 from course_grader.instructor.intake import take_in
-from course_grader.layout import CourseLayout
-from course_grader.learner.limits import Limits
 from course_grader.instructor.manifest import build_manifest, save_manifest
-from course_grader.learner.runner import ExerciseHandle
 from course_grader.instructor.manifest import tests_sha256 as hash_of_tests
+from course_grader.layout import CourseLayout
+from course_grader.learner import sandbox
+from course_grader.learner.client import LearnerError, WorkerClient
+from course_grader.learner.limits import Limits
+from course_grader.learner.runner import ExerciseHandle
 from course_grader.learner.session import SessionResult
 from course_grader.learner.zygote import Zygote, spawn_child
-
 from tests.test_grade_isolation import ODD_BUT_HONEST, _write_odd_but_honest
 
 CASES = Path(__file__).parent / "grading_cases"
@@ -191,10 +190,16 @@ def _attacker(name: str, body: str, out: Path) -> str:
         "    if not won:\n        raise RuntimeError('the attack gained nothing')\n"
         "    return x + 1\n"
     )
-    text = REFERENCE_90.replace("    # BEGIN SOLUTION\n    # HINT: tensors support `+` with a Python number.\n"
-                                "    return x + 1\n    # END SOLUTION\n", add_one, 1)
+    text = REFERENCE_90.replace(
+        "    # BEGIN SOLUTION\n    # HINT: tensors support `+` with a Python number.\n"
+        "    return x + 1\n    # END SOLUTION\n",
+        add_one,
+        1,
+    )
     assert text != REFERENCE_90
-    return text.replace('import torch\nfrom torch import nn\n', header + "from torch import nn\n", 1)
+    return text.replace(
+        "import torch\nfrom torch import nn\n", header + "from torch import nn\n", 1
+    )
 
 
 def _host_processes_with(token: str) -> list[int]:
@@ -211,7 +216,9 @@ def _host_processes_with(token: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    if sandbox.mode() != "bubblewrap":  # the attacks are stopped by the sandbox; without it, see the docs
+    if (
+        sandbox.mode() != "bubblewrap"
+    ):  # the attacks are stopped by the sandbox; without it, see the docs
         pytest.skip(f"the sandbox is off or unavailable ({sandbox.reason()})")
     root = tmp_path_factory.mktemp("hostile")
     submissions, out, elsewhere = root / "submissions", root / "out", root / "elsewhere"
@@ -348,8 +355,10 @@ def test_an_unfinished_run_is_graded_again_in_a_fresh_process(tmp_path, manifest
         calls.append(kwargs.get("zygote"))
         if len(calls) > 1:
             return real(files, target, layout, **kwargs)
-        tests = [{"nodeid": t["id"], "outcome": "passed", "message": "", "kind": None}
-                 for t in manifest["tests"]]
+        tests = [
+            {"nodeid": t["id"], "outcome": "passed", "message": "", "kind": None}
+            for t in manifest["tests"]
+        ]
         if cut == "killed":  # as if the zygote had been killed in the middle of the run: the test
             tests = tests[:2] + [{**tests[2], "outcome": "running"}]  # running then never reported
         else:  # the sandboxed zygote could not start a worker for one test
@@ -357,18 +366,33 @@ def test_an_unfinished_run_is_graded_again_in_a_fresh_process(tmp_path, manifest
         return SessionResult(tests=tests, status="ok", sandbox="bubblewrap")
 
     monkeypatch.setattr(bulk, "run_tests", cut_short_once)
-    row = grade_student(_reference_intake(tmp_path), DEMO, manifest, tmp_path / "out",
-                        forbidden=[], limits=LIMITS, zygote="/nonexistent/zygote.sock")
+    row = grade_student(
+        _reference_intake(tmp_path),
+        DEMO,
+        manifest,
+        tmp_path / "out",
+        forbidden=[],
+        limits=LIMITS,
+        zygote="/nonexistent/zygote.sock",
+    )
     assert calls == ["/nonexistent/zygote.sock", None]
     assert (row["total"], row["status"]) == (10, "ok")
 
 
 def test_a_worker_the_grader_cannot_start_is_its_own_fault(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_GRADE_ZYGOTE", str(tmp_path / "gone.sock"))
-    monkeypatch.setenv("COURSE_GRADE_WORKERS_SANDBOXED", "1")  # never falls back to an unsandboxed one
+    monkeypatch.setenv(
+        "COURSE_GRADE_WORKERS_SANDBOXED", "1"
+    )  # never falls back to an unsandboxed one
     source = (DEMO.solutions / "ex91_more.py").read_bytes()
-    client = WorkerClient("ex91_more", tmp_path / "ex91_more.py", source, task_names=["square"],
-                          forbidden_roots=[], limits=LIMITS)
+    client = WorkerClient(
+        "ex91_more",
+        tmp_path / "ex91_more.py",
+        source,
+        task_names=["square"],
+        forbidden_roots=[],
+        limits=LIMITS,
+    )
     handle = ExerciseHandle("ex91_more", tmp_path / "ex91_more.py", client)
     with pytest.raises(LearnerError, match="the grader could not start a worker") as caught:
         handle.square(torch.ones(2))
@@ -385,8 +409,16 @@ def test_a_run_that_never_finishes_is_booked_as_zero_not_partially(tmp_path, man
     submissions, out = tmp_path / "submissions", tmp_path / "out"
     _reference_intake(tmp_path)
     save_manifest(manifest, tmp_path / "manifest.json")
-    summary = grade_class(submissions, out, hidden=True, layout=DEMO, limits=LIMITS,
-                          progress=False, use_zygote=False, manifest_path=tmp_path / "manifest.json")
+    summary = grade_class(
+        submissions,
+        out,
+        hidden=True,
+        layout=DEMO,
+        limits=LIMITS,
+        progress=False,
+        use_zygote=False,
+        manifest_path=tmp_path / "manifest.json",
+    )
     row = summary["rows"][0]
     assert (row["student"], row["total"], row["status"]) == ("carol", 0, "crash")
     results = json.loads((out / "carol" / "results.json").read_text())
@@ -399,8 +431,9 @@ def test_tests_sha256_is_computed_from_the_files_used(tmp_path, manifest):
     layout = CourseLayout(course)
     test_file = course / "tests" / "graded" / "test_ex91_more.py"
     test_file.write_text(test_file.read_text() + "\n# changed after the manifest was built\n")
-    row = grade_student(_reference_intake(tmp_path), layout, manifest, tmp_path / "out",
-                        forbidden=[], limits=LIMITS)
+    row = grade_student(
+        _reference_intake(tmp_path), layout, manifest, tmp_path / "out", forbidden=[], limits=LIMITS
+    )
     assert row["tests_sha256"] != manifest["tests_sha256"]
     assert row["tests_sha256"] == hash_of_tests(layout, ["ex90_demo", "ex91_more"], hidden=True)
 
@@ -409,8 +442,14 @@ def test_a_zygote_child_is_killed_when_its_zygote_dies(tmp_path):
     with Zygote() as zygote:
         read_end, write_end = os.pipe()
         null = os.open(os.devnull, os.O_WRONLY)
-        child = spawn_child(zygote.socket_path, "worker", cwd=str(tmp_path),
-                            env={"PATH": "/usr/bin:/bin"}, args=[], fds=[read_end, null, null])
+        child = spawn_child(
+            zygote.socket_path,
+            "worker",
+            cwd=str(tmp_path),
+            env={"PATH": "/usr/bin:/bin"},
+            args=[],
+            fds=[read_end, null, null],
+        )
         for fd in (read_end, null):
             os.close(fd)
         os.kill(child.pid, 0)  # alive, waiting for its set-up message
@@ -462,12 +501,29 @@ def test_the_trusted_pytest_process_has_limits_too(tmp_path):
         "        return\n"
         "    raise AssertionError('an allocation past RLIMIT_AS succeeded')\n"
     )
-    env = {**os.environ, "COURSE_GRADE_REPORT": str(tmp_path / "report.json"),
-           "COURSE_GRADE_MEMORY_MB": "256", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env = {
+        **os.environ,
+        "COURSE_GRADE_REPORT": str(tmp_path / "report.json"),
+        "COURSE_GRADE_MEMORY_MB": "256",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "course_grader.learner.plugin", "-p", "no:cacheprovider",
-         str(tmp_path / "test_limits.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "course_grader.learner.plugin",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_limits.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
@@ -486,4 +542,9 @@ def test_publish_folder_replaces_whatever_it_finds(tmp_path):
         assert [p.name for p in folder.iterdir()] == ["results.json"], name
         assert (folder / "results.json").read_text() == "{}"
     assert [p.name for p in elsewhere.iterdir()] == ["kept.txt"]
-    assert sorted(p.name for p in out.iterdir()) == ["folder_with_a_folder", "link", "new", "plain_file"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "folder_with_a_folder",
+        "link",
+        "new",
+        "plain_file",
+    ]

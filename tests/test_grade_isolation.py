@@ -53,7 +53,9 @@ ODD_BUT_HONEST = {  # graded exactly like the clean `reference` submission
     "zip_copy_choice": "a zip listing old/ex90_demo.py (a stub) before ex90_demo.py: the shallowest "
     "copy wins, as in a folder",
 }
-EXPECTED.update({case: {**EXPECTED["reference"], "why": why} for case, why in ODD_BUT_HONEST.items()})
+EXPECTED.update(
+    {case: {**EXPECTED["reference"], "why": why} for case, why in ODD_BUT_HONEST.items()}
+)
 LIMITS = Limits(call_timeout=4, exercise_timeout=40, startup_timeout=90, memory_mb=768, file_mb=8)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from course_grader.layout import CourseLayout
 from course_grader.learner import sandbox
 from course_grader.learner.client import WorkerClient
-from course_grader.layout import CourseLayout
 from course_grader.learner.limits import Limits
 from course_grader.learner.session import run_tests
 from course_grader.learner.zygote import SandboxZygote
@@ -29,7 +29,9 @@ pytestmark = pytest.mark.skipif(not sandbox.available(), reason=f"no sandbox: {s
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = ROOT / "tests" / "test_grade_sandbox.py"  # a file of the course the learner must not read
 SOLUTION = sorted((ROOT / "solutions").glob("ex*.py"))[0]
-LIMITS = Limits(call_timeout=30, exercise_timeout=120, startup_timeout=120, memory_mb=1024, file_mb=8)
+LIMITS = Limits(
+    call_timeout=30, exercise_timeout=120, startup_timeout=120, memory_mb=1024, file_mb=8
+)
 DEMO = CourseLayout(Path(__file__).parent / "grading_cases" / "demo")
 
 LEARNER = f'''
@@ -122,12 +124,25 @@ def home_write():
 def learner(tmp_path_factory):
     jail = Path(tempfile.mkdtemp(prefix="grade-sandbox-test-"))
     with SandboxZygote(jail) as zygote:
-        saved = {k: os.environ.get(k) for k in ("COURSE_GRADE_ZYGOTE", "COURSE_GRADE_WORKERS_SANDBOXED", "TMPDIR")}
-        os.environ.update({"COURSE_GRADE_ZYGOTE": zygote.socket_path, "COURSE_GRADE_WORKERS_SANDBOXED": "1", "TMPDIR": str(jail)})
+        saved = {
+            k: os.environ.get(k)
+            for k in ("COURSE_GRADE_ZYGOTE", "COURSE_GRADE_WORKERS_SANDBOXED", "TMPDIR")
+        }
+        os.environ.update(
+            {
+                "COURSE_GRADE_ZYGOTE": zygote.socket_path,
+                "COURSE_GRADE_WORKERS_SANDBOXED": "1",
+                "TMPDIR": str(jail),
+            }
+        )
         tempfile.tempdir = None
         client = WorkerClient(
-            "ex99_sandbox", jail / "ex99_sandbox.py", LEARNER.encode(), task_names=[],
-            forbidden_roots=[], limits=LIMITS,
+            "ex99_sandbox",
+            jail / "ex99_sandbox.py",
+            LEARNER.encode(),
+            task_names=[],
+            forbidden_roots=[],
+            limits=LIMITS,
         )
         try:
             yield lambda name, *args: client.request("call", name, args, {})
@@ -158,16 +173,22 @@ def test_course_files_cannot_be_read_with_dir_fd_or_after_chdir(learner):
 def test_only_the_course_packages_are_visible(learner):
     assert learner("listing", str(ROOT)) == ["course_grader", "course_lib"]
     inside_tmp = learner("listing", "/tmp")  # a private tmpfs holding only the run's scratch folder
-    mount_points = {Path(p).resolve().relative_to("/tmp").parts[0]  # the read-only mounts' parents,
-                    for p in (ROOT, sys.prefix)                     # when the course lives in /tmp
-                    if Path(p).resolve().is_relative_to("/tmp")}
+    mount_points = {
+        Path(p).resolve().relative_to("/tmp").parts[0]  # the read-only mounts' parents,
+        for p in (ROOT, sys.prefix)  # when the course lives in /tmp
+        if Path(p).resolve().is_relative_to("/tmp")
+    }
     scratch = [name for name in inside_tmp if name not in mount_points]
     assert len(scratch) == 1 and scratch[0].startswith("grade-sandbox-"), inside_tmp
 
 
 def test_no_write_outside_the_scratch_folder(learner):
     assert learner("write_native", os.path.join(learner("home"), "scratch.bin")) == "written"
-    for path in (ROOT / "sandbox_escape.bin", Path(sys.prefix) / "sandbox_escape.bin", Path("/sandbox_escape.bin")):
+    for path in (
+        ROOT / "sandbox_escape.bin",
+        Path(sys.prefix) / "sandbox_escape.bin",
+        Path("/sandbox_escape.bin"),
+    ):
         assert learner("write_native", str(path)) == "denied", path
         assert not path.exists()
 

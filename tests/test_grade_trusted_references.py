@@ -20,30 +20,35 @@ from pathlib import Path
 import pytest
 import torch
 
+from course_grader.layout import CourseLayout
 from course_grader.learner.client import MAX_ANSWER_BYTES, LearnerError
 from course_grader.learner.fixtures import unpack
-from course_grader.layout import CourseLayout
 from course_grader.learner.limits import Limits
-from course_grader.probes.ex03 import double_conv_case, unet_case
-from course_grader.probes.ex04 import aspp_case
 from course_grader.learner.runner import open_exercise
 from course_grader.learner.session import run_tests
+from course_grader.probes.ex03 import double_conv_case, unet_case
+from course_grader.probes.ex04 import aspp_case
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYOUT = CourseLayout(ROOT)
 GRADED_SOURCES = sorted(
-    [*(ROOT / "tests" / "graded").glob("test_*.py"), *(ROOT / "tests" / "hidden").glob("test_*.py"),
-     *(ROOT / "tests" / "grading_cases" / "demo" / "tests").rglob("test_*.py")]
+    [
+        *(ROOT / "tests" / "graded").glob("test_*.py"),
+        *(ROOT / "tests" / "hidden").glob("test_*.py"),
+        *(ROOT / "tests" / "grading_cases" / "demo" / "tests").rglob("test_*.py"),
+    ]
 )
 PROBES = sorted((ROOT / "course_lib" / "grade" / "probes").glob("*.py"))
-LIMITS = Limits(call_timeout=30, exercise_timeout=120, startup_timeout=120, memory_mb=2048, file_mb=8)
+LIMITS = Limits(
+    call_timeout=30, exercise_timeout=120, startup_timeout=120, memory_mb=2048, file_mb=8
+)
 
 # Appended to a submission: every probe function and helper the worker loaded answers a forged
 # reference, the reference classes become the learner's, and torch's comparisons always agree. The
 # learner's constructors do the same to the namespace of whichever probe calls them (found through
 # the caller's frame), so probes loaded from a file outside sys.modules are reached too. Against
 # probes that computed "expected" in the worker, this earned the points of every probe test.
-FORGE = '''
+FORGE = """
 
 import sys as _sys
 
@@ -78,11 +83,11 @@ for _name, _probes in list(_sys.modules.items()):
 _torch.testing.assert_close = lambda *args, **kwargs: None
 _torch.equal = lambda *args, **kwargs: True
 _torch.allclose = lambda *args, **kwargs: True
-'''
+"""
 
 # Modules that build and run, and compute nothing: zeros of a plausible shape.
 JUNK_MODULES = {
-    "ex03_unet": '''
+    "ex03_unet": """
 from torch import nn
 
 
@@ -105,8 +110,8 @@ class UNet(nn.Module):
 
     def forward(self, x):
         return self.head(x) * 0
-''',
-    "ex04_deeplab": '''
+""",
+    "ex04_deeplab": """
 from torch import nn
 
 
@@ -118,13 +123,13 @@ class ASPP(nn.Module):
 
     def forward(self, x):
         return self.project(x) * 0
-''',
+""",
     "ex05_losses_metrics": "",
-    "ex07_training": '''
+    "ex07_training": """
 def train_one_epoch(model, loader, loss_fn, optimizer, device="cpu"):
     _forge_callers()
     return 0.0
-''',
+""",
 }
 
 
@@ -167,15 +172,20 @@ def test_hostile_submission_scores_zero_with_the_real_grader(hostile):
     files = [path for name in JUNK_MODULES for path in LAYOUT.test_files(name, hidden=True)]
     result = run_tests(files, str(hostile), LAYOUT, limits=LIMITS)
     assert result.status == "ok", result.log[-2000:]
-    by_exercise = {name: [t for t in result.tests if t["exercise"] == name] for name in JUNK_MODULES}
+    by_exercise = {
+        name: [t for t in result.tests if t["exercise"] == name] for name in JUNK_MODULES
+    }
     assert all(by_exercise.values()), f"no tests collected for some exercise\n{result.log[-2000:]}"
     passed = [t["nodeid"] for t in result.tests if t["outcome"] == "passed"]
     assert passed == [], f"a forged reference earned points in {passed}"
     imported = [t for t in result.tests if "could not be imported" in t["message"]]
     assert imported == [], f"the hostile file must import for the attack to count: {imported[0]}"
     forged = [t["name"] for t in result.tests if "answered a dict with keys" in t["message"]]
-    for test in ("test_double_conv_matches_course_lib", "test_unet_forward_matches_course_lib",
-                 "test_aspp_forward_matches_course_lib"):
+    for test in (
+        "test_double_conv_matches_course_lib",
+        "test_unet_forward_matches_course_lib",
+        "test_aspp_forward_matches_course_lib",
+    ):
         assert any(name.startswith(test) for name in forged), (
             f"{test} should fail on the forged answer, not for another reason: "
             f"{[t['message'] for t in result.tests if t['name'].startswith(test)]}"
@@ -219,14 +229,19 @@ def answers(tmp_path_factory):
 
 
 def test_an_answer_over_the_limit_is_refused_by_the_worker(answers):
-    with pytest.raises(LearnerError, match=r"ex97.huge returned 20.0 MiB of data; answers are "
-                                           r"limited to 16 MiB"):
+    with pytest.raises(
+        LearnerError,
+        match=r"ex97.huge returned 20.0 MiB of data; answers are "
+        r"limited to 16 MiB",
+    ):
         answers.huge()
     assert answers.pair()[1] == 2  # the same worker goes on
 
 
 def test_an_answer_over_the_limit_is_refused_by_the_grader_from_its_header(answers):
-    with pytest.raises(LearnerError, match=r"refused: a message of 20.0 MiB; the limit is 16.0 MiB"):
+    with pytest.raises(
+        LearnerError, match=r"refused: a message of 20.0 MiB; the limit is 16.0 MiB"
+    ):
         answers.huge_past_the_worker()
     starts = answers.worker.starts
     labels, count = unpack(answers.pair(), "labels", "count")  # a fresh worker answers
@@ -236,8 +251,11 @@ def test_an_answer_over_the_limit_is_refused_by_the_grader_from_its_header(answe
 def test_a_tensor_where_a_pair_was_expected_fails_before_unpacking(answers):
     answer = answers.not_a_pair()
     started = time.perf_counter()
-    with pytest.raises(LearnerError, match=r"ex97.not_a_pair should return 2 values \(labels, "
-                                           r"count\), got a Tensor of shape \(2000000,\)"):
+    with pytest.raises(
+        LearnerError,
+        match=r"ex97.not_a_pair should return 2 values \(labels, "
+        r"count\), got a Tensor of shape \(2000000,\)",
+    ):
         labels, count = unpack(answer, "labels", "count")
     assert time.perf_counter() - started < 1.0  # no split into two million rows
     with pytest.raises(LearnerError, match="should return 3 values .*, got a tuple of 2 values"):
@@ -260,11 +278,14 @@ def test_graded_tests_unpack_answers_only_through_unpack():
     offenders = []
     for path in GRADED_SOURCES:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            unpacked = (  # a, b = exercise.f(...); for x in exercise.f(...); [... in exercise.f(...)]
-                isinstance(node, ast.Assign)
-                and any(isinstance(t, (ast.Tuple, ast.List)) for t in node.targets)
-                and _exercise_call(node.value)
-            ) or (isinstance(node, (ast.For, ast.comprehension)) and _exercise_call(node.iter))
+            unpacked = (
+                (  # a, b = exercise.f(...); for x in exercise.f(...); [... in exercise.f(...)]
+                    isinstance(node, ast.Assign)
+                    and any(isinstance(t, (ast.Tuple, ast.List)) for t in node.targets)
+                    and _exercise_call(node.value)
+                )
+                or (isinstance(node, (ast.For, ast.comprehension)) and _exercise_call(node.iter))
+            )
             if unpacked:
                 line = node.iter.lineno if isinstance(node, ast.comprehension) else node.lineno
                 offenders.append(f"{path.relative_to(ROOT)}:{line}")
@@ -293,16 +314,25 @@ def test_no_probe_answers_an_expected_value():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Dict):
                 keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
-                offenders += [f"{path.name}:{node.lineno} {k!r}" for k in keys
-                              if str(k).startswith("expected")]
-    assert offenders == [], f"a probe runs in the worker and answers only the learner's output: {offenders}"
+                offenders += [
+                    f"{path.name}:{node.lineno} {k!r}"
+                    for k in keys
+                    if str(k).startswith("expected")
+                ]
+    assert offenders == [], (
+        f"a probe runs in the worker and answers only the learner's output: {offenders}"
+    )
 
 
-@pytest.mark.parametrize("case", [
-    lambda: double_conv_case(3, 5, "valid", True, 11, 9),
-    lambda: unet_case(2, 3, 4, 2, "valid", False, 44, 48),
-    lambda: aspp_case(6, 5, [2, 6], 7, 7),
-], ids=["double_conv", "unet", "aspp"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        lambda: double_conv_case(3, 5, "valid", True, 11, 9),
+        lambda: unet_case(2, 3, 4, 2, "valid", False, 44, 48),
+        lambda: aspp_case(6, 5, [2, 6], 7, 7),
+    ],
+    ids=["double_conv", "unet", "aspp"],
+)
 def test_cases_are_reproducible_and_leave_the_global_rng_alone(case):
     torch.manual_seed(123)
     before = torch.rand(3)

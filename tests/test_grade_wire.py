@@ -163,14 +163,26 @@ def _forged_frame(header: dict, buffers: list[bytes]) -> bytes:
 @pytest.mark.parametrize(
     "header, buffers, complaint",
     [
-        ({"tree": {"tensor": 0, "dtype": "float32", "shape": [2]}, "sizes": [8]}, [b"\0" * 4],
-         "parts add up to"),
-        ({"tree": {"tensor": 0, "dtype": "float32", "shape": [-1, -2]}, "sizes": [8]}, [b"\0" * 8],
-         "malformed shape"),
-        ({"tree": {"tensor": 3, "dtype": "float32", "shape": [2]}, "sizes": [8]}, [b"\0" * 8],
-         "buffer 3 of 1"),
-        ({"tree": {"ndarray": 0, "dtype": "<f4", "shape": [3]}, "sizes": [8]}, [b"\0" * 8],
-         "array buffer holds 8 bytes"),
+        (
+            {"tree": {"tensor": 0, "dtype": "float32", "shape": [2]}, "sizes": [8]},
+            [b"\0" * 4],
+            "parts add up to",
+        ),
+        (
+            {"tree": {"tensor": 0, "dtype": "float32", "shape": [-1, -2]}, "sizes": [8]},
+            [b"\0" * 8],
+            "malformed shape",
+        ),
+        (
+            {"tree": {"tensor": 3, "dtype": "float32", "shape": [2]}, "sizes": [8]},
+            [b"\0" * 8],
+            "buffer 3 of 1",
+        ),
+        (
+            {"tree": {"ndarray": 0, "dtype": "<f4", "shape": [3]}, "sizes": [8]},
+            [b"\0" * 8],
+            "array buffer holds 8 bytes",
+        ),
         ({"tree": {"list": [{"list": []}]}, "sizes": "8"}, [], "malformed frame header"),
     ],
 )

@@ -129,7 +129,9 @@ def test_endless_loop_at_import_costs_one_call_limit(tmp_path):
     limits = Limits(call_timeout=2, exercise_timeout=60, startup_timeout=120)
     handle = open_exercise("ex98_loop", target=str(tmp_path), limits=limits)
     try:
-        with pytest.raises(LearnerError, match="could not be imported: timed out after 2 s while importing"):
+        with pytest.raises(
+            LearnerError, match="could not be imported: timed out after 2 s while importing"
+        ):
             handle.anything()
         with pytest.raises(LearnerError, match="could not be imported"):  # no second wait
             handle.anything()
@@ -164,12 +166,15 @@ def test_expect_raises_checks_the_type_and_points_at_the_learners_line(handle):
         "instead it raised TypeError: x must be positive, got -1"
     )
     line = LEARNER.splitlines().index('    raise TypeError(f"x must be positive, got {x}")') + 1
-    assert caught.value.where["line"] == line and caught.value.where["code"].startswith("raise TypeError")
+    assert caught.value.where["line"] == line and caught.value.where["code"].startswith(
+        "raise TypeError"
+    )
     assert caught.value.where["function"] == "checks_with_the_wrong_type"
     error = expect_raises(lambda: handle.checks_with_a_subclass(-1), ValueError, when="x=-1")
     assert "raised ShapeError" in str(error)  # a subclass of ValueError is a ValueError
     with pytest.raises(
-        LearnerError, match=r"^ex99.forgets_to_check should raise ValueError when x=-1, but returned normally$"
+        LearnerError,
+        match=r"^ex99.forgets_to_check should raise ValueError when x=-1, but returned normally$",
     ):
         expect_raises(lambda: handle.forgets_to_check(-1), ValueError, when="x=-1")
 
@@ -177,7 +182,7 @@ def test_expect_raises_checks_the_type_and_points_at_the_learners_line(handle):
 @pytest.mark.parametrize(
     "name, data",
     [
-        ("ex96_bom", b"\xef\xbb\xbf" + "def word():\n    return 'café'\n".encode("utf-8")),
+        ("ex96_bom", b"\xef\xbb\xbf" + "def word():\n    return 'café'\n".encode()),
         (
             "ex95_latin",
             "# -*- coding: latin-1 -*-\ndef word():\n    return 'café'\n".encode("latin-1"),

@@ -4,8 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.inference import (predict, probabilities, sliding_window, window_positions,
-                                  window_weights)
+from course_lib.inference import (
+    predict,
+    probabilities,
+    sliding_window,
+    window_positions,
+    window_weights,
+)
 
 
 def _conv_model(kernel_size=3, in_channels=3, num_classes=4, seed=0):
@@ -86,8 +91,9 @@ def test_sliding_window_exact_for_pointwise_model(overlap):
     image = torch.rand(2, 3, 23, 30)
     expected = torch.softmax(model(image), 1).detach()
     torch.testing.assert_close(sliding_window(model, image, (8, 12), overlap), expected)
-    torch.testing.assert_close(sliding_window(model, image, (8, 12), overlap, output="labels"),
-                               expected.argmax(1))
+    torch.testing.assert_close(
+        sliding_window(model, image, (8, 12), overlap, output="labels"), expected.argmax(1)
+    )
 
 
 def test_window_larger_than_image_pads_with_zeros_like_conv_padding():
@@ -109,7 +115,9 @@ def test_blending_weights_normalise():
 
     expected = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).view(3, 1, 1).expand(3, 21, 19)
     for blend in ("constant", "gaussian"):
-        got = sliding_window(ConstantProbs(), torch.rand(3, 21, 19), window=8, overlap=0.6, blend=blend)
+        got = sliding_window(
+            ConstantProbs(), torch.rand(3, 21, 19), window=8, overlap=0.6, blend=blend
+        )
         torch.testing.assert_close(got, expected)
 
 
@@ -120,7 +128,9 @@ def test_window_weights_shapes_and_values():
     torch.testing.assert_close(weights, weights.flip(0))
     torch.testing.assert_close(weights, weights.T)
     # Hand value: exp(-0.5 * (d / sigma)^2) with d = 2, sigma = 9 / 8, in one dimension.
-    assert weights[4, 6].item() == pytest.approx(torch.exp(torch.tensor(-0.5 * (2 / 1.125) ** 2)).item(), rel=1e-5)
+    assert weights[4, 6].item() == pytest.approx(
+        torch.exp(torch.tensor(-0.5 * (2 / 1.125) ** 2)).item(), rel=1e-5
+    )
     assert weights.min() >= 1e-3
     with pytest.raises(ValueError, match="blend must be"):
         window_weights((3, 3), "box")
@@ -154,7 +164,9 @@ class _XDerivative(nn.Module):
 def test_segment_applies_the_model_at_the_scale_it_was_trained_on():
     from course_lib.inference import segment
 
-    ramp = torch.arange(96, dtype=torch.float32).repeat(64, 1)[None, None]  # (1, 1, 64, 96), d/dx = 1
+    ramp = torch.arange(96, dtype=torch.float32).repeat(64, 1)[
+        None, None
+    ]  # (1, 1, 64, 96), d/dx = 1
     native = segment(_XDerivative(), ramp, window=32, scale=1.0)
     half = segment(_XDerivative(), ramp, window=32, scale=0.5)
     assert native.shape == half.shape == (1, 1, 64, 96)  # answered at the input's own size
@@ -171,7 +183,9 @@ def test_segment_at_scale_one_is_the_plain_forward_when_the_window_holds_the_ima
     with torch.no_grad():
         expected = model(images)
     torch.testing.assert_close(segment(model, images, window=32), expected)
-    torch.testing.assert_close(segment(model, images, window=32, output="labels"), expected.argmax(1))
+    torch.testing.assert_close(
+        segment(model, images, window=32, output="labels"), expected.argmax(1)
+    )
     probs = segment(model, images[0], window=32, output="probs")
     torch.testing.assert_close(probs, torch.softmax(expected[0], 0))
 

@@ -19,8 +19,10 @@ from course_lib.instances import (
     semantic_from_instances,
 )
 
-NEIGHBOURS = {4: [(-1, 0), (1, 0), (0, -1), (0, 1)],
-              8: [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]}
+NEIGHBOURS = {
+    4: [(-1, 0), (1, 0), (0, -1), (0, 1)],
+    8: [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)],
+}
 
 
 def flood_fill_reference(mask: np.ndarray, classes, connectivity: int) -> np.ndarray:
@@ -47,8 +49,9 @@ def flood_fill_reference(mask: np.ndarray, classes, connectivity: int) -> np.nda
     return out
 
 
-masks = arrays(np.int64, st.tuples(st.integers(1, 9), st.integers(1, 9)),
-               elements=st.integers(0, 3))
+masks = arrays(
+    np.int64, st.tuples(st.integers(1, 9), st.integers(1, 9)), elements=st.integers(0, 3)
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -60,15 +63,9 @@ def test_connected_components_match_flood_fill(mask, connectivity):
 
 
 def test_hand_computed_case_4_vs_8_connectivity():
-    mask = torch.tensor([[1, 0, 0],
-                         [0, 1, 0],
-                         [2, 2, 1]])
-    four = torch.tensor([[1, 0, 0],
-                         [0, 2, 0],
-                         [4, 4, 3]])
-    eight = torch.tensor([[1, 0, 0],
-                          [0, 1, 0],
-                          [2, 2, 1]])
+    mask = torch.tensor([[1, 0, 0], [0, 1, 0], [2, 2, 1]])
+    four = torch.tensor([[1, 0, 0], [0, 2, 0], [4, 4, 3]])
+    eight = torch.tensor([[1, 0, 0], [0, 1, 0], [2, 2, 1]])
     torch.testing.assert_close(instances_from_semantic(mask, connectivity=4), four)
     torch.testing.assert_close(instances_from_semantic(mask, connectivity=8), eight)
 
@@ -76,16 +73,19 @@ def test_hand_computed_case_4_vs_8_connectivity():
 def test_classes_argument_background_and_void():
     mask = np.array([[0, 1, 255], [3, 1, 255]])
     np.testing.assert_array_equal(instances_from_semantic(mask), [[0, 1, 0], [2, 1, 0]])
-    np.testing.assert_array_equal(instances_from_semantic(mask, classes=[3]),
-                                  [[0, 0, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(
+        instances_from_semantic(mask, classes=[3]), [[0, 0, 0], [1, 0, 0]]
+    )
     np.testing.assert_array_equal(instances_from_semantic(mask, classes=[]), np.zeros((2, 3)))
 
 
 def test_empty_and_single_pixel_masks():
     assert instances_from_semantic(torch.zeros(0, 0, dtype=torch.long)).shape == (0, 0)
     torch.testing.assert_close(instances_from_semantic(torch.tensor([[5]])), torch.tensor([[1]]))
-    torch.testing.assert_close(instances_from_semantic(torch.zeros(3, 3, dtype=torch.long)),
-                               torch.zeros(3, 3, dtype=torch.long))
+    torch.testing.assert_close(
+        instances_from_semantic(torch.zeros(3, 3, dtype=torch.long)),
+        torch.zeros(3, 3, dtype=torch.long),
+    )
 
 
 def test_touching_objects_merge_into_one_instance():
@@ -104,12 +104,14 @@ def test_returns_same_kind_and_int64():
     assert isinstance(out, torch.Tensor) and out.dtype == torch.int64
 
 
-@pytest.mark.parametrize("table", [[0, 4, 4, 5], np.array([0, 4, 4, 5]), torch.tensor([0, 4, 4, 5]),
-                                   {1: 4, 2: 4, 3: 5}])
+@pytest.mark.parametrize(
+    "table", [[0, 4, 4, 5], np.array([0, 4, 4, 5]), torch.tensor([0, 4, 4, 5]), {1: 4, 2: 4, 3: 5}]
+)
 def test_semantic_from_instances_table_forms(table):
     instances = torch.tensor([[0, 1, 1], [2, 0, 3]])
-    torch.testing.assert_close(semantic_from_instances(instances, table),
-                               torch.tensor([[0, 4, 4], [4, 0, 5]]))
+    torch.testing.assert_close(
+        semantic_from_instances(instances, table), torch.tensor([[0, 4, 4], [4, 0, 5]])
+    )
 
 
 def test_semantic_from_instances_on_scene_dataset():
@@ -158,15 +160,29 @@ def test_panoptic_round_trip_random(semantic, divisor, data):
         (lambda: instances_from_semantic(np.zeros((2, 2), np.float32)), TypeError, "integer"),
         (lambda: instances_from_semantic(np.zeros((1, 2, 2), np.int64)), ValueError, r"\(H, W\)"),
         (lambda: instances_from_semantic(np.full((2, 2), -1)), ValueError, "non-negative"),
-        (lambda: instances_from_semantic(np.zeros((2, 2), np.int64), connectivity=6),
-         ValueError, "4 or 8"),
+        (
+            lambda: instances_from_semantic(np.zeros((2, 2), np.int64), connectivity=6),
+            ValueError,
+            "4 or 8",
+        ),
         (lambda: instances_from_semantic([[1, 2]]), TypeError, "list"),
-        (lambda: encode_panoptic(np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)),
-         ValueError, "shape"),
-        (lambda: encode_panoptic(np.zeros((1, 1), np.int64), np.full((1, 1), 10), label_divisor=10),
-         ValueError, "label_divisor"),
-        (lambda: decode_panoptic(np.zeros((1, 1), np.int64), label_divisor=0),
-         ValueError, "label_divisor"),
+        (
+            lambda: encode_panoptic(np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)),
+            ValueError,
+            "shape",
+        ),
+        (
+            lambda: encode_panoptic(
+                np.zeros((1, 1), np.int64), np.full((1, 1), 10), label_divisor=10
+            ),
+            ValueError,
+            "label_divisor",
+        ),
+        (
+            lambda: decode_panoptic(np.zeros((1, 1), np.int64), label_divisor=0),
+            ValueError,
+            "label_divisor",
+        ),
     ],
 )
 def test_bad_input(call, error, match):

@@ -32,8 +32,10 @@ def test_best_threshold_dice_matches_a_direct_computation():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 50), dtype=np.uint8)
     membrane = rng.random((40, 50)) < 0.3
-    direct = max(2 * ((image <= t) & membrane).sum() / ((image <= t).sum() + membrane.sum())
-                 for t in range(256))
+    direct = max(
+        2 * ((image <= t) & membrane).sum() / ((image <= t).sum() + membrane.sum())
+        for t in range(256)
+    )
     assert _best_threshold_dice(image, membrane) >= direct - 1e-12
 
 

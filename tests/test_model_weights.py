@@ -36,8 +36,11 @@ def test_a_different_layout_is_refused_with_the_tensor_names():
     with pytest.raises(ValueError, match="source has 7 weight tensors .* target 2"):
         copy_weights_in_order(Named(), nn.Conv2d(3, 4, 3))
     swapped = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
-    with pytest.raises(ValueError, match=r"target 0.weight has shape \(4, 3, 1, 1\), source "
-                                         r"convolution.weight \(4, 3, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"target 0.weight has shape \(4, 3, 1, 1\), source "
+        r"convolution.weight \(4, 3, 3, 3\)",
+    ):
         copy_weights_in_order(Named(), swapped)
 
 

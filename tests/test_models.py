@@ -14,12 +14,25 @@ SMOKE_CONFIGS: dict[str, dict] = {
     "unet": {"base_channels": 4, "depth": 3},
     "fcn": {"backbone": "resnet18", "variant": "8s"},
     "deeplabv3": {"backbone": "resnet18", "output_stride": 16, "aspp_channels": 16},
-    "deeplabv3plus": {"backbone": "resnet18", "output_stride": 16, "aspp_channels": 16,
-                      "low_level_channels": 8},
-    "fastscnn": {"downsample_channels": (8, 12, 16), "block_channels": (16, 24, 32),
-                 "num_blocks": (1, 1, 1), "expansion": 2, "fusion_channels": 16},
-    "segformer": {"embed_dims": (8, 16, 16, 32), "depths": (1, 1, 1, 1), "num_heads": (1, 2, 2, 4),
-                  "decoder_channels": 16},
+    "deeplabv3plus": {
+        "backbone": "resnet18",
+        "output_stride": 16,
+        "aspp_channels": 16,
+        "low_level_channels": 8,
+    },
+    "fastscnn": {
+        "downsample_channels": (8, 12, 16),
+        "block_channels": (16, 24, 32),
+        "num_blocks": (1, 1, 1),
+        "expansion": 2,
+        "fusion_channels": 16,
+    },
+    "segformer": {
+        "embed_dims": (8, 16, 16, 32),
+        "depths": (1, 1, 1, 1),
+        "num_heads": (1, 2, 2, 4),
+        "decoder_channels": 16,
+    },
 }
 
 IN_CHANNELS = 2  # not 3, so models that adapt an RGB stem are exercised too
@@ -29,8 +42,9 @@ ODD_SIZES = [(33, 33), (37, 50), (45, 39)]
 
 def _build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return models.build_model(name, in_channels=IN_CHANNELS, num_classes=NUM_CLASSES,
-                              **SMOKE_CONFIGS[name])
+    return models.build_model(
+        name, in_channels=IN_CHANNELS, num_classes=NUM_CLASSES, **SMOKE_CONFIGS[name]
+    )
 
 
 def test_every_model_has_a_smoke_config():

@@ -32,20 +32,21 @@ def merge(semantic, masks, scores, labels, **kwargs):
     kwargs.setdefault("stuff_classes", (0, 1))
     kwargs.setdefault("stuff_area_threshold", 0)
     stacked = torch.stack(masks) if masks else torch.zeros(0, *semantic.shape)
-    return merge_panoptic(semantic, stacked, torch.tensor(scores, dtype=torch.float32),
-                          torch.tensor(labels, dtype=torch.int64), **kwargs)
+    return merge_panoptic(
+        semantic,
+        stacked,
+        torch.tensor(scores, dtype=torch.float32),
+        torch.tensor(labels, dtype=torch.int64),
+        **kwargs,
+    )
 
 
 def test_stuff_and_separate_instances():
-    semantic = torch.tensor([[0, 0, 1, 1],
-                             [0, 2, 2, 1],
-                             [0, 2, 2, 1]])
+    semantic = torch.tensor([[0, 0, 1, 1], [0, 2, 2, 1], [0, 2, 2, 1]])
     a = boxes_mask((3, 4), (1, 1, 3, 2))
     b = boxes_mask((3, 4), (1, 2, 3, 3))
     got = merge(semantic, [a, b], [0.9, 0.8], [2, 2])
-    expected = torch.tensor([[0, 0, 1000, 1000],
-                             [0, 2001, 2002, 1000],
-                             [0, 2001, 2002, 1000]])
+    expected = torch.tensor([[0, 0, 1000, 1000], [0, 2001, 2002, 1000], [0, 2001, 2002, 1000]])
     torch.testing.assert_close(got, expected)
 
 
@@ -91,8 +92,15 @@ def test_stuff_area_threshold_counts_only_free_pixels():
 def test_ignore_pixels_of_the_semantic_map_stay_void_and_float_masks_are_thresholded():
     semantic = torch.tensor([[255, 0, 0, 0]])
     probabilities = torch.tensor([[[0.2, 0.7, 0.4, 0.9]]])
-    got = merge_panoptic(semantic, probabilities, torch.tensor([0.9]), torch.tensor([2]),
-                         stuff_classes=(0,), stuff_area_threshold=0, mask_threshold=0.5)
+    got = merge_panoptic(
+        semantic,
+        probabilities,
+        torch.tensor([0.9]),
+        torch.tensor([2]),
+        stuff_classes=(0,),
+        stuff_area_threshold=0,
+        mask_threshold=0.5,
+    )
     torch.testing.assert_close(got, torch.tensor([[VOID, 2001, 0, 2001]]))
 
 
@@ -102,8 +110,9 @@ def test_no_instances_and_a_custom_label_divisor():
     torch.testing.assert_close(got, torch.tensor([[0, 10], [2550, 10]]))
 
 
-def brute_force_merge(semantic, masks, scores, labels, stuff, score_threshold, overlap_threshold,
-                      stuff_area):
+def brute_force_merge(
+    semantic, masks, scores, labels, stuff, score_threshold, overlap_threshold, stuff_area
+):
     """The merge rules with Python sets of pixels, one instance at a time."""
     height, width = len(semantic), len(semantic[0])
     owner: dict[tuple[int, int], int] = {}
@@ -122,8 +131,12 @@ def brute_force_merge(semantic, masks, scores, labels, stuff, score_threshold, o
             owner[p] = labels[i] * 1000 + next_id
         next_id += 1
     for class_id in stuff:
-        free = {(r, c) for r in range(height) for c in range(width)
-                if semantic[r][c] == class_id and (r, c) not in owner}
+        free = {
+            (r, c)
+            for r in range(height)
+            for c in range(width)
+            if semantic[r][c] == class_id and (r, c) not in owner
+        }
         if free and len(free) >= stuff_area:
             for p in free:
                 owner[p] = class_id * 1000
@@ -140,8 +153,9 @@ def test_merge_matches_a_brute_force_merge_on_random_inputs(seed):
     labels = torch.randint(3, 5, (count,), generator=generator)
     options = dict(score_threshold=0.3, overlap_threshold=0.4, stuff_area_threshold=4)
     got = merge_panoptic(semantic, masks, scores, labels, stuff_classes=(0, 1, 2), **options)
-    expected = brute_force_merge(semantic.tolist(), masks.tolist(), scores.tolist(),
-                                 labels.tolist(), (0, 1, 2), 0.3, 0.4, 4)
+    expected = brute_force_merge(
+        semantic.tolist(), masks.tolist(), scores.tolist(), labels.tolist(), (0, 1, 2), 0.3, 0.4, 4
+    )
     torch.testing.assert_close(got, expected)
 
 
@@ -162,12 +176,10 @@ def test_merge_rejects_bad_inputs_with_clear_messages():
 
 
 def test_instance_targets_by_hand():
-    mask = torch.tensor([[0, 3, 3, 0, 0],
-                         [0, 3, 3, 0, 4],
-                         [1, 1, 0, 0, 4]])
-    instances = torch.tensor([[0, 2, 2, 0, 0],
-                              [0, 2, 2, 0, 5],
-                              [7, 7, 0, 0, 5]])  # instance 7 lies on a stuff class: left out
+    mask = torch.tensor([[0, 3, 3, 0, 0], [0, 3, 3, 0, 4], [1, 1, 0, 0, 4]])
+    instances = torch.tensor(
+        [[0, 2, 2, 0, 0], [0, 2, 2, 0, 5], [7, 7, 0, 0, 5]]
+    )  # instance 7 lies on a stuff class: left out
     target = instance_targets(mask, instances, thing_classes=(3, 4, 5))
     expected_boxes = torch.tensor([[1.0, 0.0, 3.0, 2.0], [4.0, 1.0, 5.0, 3.0]])  # x1, y1, x2, y2
     torch.testing.assert_close(target["boxes"], expected_boxes)
@@ -193,8 +205,15 @@ class FixedDetector(nn.Module):
         masks = torch.zeros(2, 1, height, width)
         masks[0, 0, :2, :2] = 0.9
         masks[1, 0, 2:, 2:] = 0.8
-        return [{"boxes": torch.zeros(2, 4), "labels": torch.tensor([1, 9]),
-                 "scores": torch.tensor([0.95, 0.9]), "masks": masks} for _ in images]
+        return [
+            {
+                "boxes": torch.zeros(2, 4),
+                "labels": torch.tensor([1, 9]),
+                "scores": torch.tensor([0.95, 0.9]),
+                "masks": masks,
+            }
+            for _ in images
+        ]
 
 
 class ConstantSemantic(nn.Module):
@@ -203,18 +222,22 @@ class ConstantSemantic(nn.Module):
     def forward(self, x):
         logits = torch.zeros(x.shape[0], 3, *x.shape[-2:])
         logits[:, 0, :, : x.shape[-1] // 2] = 1.0
-        logits[:, 1, :, x.shape[-1] // 2:] = 1.0
+        logits[:, 1, :, x.shape[-1] // 2 :] = 1.0
         return {"out": logits}
 
 
 def test_pipeline_maps_detector_labels_and_ignores_unknown_ones():
-    pipeline = PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map={1: 2},
-                                stuff_classes=(0, 1), stuff_area_threshold=0)
+    pipeline = PanopticPipeline(
+        FixedDetector(),
+        ConstantSemantic(),
+        thing_label_map={1: 2},
+        stuff_classes=(0, 1),
+        stuff_area_threshold=0,
+    )
     got = pipeline(torch.rand(2, 3, 4, 4))
-    expected = torch.tensor([[2001, 2001, 1000, 1000],
-                             [2001, 2001, 1000, 1000],
-                             [0, 0, 1000, 1000],
-                             [0, 0, 1000, 1000]])
+    expected = torch.tensor(
+        [[2001, 2001, 1000, 1000], [2001, 2001, 1000, 1000], [0, 0, 1000, 1000], [0, 0, 1000, 1000]]
+    )
     torch.testing.assert_close(got, torch.stack([expected, expected]))
 
 
@@ -225,11 +248,20 @@ def test_pipeline_end_to_end_after_one_training_step():
     detector = build_mask_rcnn(len(things) + 1, image_size=48, channels=8)
     losses = train_mask_rcnn(detector, dataset, things, steps=1, batch_size=2)
     assert len(losses) == 1 and losses[0] > 0
-    semantic_model = SegFormer(num_classes=ScenesDataset.num_classes, embed_dims=(8, 8, 8, 8),
-                               depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), decoder_channels=8)
-    pipeline = PanopticPipeline(detector, semantic_model,
-                                thing_label_map={i + 1: c for i, c in enumerate(things)},
-                                stuff_classes=ScenesDataset.stuff_classes, score_threshold=0.0)
+    semantic_model = SegFormer(
+        num_classes=ScenesDataset.num_classes,
+        embed_dims=(8, 8, 8, 8),
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 1, 1),
+        decoder_channels=8,
+    )
+    pipeline = PanopticPipeline(
+        detector,
+        semantic_model,
+        thing_label_map={i + 1: c for i, c in enumerate(things)},
+        stuff_classes=ScenesDataset.stuff_classes,
+        score_threshold=0.0,
+    )
     images = torch.stack([dataset[i][0] for i in range(2)])
     panoptic = pipeline(images)
     assert panoptic.shape == (2, 48, 48) and panoptic.dtype == torch.int64
@@ -252,18 +284,25 @@ def test_build_mask_rcnn_options_never_download():
 
 def test_pipeline_and_training_reject_bad_arguments():
     with pytest.raises(ValueError, match="both things"):
-        PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map={1: 0},
-                         stuff_classes=(0, 1))
+        PanopticPipeline(
+            FixedDetector(), ConstantSemantic(), thing_label_map={1: 0}, stuff_classes=(0, 1)
+        )
     with pytest.raises(TypeError, match="thing_label_map"):
-        PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map=[2],
-                         stuff_classes=(0, 1))
-    pipeline = PanopticPipeline(FixedDetector(), ConstantSemantic(), thing_label_map={1: 2},
-                                stuff_classes=(0, 1))
+        PanopticPipeline(
+            FixedDetector(), ConstantSemantic(), thing_label_map=[2], stuff_classes=(0, 1)
+        )
+    pipeline = PanopticPipeline(
+        FixedDetector(), ConstantSemantic(), thing_label_map={1: 2}, stuff_classes=(0, 1)
+    )
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         pipeline(torch.rand(3, 4, 4))
     detector = build_mask_rcnn(4, image_size=32, channels=8)
     with pytest.raises(ValueError, match="return_instances=True"):
         train_mask_rcnn(detector, ScenesDataset(length=2, image_size=32), (3, 4, 5), steps=1)
     with pytest.raises(ValueError, match="steps"):
-        train_mask_rcnn(detector, ScenesDataset(length=2, image_size=32, return_instances=True),
-                        (3, 4, 5), steps=0)
+        train_mask_rcnn(
+            detector,
+            ScenesDataset(length=2, image_size=32, return_instances=True),
+            (3, 4, 5),
+            steps=0,
+        )

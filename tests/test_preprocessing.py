@@ -9,9 +9,19 @@ from course_lib.preprocessing import Preprocessing, read_image
 
 
 def _record(**changes):
-    values = dict(mean=(0.5,), std=(0.25,), num_classes=2, image_mode="L", scale=0.5,
-                  crop_size=64, window=128, mask_mapping={"mask_format": "binary"},
-                  class_names=("background", "membrane"), decision="sigmoid", threshold=0.7)
+    values = dict(
+        mean=(0.5,),
+        std=(0.25,),
+        num_classes=2,
+        image_mode="L",
+        scale=0.5,
+        crop_size=64,
+        window=128,
+        mask_mapping={"mask_format": "binary"},
+        class_names=("background", "membrane"),
+        decision="sigmoid",
+        threshold=0.7,
+    )
     return Preprocessing(**(values | changes))
 
 
@@ -32,16 +42,19 @@ def _saved(plain):
     return buffer
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"scale": 0}, "scale must be a factor"),
-    ({"scale": float("nan")}, "scale must be a factor"),
-    ({"mean": (0.5, 0.5)}, "one value per channel"),
-    ({"image_mode": "CMYK"}, "image_mode must be"),
-    ({"window": 0}, "crop_size and window"),
-    ({"decision": "max"}, "decision must be one of"),
-    ({"threshold": 1.0}, "threshold must lie in"),
-    ({"num_classes": 3}, "'sigmoid' is for two classes"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"scale": 0}, "scale must be a factor"),
+        ({"scale": float("nan")}, "scale must be a factor"),
+        ({"mean": (0.5, 0.5)}, "one value per channel"),
+        ({"image_mode": "CMYK"}, "image_mode must be"),
+        ({"window": 0}, "crop_size and window"),
+        ({"decision": "max"}, "decision must be one of"),
+        ({"threshold": 1.0}, "threshold must lie in"),
+        ({"num_classes": 3}, "'sigmoid' is for two classes"),
+    ],
+)
 def test_bad_records_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         _record(**changes)
@@ -50,8 +63,9 @@ def test_bad_records_are_refused(changes, message):
 def test_normalize_is_the_affine_map():
     record = _record(mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0), image_mode="RGB")
     image = torch.rand(3, 4, 5)
-    expected = torch.stack([(image[c] - m) / s for c, (m, s) in
-                            enumerate(zip(record.mean, record.std))])
+    expected = torch.stack(
+        [(image[c] - m) / s for c, (m, s) in enumerate(zip(record.mean, record.std))]
+    )
     torch.testing.assert_close(record.normalize(image), expected)
 
 

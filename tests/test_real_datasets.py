@@ -79,15 +79,21 @@ def test_pet_with_course_transform(tmp_path):
 def test_pet_rejects_files_that_are_not_trimaps(tmp_path):
     pet_tree(tmp_path)
     Image.fromarray(np.full((5, 7), 9, np.uint8)).save(
-        tmp_path / "oxford-iiit-pet" / "annotations" / "trimaps" / "Abyssinian_1.png")
+        tmp_path / "oxford-iiit-pet" / "annotations" / "trimaps" / "Abyssinian_1.png"
+    )
     with pytest.raises(ValueError, match=r"Abyssinian_1\.png: trimap values \[9\]"):
         OxfordPetSegmentation(tmp_path)[0]
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(split="val"), ValueError, "split"), (dict(boundary="drop"), ValueError, "boundary"),
-    (dict(ignore_index=1), ValueError, "ignore_index"),
-    (dict(transform="flip"), TypeError, "transform")])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(split="val"), ValueError, "split"),
+        (dict(boundary="drop"), ValueError, "boundary"),
+        (dict(ignore_index=1), ValueError, "ignore_index"),
+        (dict(transform="flip"), TypeError, "transform"),
+    ],
+)
 def test_pet_bad_arguments(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         OxfordPetSegmentation(pet_tree(tmp_path), **kwargs)
@@ -103,6 +109,7 @@ def test_pet_missing_fails_fast_with_instructions(tmp_path, monkeypatch):
 
 
 # -- Pascal VOC 2012 -----------------------------------------------------------------------------
+
 
 def voc_tree(root: Path) -> tuple[Path, dict[str, np.ndarray]]:
     base = root / "VOCdevkit" / "VOC2012"
@@ -143,13 +150,14 @@ def test_voc_missing_fails_fast_with_instructions(tmp_path):
 
 # -- medical folders, download and extraction ------------------------------------------------------
 
+
 def kvasir_zip(path: Path) -> dict[str, np.ndarray]:
     """A zip shaped like kvasir-seg.zip: Kvasir-SEG/images/*.jpg and Kvasir-SEG/masks/*.jpg."""
     truth = {}
     with zipfile.ZipFile(path, "w") as archive:
         for i, name in enumerate(["cju0qkwl35piu0993l0dewei2", "cju0roawvklrq0799vmjorwfv"]):
             mask = np.zeros((16, 16), np.uint8)
-            mask[4:12, 3 + i: 10 + i] = 255
+            mask[4:12, 3 + i : 10 + i] = 255
             truth[name] = (mask > 0).astype(np.int64)
             for folder, array in (("images", rgb(i, 16, 16)), ("masks", mask)):
                 buffer = io.BytesIO()
@@ -164,7 +172,8 @@ def test_kvasir_download_extract_threshold_and_load(tmp_path, monkeypatch):
     truth = kvasir_zip(archive)
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     recipe = MEDICAL_DATASETS["kvasir-seg"]._replace(
-        archives=(RemoteFile("kvasir-seg.zip", (archive.as_uri(),), f"sha256:{sha}"),))
+        archives=(RemoteFile("kvasir-seg.zip", (archive.as_uri(),), f"sha256:{sha}"),)
+    )
     monkeypatch.setitem(real.MEDICAL_DATASETS, "kvasir-seg", recipe)
     ds = medical_dataset("kvasir-seg", root=tmp_path / "data", download=True)
     assert len(ds) == 2 and ds.num_classes == 2 and ds.mask_format == "binary"

@@ -74,7 +74,9 @@ def test_formula_equals_support_of_measured_gradient(layers):
 
 def test_effective_receptive_field_is_normalised_and_model_mode_restored():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)
+    )
     model.train()
     erf = effective_receptive_field(model, (3, 15, 15), num_samples=3)
     assert erf.shape == (15, 15) and erf.max() == 1.0 and erf.min() >= 0

@@ -24,9 +24,14 @@ def data(tmp_path_factory):
 
 def test_voc_palette_is_pascals_colour_map():
     palette = voc_palette()
-    colour = {c: tuple(palette[3 * c:3 * c + 3]) for c in (0, 1, 15, 20, 255)}
-    assert colour == {0: (0, 0, 0), 1: (128, 0, 0), 15: (192, 128, 128), 20: (0, 64, 128),
-                      255: (224, 224, 192)}  # background, aeroplane, person, tvmonitor, void
+    colour = {c: tuple(palette[3 * c : 3 * c + 3]) for c in (0, 1, 15, 20, 255)}
+    assert colour == {
+        0: (0, 0, 0),
+        1: (128, 0, 0),
+        15: (192, 128, 128),
+        20: (0, 64, 128),
+        255: (224, 224, 192),
+    }  # background, aeroplane, person, tvmonitor, void
 
 
 def test_fixture_trees_are_read_by_the_real_data_set_classes(data):
@@ -83,14 +88,18 @@ def test_cell_times_reads_nbclients_timestamps_slowest_first():
 
     def cell(source, begin, end):
         code = nbformat.v4.new_code_cell(source)
-        code.metadata["execution"] = {"iopub.execute_input": f"2026-01-01T00:00:{begin}Z",
-                                      "shell.execute_reply": f"2026-01-01T00:00:{end}Z"}
+        code.metadata["execution"] = {
+            "iopub.execute_input": f"2026-01-01T00:00:{begin}Z",
+            "shell.execute_reply": f"2026-01-01T00:00:{end}Z",
+        }
         return code
 
-    notebook = nbformat.v4.new_notebook(cells=[
-        cell("# NBVAL_CHECK_OUTPUT\nfast()", "01.000", "01.500"),
-        cell("slow()", "02.000", "09.250"),
-        nbformat.v4.new_markdown_cell("text"),
-        nbformat.v4.new_code_cell("never_ran()"),
-    ])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            cell("# NBVAL_CHECK_OUTPUT\nfast()", "01.000", "01.500"),
+            cell("slow()", "02.000", "09.250"),
+            nbformat.v4.new_markdown_cell("text"),
+            nbformat.v4.new_code_cell("never_ran()"),
+        ]
+    )
     assert rehearse.cell_times(notebook) == [(7.25, "slow()"), (0.5, "fast()")]

@@ -23,7 +23,7 @@ def _lrs(scheduler, steps):
 
 def test_poly_matches_deeplab_formula_hand_values():
     assert poly_factor(0, 10) == 1.0
-    assert poly_factor(5, 10) == pytest.approx(0.5 ** 0.9)
+    assert poly_factor(5, 10) == pytest.approx(0.5**0.9)
     assert poly_factor(10, 10) == 0.0
     assert poly_factor(15, 10) == 0.0
     assert poly_factor(3, 4, power=1.0) == pytest.approx(0.25)
@@ -57,11 +57,14 @@ def test_constant_schedule_and_state_dict_roundtrip():
     assert fresh.last_epoch == 4
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"name": "linear", "total_steps": 5}, "schedule must be one of"),
-    ({"name": "poly", "total_steps": 0}, "total_steps must be a positive int"),
-    ({"name": "poly", "total_steps": 5, "warmup_steps": 5}, "warmup_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "linear", "total_steps": 5}, "schedule must be one of"),
+        ({"name": "poly", "total_steps": 0}, "total_steps must be a positive int"),
+        ({"name": "poly", "total_steps": 5, "warmup_steps": 5}, "warmup_steps"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRFactor(**kwargs)
@@ -88,7 +91,7 @@ def test_time_budget_factor_follows_the_clock(monkeypatch):
     factor = schedules.TimeBudgetFactor("poly", total_seconds=100.0)
     assert factor(0) == 1.0
     clock.now += 50.0
-    assert factor(1) == pytest.approx(0.5 ** 0.9, rel=1e-5)  # half the budget: poly at t/T = 0.5
+    assert factor(1) == pytest.approx(0.5**0.9, rel=1e-5)  # half the budget: poly at t/T = 0.5
     clock.now += 60.0
     assert factor(2) == 0.0  # past the budget it stays at the end value
     cosine = schedules.TimeBudgetFactor("cosine", total_seconds=10.0, spent_before=2.5)

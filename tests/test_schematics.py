@@ -29,8 +29,10 @@ def _real_shapes(model: nn.Module, keys: list[str], size: int, channels: int) ->
     """Output shape (C, H, W) of each block in a real float32 forward pass on the CPU."""
     shapes, hooks = {}, []
     for key in keys:
+
         def hook(_m, _a, output, key=key):
             shapes[key] = tuple(output.shape[1:])
+
         hooks.append(_module(model, key).register_forward_hook(hook))
     with torch.no_grad():
         shapes["output"] = tuple(model.eval()(torch.rand(1, channels, size, size)).shape[1:])
@@ -61,19 +63,27 @@ def test_every_block_shows_the_shape_a_real_forward_pass_gives(name):
     assert next(b for b in blocks if b.key == "input").shape == (channels, 96, 96)
     assert {e.source for e in edges} | {e.target for e in edges} == {b.key for b in blocks}
     after = model.state_dict()  # the model itself was not moved or changed
-    assert all(after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items())
+    assert all(
+        after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in before.items()
+    )
 
 
 def test_skip_connections_come_from_the_blocks_the_code_reads():
     fcn8 = architecture_graph(CASES["fcn8s"]())[1]
     assert {(e.source, e.target) for e in fcn8 if e.kind == "skip" and e.label == ""} == {
-        ("enc.layer2", "score_pool3"), ("enc.layer3", "score_pool4")}  # strides 8 and 16
+        ("enc.layer2", "score_pool3"),
+        ("enc.layer3", "score_pool4"),
+    }  # strides 8 and 16
     assert not [e for e in architecture_graph(CASES["fcn32s"]())[1] if e.kind == "skip"]
     unet = architecture_graph(CASES["unet"]())[1]
     assert sorted((e.source, e.target) for e in unet if e.kind == "skip") == [
-        ("enc0", "dec2"), ("enc1", "dec1"), ("enc2", "dec0")]
-    no_skips = models.UNet(in_channels=1, num_classes=2, base_channels=8, depth=3,
-                           skip_connections=False)
+        ("enc0", "dec2"),
+        ("enc1", "dec1"),
+        ("enc2", "dec0"),
+    ]
+    no_skips = models.UNet(
+        in_channels=1, num_classes=2, base_channels=8, depth=3, skip_connections=False
+    )
     assert not [e for e in architecture_graph(no_skips)[1] if e.kind == "skip"]
     plus = architecture_graph(CASES["deeplabv3plus"]())[1]
     assert ("bb.layer1", "low_project") in {(e.source, e.target) for e in plus}  # stride 4
@@ -82,7 +92,10 @@ def test_skip_connections_come_from_the_blocks_the_code_reads():
 def test_aspp_rates_are_read_from_the_model():
     labels = [b.label for b in architecture_graph(CASES["deeplabv3"]())[0]]  # output stride 8
     assert [label for label in labels if "rate" in label] == [
-        "3×3 rate 12", "3×3 rate 24", "3×3 rate 36"]
+        "3×3 rate 12",
+        "3×3 rate 24",
+        "3×3 rate 36",
+    ]
 
 
 def test_drawing_has_a_box_and_an_arrow_per_block_and_edge():

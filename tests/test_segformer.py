@@ -10,12 +10,14 @@ import torch.nn.functional as F
 
 from course_lib.models.segformer import EfficientSelfAttention, MixFFN, SegFormer
 
-TINY = dict(embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
-            decoder_channels=16)
+TINY = dict(
+    embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), decoder_channels=16
+)
 
 
-def brute_force_attention(module: EfficientSelfAttention, x: torch.Tensor, h: int,
-                          w: int) -> torch.Tensor:
+def brute_force_attention(
+    module: EfficientSelfAttention, x: torch.Tensor, h: int, w: int
+) -> torch.Tensor:
     """Efficient self-attention written out with loops, from the module's weights only."""
     n, length, dim = x.shape
     heads = module.num_heads
@@ -46,7 +48,7 @@ def brute_force_attention(module: EfficientSelfAttention, x: torch.Tensor, h: in
     for head in range(heads):
         s = slice(head * head_dim, (head + 1) * head_dim)
         for t in range(length):
-            scores = (k[:, :, s] * q[:, t:t + 1, s]).sum(-1) / math.sqrt(head_dim)  # (N, L')
+            scores = (k[:, :, s] * q[:, t : t + 1, s]).sum(-1) / math.sqrt(head_dim)  # (N, L')
             weights = torch.exp(scores - scores.max(-1, keepdim=True).values)
             weights = weights / weights.sum(-1, keepdim=True)
             out[:, t, s] = (weights[:, :, None] * v[:, :, s]).sum(1)
@@ -82,7 +84,7 @@ def test_mix_ffn_matches_explicit_depthwise_conv():
     for a in range(3):
         for b in range(3):
             tap = module.dwconv.weight[:, 0, a, b][None, :, None, None]
-            conv += padded[:, :, a:a + h, b:b + w] * tap
+            conv += padded[:, :, a : a + h, b : b + w] * tap
     conv += module.dwconv.bias[None, :, None, None]
     expected = F.gelu(conv.flatten(2).transpose(1, 2)) @ module.fc2.weight.T + module.fc2.bias
     with torch.no_grad():
@@ -143,8 +145,13 @@ def test_bad_arguments_raise_value_errors():
 
 def test_mit_b0_configuration_matches_the_papers_parameter_counts():
     # Xie et al. (2021) report MiT-B0 with a 3.4 M encoder and a 0.4 M decoder (150 classes).
-    model = SegFormer(num_classes=150, embed_dims=(32, 64, 160, 256), num_heads=(1, 2, 5, 8),
-                      depths=(2, 2, 2, 2), decoder_channels=256)
+    model = SegFormer(
+        num_classes=150,
+        embed_dims=(32, 64, 160, 256),
+        num_heads=(1, 2, 5, 8),
+        depths=(2, 2, 2, 2),
+        decoder_channels=256,
+    )
     encoder = sum(p.numel() for p in model.stages.parameters())
     decoder = sum(p.numel() for p in model.decoder.parameters())
     assert abs(encoder - 3.4e6) / 3.4e6 < 0.05, encoder

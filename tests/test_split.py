@@ -49,8 +49,13 @@ def test_train_val_split_uses_val_dataset_for_validation():
 
 @pytest.mark.parametrize(
     "args, match",
-    [((1, 0.2), "length"), ((10, 0.0), "val_fraction"), ((10, 1.0), "val_fraction"),
-     ((10, 0.2, -1), "seed"), ((10.0, 0.2), "length")],
+    [
+        ((1, 0.2), "length"),
+        ((10, 0.0), "val_fraction"),
+        ((10, 1.0), "val_fraction"),
+        ((10, 0.2, -1), "seed"),
+        ((10.0, 0.2), "length"),
+    ],
 )
 def test_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):

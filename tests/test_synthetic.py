@@ -79,12 +79,16 @@ def test_instances_agree_with_the_semantic_mask(cls):
     for i in range(len(ds)):
         _, mask, instances = ds[i]
         assert instances.dtype == torch.int64 and instances.shape == mask.shape
-        torch.testing.assert_close(instances > 0, torch.isin(mask, things),
-                                   msg=f"sample {i}: instances must cover exactly the thing pixels")
+        torch.testing.assert_close(
+            instances > 0,
+            torch.isin(mask, things),
+            msg=f"sample {i}: instances must cover exactly the thing pixels",
+        )
         ids = instances.unique()
         ids = ids[ids > 0]
-        torch.testing.assert_close(ids, torch.arange(1, len(ids) + 1),
-                                   msg=f"sample {i}: instance ids must be 1..n")
+        torch.testing.assert_close(
+            ids, torch.arange(1, len(ids) + 1), msg=f"sample {i}: instance ids must be 1..n"
+        )
         for k in ids.tolist():
             assert mask[instances == k].unique().numel() == 1, f"instance {k} has several classes"
 

@@ -40,7 +40,8 @@ def labels_from_image(image: torch.Tensor, mean, std) -> torch.Tensor:
 PIPELINES = {
     "train_default": lambda: T.train_transforms(48, seed=1),
     "train_all_geometric": lambda: T.train_transforms(
-        (40, 56), vflip=0.5, distortion=1.0, rotate=40.0, scale=(0.5, 1.5), seed=2),
+        (40, 56), vflip=0.5, distortion=1.0, rotate=40.0, scale=(0.5, 1.5), seed=2
+    ),
     "train_gray": lambda: T.train_transforms(32, mean=(0.5,), std=(0.25,), distortion=0.5, seed=3),
     "val_resize": lambda: T.val_transforms((40, 30)),
     "val_identity": lambda: T.val_transforms(),
@@ -68,12 +69,19 @@ def test_masks_hold_only_valid_labels_and_ignore(name):
 
 
 @settings(max_examples=25, deadline=None)
-@given(height=st.integers(8, 60), width=st.integers(8, 60), out=st.integers(8, 40),
-       rotate=st.floats(0, 90), low=st.floats(0.3, 1.0), high=st.floats(1.0, 2.0),
-       seed=st.integers(0, 2**16))
+@given(
+    height=st.integers(8, 60),
+    width=st.integers(8, 60),
+    out=st.integers(8, 40),
+    rotate=st.floats(0, 90),
+    low=st.floats(0.3, 1.0),
+    high=st.floats(1.0, 2.0),
+    seed=st.integers(0, 2**16),
+)
 def test_labels_stay_valid_for_any_pipeline_settings(height, width, out, rotate, low, high, seed):
-    transform = T.train_transforms(out, scale=(low, high), rotate=rotate, vflip=0.5,
-                                   distortion=0.5, seed=seed)
+    transform = T.train_transforms(
+        out, scale=(low, high), rotate=rotate, vflip=0.5, distortion=0.5, seed=seed
+    )
     rng = np.random.default_rng(seed)
     mask = rng.integers(0, NUM_CLASSES, (height, width))
     mask[rng.random((height, width)) < 0.1] = IGNORE
@@ -166,8 +174,12 @@ def test_val_pipeline_normalises_and_denormalize_inverts_it():
     expected = torch.from_numpy(((image - mean) / std).transpose(2, 0, 1))
     torch.testing.assert_close(out["image"], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out["mask"], torch.from_numpy(mask).long())
-    torch.testing.assert_close(T.denormalize(out["image"]),
-                               torch.from_numpy(image.transpose(2, 0, 1)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        T.denormalize(out["image"]),
+        torch.from_numpy(image.transpose(2, 0, 1)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_uint8_images_are_rescaled():
@@ -222,8 +234,9 @@ def test_import_and_use_emit_no_warnings():
         "v = T.val_transforms(32)\n"
         "v(image=np.zeros((40, 40, 3), np.float32), mask=np.zeros((40, 40), np.int64))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
 
@@ -244,8 +257,17 @@ def _run_lengths(row: np.ndarray) -> list[int]:
 def test_native_crops_keep_the_image_scale(rescale, expected):
     """rescale=f: objects in the crop are f times their size in the file, not resized to the crop."""
     image, mask = _stripes(200, 300, period=8)
-    transform = T.train_transforms(48, mean=(0.0,), std=(1.0,), rescale=rescale, scale=(1.0, 1.0),
-                                   rotate=0.0, hflip=0.0, color=0.0, seed=0)
+    transform = T.train_transforms(
+        48,
+        mean=(0.0,),
+        std=(1.0,),
+        rescale=rescale,
+        scale=(1.0, 1.0),
+        rotate=0.0,
+        hflip=0.0,
+        color=0.0,
+        seed=0,
+    )
     for _ in range(5):
         out = transform(image=image, mask=mask)["mask"].numpy()  # (48, 48)
         assert out.shape == (48, 48)
@@ -256,8 +278,9 @@ def test_native_crops_keep_the_image_scale(rescale, expected):
 def test_the_resize_to_crop_mode_changes_the_scale():
     """The synthetic-data mode (rescale=None) resizes the shorter side to the crop: 200 -> 48."""
     image, mask = _stripes(200, 300, period=40)
-    transform = T.train_transforms(48, mean=(0.0,), std=(1.0,), scale=(1.0, 1.0), rotate=0.0,
-                                   hflip=0.0, color=0.0, seed=0)
+    transform = T.train_transforms(
+        48, mean=(0.0,), std=(1.0,), scale=(1.0, 1.0), rotate=0.0, hflip=0.0, color=0.0, seed=0
+    )
     row = transform(image=image, mask=mask)["mask"].numpy()[24]
     widths = _run_lengths(row[row != IGNORE])  # the affine shift may bring in an ignored border
     assert len(widths) >= 2 and abs(np.median(widths) - 40 * 48 / 200) <= 1, widths
@@ -266,8 +289,17 @@ def test_the_resize_to_crop_mode_changes_the_scale():
 def test_native_crops_of_small_images_are_padded_with_ignore_index():
     image = np.full((20, 30, 1), 0.5, np.float32)
     mask = np.ones((20, 30), np.int64)
-    transform = T.train_transforms(32, mean=(0.0,), std=(1.0,), rescale=1.0, scale=(1.0, 1.0),
-                                   rotate=0.0, hflip=0.0, color=0.0, seed=0)
+    transform = T.train_transforms(
+        32,
+        mean=(0.0,),
+        std=(1.0,),
+        rescale=1.0,
+        scale=(1.0, 1.0),
+        rotate=0.0,
+        hflip=0.0,
+        color=0.0,
+        seed=0,
+    )
     out = transform(image=image, mask=mask)["mask"]
     assert out.shape == (32, 32)
     assert int((out == 1).sum()) == 20 * 30 and int((out == IGNORE).sum()) == 32 * 32 - 20 * 30
@@ -275,8 +307,17 @@ def test_native_crops_of_small_images_are_padded_with_ignore_index():
 
 def test_native_crop_scale_jitter_stays_in_range():
     image, mask = _stripes(400, 400, period=20)
-    transform = T.train_transforms(64, mean=(0.0,), std=(1.0,), rescale=1.0, scale=(0.5, 1.5),
-                                   rotate=0.0, hflip=0.0, color=0.0, seed=1)
+    transform = T.train_transforms(
+        64,
+        mean=(0.0,),
+        std=(1.0,),
+        rescale=1.0,
+        scale=(0.5, 1.5),
+        rotate=0.0,
+        hflip=0.0,
+        color=0.0,
+        seed=1,
+    )
     widths = set()
     for _ in range(30):
         widths.update(_run_lengths(transform(image=image, mask=mask)["mask"].numpy()[32]))

@@ -97,7 +97,9 @@ def test_median_seconds_skips_warmup_and_takes_the_median(monkeypatch):
         utils.median_seconds(lambda: None, repeats=0)
 
 
-def test_progress_bar_is_text_on_stdout_when_a_notebook_is_executed_to_be_saved(monkeypatch, capsys):
+def test_progress_bar_is_text_on_stdout_when_a_notebook_is_executed_to_be_saved(
+    monkeypatch, capsys
+):
     from tqdm.auto import tqdm as auto_tqdm
     from tqdm.std import tqdm as text_tqdm
 

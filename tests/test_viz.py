@@ -14,9 +14,19 @@ import torch  # noqa: E402
 from course_lib import viz  # noqa: E402
 
 # Published PASCAL VOC colours (class id -> RGB), typed in from the VOC devkit colour map.
-VOC_COLOURS = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128),
-               5: (128, 0, 128), 7: (128, 128, 128), 8: (64, 0, 0), 15: (192, 128, 128),
-               20: (0, 64, 128), 255: (224, 224, 192)}
+VOC_COLOURS = {
+    0: (0, 0, 0),
+    1: (128, 0, 0),
+    2: (0, 128, 0),
+    3: (128, 128, 0),
+    4: (0, 0, 128),
+    5: (128, 0, 128),
+    7: (128, 128, 128),
+    8: (64, 0, 0),
+    15: (192, 128, 128),
+    20: (0, 64, 128),
+    255: (224, 224, 192),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +52,10 @@ def test_colorize_looks_up_each_pixel(make):
 
 
 def test_colorize_accepts_bool_and_other_int_dtypes_and_grad_tensors():
-    torch.testing.assert_close(torch.from_numpy(viz.colorize(np.eye(2, dtype=bool))),
-                               torch.from_numpy(viz.colorize(np.eye(2, dtype=np.uint8))))
+    torch.testing.assert_close(
+        torch.from_numpy(viz.colorize(np.eye(2, dtype=bool))),
+        torch.from_numpy(viz.colorize(np.eye(2, dtype=np.uint8))),
+    )
     logits = torch.randn(3, 4, 4, requires_grad=True)
     assert viz.colorize(logits.argmax(0)).shape == (4, 4, 3)
 
@@ -77,8 +89,12 @@ def test_overlay_blends_by_hand_computed_values():
 
 @pytest.mark.parametrize(
     "image",
-    [np.full((4, 5, 3), 255, np.uint8), np.ones((4, 5), np.float32), torch.ones(1, 4, 5),
-     np.ones((4, 5, 1), np.float64)],
+    [
+        np.full((4, 5, 3), 255, np.uint8),
+        np.ones((4, 5), np.float32),
+        torch.ones(1, 4, 5),
+        np.ones((4, 5, 1), np.float64),
+    ],
 )
 def test_overlay_accepts_image_layouts(image):
     out = viz.overlay(image, np.zeros((4, 5), np.int64))
@@ -155,8 +171,12 @@ def test_show_grid_checks_lengths():
 
 
 def test_plot_history_splits_losses_and_metrics():
-    history = {"train_loss": [1.0, 0.5], "val_loss": [1.2, 0.7], "miou": [0.2, 0.4],
-               "iou_per_class": [[0.1, 0.2], [0.3, 0.4]]}
+    history = {
+        "train_loss": [1.0, 0.5],
+        "val_loss": [1.2, 0.7],
+        "miou": [0.2, 0.4],
+        "iou_per_class": [[0.1, 0.2], [0.3, 0.4]],
+    }
     fig = viz.plot_history(history)
     loss_ax, metric_ax = fig.axes
     assert sorted(line.get_label() for line in loss_ax.lines) == ["train_loss", "val_loss"]
@@ -174,9 +194,12 @@ def test_show_grid_accepts_lists_of_arrays_without_predictions():
     fig = viz.show_grid(images, masks)
     image_axes = [ax for ax in fig.axes if ax.images]
     assert len(image_axes) == 4 and not fig.legends
-    np.testing.assert_array_equal(np.asarray(image_axes[3].images[0].get_array()),
-                                  viz.colorize(masks[1]))
-    np.testing.assert_allclose(np.asarray(image_axes[0].images[0].get_array()), 200 / 255, rtol=1e-6)
+    np.testing.assert_array_equal(
+        np.asarray(image_axes[3].images[0].get_array()), viz.colorize(masks[1])
+    )
+    np.testing.assert_allclose(
+        np.asarray(image_axes[0].images[0].get_array()), 200 / 255, rtol=1e-6
+    )
 
 
 def test_class_palette_gives_familiar_names_their_colours_and_keeps_voc_otherwise():
@@ -200,6 +223,8 @@ def test_show_grid_with_class_names_draws_and_labels_the_class_colours():
     drawn = np.asarray([ax for ax in fig.axes if ax.images][1].images[0].get_array())
     np.testing.assert_array_equal(drawn[0, 1], viz.CLASS_COLORS["sky"])
     np.testing.assert_array_equal(drawn[1, 0], viz.CLASS_COLORS["road"])
-    legend = {t.get_text(): h.get_facecolor()[:3]
-              for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    legend = {
+        t.get_text(): h.get_facecolor()[:3]
+        for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
+    }
     np.testing.assert_allclose(legend["sky"], np.array(viz.CLASS_COLORS["sky"]) / 255)

@@ -45,13 +45,21 @@ def build(script: Path, timeout: int, write: bool = True) -> float:
     if write:
         jupytext.write(notebook, script, fmt="py:percent")
     notebook = jupytext.read(script)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     notebook.metadata.pop("jupytext", None)
     os.environ["COURSE_MODE"] = "fast"
     os.environ["COURSE_TEXT_PROGRESS"] = "1"  # saved widgets keep no state: text bars show the end
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    ).execute()
     elapsed = time.perf_counter() - start
     if not write:
         return elapsed
@@ -73,14 +81,19 @@ def out_of_sync(script: Path) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("prefixes", nargs="*", help="notebook name prefixes (default: all)")
     parser.add_argument("--check", action="store_true", help="only check the pairs are in sync")
     parser.add_argument("--time-only", action="store_true", help="execute and time, write nothing")
     parser.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
-    scripts = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")
-                     if not args.prefixes or any(p.name.startswith(x) for x in args.prefixes))
+    scripts = sorted(
+        p
+        for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")
+        if not args.prefixes or any(p.name.startswith(x) for x in args.prefixes)
+    )
     if not scripts:
         print("no notebook matched", file=sys.stderr)
         return 2

@@ -81,6 +81,7 @@ MEASURED_ON_CPU = {
 # Full-mode constants, read from the notebooks' jupytext twins
 # ---------------------------------------------------------------------------------------------
 
+
 class Call(NamedTuple):
     """A call in a notebook: its simple positional and keyword arguments, and its line."""
 
@@ -130,37 +131,49 @@ class NotebookSource:
                     continue
                 args = [self._try(a) for a in node.args]
                 kwargs = {k.arg: self._try(k.value) for k in node.keywords if k.arg}
-                found.append(Call(args, {k: v for k, v in kwargs.items() if v is not _UNKNOWN},
-                                  node.lineno))
+                found.append(
+                    Call(args, {k: v for k, v in kwargs.items() if v is not _UNKNOWN}, node.lineno)
+                )
         return sorted(found, key=lambda c: c.line)
 
     def loop_values(self, target: str) -> tuple:
         """The literal tuple a `for target in (...)` loop runs over."""
         for node in ast.walk(self.tree):
-            if isinstance(node, ast.For) and isinstance(node.target, ast.Name) \
-                    and node.target.id == target:
+            if (
+                isinstance(node, ast.For)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == target
+            ):
                 return tuple(self._eval(node.iter))
         raise KeyError(f"no `for {target} in ...` loop in {self.path.name}")
 
     def dict_keys(self, name: str) -> tuple:
         """The keys of a dict literal assigned to `name` (its values need not be simple)."""
         for node in ast.walk(self.tree):
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) \
-                    and node.targets[0].id == name and isinstance(node.value, ast.Dict):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == name
+                and isinstance(node.value, ast.Dict)
+            ):
                 return tuple(self._eval(k) for k in node.value.keys)
         raise KeyError(f"no dict literal {name} in {self.path.name}")
 
     def deletes(self, name: str) -> bool:
         """Whether the notebook has a top-level `del name` (it frees what `name` held)."""
-        return any(isinstance(node, ast.Delete) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets) for node in self.tree.body)
+        return any(
+            isinstance(node, ast.Delete)
+            and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+            for node in self.tree.body
+        )
 
     def function_calls(self, function: str, func: str) -> bool:
         """Whether the body of the notebook's `def function` calls `func` (a name or attribute)."""
         for node in ast.walk(self.tree):
             if isinstance(node, ast.FunctionDef) and node.name == function:
-                return any(isinstance(n, ast.Call) and _func_name(n.func) == func
-                           for n in ast.walk(node))
+                return any(
+                    isinstance(n, ast.Call) and _func_name(n.func) == func for n in ast.walk(node)
+                )
         raise KeyError(f"no `def {function}` in {self.path.name}")
 
     def _collect(self, body: list[ast.stmt]) -> None:
@@ -177,8 +190,11 @@ class NotebookSource:
     def _bind(self, target: ast.expr, value, line: int) -> None:
         if isinstance(target, ast.Name):
             self.values[target.id], self.lines[target.id] = value, line
-        elif isinstance(target, ast.Tuple) and isinstance(value, tuple) \
-                and len(value) == len(target.elts):
+        elif (
+            isinstance(target, ast.Tuple)
+            and isinstance(value, tuple)
+            and len(value) == len(target.elts)
+        ):
             for element, item in zip(target.elts, value):
                 self._bind(element, item, line)
 
@@ -209,8 +225,12 @@ class NotebookSource:
             return all(values) if isinstance(node.op, ast.And) else any(values)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             return _BINARY[type(node.op)](self._eval(node.left), self._eval(node.right))
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                and node.value.id == "torch" and isinstance(getattr(torch, node.attr, None), torch.dtype):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "torch"
+            and isinstance(getattr(torch, node.attr, None), torch.dtype)
+        ):
             return getattr(torch, node.attr)  # torch.float16 and the other dtypes
         if isinstance(node, ast.Call) and _func_name(node.func) == "dict" and not node.args:
             return {k.arg: self._eval(k.value) for k in node.keywords}
@@ -218,9 +238,13 @@ class NotebookSource:
 
 
 _UNKNOWN = object()
-_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-           ast.Mult: lambda a, b: a * b, ast.FloorDiv: lambda a, b: a // b,
-           ast.Div: lambda a, b: a / b}
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Div: lambda a, b: a / b,
+}
 
 
 def _func_name(func: ast.expr) -> str | None:
@@ -234,6 +258,7 @@ def _func_name(func: ast.expr) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Measuring one step: saved tensors, live storages, FLOPs
 # ---------------------------------------------------------------------------------------------
+
 
 def _storage(t: torch.Tensor):
     return t.untyped_storage()
@@ -311,9 +336,21 @@ class LiveStorages(TorchDispatchMode):
         self.now -= self.live.pop(key, 0)
 
 
-def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
-                        transposed, _output_padding, _groups, output_mask, out_shape=None,
-                        **kwargs) -> int:
+def _conv_backward_flop(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    _bias,
+    _stride,
+    _padding,
+    _dilation,
+    transposed,
+    _output_padding,
+    _groups,
+    output_mask,
+    out_shape=None,
+    **kwargs,
+) -> int:
     """The gradient of the input and the gradient of the weight each cost one forward convolution.
     (torch 2.14's formula forgets `groups` in the weight gradient and counts a depthwise conv's
     backward `groups` times too high; fixed upstream by pytorch/pytorch#183405.)"""
@@ -359,15 +396,20 @@ class StepCost:
         """Activations and FLOPs scaled linearly from this batch to `batch` (a CPU fallback)."""
         k = batch / self.batch
         grads = self.trainable_bytes
-        return replace(self, batch=batch, saved_bytes=round(self.saved_bytes * k),
-                       temporary_bytes=round(self.temporary_bytes * k),
-                       traced_bytes=round((self.traced_bytes - grads) * k) + grads,
-                       forward_flops=round(self.forward_flops * k),
-                       step_flops=round(self.step_flops * k))
+        return replace(
+            self,
+            batch=batch,
+            saved_bytes=round(self.saved_bytes * k),
+            temporary_bytes=round(self.temporary_bytes * k),
+            traced_bytes=round((self.traced_bytes - grads) * k) + grads,
+            forward_flops=round(self.forward_flops * k),
+            step_flops=round(self.step_flops * k),
+        )
 
 
-def measure_step(model: nn.Module, make_batch: Callable[[], tuple], loss_fn: Callable,
-                 batch: int) -> StepCost:
+def measure_step(
+    model: nn.Module, make_batch: Callable[[], tuple], loss_fn: Callable, batch: int
+) -> StepCost:
     """Run one forward + loss + backward of `model` on the batch `make_batch()` builds and tally
     its memory and FLOPs. Works on meta tensors (the usual case) and on real CPU tensors.
     Parameters with requires_grad=False are frozen: no gradient, no optimiser state."""
@@ -386,11 +428,16 @@ def measure_step(model: nn.Module, make_batch: Callable[[], tuple], loss_fn: Cal
         step_flops = flops.get_total_flops()
     trainable = [p for p in model.parameters() if p.requires_grad]
     return StepCost(
-        batch=batch, params=sum(p.numel() for p in model.parameters()),
+        batch=batch,
+        params=sum(p.numel() for p in model.parameters()),
         model_bytes=sum(_nbytes(w) for w in weights),
         trainable_bytes=sum(_nbytes(p) for p in trainable),
-        saved_bytes=saved.bytes, temporary_bytes=live.forward_temporaries,
-        traced_bytes=live.peak, forward_flops=forward_flops, step_flops=step_flops)
+        saved_bytes=saved.bytes,
+        temporary_bytes=live.forward_temporaries,
+        traced_bytes=live.peak,
+        forward_flops=forward_flops,
+        step_flops=step_flops,
+    )
 
 
 def traced_peak(function: Callable[[], object], model: nn.Module | None = None) -> int:
@@ -411,6 +458,7 @@ def _image_batch(batch: int, channels: int, size: int, *, device="meta", classes
         images = torch.randn(batch, channels, size, size, device=device)  # (N, C, H, W)
         targets = torch.randint(0, classes, (batch, size, size), device=device)  # (N, H, W)
         return images, targets
+
     return make
 
 
@@ -437,6 +485,7 @@ def on_meta(build: Callable[[], nn.Module]) -> nn.Module:
 def t4_flop_per_s(precision: str) -> float:
     """Images/s of the documented ResNet-50 benchmark times the FLOPs of its forward pass."""
     from torchvision.models import resnet50
+
     model = on_meta(resnet50).eval()
     with flop_counter() as flops, torch.no_grad():
         model(torch.randn(1, 3, 224, 224, device="meta"))
@@ -446,6 +495,7 @@ def t4_flop_per_s(precision: str) -> float:
 # ---------------------------------------------------------------------------------------------
 # The notebooks' full-mode steps
 # ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Phase:
@@ -492,83 +542,140 @@ def notebook_01() -> list[Phase]:
     nb = NotebookSource("01")
     scenes = nb.calls("ScenesDataset", having=("length", "return_instances"))[0].kwargs
     length, size = scenes["length"], scenes["image_size"]
-    return [Phase("01", f"no training: {length} scenes counted one at a time", f"1 × {size}²",
-                  nb.where("SIZE"), host_bytes=3 * 4 * size * size,
-                  cpu_seconds=length * _scenes_ms(size) / 1e3, precision="CPU")]
+    return [
+        Phase(
+            "01",
+            f"no training: {length} scenes counted one at a time",
+            f"1 × {size}²",
+            nb.where("SIZE"),
+            host_bytes=3 * 4 * size * size,
+            cpu_seconds=length * _scenes_ms(size) / 1e3,
+            precision="CPU",
+        )
+    ]
 
 
 def notebook_02() -> list[Phase]:
     from course_lib.data import ScenesDataset
     from course_lib.models import FCN
+
     nb = NotebookSource("02")
     size, steps, batch, num_val = nb["SIZE"], nb["STEPS"], nb["BATCH"], nb["NUM_VAL"]
     variants = nb.loop_values("variant")
     small = next(c.kwargs for c in nb.calls("FCN") if c.kwargs.get("backbone") == "small")
     k = ScenesDataset.num_classes
-    costs = [measure_step(on_meta(lambda v=v: FCN(num_classes=k, variant=v, **small)),
-                          _image_batch(batch, 3, size, classes=k), cross_entropy(), batch)
-             for v in variants]
+    costs = [
+        measure_step(
+            on_meta(lambda v=v: FCN(num_classes=k, variant=v, **small)),
+            _image_batch(batch, 3, size, classes=k),
+            cross_entropy(),
+            batch,
+        )
+        for v in variants
+    ]
     heaviest = max(costs, key=lambda c: c.peak_bytes)
     heaviest_variant = variants[costs.index(heaviest)]
     scenes = Phase(
-        "02", f"FCN-{'/'.join(variants)} (small encoder) on scenes, {len(variants)} runs",
-        f"{batch} × {size}²", nb.where("SIZE"), params=heaviest.params,
-        gpu_bytes=heaviest.peak_bytes, step=heaviest, step_name=f"FCN-{heaviest_variant} small",
+        "02",
+        f"FCN-{'/'.join(variants)} (small encoder) on scenes, {len(variants)} runs",
+        f"{batch} × {size}²",
+        nb.where("SIZE"),
+        params=heaviest.params,
+        gpu_bytes=heaviest.peak_bytes,
+        step=heaviest,
+        step_name=f"FCN-{heaviest_variant} small",
         flops=sum(c.step_flops * steps + c.forward_flops / batch * num_val for c in costs),
         cpu_seconds=len(variants) * (steps * batch + num_val) * _scenes_ms(size) / 1e3,
         note=f"{len(variants)} × {steps} steps; scenes rendered in the main process",
-        fix="fewer steps, or DataLoader workers for the rendering")
+        fix="fewer steps, or DataLoader workers for the rendering",
+    )
 
     voc_kwargs = next(c.kwargs for c in nb.calls("FCN") if c.kwargs.get("backbone") == "resnet18")
     voc_size, voc_batch, epochs = nb["VOC_SIZE"], nb["VOC_BATCH"], nb["VOC_EPOCHS"]
-    voc = measure_step(on_meta(lambda: FCN(**voc_kwargs)),
-                       _image_batch(voc_batch, 3, voc_size, classes=21), cross_entropy(255),
-                       voc_batch)
+    voc = measure_step(
+        on_meta(lambda: FCN(**voc_kwargs)),
+        _image_batch(voc_batch, 3, voc_size, classes=21),
+        cross_entropy(255),
+        voc_batch,
+    )
     train_steps = epochs * (VOC_TRAIN // voc_batch)  # drop_last=True
     workers = nb.calls("DataLoader", having=("num_workers",))[0].kwargs["num_workers"]
     flops = voc.step_flops * train_steps + voc.forward_flops / voc_batch * VOC_VAL * epochs
     loading = epochs * (VOC_TRAIN + VOC_VAL) * MEASURED_ON_CPU["photo_ms"] / 1e3 / workers
     pascal = Phase(
-        "02", f"FCN-8s ResNet-18 fine-tuned on Pascal VOC 2012, {epochs} epochs",
-        f"{voc_batch} × {voc_size}²", nb.where("VOC_SIZE"), params=voc.params,
-        gpu_bytes=voc.peak_bytes, step=voc, step_name="FCN-8s ResNet-18", precision="AMP",
-        flops=flops, cpu_seconds=max(0.0, loading - flops / t4_flop_per_s("AMP")),
-        note=(f"{train_steps} steps + {epochs} × {VOC_VAL} val images; {workers} loader "
-              "workers (only loading beyond the GPU time counts)"),
-        fix="fewer epochs")
+        "02",
+        f"FCN-8s ResNet-18 fine-tuned on Pascal VOC 2012, {epochs} epochs",
+        f"{voc_batch} × {voc_size}²",
+        nb.where("VOC_SIZE"),
+        params=voc.params,
+        gpu_bytes=voc.peak_bytes,
+        step=voc,
+        step_name="FCN-8s ResNet-18",
+        precision="AMP",
+        flops=flops,
+        cpu_seconds=max(0.0, loading - flops / t4_flop_per_s("AMP")),
+        note=(
+            f"{train_steps} steps + {epochs} × {VOC_VAL} val images; {workers} loader "
+            "workers (only loading beyond the GPU time counts)"
+        ),
+        fix="fewer epochs",
+    )
     return [scenes, pascal]
 
 
 def notebook_03() -> list[Phase]:
     from course_lib.models import UNet
+
     nb = NotebookSource("03")
     size, steps, batch, num_val = nb["SIZE"], nb["STEPS"], nb["BATCH"], nb["NUM_VAL"]
     runs = nb.loop_values("skips")
     kwargs = nb.calls("UNet", having=("skip_connections",))[0].kwargs
-    costs = [measure_step(on_meta(lambda s=s: UNet(**kwargs, skip_connections=s)),
-                          _image_batch(batch, kwargs["in_channels"], size), cross_entropy(), batch)
-             for s in runs]
+    costs = [
+        measure_step(
+            on_meta(lambda s=s: UNet(**kwargs, skip_connections=s)),
+            _image_batch(batch, kwargs["in_channels"], size),
+            cross_entropy(),
+            batch,
+        )
+        for s in runs
+    ]
     heaviest = max(costs, key=lambda c: c.peak_bytes)
-    return [Phase(
-        "03", f"U-Net (base {kwargs['base_channels']}, depth {kwargs['depth']}) with and without "
-        f"skips on cells", f"{batch} × {size}²", nb.where("SIZE"), params=heaviest.params,
-        gpu_bytes=heaviest.peak_bytes, step=heaviest,
-        step_name=f"U-Net {'with' if runs[costs.index(heaviest)] else 'without'} skips",
-        flops=sum(c.step_flops * steps + c.forward_flops / batch * num_val for c in costs),
-        cpu_seconds=len(runs) * (steps * batch + num_val) * MEASURED_ON_CPU["cells_ms"][size] / 1e3,
-        note=f"{len(runs)} × {steps} steps; cells rendered in the main process",
-        fix="fewer steps, or DataLoader workers for the rendering")]
+    return [
+        Phase(
+            "03",
+            f"U-Net (base {kwargs['base_channels']}, depth {kwargs['depth']}) with and without "
+            f"skips on cells",
+            f"{batch} × {size}²",
+            nb.where("SIZE"),
+            params=heaviest.params,
+            gpu_bytes=heaviest.peak_bytes,
+            step=heaviest,
+            step_name=f"U-Net {'with' if runs[costs.index(heaviest)] else 'without'} skips",
+            flops=sum(c.step_flops * steps + c.forward_flops / batch * num_val for c in costs),
+            cpu_seconds=len(runs)
+            * (steps * batch + num_val)
+            * MEASURED_ON_CPU["cells_ms"][size]
+            / 1e3,
+            note=f"{len(runs)} × {steps} steps; cells rendered in the main process",
+            fix="fewer steps, or DataLoader workers for the rendering",
+        )
+    ]
 
 
 def notebook_04() -> list[Phase]:
     from course_lib import crf
     from course_lib.data import ScenesDataset
     from course_lib.models import DeepLabV3, DeepLabV3Plus
+
     nb = NotebookSource("04")
     size, batch, k = nb["SIZE"], nb["BATCH"], ScenesDataset.num_classes
     num_train, num_val = nb["NUM_TRAIN"], nb["NUM_VAL"]
-    v3_kwargs = {"num_classes": k, "backbone": nb["BACKBONE"], "aspp_channels": nb["ASPP_CHANNELS"],
-                 "output_stride": nb.calls("DeepLabV3")[0].kwargs["output_stride"]}
+    v3_kwargs = {
+        "num_classes": k,
+        "backbone": nb["BACKBONE"],
+        "aspp_channels": nb["ASPP_CHANNELS"],
+        "output_stride": nb.calls("DeepLabV3")[0].kwargs["output_stride"],
+    }
     image_bytes = 3 * 4 * size * size  # float32 (3, H, W)
     mask_bytes = 8 * size * size  # int64 (H, W)
     # map(torch.stack, zip(*(...))): the per-image list and the stacked copy coexist once.
@@ -577,15 +684,23 @@ def notebook_04() -> list[Phase]:
     v3 = on_meta(lambda: DeepLabV3(**v3_kwargs))
     encoder = measure_step(v3, _image_batch(batch, 3, size, classes=k), cross_entropy(), batch)
     end_to_end = Phase(
-        "04", f"DeepLabV3 {nb['BACKBONE']} end to end on scenes", f"{batch} × {size}²",
-        nb.where("ENCODER_STEPS"), params=encoder.params, gpu_bytes=encoder.peak_bytes,
-        step=encoder, step_name=f"DeepLabV3 {nb['BACKBONE']}",
+        "04",
+        f"DeepLabV3 {nb['BACKBONE']} end to end on scenes",
+        f"{batch} × {size}²",
+        nb.where("ENCODER_STEPS"),
+        params=encoder.params,
+        gpu_bytes=encoder.peak_bytes,
+        step=encoder,
+        step_name=f"DeepLabV3 {nb['BACKBONE']}",
         flops=encoder.step_flops * nb["ENCODER_STEPS"],
         host_bytes=2 * data_bytes,
         cpu_seconds=(num_train + num_val) * _scenes_ms(size) / 1e3,
-        note=(f"{nb['ENCODER_STEPS']} steps; all {num_train} + {num_val} scenes stacked in RAM "
-              "first (list and stacked copy coexist)"),
-        fix="fewer end-to-end steps, or stack the scenes into preallocated tensors")
+        note=(
+            f"{nb['ENCODER_STEPS']} steps; all {num_train} + {num_val} scenes stacked in RAM "
+            "first (list and stacked copy coexist)"
+        ),
+        fix="fewer end-to-end steps, or stack the scenes into preallocated tensors",
+    )
 
     # Frozen features: low (N, 256, H/4, W/4) and ASPP output (N, 256, H/16, W/16) of every
     # training image, in CACHE_DTYPE on CACHE_DEVICE; joined by torch.cat, the list of batches and
@@ -601,8 +716,13 @@ def notebook_04() -> list[Phase]:
     on_cpu = cache_device == "cpu"
     features_peak = traced_peak(lambda: v3.aspp(v3.backbone(x)[1]), v3)
     v3plus = on_meta(lambda: DeepLabV3Plus(**v3_kwargs))
-    resident = encoder.model_bytes + 2 * encoder.trainable_bytes + sum(  # v3, its Adam, v3plus
-        _nbytes(w) for w in list(v3plus.parameters()) + list(v3plus.buffers()))
+    resident = (
+        encoder.model_bytes
+        + 2 * encoder.trainable_bytes
+        + sum(  # v3, its Adam, v3plus
+            _nbytes(w) for w in list(v3plus.parameters()) + list(v3plus.buffers())
+        )
+    )
     for p in list(v3plus.backbone.parameters()) + list(v3plus.aspp.parameters()):
         p.requires_grad_(False)  # only low_project and decoder train
 
@@ -633,22 +753,37 @@ def notebook_04() -> list[Phase]:
         heads_host = data_bytes
     where = "host RAM" if on_cpu else "the device"
     heads = Phase(
-        "04", f"frozen-feature cache of the training set ({str(cache_dtype)[6:]}, in {where}) "
-        "+ V3 head and V3+ decoder", f"{num_train} × {size}² cached", nb.where("NUM_TRAIN"),
-        params=head.params, gpu_bytes=heads_gpu, step=head,
-        step_name="V3+ decoder on cached features", host_bytes=heads_host,
-        flops=(encoder.forward_flops / batch * num_train + nb["HEAD_STEPS"]
-               * (head.step_flops + v3_head_flops.get_total_flops()) + predict_flops),
-        note=(f"cache {cache_bytes / GiB:.1f} GiB in {where} ({str(cache_dtype)[6:]} stride-4 "
-              "features and ASPP outputs), "
-              + ("doubled while torch.cat joins the batches" if concatenated else
-                 "written batch by batch into preallocated tensors")
-              + ("; each training batch moved to the device in float32" if on_cpu else "")
-              + "; DeepLabV3, its Adam state and DeepLabV3+ stay resident"),
+        "04",
+        f"frozen-feature cache of the training set ({str(cache_dtype)[6:]}, in {where}) "
+        "+ V3 head and V3+ decoder",
+        f"{num_train} × {size}² cached",
+        nb.where("NUM_TRAIN"),
+        params=head.params,
+        gpu_bytes=heads_gpu,
+        step=head,
+        step_name="V3+ decoder on cached features",
+        host_bytes=heads_host,
+        flops=(
+            encoder.forward_flops / batch * num_train
+            + nb["HEAD_STEPS"] * (head.step_flops + v3_head_flops.get_total_flops())
+            + predict_flops
+        ),
+        note=(
+            f"cache {cache_bytes / GiB:.1f} GiB in {where} ({str(cache_dtype)[6:]} stride-4 "
+            "features and ASPP outputs), "
+            + (
+                "doubled while torch.cat joins the batches"
+                if concatenated
+                else "written batch by batch into preallocated tensors"
+            )
+            + ("; each training batch moved to the device in float32" if on_cpu else "")
+            + "; DeepLabV3, its Adam state and DeepLabV3+ stay resident"
+        ),
         fix_by="the issue's",
         fix=f"the cache in float16 ({cache_bytes / cache_dtype.itemsize * 2 / GiB:.1f} GiB), for "
-            "a subset of the images, or on the CPU, written batch by batch into one preallocated "
-            "tensor (no torch.cat copy)")
+        "a subset of the images, or on the CPU, written batch by batch into one preallocated "
+        "tensor (no torch.cat copy)",
+    )
 
     # dense_crf(probs_v3, val_images, ..., chunk_size=CRF_CHUNK): the one call over the val set
     crf_kwargs = (nb.calls("dense_crf", having=("chunk_size",)) or nb.calls("dense_crf"))[-1].kwargs
@@ -657,24 +792,35 @@ def notebook_04() -> list[Phase]:
     with mock.patch.object(crf, "_check_inputs", lambda *a, **kw: None):  # its checks read values
         probs = torch.randn(num_val, k, size, size, device="meta")
         images = torch.randn(num_val, 3, size, size, device="meta")
-        crf_peak = traced_peak(lambda: crf.dense_crf(probs, images, **crf_kwargs))  # output included
+        crf_peak = traced_peak(
+            lambda: crf.dense_crf(probs, images, **crf_kwargs)
+        )  # output included
     cache_left = on_cpu and not (nb.deletes("low_train") and nb.deletes("context_train"))
     megapixels = num_val * size * size / 1e6
     how = f"in chunks of {chunk} images" if chunk < num_val else "all at once"
     refine = Phase(
-        "04", f"local dense CRF (window {crf_kwargs['window']}, {crf_kwargs['num_iterations']} "
-        f"iterations) over {num_val} val images {how}, on the CPU", f"{num_val} × {size}²",
-        nb.where("NUM_VAL"), precision="CPU",
+        "04",
+        f"local dense CRF (window {crf_kwargs['window']}, {crf_kwargs['num_iterations']} "
+        f"iterations) over {num_val} val images {how}, on the CPU",
+        f"{num_val} × {size}²",
+        nb.where("NUM_VAL"),
+        precision="CPU",
         host_bytes=data_bytes + 2 * probs_bytes + crf_peak + (cache_bytes if cache_left else 0),
         cpu_seconds=megapixels * MEASURED_ON_CPU["crf_s_per_megapixel"],
-        note=(f"CRF working set {crf_peak / GiB:.2f} GiB ({how}; window² - 1 kernels per pixel, "
-              "the refined output included, traced on meta) on top of the stacked scenes and two "
-              "sets of probabilities"
-              + ("; the feature cache is still held" if cache_left else
-                 ("; the feature cache was freed (`del`)" if on_cpu else ""))),
+        note=(
+            f"CRF working set {crf_peak / GiB:.2f} GiB ({how}; window² - 1 kernels per pixel, "
+            "the refined output included, traced on meta) on top of the stacked scenes and two "
+            "sets of probabilities"
+            + (
+                "; the feature cache is still held"
+                if cache_left
+                else ("; the feature cache was freed (`del`)" if on_cpu else "")
+            )
+        ),
         fix_by="the issue's",
         fix=f"the CRF in chunks of a few images (its working set is "
-            f"{crf_peak / chunk / 2**20:.0f} MiB per {size}² image)")
+        f"{crf_peak / chunk / 2**20:.0f} MiB per {size}² image)",
+    )
     return [end_to_end, heads, refine]
 
 
@@ -691,6 +837,7 @@ class _Wrapped(nn.Module):
 
 def notebook_05() -> list[Phase]:
     from course_lib.models import UNet
+
     nb = NotebookSource("05")
     size, steps, seeds = nb["IMAGE_SIZE"], nb["STEPS"], nb["SEEDS"]
     num_train, num_val = nb["NUM_TRAIN"], nb["NUM_VAL"]
@@ -701,33 +848,53 @@ def notebook_05() -> list[Phase]:
     kwargs = nb.calls("UNet", having=("base_channels", "depth"))[0].kwargs
     losses = nb.dict_keys("EXPERIMENT_LOSSES")
     runs = len(seeds) * len(losses)
-    step = measure_step(on_meta(lambda: UNet(**kwargs)), _image_batch(batch, 3, size), bce_dice,
-                        batch)
+    step = measure_step(
+        on_meta(lambda: UNet(**kwargs)), _image_batch(batch, 3, size), bce_dice, batch
+    )
     stacked = (num_train + num_val) * (3 * 4 * size * size + 8 * size * size)  # float32, int64
-    return [Phase(
-        "05", f"U-Net (base {kwargs['base_channels']}, depth {kwargs['depth']}) on Kvasir-SEG, "
-        f"{len(losses)} losses × {len(seeds)} seeds", f"{batch} × {size}²",
-        nb.where("IMAGE_SIZE"),
-        params=step.params, gpu_bytes=step.peak_bytes, step=step, step_name="U-Net",
-        flops=runs * (step.step_flops * steps + step.forward_flops / batch * num_val),
-        host_bytes=2 * stacked,  # the list of samples and the stacked copy coexist once
-        cpu_seconds=(num_train + num_val) * MEASURED_ON_CPU["photo_ms"] / 1e3,
-        note=(f"{runs} runs × {steps} steps, float32 (no autocast); all {num_train + num_val} "
-              "images decoded once and stacked in RAM"),
-        fix_by="the issue's", fix="train on the device, with DataLoader workers")]
+    return [
+        Phase(
+            "05",
+            f"U-Net (base {kwargs['base_channels']}, depth {kwargs['depth']}) on Kvasir-SEG, "
+            f"{len(losses)} losses × {len(seeds)} seeds",
+            f"{batch} × {size}²",
+            nb.where("IMAGE_SIZE"),
+            params=step.params,
+            gpu_bytes=step.peak_bytes,
+            step=step,
+            step_name="U-Net",
+            flops=runs * (step.step_flops * steps + step.forward_flops / batch * num_val),
+            host_bytes=2 * stacked,  # the list of samples and the stacked copy coexist once
+            cpu_seconds=(num_train + num_val) * MEASURED_ON_CPU["photo_ms"] / 1e3,
+            note=(
+                f"{runs} runs × {steps} steps, float32 (no autocast); all {num_train + num_val} "
+                "images decoded once and stacked in RAM"
+            ),
+            fix_by="the issue's",
+            fix="train on the device, with DataLoader workers",
+        )
+    ]
 
 
 def notebook_06() -> list[Phase]:
     nb = NotebookSource("06")
     draws = 4  # notebook 06, section 8: `draws = [pets[i] for i in range(4)]`
-    return [Phase("06", "no training: Oxford-IIIT Pet downloaded (~800 MB), 4 augmented draws",
-                  "4 × 256²", f"notebooks/{nb.path.name}", precision="CPU",
-                  cpu_seconds=draws * MEASURED_ON_CPU["photo_ms"] / 1e3,
-                  note="download time not estimated")]
+    return [
+        Phase(
+            "06",
+            "no training: Oxford-IIIT Pet downloaded (~800 MB), 4 augmented draws",
+            "4 × 256²",
+            f"notebooks/{nb.path.name}",
+            precision="CPU",
+            cpu_seconds=draws * MEASURED_ON_CPU["photo_ms"] / 1e3,
+            note="download time not estimated",
+        )
+    ]
 
 
 def notebook_07() -> list[Phase]:
     from course_lib.models import DeepLabV3
+
     nb = NotebookSource("07")
     size, batch, epochs = nb["IMAGE_SIZE"], nb["BATCH_SIZE"], nb["EPOCHS"]
     val_images, workers = min(nb["VAL_IMAGES"], PET_TEST), nb["NUM_WORKERS"]
@@ -735,8 +902,9 @@ def notebook_07() -> list[Phase]:
     exp_val = min(nb["EXP_VAL_IMAGES"], PET_TEST)
     kwargs = nb.calls("DeepLabV3")[0].kwargs
     runs = len(nb.dict_keys("experiment"))  # the loss experiment's fits
-    step = measure_step(on_meta(lambda: DeepLabV3(**kwargs)), _image_batch(batch, 3, size),
-                        bce_dice, batch)
+    step = measure_step(
+        on_meta(lambda: DeepLabV3(**kwargs)), _image_batch(batch, 3, size), bce_dice, batch
+    )
     rate, photo_s = t4_flop_per_s("AMP"), MEASURED_ON_CPU["photo_ms"] / 1e3
     per_image = step.forward_flops / batch
     # (training steps, validation images): the main fit (drop_last=True), sections 3 and 4
@@ -751,8 +919,11 @@ def notebook_07() -> list[Phase]:
     # Loader workers decode while the GPU computes: only decoding beyond the GPU time counts,
     # for the training images and for the validation images separately.
     train_gpu = step.step_flops * train_steps / rate
-    train_load = (epochs * (PET_TRAINVAL // batch) * batch + runs * exp_epochs * exp_images) \
-        * photo_s / max(workers, 1)
+    train_load = (
+        (epochs * (PET_TRAINVAL // batch) * batch + runs * exp_epochs * exp_images)
+        * photo_s
+        / max(workers, 1)
+    )
     val_gpu, val_load = per_image * val_passes / rate, val_passes * photo_s / max(workers, 1)
     cpu_seconds = max(0.0, train_load - train_gpu) + max(0.0, val_load - val_gpu)
     # While the loss experiment trains, the models of sections 2 and 6 (`model`, `straight`,
@@ -760,41 +931,66 @@ def notebook_07() -> list[Phase]:
     freed = all(nb.deletes(name) for name in ("model", "straight", "resumed"))
     resident = 0 if freed else 3 * step.model_bytes
     loaders = f"{workers} loader workers" if workers else "loaders without workers"
-    return [Phase(
-        "07", f"DeepLabV3 {kwargs['backbone']} on Oxford-IIIT Pet: {epochs} epochs + "
-        f"{runs} × {exp_epochs} epochs on {exp_images} images",
-        f"{batch} × {size}²", nb.where("IMAGE_SIZE"), params=step.params,
-        gpu_bytes=resident + step.peak_bytes,
-        step=step, step_name=f"DeepLabV3 {kwargs['backbone']}", precision="AMP",
-        flops=flops, cpu_seconds=cpu_seconds,
-        note=(f"{train_steps} steps + {val_passes} val images ({val_images} of the {PET_TEST} "
-              f"test photos per pass; the loss experiment on {exp_images} training and "
-              f"{exp_val} test photos); {loaders}"
-              + (" (only decoding beyond the GPU time counts)" if workers else
-                 ": JPEG decoding and augmentation in the main process")
-              + ("; the earlier DeepLabV3s are deleted before the loss experiment" if freed else
-                 "; three earlier DeepLabV3s stay on the device")),
-        fix="one fit instead of four (the loss experiment on a subset or for a few "
-            "epochs), fewer epochs, DataLoader workers for the JPEG decoding")]
+    return [
+        Phase(
+            "07",
+            f"DeepLabV3 {kwargs['backbone']} on Oxford-IIIT Pet: {epochs} epochs + "
+            f"{runs} × {exp_epochs} epochs on {exp_images} images",
+            f"{batch} × {size}²",
+            nb.where("IMAGE_SIZE"),
+            params=step.params,
+            gpu_bytes=resident + step.peak_bytes,
+            step=step,
+            step_name=f"DeepLabV3 {kwargs['backbone']}",
+            precision="AMP",
+            flops=flops,
+            cpu_seconds=cpu_seconds,
+            note=(
+                f"{train_steps} steps + {val_passes} val images ({val_images} of the {PET_TEST} "
+                f"test photos per pass; the loss experiment on {exp_images} training and "
+                f"{exp_val} test photos); {loaders}"
+                + (
+                    " (only decoding beyond the GPU time counts)"
+                    if workers
+                    else ": JPEG decoding and augmentation in the main process"
+                )
+                + (
+                    "; the earlier DeepLabV3s are deleted before the loss experiment"
+                    if freed
+                    else "; three earlier DeepLabV3s stay on the device"
+                )
+            ),
+            fix="one fit instead of four (the loss experiment on a subset or for a few "
+            "epochs), fewer epochs, DataLoader workers for the JPEG decoding",
+        )
+    ]
 
 
 def notebook_08() -> list[Phase]:
     from course_lib import models
     from course_lib.data import ScenesDataset
     from course_lib.panoptic import build_mask_rcnn, instance_targets
+
     nb = NotebookSource("08")
-    size, images, epochs, num_val = (nb["TRAIN_SIZE"], nb["TRAIN_IMAGES"], nb["EPOCHS"],
-                                     nb["VAL_IMAGES"])
+    size, images, epochs, num_val = (
+        nb["TRAIN_SIZE"],
+        nb["TRAIN_IMAGES"],
+        nb["EPOCHS"],
+        nb["VAL_IMAGES"],
+    )
     batch = nb.calls("DataLoader", having=("shuffle",))[0].kwargs["batch_size"]
     k = ScenesDataset.num_classes
     resident, peaks, flops = 0, [], 0.0
     steps = epochs * math.ceil(images / batch)
     costs = {}
     for label, (name, kwargs) in nb["CONFIGS"].items():
+
         def build(name=name, kwargs=kwargs):
             return models.build_model(name, num_classes=k, in_channels=3, **kwargs)
-        cost = measure_step(on_meta(build),
-                            _image_batch(batch, 3, size, classes=k), cross_entropy(), batch)
+
+        cost = measure_step(
+            on_meta(build), _image_batch(batch, 3, size, classes=k), cross_entropy(), batch
+        )
         costs[label] = cost
         peaks.append(resident + cost.peak_bytes)  # the models trained before stay on the device
         resident += cost.model_bytes
@@ -806,20 +1002,34 @@ def notebook_08() -> list[Phase]:
     scene_bytes = (images + num_val) * (3 * 4 + 8) * size * size  # float32 image, int64 mask
     renders = (images + num_val) * (1 if once else len(costs) * epochs)
     six = Phase(
-        "08", f"{len(costs)} models × {epochs} epochs on scenes (heaviest: {heaviest})",
-        f"{batch} × {size}²", nb.where("TRAIN_SIZE"), params=costs[heaviest].params,
-        gpu_bytes=max(peaks), step=costs[heaviest], step_name=heaviest, precision="AMP",
-        flops=flops, host_bytes=2 * scene_bytes if once else 0,
+        "08",
+        f"{len(costs)} models × {epochs} epochs on scenes (heaviest: {heaviest})",
+        f"{batch} × {size}²",
+        nb.where("TRAIN_SIZE"),
+        params=costs[heaviest].params,
+        gpu_bytes=max(peaks),
+        step=costs[heaviest],
+        step_name=heaviest,
+        precision="AMP",
+        flops=flops,
+        host_bytes=2 * scene_bytes if once else 0,
         cpu_seconds=renders * _scenes_ms(size) / 1e3,
-        note=(f"{len(costs)} × {steps} steps; " + (
-            f"the {images} + {num_val} scenes rendered once and held as tensors"
-            if once else "scenes rendered in the main process for every model and epoch")),
+        note=(
+            f"{len(costs)} × {steps} steps; "
+            + (
+                f"the {images} + {num_val} scenes rendered once and held as tensors"
+                if once
+                else "scenes rendered in the main process for every model and epoch"
+            )
+        ),
         fix_by="the issue's",
         fix="render with DataLoader workers (then the rendering overlaps the GPU time), or fewer "
-            "scenes / epochs")
+        "scenes / epochs",
+    )
 
-    detector_kwargs = next(c.kwargs for c in nb.calls("build_mask_rcnn")
-                           if c.kwargs.get("backbone") == "resnet18")
+    detector_kwargs = next(
+        c.kwargs for c in nb.calls("build_mask_rcnn") if c.kwargs.get("backbone") == "resnet18"
+    )
     detector_size = detector_kwargs["image_size"]
     d_steps, d_batch = nb["DETECTOR_STEPS"], nb["DETECTOR_BATCH"]
     # Mask R-CNN samples proposals by value, which meta tensors do not have: one real scene on
@@ -834,24 +1044,43 @@ def notebook_08() -> list[Phase]:
         targets = [{key: value.clone() for key, value in target.items()}]
         return (images, targets), None
 
-    one = measure_step(_Wrapped(detector, lambda inputs: detector(*inputs)), one_scene,
-                       lambda losses, _: sum(losses.values()), 1)
+    one = measure_step(
+        _Wrapped(detector, lambda inputs: detector(*inputs)),
+        one_scene,
+        lambda losses, _: sum(losses.values()),
+        1,
+    )
     detector_step = one.scaled(d_batch)
     mask_rcnn = Phase(
-        "08", f"Mask R-CNN {detector_kwargs['backbone']}-FPN, {d_steps} steps",
-        f"{d_batch} × {detector_size}²", nb.where("DETECTOR_STEPS"), params=detector_step.params,
-        gpu_bytes=resident + detector_step.peak_bytes, step=detector_step,
+        "08",
+        f"Mask R-CNN {detector_kwargs['backbone']}-FPN, {d_steps} steps",
+        f"{d_batch} × {detector_size}²",
+        nb.where("DETECTOR_STEPS"),
+        params=detector_step.params,
+        gpu_bytes=resident + detector_step.peak_bytes,
+        step=detector_step,
         step_name=f"Mask R-CNN (batch 1, scaled ×{d_batch})",
         flops=detector_step.step_flops * d_steps,
         cpu_seconds=d_steps * d_batch * _scenes_ms(detector_size) / 1e3,
-        note=(f"measured at batch 1 on the CPU and scaled ×{d_batch} (data-dependent ops do not "
-              "run on meta); the six segmentation models stay resident"),
-        fix="fewer steps")
+        note=(
+            f"measured at batch 1 on the CPU and scaled ×{d_batch} (data-dependent ops do not "
+            "run on meta); the six segmentation models stay resident"
+        ),
+        fix="fewer steps",
+    )
     return [six, mask_rcnn]
 
 
-NOTEBOOK_PHASES = (notebook_01, notebook_02, notebook_03, notebook_04, notebook_05, notebook_06,
-                   notebook_07, notebook_08)
+NOTEBOOK_PHASES = (
+    notebook_01,
+    notebook_02,
+    notebook_03,
+    notebook_04,
+    notebook_05,
+    notebook_06,
+    notebook_07,
+    notebook_08,
+)
 
 
 def compute() -> tuple[list[Phase], dict[str, float]]:
@@ -863,12 +1092,40 @@ def compute() -> tuple[list[Phase], dict[str, float]]:
 # Tables
 # ---------------------------------------------------------------------------------------------
 
-PHASE_HEADER = ("notebook", "heaviest step", "batch × size", "parameters", "peak GPU GiB",
-                "host RAM GiB", "FLOPs (train + eval)", "T4 min", "CPU-side min", "fits?")
-NOTEBOOK_HEADER = ("notebook", "peak GPU GiB", "host RAM GiB", "FLOPs", "T4 min",
-                   "CPU-side min", "total min", "fits?")
-MEMORY_HEADER = ("notebook", "step", "params + buffers", "grads", "Adam(W) states",
-                 "saved for backward", "forward temporaries", "tally", "traced", "estimate")
+PHASE_HEADER = (
+    "notebook",
+    "heaviest step",
+    "batch × size",
+    "parameters",
+    "peak GPU GiB",
+    "host RAM GiB",
+    "FLOPs (train + eval)",
+    "T4 min",
+    "CPU-side min",
+    "fits?",
+)
+NOTEBOOK_HEADER = (
+    "notebook",
+    "peak GPU GiB",
+    "host RAM GiB",
+    "FLOPs",
+    "T4 min",
+    "CPU-side min",
+    "total min",
+    "fits?",
+)
+MEMORY_HEADER = (
+    "notebook",
+    "step",
+    "params + buffers",
+    "grads",
+    "Adam(W) states",
+    "saved for backward",
+    "forward temporaries",
+    "tally",
+    "traced",
+    "estimate",
+)
 
 
 def _gib(n: float) -> str:
@@ -888,10 +1145,21 @@ def _fits(misses: list[str]) -> str:
 
 
 def phase_rows(phases: list[Phase], rates: dict[str, float]) -> list[tuple[str, ...]]:
-    return [(p.notebook, p.name, p.shape + ("" if p.precision == "fp32" else f" ({p.precision})"),
-             _params(p.params), _gib(p.gpu_bytes), _gib(p.host_bytes), _flops(p.flops),
-             f"{p.gpu_minutes(rates):.1f}", f"{p.cpu_minutes():.1f}", _fits(p.misses(rates)))
-            for p in phases]
+    return [
+        (
+            p.notebook,
+            p.name,
+            p.shape + ("" if p.precision == "fp32" else f" ({p.precision})"),
+            _params(p.params),
+            _gib(p.gpu_bytes),
+            _gib(p.host_bytes),
+            _flops(p.flops),
+            f"{p.gpu_minutes(rates):.1f}",
+            f"{p.cpu_minutes():.1f}",
+            _fits(p.misses(rates)),
+        )
+        for p in phases
+    ]
 
 
 def notebook_rows(phases: list[Phase], rates: dict[str, float]) -> list[tuple[str, ...]]:
@@ -902,10 +1170,27 @@ def notebook_rows(phases: list[Phase], rates: dict[str, float]) -> list[tuple[st
         host = max(p.host_bytes for p in mine)
         t4 = sum(p.gpu_minutes(rates) for p in mine)
         cpu = sum(p.cpu_minutes() for p in mine)
-        misses = [name for name, over in (("GPU", gpu > GPU_LIMIT), ("RAM", host > HOST_LIMIT),
-                                          ("time", t4 + cpu > MINUTES_LIMIT)) if over]
-        rows.append((notebook, _gib(gpu), _gib(host), _flops(sum(p.flops for p in mine)),
-                     f"{t4:.1f}", f"{cpu:.1f}", f"{t4 + cpu:.1f}", _fits(misses)))
+        misses = [
+            name
+            for name, over in (
+                ("GPU", gpu > GPU_LIMIT),
+                ("RAM", host > HOST_LIMIT),
+                ("time", t4 + cpu > MINUTES_LIMIT),
+            )
+            if over
+        ]
+        rows.append(
+            (
+                notebook,
+                _gib(gpu),
+                _gib(host),
+                _flops(sum(p.flops for p in mine)),
+                f"{t4:.1f}",
+                f"{cpu:.1f}",
+                f"{t4 + cpu:.1f}",
+                _fits(misses),
+            )
+        )
     return rows
 
 
@@ -915,10 +1200,20 @@ def memory_rows(phases: list[Phase]) -> list[tuple[str, ...]]:
         s = p.step
         if s is None:
             continue
-        rows.append((p.notebook, f"{p.step_name}, batch {s.batch}",
-                     _gib(s.model_bytes), _gib(s.trainable_bytes), _gib(2 * s.trainable_bytes),
-                     _gib(s.saved_bytes), _gib(s.temporary_bytes), _gib(s.tally_bytes),
-                     _gib(s.traced_total_bytes), _gib(s.peak_bytes)))
+        rows.append(
+            (
+                p.notebook,
+                f"{p.step_name}, batch {s.batch}",
+                _gib(s.model_bytes),
+                _gib(s.trainable_bytes),
+                _gib(2 * s.trainable_bytes),
+                _gib(s.saved_bytes),
+                _gib(s.temporary_bytes),
+                _gib(s.tally_bytes),
+                _gib(s.traced_total_bytes),
+                _gib(s.peak_bytes),
+            )
+        )
     return rows
 
 
@@ -946,40 +1241,58 @@ def parse_tables(markdown: str) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
 
 
 def render_tables(phases: list[Phase], rates: dict[str, float]) -> str:
-    return "\n\n".join([
-        "### Per step\n\n" + markdown_table(PHASE_HEADER, phase_rows(phases, rates)),
-        "### Per notebook\n\n" + markdown_table(NOTEBOOK_HEADER, notebook_rows(phases, rates)),
-        "### Where the GPU memory goes (one training step, float32, GiB)\n\n"
-        + markdown_table(MEMORY_HEADER, memory_rows(phases)),
-    ])
+    return "\n\n".join(
+        [
+            "### Per step\n\n" + markdown_table(PHASE_HEADER, phase_rows(phases, rates)),
+            "### Per notebook\n\n" + markdown_table(NOTEBOOK_HEADER, notebook_rows(phases, rates)),
+            "### Where the GPU memory goes (one training step, float32, GiB)\n\n"
+            + markdown_table(MEMORY_HEADER, memory_rows(phases)),
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # The document
 # ---------------------------------------------------------------------------------------------
 
+
 def document(phases: list[Phase], rates: dict[str, float]) -> str:
     not_fitting = "\n".join(
         f"- **{p.notebook}, {p.name}**: over on {', '.join(p.misses(rates))} "
         f"({_gib(p.gpu_bytes)} GiB GPU, {_gib(p.host_bytes)} GiB RAM, "
         f"{p.gpu_minutes(rates) + p.cpu_minutes():.0f} min). Fix ({p.fix_by}): {p.fix}."
-        for p in phases if p.misses(rates))
-    notes = "\n".join(f"- {p.notebook}, {p.name}: {p.note}. Constants: `{p.source}`."
-                       for p in phases if p.note)
-    by_notebook = "; ".join(f"{row[0]} ({row[-1][4:]}, {row[6]} min in all)"
-                            for row in notebook_rows(phases, rates) if row[-1] != "yes")
-    moved_05 = "" if any(p.misses(rates) for p in phases if p.notebook == "05") else (
-        "Notebook 05 was on the issue's list (its U-Net trained on the CPU); since commit 0bf4c14\n"
-        "it trains on the device (Kvasir-SEG), which is what is measured above.\n\n")
+        for p in phases
+        if p.misses(rates)
+    )
+    notes = "\n".join(
+        f"- {p.notebook}, {p.name}: {p.note}. Constants: `{p.source}`." for p in phases if p.note
+    )
+    by_notebook = "; ".join(
+        f"{row[0]} ({row[-1][4:]}, {row[6]} min in all)"
+        for row in notebook_rows(phases, rates)
+        if row[-1] != "yes"
+    )
+    moved_05 = (
+        ""
+        if any(p.misses(rates) for p in phases if p.notebook == "05")
+        else (
+            "Notebook 05 was on the issue's list (its U-Net trained on the CPU); since commit 0bf4c14\n"
+            "it trains on the device (Kvasir-SEG), which is what is measured above.\n\n"
+        )
+    )
     what_changed = (
         "Notebooks 04, 07 and 08 did not fit at first (04: 17.3 GiB of GPU and "
         "17.9 GiB of\nhost RAM; 07: about 149 minutes; 08: about 26); what changed is in their "
         "notes below: 04's feature\ncache in float16 in host RAM, written into preallocated "
         "tensors, and its CRF in chunks; 07's main\nrun shortened, the loss comparison on a "
         "subset, loader workers, the earlier models freed; 08's\nscenes rendered once, fewer "
-        "epochs and detector steps.")
-    fit_section = (f"By notebook: {by_notebook}. By step:\n\n{not_fitting}" if not_fitting else
-                   f"Nothing: every step and every notebook is within the limits.\n\n{what_changed}")
+        "epochs and detector steps."
+    )
+    fit_section = (
+        f"By notebook: {by_notebook}. By step:\n\n{not_fitting}"
+        if not_fitting
+        else f"Nothing: every step and every notebook is within the limits.\n\n{what_changed}"
+    )
     cpu = MEASURED_ON_CPU
     fp32, amp = rates["fp32"], rates["AMP"]
     return f"""# Full mode's memory and time, measured rather than guessed
@@ -1075,6 +1388,7 @@ that step alone, a notebook's the sum of its steps.
 # Re-timing the CPU-side constants
 # ---------------------------------------------------------------------------------------------
 
+
 def measure_cpu_constants() -> dict:
     """Time the CPU-side items of MEASURED_ON_CPU on this machine (one thread)."""
     import numpy as np
@@ -1105,23 +1419,30 @@ def measure_cpu_constants() -> dict:
         optimizer.zero_grad()
         bce_dice(model(x), y).backward()
         optimizer.step()
+
     out["cpu_flop_per_s"] = counter.get_total_flops() / per_call(step, 5)
-    out["scene_ms"] = {s: 1e3 * per_call(lambda s=s: ScenesDataset(8, s, seed=0)[3])
-                       for s in (128, 192, 256)}
-    out["cells_ms"] = {s: 1e3 * per_call(lambda s=s: CellsDataset(8, s, seed=0)[3])
-                       for s in (128, 256)}
+    out["scene_ms"] = {
+        s: 1e3 * per_call(lambda s=s: ScenesDataset(8, s, seed=0)[3]) for s in (128, 192, 256)
+    }
+    out["cells_ms"] = {
+        s: 1e3 * per_call(lambda s=s: CellsDataset(8, s, seed=0)[3]) for s in (128, 256)
+    }
     photo = ScenesDataset(length=1, image_size=(375, 500), seed=0)[0][0]
     jpeg, png = io.BytesIO(), io.BytesIO()
     Image.fromarray((photo.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(jpeg, "JPEG")
-    Image.fromarray(np.random.default_rng(0).integers(1, 4, (375, 500), dtype=np.uint8)).save(png,
-                                                                                             "PNG")
+    Image.fromarray(np.random.default_rng(0).integers(1, 4, (375, 500), dtype=np.uint8)).save(
+        png, "PNG"
+    )
     transform = train_transforms(256, seed=0)
 
     def load():
-        image = np.asarray(Image.open(io.BytesIO(jpeg.getvalue())).convert("RGB"),
-                           dtype=np.float32) / 255
+        image = (
+            np.asarray(Image.open(io.BytesIO(jpeg.getvalue())).convert("RGB"), dtype=np.float32)
+            / 255
+        )
         mask = np.asarray(Image.open(io.BytesIO(png.getvalue())), dtype=np.int64)
         transform(image=image, mask=mask)
+
     out["photo_ms"] = 1e3 * per_call(load)
     scenes = ScenesDataset(length=4, image_size=256, seed=2)
     images = torch.stack([scenes[i][0] for i in range(4)])
@@ -1132,11 +1453,15 @@ def measure_cpu_constants() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--write", action="store_true", help=f"write {DOC.relative_to(ROOT)}")
-    parser.add_argument("--measure", action="store_true",
-                        help="re-time the CPU-side constants on this machine and print them")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="re-time the CPU-side constants on this machine and print them",
+    )
     args = parser.parse_args(argv)
     if args.measure:
         print("measured here:", measure_cpu_constants())

@@ -39,15 +39,22 @@ def rehearse(script: Path, data: Path, timeout: int = 900, slowest: int = 0) -> 
     """Execute one notebook's full-mode path in rehearsal; returns the seconds it took. With
     `slowest`, also print that many of its slowest cells (seconds, first line)."""
     notebook = jupytext.read(script)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     environment = {"COURSE_MODE": "full", "COURSE_REHEARSAL": "1", "COURSE_DATA_DIR": str(data)}
     saved = {key: os.environ.get(key) for key in environment}
     os.environ.update(environment)  # the kernel inherits this process's environment
     try:
         start = time.perf_counter()
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
+        ).execute()
         seconds = time.perf_counter() - start
         for cell_seconds, first_line in cell_times(notebook)[:slowest]:
             print(f"  {cell_seconds:6.1f} s  {first_line}")
@@ -66,29 +73,50 @@ def cell_times(notebook) -> list[tuple[float, str]]:
     times = []
     for cell in notebook.cells:
         stamps = cell.get("metadata", {}).get("execution", {})
-        if cell.cell_type == "code" and "iopub.execute_input" in stamps \
-                and "shell.execute_reply" in stamps:
-            begin, end = (datetime.datetime.fromisoformat(stamps[key].replace("Z", "+00:00"))
-                          for key in ("iopub.execute_input", "shell.execute_reply"))
-            first = next((line for line in cell.source.splitlines()
-                          if line.strip() and not line.startswith("# NBVAL")), "")
+        if (
+            cell.cell_type == "code"
+            and "iopub.execute_input" in stamps
+            and "shell.execute_reply" in stamps
+        ):
+            begin, end = (
+                datetime.datetime.fromisoformat(stamps[key].replace("Z", "+00:00"))
+                for key in ("iopub.execute_input", "shell.execute_reply")
+            )
+            first = next(
+                (
+                    line
+                    for line in cell.source.splitlines()
+                    if line.strip() and not line.startswith("# NBVAL")
+                ),
+                "",
+            )
             times.append(((end - begin).total_seconds(), first[:80]))
     return sorted(times, reverse=True)
 
 
 def notebooks(prefixes=()) -> list[Path]:
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")
-                  if not prefixes or any(p.name.startswith(x) for x in prefixes))
+    return sorted(
+        p
+        for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")
+        if not prefixes or any(p.name.startswith(x) for x in prefixes)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("prefixes", nargs="*", help="notebook name prefixes (default: all)")
-    parser.add_argument("--data", type=Path,
-                        help="folder for the fixture trees (default: a temporary folder)")
-    parser.add_argument("--slowest", type=int, default=0, metavar="N",
-                        help="also print the N slowest cells of each notebook")
+    parser.add_argument(
+        "--data", type=Path, help="folder for the fixture trees (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--slowest",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N slowest cells of each notebook",
+    )
     args = parser.parse_args(argv)
     scripts = notebooks(args.prefixes)
     if not scripts:

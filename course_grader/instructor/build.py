@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from course_lib.atomic import write_text_atomic
 from course_grader.layout import CourseLayout, course_layout
 from course_grader.stubs import MarkerError, expected_stubs
+from course_lib.atomic import write_text_atomic
 
 __all__ = ["main", "out_of_sync", "regenerate"]
 
@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.release or args.instructor:
-            from course_grader.instructor.release import build_instructor_bundle, build_student_release
+            from course_grader.instructor.release import (
+                build_instructor_bundle,
+                build_student_release,
+            )
 
             if args.release:
                 build_student_release(layout, args.release)

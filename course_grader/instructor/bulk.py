@@ -12,8 +12,8 @@ Only this process writes under OUT, and only from its own records:
 - each student's folder is made fresh (a new folder renamed into place; whatever was at that path,
   a file, a folder or a link, is moved aside and deleted first);
 - a run that did not finish (the pytest process died, a test never reported, no worker could be
-  started, the tests changed during the run) is a grader fault: the student is graded again in a fresh interpreter, and if
-  that fails too their row is booked as zero with status `crash`, never as a partial report;
+  started, the tests changed during the run) is a grader fault: the student is graded again in a
+  fresh interpreter, and if that fails too their row is booked as zero with status `crash`, never as a partial report;
 - `tests_sha256` is computed from the test files, conftest files and probes on disk before and after
   each student's run;
 - `grades.csv` is written last, atomically; a folder or link in its place is moved aside.
@@ -36,12 +36,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from course_lib.atomic import write_text_atomic
-from course_grader.learner import sandbox
 from course_grader.instructor.intake import Intake, take_in
-from course_grader.layout import CourseLayout
-from course_grader.learner.limits import Limits
-from course_grader.instructor.manifest import build_manifest, load_manifest, save_manifest, tests_sha256
+from course_grader.instructor.manifest import (
+    build_manifest,
+    load_manifest,
+    save_manifest,
+    tests_sha256,
+)
 from course_grader.instructor.reports import (
     fallback_results,
     feedback_markdown,
@@ -49,10 +50,13 @@ from course_grader.instructor.reports import (
     merge_with_manifest,
     student_status,
 )
-from course_grader.layout import course_layout
+from course_grader.layout import CourseLayout, course_layout
+from course_grader.learner import sandbox
+from course_grader.learner.limits import Limits
 from course_grader.learner.session import run_tests
 from course_grader.learner.table import earned
 from course_grader.learner.zygote import Zygote
+from course_lib.atomic import write_text_atomic
 
 __all__ = ["grade_class", "grade_student", "student_folder_name"]
 
@@ -141,7 +145,9 @@ def grade_student(
     digest = tests_sha256(layout, names, manifest["hidden"])
     if intake.files:
         finished = False
-        for attempt in (zygote, None) if zygote else (None, None):  # the second in a fresh interpreter
+        for attempt in (
+            (zygote, None) if zygote else (None, None)
+        ):  # the second in a fresh interpreter
             with tempfile.TemporaryDirectory(prefix="grade-submission-", dir=copies) as copy:
                 intake.write(Path(copy))
                 result = run_tests(
@@ -158,7 +164,9 @@ def grade_student(
             )
             digest = after
         if not finished and result.status != "timeout":
-            raise RuntimeError(f"grading {intake.student} did not finish twice: {result.log[-500:]}")
+            raise RuntimeError(
+                f"grading {intake.student} did not finish twice: {result.log[-500:]}"
+            )
         records, session_status, mode = result.tests, result.status, result.sandbox
     rows = merge_with_manifest(manifest, records)
     for row in rows:
@@ -237,7 +245,9 @@ def write_gradebook(out: Path, text: str) -> Path:
     except OSError as error:
         spare = out / f"grades-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.csv"
         write_text_atomic(spare, text)
-        raise RuntimeError(f"could not write {path} ({error}); the gradebook is in {spare}") from error
+        raise RuntimeError(
+            f"could not write {path} ({error}); the gradebook is in {spare}"
+        ) from error
 
 
 def _csv_text(rows: list[dict], exercises: list[str]) -> str:
@@ -370,15 +380,34 @@ def _grade_all(
     )
     try:
         return _grade_students(
-            submissions, out, workers, names, layout, limits, progress, socket_path, manifest,
-            forbidden, copies,
+            submissions,
+            out,
+            workers,
+            names,
+            layout,
+            limits,
+            progress,
+            socket_path,
+            manifest,
+            forbidden,
+            copies,
         )
     finally:
         shutil.rmtree(copies, ignore_errors=True)
 
 
 def _grade_students(
-    submissions, out, workers, names, layout, limits, progress, socket_path, manifest, forbidden, copies
+    submissions,
+    out,
+    workers,
+    names,
+    layout,
+    limits,
+    progress,
+    socket_path,
+    manifest,
+    forbidden,
+    copies,
 ) -> dict:
     entries = sorted(p for p in submissions.iterdir() if not p.name.startswith("."))
     started = time.monotonic()

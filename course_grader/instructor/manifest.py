@@ -12,10 +12,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from course_lib.atomic import write_text_atomic
 from course_grader.layout import CourseLayout
 from course_grader.learner.limits import Limits
 from course_grader.learner.session import run_tests
+from course_lib.atomic import write_text_atomic
 
 __all__ = ["ManifestError", "build_manifest", "load_manifest", "save_manifest", "tests_sha256"]
 

@@ -20,9 +20,9 @@ import json
 import zipfile
 from pathlib import Path
 
-from course_lib.atomic import write_bytes_atomic, write_text_atomic
-from course_grader.layout import CourseLayout
 from course_grader.instructor.manifest import build_manifest
+from course_grader.layout import CourseLayout
+from course_lib.atomic import write_bytes_atomic, write_text_atomic
 
 __all__ = ["RUN_AUTOGRADER", "SETUP_SH", "classroom_workflow", "gradescope_zip", "write_packages"]
 
@@ -55,7 +55,14 @@ if [ -f "$work/out/student/results.json" ]; then
 fi
 """
 
-_COURSE_FOLDERS = ("course_lib", "course_grader", "exercises", "tests/graded", "tests/hidden", "probes")
+_COURSE_FOLDERS = (
+    "course_lib",
+    "course_grader",
+    "exercises",
+    "tests/graded",
+    "tests/hidden",
+    "probes",
+)
 _COURSE_FILES = ("pyproject.toml", "README.md", "tests/conftest.py")
 
 
@@ -101,7 +108,8 @@ def classroom_workflow(manifest: dict, timeout_minutes: int = 10) -> str:
             if t["exercise"] == name and t["visibility"] == "public"
         )
         steps.append(
-            f"      - name: {name}\n        id: {short}\n        uses: classroom-resources/autograding-command-grader@v1\n"
+            f"      - name: {name}\n        id: {short}\n"
+            "        uses: classroom-resources/autograding-command-grader@v1\n"
             f"        with:\n          test-name: {name}\n          setup-command: ''\n"
             f"          command: python -m course_grader {short}\n          timeout: {timeout_minutes}\n"
             f"          max-score: {points:g}\n"

@@ -17,10 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from course_lib.atomic import write_text_atomic
-from course_grader.layout import CourseLayout
 from course_grader.instructor.manifest import build_manifest, save_manifest
+from course_grader.layout import CourseLayout
 from course_grader.stubs import expected_stubs, solution_regions
+from course_lib.atomic import write_text_atomic
 
 __all__ = ["LeakError", "build_instructor_bundle", "build_student_release", "leaks"]
 

@@ -79,8 +79,9 @@ class WorkerClient:
     """Runs the calls of one exercise in a killable worker process.
 
     `source` is the learner's file as bytes (read here, so the worker never opens the folder it
-    came from; the worker compiles the bytes, so a BOM or a PEP 263 coding line is honoured); `task_names` are the functions and classes the exercise asks for; `forbidden_roots`
-    are folders the worker may not read.
+    came from; the worker compiles the bytes, so a BOM or a PEP 263 coding line is honoured);
+    `task_names` are the functions and classes the exercise asks for; `forbidden_roots` are folders
+    the worker may not read.
     """
 
     def __init__(
@@ -305,7 +306,9 @@ class WorkerClient:
             raise LearnerError(
                 (error if isinstance(error, str) else f"{label} failed")
                 + (f"\n{detail}" if isinstance(detail, str) and detail else ""),
-                raised=[r for r in raised if isinstance(r, str)] if isinstance(raised, list) else (),
+                raised=[r for r in raised if isinstance(r, str)]
+                if isinstance(raised, list)
+                else (),
                 where=where if isinstance(where, dict) else None,
             )
         return answer.get("value")

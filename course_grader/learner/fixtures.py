@@ -84,7 +84,9 @@ def unpack(answer, *names: str) -> tuple:
         got = f"a {type(answer).__name__} of shape {tuple(answer.shape)}"
     else:
         got = f"a {type(answer).__name__}"
-    raise LearnerError(f"{subject} should return {len(names)} values ({', '.join(names)}), got {got}")
+    raise LearnerError(
+        f"{subject} should return {len(names)} values ({', '.join(names)}), got {got}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -160,7 +160,11 @@ def install_guards(write_root: str, forbidden_roots: tuple[str, ...]) -> None:
             refuse("replacing a function's __code__")
         if event.startswith("ctypes."):
             refuse(f"ctypes ({event})")
-        if event == "sys.setprofile" and profiler is not None and threading._profile_hook is profiler:
+        if (
+            event == "sys.setprofile"
+            and profiler is not None
+            and threading._profile_hook is profiler
+        ):
             if get_frame(1).f_code is thread_start:
                 return
         if event.startswith(denied):

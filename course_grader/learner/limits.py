@@ -8,7 +8,7 @@ submission down to a few seconds:
 |---|---|---|
 | wall clock per call (a call that runs past it is not repeated) | COURSE_GRADE_CALL_TIMEOUT | 30 s |
 | wall clock per exercise (all calls) | COURSE_GRADE_EXERCISE_TIMEOUT | 300 s |
-| start-up of a worker (torch import; the learner's import has the per-call limit) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
+| start-up of a worker (torch import; the learner's import: per-call limit) | COURSE_GRADE_STARTUP_TIMEOUT | 120 s |
 | memory (RLIMIT_DATA) | COURSE_GRADE_MEMORY_MB | 4096 MiB |
 | largest file written, console output included (RLIMIT_FSIZE) | COURSE_GRADE_FILE_MB | 64 MiB |
 | address space (RLIMIT_AS): the worker's size at start + memory + 1 GiB | (COURSE_GRADE_MEMORY_MB) | |

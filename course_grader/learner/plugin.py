@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.atomic import write_text_atomic
 from course_grader.learner.client import LearnerError
+from course_lib.atomic import write_text_atomic
 
 OUTPUT_LIMIT = 4000
 LINE_LIMIT = 1000  # a first line longer than this is a flood, not a diagnosis

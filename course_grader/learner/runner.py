@@ -19,11 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from course_grader.learner.client import LearnerError, WorkerClient
 from course_grader.layout import CourseLayout, course_layout, repo_root
+from course_grader.learner.client import LearnerError, WorkerClient
 from course_grader.learner.limits import Limits
-from course_grader.stubs import MarkerError, task_names
 from course_grader.learner.zygote import WorkerStartError
+from course_grader.stubs import MarkerError, task_names
 
 __all__ = [
     "ExerciseHandle",
@@ -100,7 +100,9 @@ def _failure_kind(client: WorkerClient, error: LearnerError, op: str, target: st
         return "import"
     if error.raised:
         return "raised"
-    if client._process is None:  # the client stopped the worker: it died or its answer was unreadable
+    if (
+        client._process is None
+    ):  # the client stopped the worker: it died or its answer was unreadable
         return "crash"
     return "failed"
 
@@ -126,7 +128,9 @@ class ExerciseHandle:
         try:
             return self._client.request(op, target, args, kwargs)
         except LearnerError as error:
-            error.kind = getattr(error, "kind", None) or _failure_kind(self._client, error, op, target)
+            error.kind = getattr(error, "kind", None) or _failure_kind(
+                self._client, error, op, target
+            )
             raise
         except WorkerStartError as error:  # the grader's fault: the class grader grades again
             fault = LearnerError(f"the grader could not start a worker: {error}")

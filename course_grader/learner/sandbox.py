@@ -53,9 +53,8 @@ _state: dict[str, object] = {}
 
 def _course_folders() -> list[Path]:
     """The folders of `course_lib` and `course_grader`, mounted read-only in the sandbox."""
-    import course_lib
-
     import course_grader
+    import course_lib
 
     return [Path(package.__file__).resolve().parent for package in (course_lib, course_grader)]
 
@@ -70,7 +69,9 @@ def _python_folders() -> list[Path]:
     folders.add(executable.parent)
     real = executable.resolve()
     folders.add(real.parent.parent if real.parent.name == "bin" else real.parent)
-    resolved = sorted({f.resolve() for f in folders if f.exists()} | {f for f in folders if f.exists()})
+    resolved = sorted(
+        {f.resolve() for f in folders if f.exists()} | {f for f in folders if f.exists()}
+    )
     # drop folders inside another one of the list
     return [f for f in resolved if not any(o != f and f.is_relative_to(o) for o in resolved)]
 
@@ -118,7 +119,14 @@ def bwrap_command(
             args += ["--setenv", "COURSE_GRADE_SANDBOX_UID", str(uid)]
         else:
             setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-            command = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *command]
+            command = [
+                setpriv,
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--clear-groups",
+                "--",
+                *command,
+            ]
         for folder in writable:  # the zygote (root without capabilities but these) must enter it
             os.chown(folder, uid, uid)
             os.chmod(folder, 0o711)
@@ -128,7 +136,9 @@ def bwrap_command(
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     args += _system_binds()
     bound = [*_python_folders(), *_course_folders(), *map(Path, readable), *map(Path, writable)]
-    parents = sorted({a for f in bound for a in f.parents if a != Path("/")}, key=lambda a: len(a.parts))
+    parents = sorted(
+        {a for f in bound for a in f.parents if a != Path("/")}, key=lambda a: len(a.parts)
+    )
     for parent in parents:  # traversable by the sandbox's user, whatever the host's modes
         if parent not in bound and str(parent) not in ("/tmp", "/usr"):
             args += ["--perms", "0755", "--dir", str(parent)]
@@ -167,17 +177,27 @@ def _self_test() -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="grade-sandbox-test-") as scratch:
         # course_lib and course_grader must import from the read-only mounts: an editable install
         # that points at another checkout would leave the sandboxed zygote unable to start
-        probe = ("import os, sys, importlib.util\n"
-                 "for name in ('course_lib', 'course_grader'):\n"
-                 "    spec = importlib.util.find_spec(name)\n"
-                 "    assert spec and os.path.exists(spec.origin), f'{name} not importable: {spec}'\n"
-                 "print(os.getuid(), os.path.exists(sys.argv[1]))")
+        probe = (
+            "import os, sys, importlib.util\n"
+            "for name in ('course_lib', 'course_grader'):\n"
+            "    spec = importlib.util.find_spec(name)\n"
+            "    assert spec and os.path.exists(spec.origin), f'{name} not importable: {spec}'\n"
+            "print(os.getuid(), os.path.exists(sys.argv[1]))"
+        )
         try:
             argv = bwrap_command(
-                [sys.executable, "-I", "-c", probe, str(Path(__file__).resolve().parents[2] / "solutions")],
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    probe,
+                    str(Path(__file__).resolve().parents[2] / "solutions"),
+                ],
                 writable=[Path(scratch)],
             )
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            )
         except (OSError, subprocess.SubprocessError, RuntimeError) as error:
             return False, f"bwrap failed its self-test ({error}); {INSTALL_HINT}"
     words = done.stdout.split()
@@ -209,5 +229,5 @@ def wanted() -> bool:
 
 
 def mode() -> str:
-    """"bubblewrap" when learner code will run sandboxed, else "none"."""
+    """ "bubblewrap" when learner code will run sandboxed, else "none"."""
     return "bubblewrap" if wanted() and available() else "none"

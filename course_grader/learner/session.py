@@ -2,9 +2,10 @@
 
 `run_tests(files, target)` starts `python -m pytest -p course_grader.learner.plugin ...` in its own
 process group, with the graded copy chosen by `target`, waits at most `timeout` seconds, and
-returns one record per collected test (see plugin.py); with a zygote the process is forked. The pytest process is trusted: it imports
-the tests and course_lib, and sends every learner call to a worker (runner.py). When the pytest
-process itself dies or overruns, the tests it had not finished are reported as `missing`.
+returns one record per collected test (see plugin.py); with a zygote the process is forked. The
+pytest process is trusted: it imports the tests and course_lib, and sends every learner call to a
+worker (runner.py). When the pytest process itself dies or overruns, the tests it had not
+finished are reported as `missing`.
 
 When bubblewrap is available (sandbox.py) and COURSE_GRADE_SANDBOX is not "off", the run's workers
 fork from a zygote of their own inside the sandbox, and `SessionResult.sandbox` says "bubblewrap";
@@ -80,8 +81,18 @@ def run_tests(
         probes = layout.root / "probes"
         worker_zygote = SandboxZygote(Path(jail), [probes] if probes.is_dir() else [])
         try:
-            result = _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote,
-                          worker_zygote.start(), jail)
+            result = _run(
+                files,
+                target,
+                layout,
+                limits,
+                timeout,
+                forbidden,
+                log_limit,
+                zygote,
+                worker_zygote.start(),
+                jail,
+            )
         finally:
             worker_zygote.stop()
             shutil.rmtree(jail, ignore_errors=True)

@@ -49,7 +49,7 @@ def _private_pipes(log_path: str) -> tuple[io.BufferedReader, io.BufferedWriter]
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
-    sys.stdin = open(0, "r", closefd=False)
+    sys.stdin = open(0, closefd=False)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     return io.BufferedReader(requests), answers
@@ -221,7 +221,9 @@ def main() -> None:
     import linecache
 
     install_guards(home, tuple(setup["forbidden_roots"]))
-    wire.write_frame(answers, {"started": True})  # from here on, the learner's import has the call budget
+    wire.write_frame(
+        answers, {"started": True}
+    )  # from here on, the learner's import has the call budget
 
     source = setup["source"]  # bytes, as on disk: compile() reads a BOM or a coding line itself
     if isinstance(source, str):
@@ -257,7 +259,15 @@ def main() -> None:
         except EOFError:
             return
         answer = _serve(
-            request, module, probes, watch, learner_file, exercise, reused, violations, wire,
+            request,
+            module,
+            probes,
+            watch,
+            learner_file,
+            exercise,
+            reused,
+            violations,
+            wire,
             max_answer_bytes,
         )
         answer["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -268,7 +278,15 @@ def main() -> None:
 
 
 def _serve(
-    request, module, probes, watch, learner_file, exercise, reused, violations, wire,
+    request,
+    module,
+    probes,
+    watch,
+    learner_file,
+    exercise,
+    reused,
+    violations,
+    wire,
     max_answer_bytes,
 ) -> dict:
     op, name = request["op"], request["name"]

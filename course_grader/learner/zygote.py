@@ -89,7 +89,7 @@ def _run_child(request: dict, fds: list[int], announce: socket.socket | None = N
 
         _tempfile.tempdir = None  # the zygote may have cached its own TMPDIR
         os.chdir(request["cwd"])
-        sys.stdin = open(0, "r", closefd=False)
+        sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", buffering=1, closefd=False)
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         if request["kind"] == "worker":
@@ -266,7 +266,9 @@ def spawn_child(
     if os.environ.get("COURSE_GRADE_WORKERS_SANDBOXED") == "1" and kind == "worker":
         try:
             return _spawn_sandboxed(socket_path, cwd=cwd, env=env, args=args, fds=fds)
-        except OSError as error:  # never OSError: the caller would fall back to an unsandboxed worker
+        except (
+            OSError
+        ) as error:  # never OSError: the caller would fall back to an unsandboxed worker
             raise WorkerStartError(f"the sandboxed worker could not be started: {error}") from None
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(socket_path)
@@ -285,7 +287,9 @@ def spawn_child(
     return handle
 
 
-def _spawn_sandboxed(socket_path: str, *, cwd: str, env: dict, args: list[str], fds: list[int]) -> ChildHandle:
+def _spawn_sandboxed(
+    socket_path: str, *, cwd: str, env: dict, args: list[str], fds: list[int]
+) -> ChildHandle:
     """`spawn_child` for a sandboxed zygote: the pid comes from the child's own credentials."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -376,7 +380,15 @@ class SandboxZygote:
         self._listener.bind(self.socket_path)
         self._listener.listen(64)
         fd = self._listener.fileno()
-        command = [sys.executable, "-I", "-m", "course_grader.learner.zygote", "--fd", str(fd), "--sandbox"]
+        command = [
+            sys.executable,
+            "-I",
+            "-m",
+            "course_grader.learner.zygote",
+            "--fd",
+            str(fd),
+            "--sandbox",
+        ]
         argv = sandbox.bwrap_command(
             command, writable=[self.scratch], readable=self.readable, drop_in_children=True
         )

@@ -13,8 +13,9 @@ compares it with `ModelCase.expected`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,13 @@ from torch import nn
 from course_grader.learner.client import LearnerError
 from course_lib.models.weights import randomize_batchnorm
 
-__all__ = ["LearnerOutput", "ModelCase", "forward_with_weights", "parameter_count", "reference_case"]
+__all__ = [
+    "LearnerOutput",
+    "ModelCase",
+    "forward_with_weights",
+    "parameter_count",
+    "reference_case",
+]
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -16,8 +16,15 @@ from course_lib.models.deeplab import ASPP as ReferenceASPP
 __all__ = ["aspp_case", "aspp_forward"]
 
 
-def aspp_case(in_channels: int, out_channels: int, atrous_rates: list[int], height: int,
-              width: int, seed: int = 0, batch: int = 2) -> ModelCase:
+def aspp_case(
+    in_channels: int,
+    out_channels: int,
+    atrous_rates: list[int],
+    height: int,
+    width: int,
+    seed: int = 0,
+    batch: int = 2,
+) -> ModelCase:
     """The course's ASPP on a seeded (batch, in_channels, height, width) input: expected output
     (batch, out_channels, height, width)."""
     rates = [int(rate) for rate in atrous_rates]
@@ -30,9 +37,16 @@ def aspp_case(in_channels: int, out_channels: int, atrous_rates: list[int], heig
     )
 
 
-def aspp_forward(module, in_channels: int, out_channels: int, atrous_rates: list[int],
-                 weights: dict, x: torch.Tensor) -> dict:
+def aspp_forward(
+    module,
+    in_channels: int,
+    out_channels: int,
+    atrous_rates: list[int],
+    weights: dict,
+    x: torch.Tensor,
+) -> dict:
     """{"output", "parameters"} of the learner's ASPP loaded with `weights`, on `x`."""
     learner = module.ASPP(in_channels, out_channels, tuple(atrous_rates))
-    return forward_with_weights(learner, weights, x, "ASPP",
-                                "keep the given layers of ASPP.__init__ and write forward")
+    return forward_with_weights(
+        learner, weights, x, "ASPP", "keep the given layers of ASPP.__init__ and write forward"
+    )

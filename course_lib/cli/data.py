@@ -14,8 +14,18 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["PRESETS", "REAL", "SYNTHETIC", "DataSpec", "UsageError", "build_datasets",
-           "data_spec", "folder_of", "normalisation", "train_settings"]
+__all__ = [
+    "PRESETS",
+    "REAL",
+    "SYNTHETIC",
+    "DataSpec",
+    "UsageError",
+    "build_datasets",
+    "data_spec",
+    "folder_of",
+    "normalisation",
+    "train_settings",
+]
 
 SYNTHETIC = ("cells", "scenes")
 REAL = ("pets", "voc")
@@ -24,22 +34,86 @@ REAL = ("pets", "voc")
 # target: U-Net, BCE + Dice, Dice >= 0.90 on the validation split in well under a minute of CPU
 # (measured by benchmarks/bench_quality.py).
 PRESETS = {
-    ("cells", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=8, depth=3,
-                            lr=5e-3, batch_size=8, epochs=6),
-    ("scenes", "fast"): dict(image_size=64, num_train=128, num_val=32, base_channels=16, depth=3,
-                             lr=3e-3, batch_size=8, epochs=8),
-    ("folder", "fast"): dict(image_size=256, num_train=None, num_val=None, base_channels=16,
-                             depth=4, lr=3e-3, batch_size=8, epochs=10),
-    ("cells", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32, depth=4,
-                            lr=1e-3, batch_size=16, epochs=30),
-    ("scenes", "full"): dict(image_size=256, num_train=1024, num_val=256, base_channels=32,
-                             depth=4, lr=1e-3, batch_size=16, epochs=30),
-    ("folder", "full"): dict(image_size=256, num_train=None, num_val=None, base_channels=32,
-                             depth=4, lr=1e-3, batch_size=16, epochs=40),
-    ("real", "fast"): dict(image_size=128, num_train=None, num_val=None, base_channels=16,
-                           depth=3, lr=1e-3, batch_size=8, epochs=2),
-    ("real", "full"): dict(image_size=256, num_train=None, num_val=None, base_channels=32,
-                           depth=4, lr=3e-4, batch_size=16, epochs=30),
+    ("cells", "fast"): dict(
+        image_size=64,
+        num_train=128,
+        num_val=32,
+        base_channels=8,
+        depth=3,
+        lr=5e-3,
+        batch_size=8,
+        epochs=6,
+    ),
+    ("scenes", "fast"): dict(
+        image_size=64,
+        num_train=128,
+        num_val=32,
+        base_channels=16,
+        depth=3,
+        lr=3e-3,
+        batch_size=8,
+        epochs=8,
+    ),
+    ("folder", "fast"): dict(
+        image_size=256,
+        num_train=None,
+        num_val=None,
+        base_channels=16,
+        depth=4,
+        lr=3e-3,
+        batch_size=8,
+        epochs=10,
+    ),
+    ("cells", "full"): dict(
+        image_size=256,
+        num_train=1024,
+        num_val=256,
+        base_channels=32,
+        depth=4,
+        lr=1e-3,
+        batch_size=16,
+        epochs=30,
+    ),
+    ("scenes", "full"): dict(
+        image_size=256,
+        num_train=1024,
+        num_val=256,
+        base_channels=32,
+        depth=4,
+        lr=1e-3,
+        batch_size=16,
+        epochs=30,
+    ),
+    ("folder", "full"): dict(
+        image_size=256,
+        num_train=None,
+        num_val=None,
+        base_channels=32,
+        depth=4,
+        lr=1e-3,
+        batch_size=16,
+        epochs=40,
+    ),
+    ("real", "fast"): dict(
+        image_size=128,
+        num_train=None,
+        num_val=None,
+        base_channels=16,
+        depth=3,
+        lr=1e-3,
+        batch_size=8,
+        epochs=2,
+    ),
+    ("real", "full"): dict(
+        image_size=256,
+        num_train=None,
+        num_val=None,
+        base_channels=32,
+        depth=4,
+        lr=3e-4,
+        batch_size=16,
+        epochs=30,
+    ),
 }
 
 
@@ -63,10 +137,14 @@ def train_settings(args: argparse.Namespace, mode: str) -> dict:
         if key == "epochs" and settings[key] is None and settings["minutes"] is not None:
             continue
         if not isinstance(settings[key], int) or settings[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
+            raise UsageError(
+                f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}"
+            )
     for key in ("num_train", "num_val"):
         if settings[key] is not None and settings[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}")
+            raise UsageError(
+                f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}"
+            )
     if not settings["lr"] > 0:
         raise UsageError(f"--lr must be > 0, got {settings['lr']!r}")
     return settings
@@ -108,8 +186,9 @@ class DataSpec:
 
     def __post_init__(self):
         if self.kind not in SYNTHETIC + REAL + ("folder",):
-            raise ValueError(f"unknown data kind {self.kind!r}; expected one of "
-                             f"{SYNTHETIC + REAL + ('folder',)}")
+            raise ValueError(
+                f"unknown data kind {self.kind!r}; expected one of {SYNTHETIC + REAL + ('folder',)}"
+            )
         if self.kind == "folder" and (self.images is None or self.masks is None):
             raise ValueError("a folder data spec needs images and masks folders")
         if self.kind in SYNTHETIC and (self.num_train is None or self.num_val is None):
@@ -133,16 +212,30 @@ class DataSpec:
 
 def data_spec(args, settings) -> DataSpec:
     """The spec of the data the options name (the preset settings fill what they leave out)."""
-    common = dict(image_size=settings["image_size"], seed=args.seed, scale=args.scale,
-                  val_fraction=args.val_fraction)
+    common = dict(
+        image_size=settings["image_size"],
+        seed=args.seed,
+        scale=args.scale,
+        val_fraction=args.val_fraction,
+    )
     if args.images is None:
-        return DataSpec(kind=args.dataset or "cells", num_train=settings["num_train"],
-                        num_val=settings["num_val"], **common)
-    return DataSpec(kind="folder", images=str(args.images), masks=str(args.masks),
-                    val_images=str(args.val_images) if args.val_images else None,
-                    val_masks=str(args.val_masks) if args.val_masks else None,
-                    grayscale=args.grayscale or _all_grayscale(args.images),
-                    num_classes=args.num_classes, mask_threshold=args.mask_threshold, **common)
+        return DataSpec(
+            kind=args.dataset or "cells",
+            num_train=settings["num_train"],
+            num_val=settings["num_val"],
+            **common,
+        )
+    return DataSpec(
+        kind="folder",
+        images=str(args.images),
+        masks=str(args.masks),
+        val_images=str(args.val_images) if args.val_images else None,
+        val_masks=str(args.val_masks) if args.val_masks else None,
+        grayscale=args.grayscale or _all_grayscale(args.images),
+        num_classes=args.num_classes,
+        mask_threshold=args.mask_threshold,
+        **common,
+    )
 
 
 def _all_grayscale(folder) -> bool:
@@ -151,7 +244,11 @@ def _all_grayscale(folder) -> bool:
 
     from course_lib.data.folder import IMAGE_EXTENSIONS
 
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS] if folder.is_dir() else []
+    files = (
+        [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if folder.is_dir()
+        else []
+    )
     modes = set()
     for path in files:
         try:
@@ -168,22 +265,30 @@ def _folder_datasets(spec: DataSpec, train: bool):
 
     mean, std = normalisation(spec)
     image_mode = "L" if spec.grayscale else "RGB"
-    mapping = spec.mask_mapping or {"num_classes": spec.num_classes,
-                                    "mask_threshold": spec.mask_threshold}
+    mapping = spec.mask_mapping or {
+        "num_classes": spec.num_classes,
+        "mask_threshold": spec.mask_threshold,
+    }
     common = dict(image_mode=image_mode, **mapping)  # a checkpoint's mapping, or the options
     if (spec.val_images is None) != (spec.val_masks is None):
         raise UsageError("give both --val-images and --val-masks, or neither")
-    train_t = train_transforms(spec.image_size, mean=mean, std=std, rescale=spec.scale,
-                               seed=spec.seed) if train else None
+    train_t = (
+        train_transforms(spec.image_size, mean=mean, std=std, rescale=spec.scale, seed=spec.seed)
+        if train
+        else None
+    )
     val_t = val_transforms(None, mean=mean, std=std)  # whole images, scaled by inference.segment
     if spec.val_images is not None:
         val_set = SegmentationFolder(spec.val_images, spec.val_masks, val_t, **common)
-        train_set = SegmentationFolder(spec.images, spec.masks, train_t, **common) if train else None
+        train_set = (
+            SegmentationFolder(spec.images, spec.masks, train_t, **common) if train else None
+        )
     else:
         plain = SegmentationFolder(spec.images, spec.masks, train_t, **common)
         evaluation = SegmentationFolder(spec.images, spec.masks, val_t, **common)
-        train_set, val_set = train_val_split(plain, spec.val_fraction, spec.seed,
-                                             val_dataset=evaluation)
+        train_set, val_set = train_val_split(
+            plain, spec.val_fraction, spec.seed, val_dataset=evaluation
+        )
         return train_set, val_set, plain.num_classes, None
     return train_set, val_set, val_set.num_classes, None
 
@@ -192,16 +297,30 @@ def _real_datasets(spec: DataSpec, train: bool, download: bool):
     from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation
     from course_lib.transforms import train_transforms, val_transforms
 
-    train_t = train_transforms(spec.image_size, rescale=spec.scale, seed=spec.seed) if train else None
+    train_t = (
+        train_transforms(spec.image_size, rescale=spec.scale, seed=spec.seed) if train else None
+    )
     val_t = val_transforms(None)  # whole images, scaled by inference.segment
     if spec.kind == "pets":
         val_set = OxfordPetSegmentation(split="test", transform=val_t, download=download)
-        train_set = (OxfordPetSegmentation(split="trainval", transform=train_t, download=download)
-                     if train else None)
+        train_set = (
+            OxfordPetSegmentation(split="trainval", transform=train_t, download=download)
+            if train
+            else None
+        )
         return train_set, val_set, 3, ("background", "pet", "boundary")
     val_set = PascalVOCSegmentation(image_set="val", transform=val_t, download=download)
-    train_set = PascalVOCSegmentation(image_set="train", transform=train_t, download=download) if train else None
-    return train_set, val_set, PascalVOCSegmentation.num_classes, tuple(PascalVOCSegmentation.CLASSES)
+    train_set = (
+        PascalVOCSegmentation(image_set="train", transform=train_t, download=download)
+        if train
+        else None
+    )
+    return (
+        train_set,
+        val_set,
+        PascalVOCSegmentation.num_classes,
+        tuple(PascalVOCSegmentation.CLASSES),
+    )
 
 
 def folder_of(dataset: Dataset):

@@ -18,13 +18,27 @@ __all__ = ["IMAGE_EXTENSIONS", "predict_command", "predicted_labels"]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def predicted_labels(model, image: torch.Tensor, preprocessing, device, *, window=None,
-                      overlap: float = 0.5, tta: bool = False) -> torch.Tensor:
+def predicted_labels(
+    model,
+    image: torch.Tensor,
+    preprocessing,
+    device,
+    *,
+    window=None,
+    overlap: float = 0.5,
+    tta: bool = False,
+) -> torch.Tensor:
     """(C, H, W) normalised image -> (H, W) labels, by the checkpoint's scale, window and rule."""
     from course_lib.inference import probabilities, segment
 
-    logits = segment(model, image[None].to(device), window=window or preprocessing.window,
-                     scale=preprocessing.scale, overlap=overlap, tta=tta)  # (1, K, H, W)
+    logits = segment(
+        model,
+        image[None].to(device),
+        window=window or preprocessing.window,
+        scale=preprocessing.scale,
+        overlap=overlap,
+        tta=tta,
+    )  # (1, K, H, W)
     return preprocessing.labels_from_probabilities(probabilities(logits))[0].cpu()  # (H, W)
 
 
@@ -50,8 +64,15 @@ def predict_command(args) -> int:
     print(f"preprocessing: {preprocessing.describe()}", flush=True)
     for path in progress_bar(files, desc="predict", unit="image", disable=not interactive()):
         image = read_image(path, preprocessing.image_mode)  # (C, H, W) in [0, 1]
-        labels = predicted_labels(model, preprocessing.normalize(image), preprocessing, device,
-                                   window=args.window, overlap=args.overlap, tta=args.tta)
+        labels = predicted_labels(
+            model,
+            preprocessing.normalize(image),
+            preprocessing,
+            device,
+            window=args.window,
+            overlap=args.overlap,
+            tta=args.tta,
+        )
         labels_u8 = labels.numpy().astype(np.uint8)  # (H, W), the size of the file
         write_png(args.output / f"{path.stem}_labels.png", labels_u8)
         write_png(args.output / f"{path.stem}_mask.png", viz.colorize(labels_u8))

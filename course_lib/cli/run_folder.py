@@ -14,8 +14,15 @@ import torch
 from course_lib.atomic import write_bytes_atomic
 from course_lib.cli.data import UsageError
 
-__all__ = ["CHECKPOINT_FILE", "load_run_checkpoint", "preprocessing_of", "rebuild_model",
-           "write_figure", "write_json", "write_png"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "load_run_checkpoint",
+    "preprocessing_of",
+    "rebuild_model",
+    "write_figure",
+    "write_json",
+    "write_png",
+]
 
 CHECKPOINT_FILE = "last.pt"  # what `train` writes into --out and `evaluate`/`predict` read
 
@@ -65,8 +72,10 @@ def rebuild_model(checkpoint: dict):
     from course_lib.models import build_model
 
     if not checkpoint.get("model_name"):
-        raise UsageError("the checkpoint does not record its model name; was it written by "
-                         "`python -m course_lib train`?")
+        raise UsageError(
+            "the checkpoint does not record its model name; was it written by "
+            "`python -m course_lib train`?"
+        )
     model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
     model.load_state_dict(checkpoint["model"])
     return model.eval()
@@ -77,6 +86,8 @@ def preprocessing_of(checkpoint: dict):
 
     record = checkpoint.get("extra", {}).get("preprocessing")
     if not record:
-        raise UsageError("the checkpoint records no preprocessing (written by an older course_lib?); "
-                         "train it again with `python -m course_lib train`")
+        raise UsageError(
+            "the checkpoint records no preprocessing (written by an older course_lib?); "
+            "train it again with `python -m course_lib train`"
+        )
     return Preprocessing.from_dict(record)

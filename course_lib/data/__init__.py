@@ -7,6 +7,16 @@ from course_lib.data.real import OxfordPetSegmentation, PascalVOCSegmentation, m
 from course_lib.data.split import train_val_indices, train_val_split
 from course_lib.data.synthetic import CellsDataset, ScenesDataset, classic_scene
 
-__all__ = ["ScenesDataset", "CellsDataset", "classic_scene", "SegmentationFolder",
-           "train_val_indices", "train_val_split", "membrane_sample", "write_membrane_folder",
-           "OxfordPetSegmentation", "PascalVOCSegmentation", "medical_dataset"]
+__all__ = [
+    "ScenesDataset",
+    "CellsDataset",
+    "classic_scene",
+    "SegmentationFolder",
+    "train_val_indices",
+    "train_val_split",
+    "membrane_sample",
+    "write_membrane_folder",
+    "OxfordPetSegmentation",
+    "PascalVOCSegmentation",
+    "medical_dataset",
+]

@@ -37,8 +37,14 @@ from tqdm.auto import tqdm
 
 from course_lib.utils import interactive
 
-__all__ = ["DownloadError", "RemoteFile", "download_and_extract", "download_file", "extract_archive",
-           "manual_steps"]
+__all__ = [
+    "DownloadError",
+    "RemoteFile",
+    "download_and_extract",
+    "download_file",
+    "extract_archive",
+    "manual_steps",
+]
 
 _ATTEMPTS_PER_MIRROR = 3  # a mirror is asked again only while each attempt adds bytes
 _CHECKSUM = re.compile(r"(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})")
@@ -58,8 +64,9 @@ class RemoteFile(NamedTuple):
     size: int | None = None  # bytes, when documented; otherwise the server's Content-Length
 
 
-def download_and_extract(title: str, files: Sequence[RemoteFile], folder: str | Path,
-                         layout: Sequence[str]) -> None:
+def download_and_extract(
+    title: str, files: Sequence[RemoteFile], folder: str | Path, layout: Sequence[str]
+) -> None:
     """Download each of `files` into `folder`, extract it there and delete the archive.
 
     `layout` lists what the extracted tree holds, relative to `folder` (e.g.
@@ -68,33 +75,46 @@ def download_and_extract(title: str, files: Sequence[RemoteFile], folder: str | 
     folder = Path(folder)
     for file in files:
         try:
-            archive = download_file(file.mirrors, folder / file.name, file.checksum,
-                                    size=file.size)
+            archive = download_file(file.mirrors, folder / file.name, file.checksum, size=file.size)
         except DownloadError as error:  # one message: what failed, then what to do by hand
-            raise DownloadError(f"{error}\n\n{manual_steps(title, files, folder, layout)}") from None
+            raise DownloadError(
+                f"{error}\n\n{manual_steps(title, files, folder, layout)}"
+            ) from None
         extract_archive(archive, folder)
         archive.unlink()
 
 
-def manual_steps(title: str, files: Sequence[RemoteFile], folder: Path,
-                 layout: Sequence[str]) -> str:
+def manual_steps(
+    title: str, files: Sequence[RemoteFile], folder: Path, layout: Sequence[str]
+) -> str:
     """How to install a data set by hand: which files from where, and the folder layout."""
     lines = [f"To install {title} by hand:"]
     for step, file in enumerate(files, start=1):
         facts = [_human_size(file.size)] if file.size else []
         facts += [file.checksum] if file.checksum else []
-        lines.append(f"  {step}. download {file.name}" + (f" ({', '.join(facts)})" if facts else "")
-                     + " from one of:")
+        lines.append(
+            f"  {step}. download {file.name}"
+            + (f" ({', '.join(facts)})" if facts else "")
+            + " from one of:"
+        )
         lines += [f"       {url}" for url in file.mirrors]
-    lines.append(f"  {len(files) + 1}. extract {'it' if len(files) == 1 else 'them'} into "
-                 f"{folder}, so that these exist:")
+    lines.append(
+        f"  {len(files) + 1}. extract {'it' if len(files) == 1 else 'them'} into "
+        f"{folder}, so that these exist:"
+    )
     lines += [f"       {folder / pattern}" for pattern in layout]
     lines.append("Set COURSE_DATA_DIR to use another folder.")
     return "\n".join(lines)
 
 
-def download_file(mirrors: Sequence[str], destination: str | Path, checksum: str | None = None,
-                  *, size: int | None = None, timeout: float = 60.0) -> Path:
+def download_file(
+    mirrors: Sequence[str],
+    destination: str | Path,
+    checksum: str | None = None,
+    *,
+    size: int | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Download one file from the first mirror that delivers it whole and verified.
 
     `checksum` is `"md5:<hex>"` or `"sha256:<hex>"` (None: only the size is checked, when known
@@ -108,8 +128,10 @@ def download_file(mirrors: Sequence[str], destination: str | Path, checksum: str
         found = _digest(destination, algorithm) if algorithm else None
         if found == expected:
             return destination
-        raise DownloadError(f"{destination} exists but its {algorithm} is {found}, not "
-                            f"{expected}: it is not the expected file; delete it and retry")
+        raise DownloadError(
+            f"{destination} exists but its {algorithm} is {found}, not "
+            f"{expected}: it is not the expected file; delete it and retry"
+        )
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")
     failures = []
@@ -117,16 +139,20 @@ def download_file(mirrors: Sequence[str], destination: str | Path, checksum: str
         error = _download_from(url, partial, size, timeout)
         if error is None and algorithm and (found := _digest(partial, algorithm)) != expected:
             partial.unlink()  # never resume from bytes known to be wrong
-            error = ValueError(f"{algorithm} checksum {found} differs from the pinned {expected} "
-                               "(corrupt download, or the file changed upstream)")
+            error = ValueError(
+                f"{algorithm} checksum {found} differs from the pinned {expected} "
+                "(corrupt download, or the file changed upstream)"
+            )
         if error is None:
             os.replace(partial, destination)
             return destination
         print(f"  {url} failed ({error})")
         failures.append(f"  - {url}: {error}")
-    raise DownloadError(f"could not download {destination.name} from any of its "
-                        f"{len(mirrors)} mirror(s):\n" + "\n".join(failures) + "\n"
-                        f"Download it by hand from one of them and save it as {destination}.")
+    raise DownloadError(
+        f"could not download {destination.name} from any of its "
+        f"{len(mirrors)} mirror(s):\n" + "\n".join(failures) + "\n"
+        f"Download it by hand from one of them and save it as {destination}."
+    )
 
 
 def extract_archive(archive: str | Path, destination: str | Path) -> Path:
@@ -138,16 +164,25 @@ def extract_archive(archive: str | Path, destination: str | Path) -> Path:
     archive, destination = Path(archive), Path(destination)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zipped:
-            _refuse_unsafe(archive, [(info.filename, _zip_kind(info), None)
-                                     for info in zipped.infolist()])
+            _refuse_unsafe(
+                archive, [(info.filename, _zip_kind(info), None) for info in zipped.infolist()]
+            )
             _extract_into(destination, zipped.extractall)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tarred:
-            _refuse_unsafe(archive, [(member.name, _tar_kind(member), member.linkname or None)
-                                     for member in tarred.getmembers()])
+            _refuse_unsafe(
+                archive,
+                [
+                    (member.name, _tar_kind(member), member.linkname or None)
+                    for member in tarred.getmembers()
+                ],
+            )
             # tarfile's "data" filter (Python >= 3.11.4) checks once more, on the real paths
-            extract = ((lambda folder: tarred.extractall(folder, filter="data"))
-                       if hasattr(tarfile, "data_filter") else tarred.extractall)
+            extract = (
+                (lambda folder: tarred.extractall(folder, filter="data"))
+                if hasattr(tarfile, "data_filter")
+                else tarred.extractall
+            )
             _extract_into(destination, extract)
     else:
         raise ValueError(f"{archive}: not a zip or tar archive")
@@ -184,16 +219,30 @@ def _fetch(url: str, partial: Path, size: int | None, timeout: float) -> None:
         if getattr(response, "status", None) != 206:  # 200 (Range ignored) or file://
             offset = 0
         elif not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
-            raise ValueError(f"asked for bytes {offset}- but got {response.headers['Content-Range']}")
+            raise ValueError(
+                f"asked for bytes {offset}- but got {response.headers['Content-Range']}"
+            )
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else size
         if size is not None and total != size:
             raise ValueError(f"the server offers {total} bytes, expected {size}")
-        print(f"Resuming {name} at {_human_size(offset)} of {_human_size(total)} from {url}"
-              if offset else f"Downloading {name} ({_human_size(total)}) from {url}")
-        with open(partial, "ab" if offset else "wb") as out, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, leave=False,
-                     desc=name, disable=not interactive()) as bar:  # quiet in CI logs
+        print(
+            f"Resuming {name} at {_human_size(offset)} of {_human_size(total)} from {url}"
+            if offset
+            else f"Downloading {name} ({_human_size(total)}) from {url}"
+        )
+        with (
+            open(partial, "ab" if offset else "wb") as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                leave=False,
+                desc=name,
+                disable=not interactive(),
+            ) as bar,
+        ):  # quiet in CI logs
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -207,8 +256,9 @@ def _refuse_unsafe(archive: Path, members: list[tuple[str, str, str | None]]) ->
     for name, kind, target in members:
         problem = _why_unsafe(name, kind, target)
         if problem:
-            raise ValueError(f"{archive}: refusing to extract {name!r} ({problem}); "
-                             "nothing was extracted")
+            raise ValueError(
+                f"{archive}: refusing to extract {name!r} ({problem}); nothing was extracted"
+            )
 
 
 def _why_unsafe(name: str, kind: str, target: str | None) -> str | None:
@@ -261,17 +311,20 @@ def _extract_into(destination: Path, extract: Callable[[str], object]) -> None:
             os.replace(entry, target)
 
 
-def _check_download_arguments(mirrors: Sequence[str],
-                              checksum: str | None) -> tuple[str | None, str | None]:
+def _check_download_arguments(
+    mirrors: Sequence[str], checksum: str | None
+) -> tuple[str | None, str | None]:
     """(algorithm, hex digest) of `checksum`, (None, None) without one; TypeError/ValueError."""
     if isinstance(mirrors, str) or not mirrors or not all(isinstance(u, str) for u in mirrors):
-        raise TypeError(f"mirrors must be a non-empty list of URLs (wrap one URL as [url]), "
-                        f"got {mirrors!r}")
+        raise TypeError(
+            f"mirrors must be a non-empty list of URLs (wrap one URL as [url]), got {mirrors!r}"
+        )
     if checksum is None:
         return None, None
     if not _CHECKSUM.fullmatch(checksum.lower()):
-        raise ValueError("checksum must be 'md5:<32 hex digits>' or 'sha256:<64 hex digits>', "
-                         f"got {checksum!r}")
+        raise ValueError(
+            f"checksum must be 'md5:<32 hex digits>' or 'sha256:<64 hex digits>', got {checksum!r}"
+        )
     algorithm, digest = checksum.lower().split(":")
     return algorithm, digest
 

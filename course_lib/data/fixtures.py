@@ -32,18 +32,46 @@ from PIL import Image, ImageDraw
 
 from course_lib.atomic import write_bytes_atomic
 
-__all__ = ["voc_palette", "write_voc", "write_pets", "write_kvasir", "write_coco_samples",
-           "write_rehearsal_data"]
+__all__ = [
+    "voc_palette",
+    "write_voc",
+    "write_pets",
+    "write_kvasir",
+    "write_coco_samples",
+    "write_rehearsal_data",
+]
 
 _PET_BREEDS = (("Abyssinian", 1, 1), ("beagle", 2, 2), ("Bengal", 6, 1), ("pug", 28, 2))
-_KVASIR_IDS = ("cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0qx73cjw570799j4n5cjze",
-               "cju0roawvklrq0799vmjorwfv", "cju0rx1idathl0835detmsp84", "cju0s2a9ekvms080138tjjpxr",
-               "cju0s690hkp960855tjuaqvv0", "cju0sr5ghl0nd08789uzf1raf", "cju0sxqiclckk08551ycbwhno",
-               "cju0t4oil7vzk099370nun5h9", "cju0tl3uz8blh0993wxvn7ly3", "cju0u2g7pmnux0801vkk47ivj",
-               "cju0u82z3cuma0835wlxrnrjv", "cju0ue769mxii08019zqgdbxn", "cju0vtox5ain6099360pu62rp",
-               "cju0w68hdcabh0818aqe9vtdv")
-_VOC_NAMES = ("2007_000032", "2007_000039", "2007_000063", "2007_000129", "2007_000170",
-              "2007_000323", "2007_000332", "2007_000346", "2007_000452", "2007_000464")
+_KVASIR_IDS = (
+    "cju0qkwl35piu0993l0dewei2",
+    "cju0qoxqj9q6s0835b43399p4",
+    "cju0qx73cjw570799j4n5cjze",
+    "cju0roawvklrq0799vmjorwfv",
+    "cju0rx1idathl0835detmsp84",
+    "cju0s2a9ekvms080138tjjpxr",
+    "cju0s690hkp960855tjuaqvv0",
+    "cju0sr5ghl0nd08789uzf1raf",
+    "cju0sxqiclckk08551ycbwhno",
+    "cju0t4oil7vzk099370nun5h9",
+    "cju0tl3uz8blh0993wxvn7ly3",
+    "cju0u2g7pmnux0801vkk47ivj",
+    "cju0u82z3cuma0835wlxrnrjv",
+    "cju0ue769mxii08019zqgdbxn",
+    "cju0vtox5ain6099360pu62rp",
+    "cju0w68hdcabh0818aqe9vtdv",
+)
+_VOC_NAMES = (
+    "2007_000032",
+    "2007_000039",
+    "2007_000063",
+    "2007_000129",
+    "2007_000170",
+    "2007_000323",
+    "2007_000332",
+    "2007_000346",
+    "2007_000452",
+    "2007_000464",
+)
 COCO_SAMPLES = {"000000039769.jpg": (480, 640), "000000397133.jpg": (427, 640)}
 
 
@@ -96,12 +124,14 @@ def write_voc(root: str | Path, *, num_train: int = 6, num_val: int = 4, seed: i
     base = Path(root) / "VOCdevkit" / "VOC2012"
     rng = np.random.default_rng(seed)
     palette = voc_palette()
-    names = list(_VOC_NAMES[:num_train + num_val])
+    names = list(_VOC_NAMES[: num_train + num_val])
     for name in names:
         height, width = (375, 500) if rng.random() < 0.7 else (500, 375)
         shapes = _shapes(rng, height, width, rng.integers(1, 21, rng.integers(1, 4)))
-        write_bytes_atomic(base / "JPEGImages" / f"{name}.jpg",
-                           _encoded(_photo(rng, height, width, shapes), "JPEG"))
+        write_bytes_atomic(
+            base / "JPEGImages" / f"{name}.jpg",
+            _encoded(_photo(rng, height, width, shapes), "JPEG"),
+        )
         mask = Image.new("P", (width, height), 0)
         draw = ImageDraw.Draw(mask)
         for label, box in shapes:
@@ -110,8 +140,10 @@ def write_voc(root: str | Path, *, num_train: int = 6, num_val: int = 4, seed: i
         write_bytes_atomic(base / "SegmentationClass" / f"{name}.png", _encoded(mask, "PNG"))
     splits = {"train": names[:num_train], "val": names[num_train:], "trainval": names}
     for split, members in splits.items():
-        write_bytes_atomic(base / "ImageSets" / "Segmentation" / f"{split}.txt",
-                           "".join(f"{n}\n" for n in members).encode())
+        write_bytes_atomic(
+            base / "ImageSets" / "Segmentation" / f"{split}.txt",
+            "".join(f"{n}\n" for n in members).encode(),
+        )
     return Path(root)
 
 
@@ -125,19 +157,23 @@ def write_pets(root: str | Path, *, per_breed: int = 3, seed: int = 0) -> Path:
             name = f"{breed}_{number}"
             height, width = int(rng.integers(300, 500)), int(rng.integers(300, 500))
             shapes = _shapes(rng, height, width, [class_id])
-            write_bytes_atomic(base / "images" / f"{name}.jpg",
-                               _encoded(_photo(rng, height, width, shapes), "JPEG"))
+            write_bytes_atomic(
+                base / "images" / f"{name}.jpg",
+                _encoded(_photo(rng, height, width, shapes), "JPEG"),
+            )
             trimap = Image.new("L", (width, height), 2)  # 2 background
             draw = ImageDraw.Draw(trimap)
             draw.ellipse(shapes[0][1], fill=1, outline=3, width=4)  # 1 pet, 3 the border band
-            write_bytes_atomic(base / "annotations" / "trimaps" / f"{name}.png",
-                               _encoded(trimap, "PNG"))
+            write_bytes_atomic(
+                base / "annotations" / "trimaps" / f"{name}.png", _encoded(trimap, "PNG")
+            )
             lines.append(f"{name} {class_id} {species} {number}")
     test = lines[::3]
     trainval = [line for line in lines if line not in test]
     for split, members in (("trainval", trainval), ("test", test)):
-        write_bytes_atomic(base / "annotations" / f"{split}.txt",
-                           "".join(f"{line}\n" for line in members).encode())
+        write_bytes_atomic(
+            base / "annotations" / f"{split}.txt", "".join(f"{line}\n" for line in members).encode()
+        )
     return Path(root)
 
 
@@ -151,14 +187,18 @@ def write_kvasir(root: str | Path, *, num_images: int = 16, seed: int = 0) -> Pa
     for name in _KVASIR_IDS[:num_images]:
         height, width = int(rng.integers(332, 1072)), int(rng.integers(487, 1350))
         shapes = _shapes(rng, height, width, [1])
-        write_bytes_atomic(base / "images" / f"{name}.jpg",
-                           _encoded(_photo(rng, height, width, shapes), "JPEG"))
+        write_bytes_atomic(
+            base / "images" / f"{name}.jpg", _encoded(_photo(rng, height, width, shapes), "JPEG")
+        )
         mask = Image.new("L", (width, height), 0)
         ImageDraw.Draw(mask).ellipse(shapes[0][1], fill=255)
         write_bytes_atomic(base / "masks" / f"{name}.jpg", _encoded(mask, "JPEG"))
         left, top, right, bottom = shapes[0][1]
-        boxes[name] = {"height": height, "width": width, "bbox": [
-            {"label": "polyp", "xmin": left, "ymin": top, "xmax": right, "ymax": bottom}]}
+        boxes[name] = {
+            "height": height,
+            "width": width,
+            "bbox": [{"label": "polyp", "xmin": left, "ymin": top, "xmax": right, "ymax": bottom}],
+        }
     write_bytes_atomic(base / "kavsir_bboxes.json", json.dumps(boxes).encode())
     return Path(root)
 
@@ -168,8 +208,9 @@ def write_coco_samples(root: str | Path, *, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for name, (height, width) in COCO_SAMPLES.items():
         shapes = _shapes(rng, height, width, rng.integers(1, 20, 3))
-        write_bytes_atomic(Path(root) / "coco_samples" / name,
-                           _encoded(_photo(rng, height, width, shapes), "JPEG"))
+        write_bytes_atomic(
+            Path(root) / "coco_samples" / name, _encoded(_photo(rng, height, width, shapes), "JPEG")
+        )
     return Path(root)
 
 

@@ -56,7 +56,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["SegmentationFolder", "IMAGE_EXTENSIONS", "MASK_FORMATS", "MAX_AUTO_CLASS_ID", "image_array"]
+__all__ = [
+    "SegmentationFolder",
+    "IMAGE_EXTENSIONS",
+    "MASK_FORMATS",
+    "MAX_AUTO_CLASS_ID",
+    "image_array",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_FORMATS = ("auto", "index", "palette", "rgb", "binary")
@@ -74,15 +80,18 @@ def image_array(pil: Image.Image, image_mode: str, path) -> np.ndarray:
     clip every value above 255 to white instead of rescaling it.
     """
     if pil.mode == "F":
-        raise ValueError(f"{path}: floating-point image (PIL mode 'F'); save it as an 8- or "
-                         "16-bit image")
+        raise ValueError(
+            f"{path}: floating-point image (PIL mode 'F'); save it as an 8- or 16-bit image"
+        )
     if pil.mode not in _SIXTEEN_BIT_MODES:
         array = np.asarray(pil.convert(image_mode), dtype=np.float32) / 255.0
         return array[:, :, None] if array.ndim == 2 else array
     gray = np.asarray(pil, dtype=np.float32)  # (H, W)
     if gray.size and (gray.min() < 0 or gray.max() > 65535):
-        raise ValueError(f"{path}: 32-bit integer image with values {gray.min():.0f}.."
-                         f"{gray.max():.0f}, outside 16 bits (0..65535); rescale it to 8 or 16 bits")
+        raise ValueError(
+            f"{path}: 32-bit integer image with values {gray.min():.0f}.."
+            f"{gray.max():.0f}, outside 16 bits (0..65535); rescale it to 8 or 16 bits"
+        )
     gray = gray[:, :, None] / 65535.0  # (H, W, 1)
     return gray if image_mode == "L" else np.repeat(gray, 3, axis=2)
 
@@ -117,12 +126,14 @@ class SegmentationFolder(Dataset):
         if not _is_count(ignore_index, minimum=0):
             raise ValueError(f"ignore_index must be a non-negative int, got {ignore_index!r}")
         if transform is not None and not callable(transform):
-            raise TypeError("transform must be callable as transform(image=..., mask=...), "
-                            f"got {transform!r}")
+            raise TypeError(
+                f"transform must be callable as transform(image=..., mask=...), got {transform!r}"
+            )
         self.color_to_class = _check_color_table(color_to_class, mask_format)
         self.value_to_class = _check_value_table(value_to_class, mask_format)
-        self.mask_threshold = _check_threshold(mask_threshold, mask_format, num_classes,
-                                               value_to_class, color_to_class)
+        self.mask_threshold = _check_threshold(
+            mask_threshold, mask_format, num_classes, value_to_class, color_to_class
+        )
         if self.mask_threshold is not None:
             mask_format, num_classes = "binary", 2
         self.transform = transform
@@ -130,17 +141,23 @@ class SegmentationFolder(Dataset):
         self.image_mode = image_mode
         self.mask_suffix = mask_suffix
         if not check_files and (mask_format == "auto" or num_classes is None):
-            raise ValueError("check_files=False reads no mask on construction, so give mask_format "
-                             f"and num_classes explicitly (got mask_format={mask_format!r}, "
-                             f"num_classes={num_classes!r})")
+            raise ValueError(
+                "check_files=False reads no mask on construction, so give mask_format "
+                f"and num_classes explicitly (got mask_format={mask_format!r}, "
+                f"num_classes={num_classes!r})"
+            )
         self.check_files = check_files
         self._requested_format = mask_format
         self._requested_classes = num_classes
         self.samples, self.problems, self.mask_format, self.num_classes = self._scan()
         if self.problems and strict:
             more = len(self.problems) - 1
-            tail = (f"\n(and {more} more; SegmentationFolder(..., strict=False).problems "
-                    "lists them all)" if more else "")
+            tail = (
+                f"\n(and {more} more; SegmentationFolder(..., strict=False).problems "
+                "lists them all)"
+                if more
+                else ""
+            )
             raise ValueError(f"{self.problems[0]}{tail}")
 
     @property
@@ -153,10 +170,14 @@ class SegmentationFolder(Dataset):
         a `torch.save` checkpoint; value_to_class keys are ints and color_to_class keys
         (r, g, b) tuples, so for JSON convert those keys yourself (JSON keys are strings).
         """
-        return {"mask_format": self.mask_format, "mask_threshold": self.mask_threshold,
-                "value_to_class": _copy(self.value_to_class),
-                "color_to_class": _copy(self.color_to_class),
-                "num_classes": self.num_classes, "ignore_index": self.ignore_index}
+        return {
+            "mask_format": self.mask_format,
+            "mask_threshold": self.mask_threshold,
+            "value_to_class": _copy(self.value_to_class),
+            "color_to_class": _copy(self.color_to_class),
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+        }
 
     def describe_mapping(self) -> str:
         """One line saying how stored mask values become class ids, e.g. for a training log."""
@@ -191,16 +212,20 @@ class SegmentationFolder(Dataset):
         invalid = (mask >= self.num_classes) & (mask != self.ignore_index)
         if invalid.any():
             bad = sorted(set(mask[invalid].tolist()))[:8]
-            raise ValueError(f"{mask_path}: mask labels {bad} outside [0, {self.num_classes}) and "
-                             f"not ignore_index={self.ignore_index}")
+            raise ValueError(
+                f"{mask_path}: mask labels {bad} outside [0, {self.num_classes}) and "
+                f"not ignore_index={self.ignore_index}"
+            )
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             return out["image"], out["mask"]
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask)
 
     def __repr__(self) -> str:
-        return (f"SegmentationFolder({len(self)} pairs, mask_format={self.mask_format!r}, "
-                f"num_classes={self.num_classes}, image_dir={str(self.image_dir)!r})")
+        return (
+            f"SegmentationFolder({len(self)} pairs, mask_format={self.mask_format!r}, "
+            f"num_classes={self.num_classes}, image_dir={str(self.image_dir)!r})"
+        )
 
     # -- scanning ---------------------------------------------------------------------------------
 
@@ -210,8 +235,10 @@ class SegmentationFolder(Dataset):
         masks = _by_stem(self.mask_dir, (".png",), self.mask_suffix, problems)
         for path in sorted(self.mask_dir.iterdir()):
             if path.suffix.lower() in IMAGE_EXTENSIONS and path.suffix.lower() != ".png":
-                problems.append(f"{path}: masks must be PNG files (lossless); convert it, "
-                                "thresholding binary masks at 128 if it was saved as JPEG")
+                problems.append(
+                    f"{path}: masks must be PNG files (lossless); convert it, "
+                    "thresholding binary masks at 128 if it was saved as JPEG"
+                )
         for stem in sorted(images.keys() - masks.keys()):
             expected = f"{stem}{self.mask_suffix}.png"
             problems.append(f"{images[stem]}: image has no mask {expected} in {self.mask_dir}")
@@ -242,9 +269,11 @@ class SegmentationFolder(Dataset):
         for stem, labels in labels_by_stem.items():
             bad = sorted(v for v in labels if v >= num_classes and v != self.ignore_index)
             if bad:
-                problems.append(f"{masks[stem]}: mask labels {bad[:8]} outside [0, {num_classes}) "
-                                f"and not ignore_index={self.ignore_index}; fix num_classes, "
-                                "value_to_class or ignore_index")
+                problems.append(
+                    f"{masks[stem]}: mask labels {bad[:8]} outside [0, {num_classes}) "
+                    f"and not ignore_index={self.ignore_index}; fix num_classes, "
+                    "value_to_class or ignore_index"
+                )
             else:
                 good.append((images[stem], masks[stem]))
         if not good and not problems:
@@ -259,10 +288,12 @@ class SegmentationFolder(Dataset):
             return []
         stored = set().union(*(summaries[stem][1] for stem in labels_by_stem))
         side = "above" if labels == {0} else "at or below"
-        return [f"{self.mask_dir}: mask_threshold={self.mask_threshold} is {side} every stored "
-                f"mask value ({_few(stored)} in {len(labels_by_stem)} masks), so every pixel "
-                f"would be class {labels.pop()}; choose a threshold between the background and "
-                "the foreground values"]
+        return [
+            f"{self.mask_dir}: mask_threshold={self.mask_threshold} is {side} every stored "
+            f"mask value ({_few(stored)} in {len(labels_by_stem)} masks), so every pixel "
+            f"would be class {labels.pop()}; choose a threshold between the background and "
+            "the foreground values"
+        ]
 
     def _summarise_pair(self, image_path: Path, mask_path: Path, problems: list[str]):
         """(mask mode, unique values or colours) of a readable, size-matched pair, else None."""
@@ -282,9 +313,11 @@ class SegmentationFolder(Dataset):
             problems.append(f"{mask_path}: unreadable or truncated mask ({error})")
             return None
         if mask_size != image_size:
-            problems.append(f"{mask_path}: mask size {mask_size[0]}x{mask_size[1]} differs from "
-                            f"image {image_path.name} size {image_size[0]}x{image_size[1]} "
-                            "(width x height)")
+            problems.append(
+                f"{mask_path}: mask size {mask_size[0]}x{mask_size[1]} differs from "
+                f"image {image_path.name} size {image_size[0]}x{image_size[1]} "
+                "(width x height)"
+            )
             return None
         if mode in ("RGB", "RGBA"):
             rgb = array[:, :, :3]
@@ -328,26 +361,36 @@ class SegmentationFolder(Dataset):
             colours = values if mode == "rgb" else {(v, v, v) for v in values}
             unknown = sorted(c for c in colours if c not in self.color_to_class)
             if unknown:
-                return set(), (f"{mask_path}: colours {unknown[:5]} are not in color_to_class; "
-                               "add them to the table (map them to "
-                               f"ignore_index={self.ignore_index} to skip them)")
+                return set(), (
+                    f"{mask_path}: colours {unknown[:5]} are not in color_to_class; "
+                    "add them to the table (map them to "
+                    f"ignore_index={self.ignore_index} to skip them)"
+                )
             return {self.color_to_class[c] for c in colours}, None
         if self.mask_threshold is not None:
             if mode != "gray":
-                return set(), (f"{mask_path}: mask_threshold binarises grayscale masks, got a "
-                               f"{mode!r} mask; drop mask_threshold or save the mask as grayscale")
+                return set(), (
+                    f"{mask_path}: mask_threshold binarises grayscale masks, got a "
+                    f"{mode!r} mask; drop mask_threshold or save the mask as grayscale"
+                )
             return {int(v >= self.mask_threshold) for v in values}, None
         if mode == "rgb":
-            return set(), (f"{mask_path}: is a colour mask; pass color_to_class="
-                           "{(r, g, b): class_id, ...} or save it as an index or palette PNG")
+            return set(), (
+                f"{mask_path}: is a colour mask; pass color_to_class="
+                "{(r, g, b): class_id, ...} or save it as an index or palette PNG"
+            )
         if mask_format == "palette" and mode != "palette":
-            return set(), (f"{mask_path}: mask_format='palette' needs a palette PNG (mode 'P'), "
-                           "got a grayscale PNG")
+            return set(), (
+                f"{mask_path}: mask_format='palette' needs a palette PNG (mode 'P'), "
+                "got a grayscale PNG"
+            )
         if mask_format == "binary":
             if not values <= {0, 1, 255} or {1, 255} <= values:
-                return set(), (f"{mask_path}: binary mask has values {_few(values)} "
-                               f"({len(values)} distinct), expected 0/255 or 0/1; "
-                               f"{_stray_values_advice(mask_path)}")
+                return set(), (
+                    f"{mask_path}: binary mask has values {_few(values)} "
+                    f"({len(values)} distinct), expected 0/255 or 0/1; "
+                    f"{_stray_values_advice(mask_path)}"
+                )
             return {1 if v else 0 for v in values}, None
         if self.value_to_class is not None:
             known = set(self.value_to_class) | {self.ignore_index}
@@ -357,9 +400,11 @@ class SegmentationFolder(Dataset):
             return {self.value_to_class.get(v, v) for v in values}, None
         stray = self._stray_values(values)
         if stray and mode == "gray" and self._requested_classes is None:
-            return set(), (f"{mask_path}: mask values {_few(stray)} are not class ids below "
-                           f"MAX_AUTO_CLASS_ID={MAX_AUTO_CLASS_ID} ({len(values)} distinct values "
-                           f"in the mask); {_stray_values_advice(mask_path)}")
+            return set(), (
+                f"{mask_path}: mask values {_few(stray)} are not class ids below "
+                f"MAX_AUTO_CLASS_ID={MAX_AUTO_CLASS_ID} ({len(values)} distinct values "
+                f"in the mask); {_stray_values_advice(mask_path)}"
+            )
         return set(values), None
 
     def _resolve_num_classes(self, mask_format: str, labels: set[int]) -> int:
@@ -379,8 +424,11 @@ class SegmentationFolder(Dataset):
         if mode in ("RGB", "RGBA"):
             rgb = array[:, :, :3].astype(np.int64)  # (H, W, 3)
             if self.mask_format == "rgb":
-                return _lookup(rgb[:, :, 0] * 65536 + rgb[:, :, 1] * 256 + rgb[:, :, 2],
-                               self._colour_keys(), mask_path)
+                return _lookup(
+                    rgb[:, :, 0] * 65536 + rgb[:, :, 1] * 256 + rgb[:, :, 2],
+                    self._colour_keys(),
+                    mask_path,
+                )
             values = rgb[:, :, 0]  # a gray mask saved as RGB: the three channels agree
         elif mode == "LA":
             values = array[:, :, 0].astype(np.int64)
@@ -410,8 +458,10 @@ def _lookup(keys: np.ndarray, table: dict[int, int], path: Path) -> np.ndarray:
     target = np.array([table[k] for k in source.tolist()], dtype=np.int64)
     position = np.clip(np.searchsorted(source, keys), 0, len(source) - 1)
     if not (source[position] == keys).all():
-        raise ValueError(f"{path}: mask holds values missing from the class table "
-                         "(file changed since the dataset was built?)")
+        raise ValueError(
+            f"{path}: mask holds values missing from the class table "
+            "(file changed since the dataset was built?)"
+        )
     return target[position]
 
 
@@ -421,10 +471,16 @@ def _stray_values_advice(mask_path: Path) -> str:
         array = np.asarray(pil)
     gray = array[:, :, 0] if array.ndim == 3 else array  # (H, W): LA, or gray saved as RGB
     share = float(np.isin(gray, (0, 255)).mean())
-    looks_binary = (f"{share:.1%} of its pixels are 0 or 255, so it looks like an anti-aliased "
-                    "or JPEG-saved binary mask; " if share > 0.5 else "")
-    return (f"{looks_binary}pass mask_threshold=128 (--mask-threshold 128 on the command line) to "
-            "binarise the masks, or num_classes / value_to_class if the values are class ids")
+    looks_binary = (
+        f"{share:.1%} of its pixels are 0 or 255, so it looks like an anti-aliased "
+        "or JPEG-saved binary mask; "
+        if share > 0.5
+        else ""
+    )
+    return (
+        f"{looks_binary}pass mask_threshold=128 (--mask-threshold 128 on the command line) to "
+        "binarise the masks, or num_classes / value_to_class if the values are class ids"
+    )
 
 
 def _few(values, shown: int = 8) -> str:
@@ -449,8 +505,9 @@ def _existing_dir(path, name: str) -> Path:
     return folder
 
 
-def _by_stem(folder: Path, extensions: tuple[str, ...], suffix: str,
-             problems: list[str]) -> dict[str, Path]:
+def _by_stem(
+    folder: Path, extensions: tuple[str, ...], suffix: str, problems: list[str]
+) -> dict[str, Path]:
     """{stem without suffix: path} of the files of `folder` with one of `extensions`."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -463,8 +520,9 @@ def _by_stem(folder: Path, extensions: tuple[str, ...], suffix: str,
                 continue
             stem = stem[: -len(suffix)]
         if stem in found:
-            problems.append(f"{path}: two files share the stem {stem!r} "
-                            f"({found[stem].name} and {path.name})")
+            problems.append(
+                f"{path}: two files share the stem {stem!r} ({found[stem].name} and {path.name})"
+            )
             continue
         found[stem] = path
     return found
@@ -476,20 +534,27 @@ def _check_color_table(table, mask_format: str):
             raise ValueError("mask_format='rgb' needs color_to_class={(r, g, b): class_id, ...}")
         return None
     if mask_format not in ("auto", "rgb"):
-        raise ValueError("color_to_class only applies to mask_format 'rgb' or 'auto', "
-                         f"got {mask_format!r}")
+        raise ValueError(
+            f"color_to_class only applies to mask_format 'rgb' or 'auto', got {mask_format!r}"
+        )
     if not isinstance(table, Mapping) or not table:
-        raise TypeError("color_to_class must be a non-empty dict {(r, g, b): class_id}, "
-                        f"got {table!r}")
+        raise TypeError(
+            f"color_to_class must be a non-empty dict {{(r, g, b): class_id}}, got {table!r}"
+        )
     checked = {}
     for colour, label in table.items():
-        if (not isinstance(colour, tuple) or len(colour) != 3
-                or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in colour)):
-            raise ValueError("color_to_class keys must be (r, g, b) tuples of ints in [0, 255], "
-                             f"got {colour!r}")
+        if (
+            not isinstance(colour, tuple)
+            or len(colour) != 3
+            or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in colour)
+        ):
+            raise ValueError(
+                f"color_to_class keys must be (r, g, b) tuples of ints in [0, 255], got {colour!r}"
+            )
         if not _is_count(label, minimum=0):
-            raise ValueError(f"color_to_class[{colour}] must be a non-negative class id, "
-                             f"got {label!r}")
+            raise ValueError(
+                f"color_to_class[{colour}] must be a non-negative class id, got {label!r}"
+            )
         checked[tuple(int(c) for c in colour)] = int(label)
     return checked
 
@@ -498,16 +563,21 @@ def _check_value_table(table, mask_format: str):
     if table is None:
         return None
     if mask_format not in ("auto", "index", "palette"):
-        raise ValueError("value_to_class applies to mask_format 'index', 'palette' or 'auto', "
-                         f"got {mask_format!r}")
+        raise ValueError(
+            "value_to_class applies to mask_format 'index', 'palette' or 'auto', "
+            f"got {mask_format!r}"
+        )
     if not isinstance(table, Mapping) or not table:
-        raise TypeError("value_to_class must be a non-empty dict {stored_value: class_id}, "
-                        f"got {table!r}")
+        raise TypeError(
+            f"value_to_class must be a non-empty dict {{stored_value: class_id}}, got {table!r}"
+        )
     checked = {}
     for value, label in table.items():
         if not (_is_count(value, minimum=0) and _is_count(label, minimum=0)):
-            raise ValueError("value_to_class keys and values must be non-negative ints, "
-                             f"got {value!r}: {label!r}")
+            raise ValueError(
+                "value_to_class keys and values must be non-negative ints, "
+                f"got {value!r}: {label!r}"
+            )
         checked[int(value)] = int(label)
     return checked
 
@@ -517,16 +587,22 @@ def _check_threshold(threshold, mask_format: str, num_classes, value_to_class, c
     if threshold is None:
         return None
     if not _is_count(threshold, minimum=1):
-        raise ValueError("mask_threshold must be a positive int (class 1 where the stored value "
-                         f">= it; 128 for 8-bit masks), got {threshold!r}")
+        raise ValueError(
+            "mask_threshold must be a positive int (class 1 where the stored value "
+            f">= it; 128 for 8-bit masks), got {threshold!r}"
+        )
     if mask_format not in ("auto", "binary"):
-        raise ValueError("mask_threshold makes binary masks; use it with mask_format 'auto' or "
-                         f"'binary', got {mask_format!r}")
+        raise ValueError(
+            "mask_threshold makes binary masks; use it with mask_format 'auto' or "
+            f"'binary', got {mask_format!r}"
+        )
     if num_classes not in (None, 2):
         raise ValueError(f"mask_threshold gives 2 classes (0 and 1), got num_classes={num_classes}")
     if value_to_class is not None or color_to_class is not None:
-        raise ValueError("mask_threshold, value_to_class and color_to_class are three ways to map "
-                         "mask values; give one")
+        raise ValueError(
+            "mask_threshold, value_to_class and color_to_class are three ways to map "
+            "mask values; give one"
+        )
     return int(threshold)
 
 

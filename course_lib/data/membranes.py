@@ -51,12 +51,17 @@ _FILE_NAME = re.compile(r"slice_\d+\.png")  # what write_membrane_folder writes 
 def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         size = (size, size)
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)):
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)
+    ):
         raise ValueError(f"size must be an int or a (height, width) pair of ints, got {size!r}")
     if min(size) < _MIN_SIZE:
-        raise ValueError(f"size must be at least {_MIN_SIZE} pixels per side (a cell is about "
-                         f"40 pixels across), got {size!r}")
+        raise ValueError(
+            f"size must be at least {_MIN_SIZE} pixels per side (a cell is about "
+            f"40 pixels across), got {size!r}"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -94,15 +99,17 @@ def _seed_points(rng: np.random.Generator, height: int, width: int, spacing: flo
     return (grid + rng.uniform(-0.3, 0.3, grid.shape)) * spacing
 
 
-def _dark_blobs(rng: np.random.Generator, shape: tuple[int, int], scale: float,
-                coverage: float) -> np.ndarray:
+def _dark_blobs(
+    rng: np.random.Generator, shape: tuple[int, int], scale: float, coverage: float
+) -> np.ndarray:
     """Blobs about `scale` pixels across covering roughly `coverage` of the image. (H, W) bool."""
     noise = _smooth_noise(rng, shape, scale)
     return noise > np.quantile(noise, 1.0 - coverage)
 
 
-def membrane_sample(size: int | tuple[int, int] = 512, *,
-                    rng: np.random.Generator | int) -> tuple[np.ndarray, np.ndarray]:
+def membrane_sample(
+    size: int | tuple[int, int] = 512, *, rng: np.random.Generator | int
+) -> tuple[np.ndarray, np.ndarray]:
     """One EM-like slice and its membrane mask: image (H, W) uint8, mask (H, W) uint8 in {0, 255}.
 
     `rng` is a numpy Generator (drawn from, so consecutive calls differ) or a seed (the same seed
@@ -133,8 +140,9 @@ def membrane_sample(size: int | tuple[int, int] = 512, *,
 
     # Intensities in [0, 1]: cytoplasm, then dark organelles and membranes on top of it.
     tone = rng.normal(0.0, 0.05, len(seeds)).astype(np.float32)[cell]  # each cell its own tone
-    image = (0.64 + tone + 0.05 * _smooth_noise(rng, shape, 12.0)
-             + 0.04 * _smooth_noise(rng, shape, 2.5))  # (H, W) grainy cytoplasm
+    image = (
+        0.64 + tone + 0.05 * _smooth_noise(rng, shape, 12.0) + 0.04 * _smooth_noise(rng, shape, 2.5)
+    )  # (H, W) grainy cytoplasm
     inside = gap > line_width + 5  # organelles keep off the membranes, so the mask stays exact
     mitochondria = _dark_blobs(rng, shape, rng.uniform(6.0, 9.0), 0.05) & inside
     vesicles = _dark_blobs(rng, shape, 2.0, 0.02) & inside
@@ -157,9 +165,15 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_membrane_folder(root: str | os.PathLike, *, num_train: int = 24, num_test: int = 6,
-                          size: int | tuple[int, int] = 512, seed: int = 0,
-                          overwrite: bool = False) -> dict[str, Path]:
+def write_membrane_folder(
+    root: str | os.PathLike,
+    *,
+    num_train: int = 24,
+    num_test: int = 6,
+    size: int | tuple[int, int] = 512,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write a train/test folder of membrane slices; returns the paths of its four subfolders.
 
     Layout: `root/{train,test}/{images,masks}/slice_NNN.png`, an image and its mask sharing the
@@ -181,8 +195,10 @@ def write_membrane_folder(root: str | os.PathLike, *, num_train: int = 24, num_t
         raise FileExistsError(f"{root} exists and is not a folder; choose another root")
     existing = [path for path in root.rglob("*") if path.is_file()] if root.exists() else []
     if existing and not overwrite:
-        raise FileExistsError(f"{root} already holds {len(existing)} files (e.g. {existing[0]}); "
-                              f"choose an empty folder or pass overwrite=True to replace them")
+        raise FileExistsError(
+            f"{root} already holds {len(existing)} files (e.g. {existing[0]}); "
+            f"choose an empty folder or pass overwrite=True to replace them"
+        )
 
     indices = {"train": range(num_train), "test": range(num_train, num_train + num_test)}
     for split, split_indices in indices.items():

@@ -67,9 +67,27 @@ __all__ = [
 ]
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -86,17 +104,27 @@ class OxfordPetSegmentation(Dataset):
     # official page's links (torchvision's URLs, which now redirect) to thor.robots.ox.ac.uk; both
     # thor paths appear in public code; none could be tried from here (no internet).
     FILES = tuple(
-        RemoteFile(name, (f"https://thor.robots.ox.ac.uk/datasets/pets/{name}",
-                          f"https://thor.robots.ox.ac.uk/pets/{name}",
-                          f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}"),
-                   checksum, size)
+        RemoteFile(
+            name,
+            (
+                f"https://thor.robots.ox.ac.uk/datasets/pets/{name}",
+                f"https://thor.robots.ox.ac.uk/pets/{name}",
+                f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{name}",
+            ),
+            checksum,
+            size,
+        )
         for name, checksum, size in (
             ("images.tar.gz", "md5:5c4f3ee8e5d25df40f4fd59a7f44e54c", 791_918_971),
             ("annotations.tar.gz", "md5:95a8c909bbe2e81eed6a22bccdf3f68f", 19_173_078),
         )
     )
-    LAYOUT = ("images/*.jpg", "annotations/trimaps/*.png", "annotations/trainval.txt",
-              "annotations/test.txt")
+    LAYOUT = (
+        "images/*.jpg",
+        "annotations/trimaps/*.png",
+        "annotations/trainval.txt",
+        "annotations/test.txt",
+    )
 
     def __init__(
         self,
@@ -112,11 +140,13 @@ class OxfordPetSegmentation(Dataset):
         if split not in ("trainval", "test"):
             raise ValueError(f"split must be 'trainval' or 'test', got {split!r}")
         if boundary not in ("class", "ignore"):
-            raise ValueError("boundary must be 'class' (3 classes) or 'ignore' (2 classes), "
-                             f"got {boundary!r}")
+            raise ValueError(
+                f"boundary must be 'class' (3 classes) or 'ignore' (2 classes), got {boundary!r}"
+            )
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 3:
-            raise ValueError("ignore_index must be an int >= 3 (0, 1, 2 are classes), "
-                             f"got {ignore_index!r}")
+            raise ValueError(
+                f"ignore_index must be an int >= 3 (0, 1, 2 are classes), got {ignore_index!r}"
+            )
         _check_transform(transform)
         root = Path(root).expanduser() if root is not None else data_dir()
         base = root / "oxford-iiit-pet"
@@ -129,7 +159,8 @@ class OxfordPetSegmentation(Dataset):
             raise FileNotFoundError(
                 f"Oxford-IIIT Pet not found: expected {images}/*.jpg, {trimaps}/*.png and "
                 f"{split_file}. Pass download=True (about 810 MB), or:\n"
-                + manual_steps("Oxford-IIIT Pet", self.FILES, base, self.LAYOUT))
+                + manual_steps("Oxford-IIIT Pet", self.FILES, base, self.LAYOUT)
+            )
         self._pets = OxfordIIITPet(str(root), split=split, target_types="segmentation")
         self.transform = transform
         self.ignore_index = ignore_index
@@ -149,8 +180,10 @@ class OxfordPetSegmentation(Dataset):
         values = np.asarray(trimap, dtype=np.int64)  # (H, W) in {1, 2, 3}
         if values.min() < 1 or values.max() > 3:
             where = getattr(self._pets, "_segs", [f"trimap {index}"] * (index + 1))[index]
-            raise ValueError(f"{where}: trimap values {sorted(np.unique(values).tolist())} "
-                             f"outside {{1, 2, 3}}; the file is not an Oxford-IIIT Pet trimap")
+            raise ValueError(
+                f"{where}: trimap values {sorted(np.unique(values).tolist())} "
+                f"outside {{1, 2, 3}}; the file is not an Oxford-IIIT Pet trimap"
+            )
         return _sample(image, self._lookup[values], self.transform)
 
 
@@ -167,15 +200,24 @@ class PascalVOCSegmentation(Dataset):
     # it as the replacement); pjreddie's mirror is the long-standing community one, reported dead
     # in late 2025. Size: the Content-Length in public download logs. None could be tried from
     # here (no internet); the md5 rejects any mirror that serves other bytes.
-    FILES = (RemoteFile(
-        "VOCtrainval_11-May-2012.tar",
-        ("https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-         "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-         "http://d2l-data.s3-accelerate.amazonaws.com/VOCtrainval_11-May-2012.tar",
-         "http://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar"),
-        "md5:6cd6e144f989b92b3379bac3b3de84fd", 1_999_639_040),)
-    LAYOUT = ("VOCdevkit/VOC2012/JPEGImages/*.jpg", "VOCdevkit/VOC2012/SegmentationClass/*.png",
-              "VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt")
+    FILES = (
+        RemoteFile(
+            "VOCtrainval_11-May-2012.tar",
+            (
+                "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+                "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+                "http://d2l-data.s3-accelerate.amazonaws.com/VOCtrainval_11-May-2012.tar",
+                "http://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar",
+            ),
+            "md5:6cd6e144f989b92b3379bac3b3de84fd",
+            1_999_639_040,
+        ),
+    )
+    LAYOUT = (
+        "VOCdevkit/VOC2012/JPEGImages/*.jpg",
+        "VOCdevkit/VOC2012/SegmentationClass/*.png",
+        "VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt",
+    )
     CLASSES = VOC_CLASSES
     num_classes = len(VOC_CLASSES)
     ignore_index = 255
@@ -201,7 +243,8 @@ class PascalVOCSegmentation(Dataset):
             raise FileNotFoundError(
                 f"Pascal VOC 2012 not found: expected {split_file} next to {base}/JPEGImages and "
                 f"{base}/SegmentationClass. Pass download=True (about 2 GB), or:\n"
-                + manual_steps("Pascal VOC 2012", self.FILES, root, self.LAYOUT))
+                + manual_steps("Pascal VOC 2012", self.FILES, root, self.LAYOUT)
+            )
         self._voc = VOCSegmentation(str(root), year="2012", image_set=image_set)
         self.transform = transform
 
@@ -211,8 +254,10 @@ class PascalVOCSegmentation(Dataset):
     def __getitem__(self, index: int):
         image, target = self._voc[index]
         if target.mode != "P":
-            raise ValueError(f"{self._voc.masks[index]}: expected a palette PNG (mode 'P'), "
-                             f"got mode {target.mode!r}")
+            raise ValueError(
+                f"{self._voc.masks[index]}: expected a palette PNG (mode 'P'), "
+                f"got mode {target.mode!r}"
+            )
         mask = np.asarray(target, dtype=np.int64)  # (H, W) palette indices = class ids
         bad = (mask >= self.num_classes) & (mask != self.ignore_index)
         if bad.any():
@@ -242,8 +287,9 @@ MEDICAL_DATASETS: dict[str, MedicalRecipe] = {
     "kvasir-seg": MedicalRecipe(
         title="Kvasir-SEG (1000 colonoscopy images with polyp masks, about 45 MB)",
         homepage="https://datasets.simula.no/kvasir-seg/",
-        archives=(RemoteFile("kvasir-seg.zip",
-                             ("https://datasets.simula.no/downloads/kvasir-seg.zip",)),),
+        archives=(
+            RemoteFile("kvasir-seg.zip", ("https://datasets.simula.no/downloads/kvasir-seg.zip",)),
+        ),
         image_dir="Kvasir-SEG/images",
         mask_dir="Kvasir-SEG/masks",
         jpeg_masks=True,
@@ -251,9 +297,13 @@ MEDICAL_DATASETS: dict[str, MedicalRecipe] = {
     "isic2018": MedicalRecipe(
         title="ISIC 2018 Task 1 (2594 dermoscopy images with lesion masks, about 11 GB)",
         homepage="https://challenge.isic-archive.com/data/#2018",
-        archives=tuple(RemoteFile(name, (f"{_ISIC_BUCKET}/{name}",))
-                       for name in ("ISIC2018_Task1-2_Training_Input.zip",
-                                    "ISIC2018_Task1_Training_GroundTruth.zip")),
+        archives=tuple(
+            RemoteFile(name, (f"{_ISIC_BUCKET}/{name}",))
+            for name in (
+                "ISIC2018_Task1-2_Training_Input.zip",
+                "ISIC2018_Task1_Training_GroundTruth.zip",
+            )
+        ),
         image_dir="ISIC2018_Task1-2_Training_Input",
         mask_dir="ISIC2018_Task1_Training_GroundTruth",
         mask_suffix="_segmentation",
@@ -286,12 +336,19 @@ def medical_dataset(
         raise FileNotFoundError(
             f"{recipe.title} not found: expected images in {images} and masks in {masks} (see "
             f"{recipe.homepage}). Pass download=True, or:\n"
-            + manual_steps(recipe.title, recipe.archives, folder, layout))
+            + manual_steps(recipe.title, recipe.archives, folder, layout)
+        )
     if recipe.jpeg_masks:
         masks = _threshold_jpeg_masks(masks, masks.with_name(masks.name + "_png"))
-    return SegmentationFolder(images, masks, transform=transform, num_classes=2,
-                              mask_format="binary", mask_suffix=recipe.mask_suffix,
-                              check_files=check_files)
+    return SegmentationFolder(
+        images,
+        masks,
+        transform=transform,
+        num_classes=2,
+        mask_format="binary",
+        mask_suffix=recipe.mask_suffix,
+        check_files=check_files,
+    )
 
 
 def _threshold_jpeg_masks(source: Path, target: Path) -> Path:
@@ -313,8 +370,9 @@ def _threshold_jpeg_masks(source: Path, target: Path) -> Path:
 
 def _check_transform(transform) -> None:
     if transform is not None and not callable(transform):
-        raise TypeError("transform must be callable as transform(image=..., mask=...), "
-                        f"got {transform!r}")
+        raise TypeError(
+            f"transform must be callable as transform(image=..., mask=...), got {transform!r}"
+        )
 
 
 def _sample(image: Image.Image, mask: np.ndarray, transform: Callable | None):

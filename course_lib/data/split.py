@@ -14,14 +14,18 @@ from torch.utils.data import Dataset, Subset
 __all__ = ["train_val_indices", "train_val_split"]
 
 
-def train_val_indices(length: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+def train_val_indices(
+    length: int, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[int], list[int]]:
     """Split `range(length)` into sorted train and validation index lists.
 
     The validation part holds `round(length * val_fraction)` indices, at least one, and the
     training part keeps at least one.
     """
     if isinstance(length, bool) or not isinstance(length, int) or length < 2:
-        raise ValueError(f"length must be an int >= 2 to leave one sample on each side, got {length!r}")
+        raise ValueError(
+            f"length must be an int >= 2 to leave one sample on each side, got {length!r}"
+        )
     if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -51,4 +55,6 @@ def train_val_split(
             f"len(dataset)={length}"
         )
     train_idx, val_idx = train_val_indices(length, val_fraction, seed)
-    return Subset(dataset, train_idx), Subset(dataset if val_dataset is None else val_dataset, val_idx)
+    return Subset(dataset, train_idx), Subset(
+        dataset if val_dataset is None else val_dataset, val_idx
+    )

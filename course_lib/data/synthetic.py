@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -40,8 +40,9 @@ def _check_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
     if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size):
         raise ValueError(f"image_size must hold ints, got {image_size!r}")
     if min(size) < _MIN_SIZE:
-        raise ValueError(f"image_size must be at least {_MIN_SIZE} pixels per side, "
-                         f"got {image_size!r}")
+        raise ValueError(
+            f"image_size must be at least {_MIN_SIZE} pixels per side, got {image_size!r}"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -68,8 +69,9 @@ def _sensor_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) 
     return (rng.random(shape, dtype=np.float32) - 0.5) * np.float32(std * math.sqrt(12))
 
 
-def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float,
-             angle: float = 0.0) -> np.ndarray:
+def _ellipse(
+    yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float, angle: float = 0.0
+) -> np.ndarray:
     """Boolean mask of a filled ellipse rotated by `angle` radians (broadcast of yy and xx)."""
     dy, dx = yy - cy, xx - cx
     c, s = math.cos(angle), math.sin(angle)
@@ -92,8 +94,17 @@ def _to_tensors(image_hwc: np.ndarray, mask: np.ndarray, instances: np.ndarray):
 # ----------------------------------------------------------------------------- scenes
 
 _BACKGROUND, _SKY, _ROAD, _CAR, _PERSON, _TREE = range(6)
-_CAR_COLORS = np.array([[0.80, 0.10, 0.10], [0.10, 0.25, 0.75], [0.90, 0.80, 0.15],
-                        [0.92, 0.92, 0.92], [0.15, 0.15, 0.18], [0.95, 0.50, 0.10]], np.float32)
+_CAR_COLORS = np.array(
+    [
+        [0.80, 0.10, 0.10],
+        [0.10, 0.25, 0.75],
+        [0.90, 0.80, 0.15],
+        [0.92, 0.92, 0.92],
+        [0.15, 0.15, 0.18],
+        [0.95, 0.50, 0.10],
+    ],
+    np.float32,
+)
 
 
 def _draw_car(yy, xx, rng, bottom, center, height, paint):
@@ -101,13 +112,26 @@ def _draw_car(yy, xx, rng, bottom, center, height, paint):
     left = center - width / 2
     cabin_shift = rng.uniform(-0.08, 0.08) * width  # some cars face left, some right
     body = _box(yy, xx, bottom - 0.62 * height, left, bottom - 0.18 * height, left + width)
-    cabin = _box(yy, xx, bottom - height, left + 0.22 * width + cabin_shift,
-                 bottom - 0.55 * height, left + 0.74 * width + cabin_shift)
-    window = _box(yy, xx, bottom - 0.9 * height, left + 0.27 * width + cabin_shift,
-                  bottom - 0.62 * height, left + 0.69 * width + cabin_shift)
+    cabin = _box(
+        yy,
+        xx,
+        bottom - height,
+        left + 0.22 * width + cabin_shift,
+        bottom - 0.55 * height,
+        left + 0.74 * width + cabin_shift,
+    )
+    window = _box(
+        yy,
+        xx,
+        bottom - 0.9 * height,
+        left + 0.27 * width + cabin_shift,
+        bottom - 0.62 * height,
+        left + 0.69 * width + cabin_shift,
+    )
     wheel_r = 0.2 * height
-    wheels = (_ellipse(yy, xx, bottom - wheel_r, left + 0.22 * width, wheel_r, wheel_r)
-              | _ellipse(yy, xx, bottom - wheel_r, left + 0.78 * width, wheel_r, wheel_r))
+    wheels = _ellipse(yy, xx, bottom - wheel_r, left + 0.22 * width, wheel_r, wheel_r) | _ellipse(
+        yy, xx, bottom - wheel_r, left + 0.78 * width, wheel_r, wheel_r
+    )
     color = _CAR_COLORS[rng.integers(len(_CAR_COLORS))] * rng.uniform(0.85, 1.1)
     paint(body | cabin, color)
     paint(window, np.array([0.35, 0.5, 0.6], np.float32) * rng.uniform(0.7, 1.0), label=False)
@@ -117,13 +141,29 @@ def _draw_car(yy, xx, rng, bottom, center, height, paint):
 def _draw_person(yy, xx, rng, bottom, center, height, paint):
     head_r = 0.1 * height
     head = _ellipse(yy, xx, bottom - height + head_r, center, head_r, 0.85 * head_r)
-    torso = _box(yy, xx, bottom - 0.8 * height, center - 0.14 * height,
-                 bottom - 0.45 * height, center + 0.14 * height)
-    arms = _box(yy, xx, bottom - 0.78 * height, center - 0.2 * height,
-                bottom - 0.5 * height, center + 0.2 * height) & ~torso
+    torso = _box(
+        yy,
+        xx,
+        bottom - 0.8 * height,
+        center - 0.14 * height,
+        bottom - 0.45 * height,
+        center + 0.14 * height,
+    )
+    arms = (
+        _box(
+            yy,
+            xx,
+            bottom - 0.78 * height,
+            center - 0.2 * height,
+            bottom - 0.5 * height,
+            center + 0.2 * height,
+        )
+        & ~torso
+    )
     hip = bottom - 0.47 * height
-    legs = (_box(yy, xx, hip, center - 0.12 * height, bottom, center - 0.02 * height)
-            | _box(yy, xx, hip, center + 0.02 * height, bottom, center + 0.12 * height))
+    legs = _box(yy, xx, hip, center - 0.12 * height, bottom, center - 0.02 * height) | _box(
+        yy, xx, hip, center + 0.02 * height, bottom, center + 0.12 * height
+    )
     shirt = rng.random(3).astype(np.float32) * 0.8 + 0.1
     paint(torso | arms, shirt)
     paint(head, np.array([0.93, 0.75, 0.6], np.float32) * rng.uniform(0.6, 1.0))
@@ -142,9 +182,13 @@ _DRAW = {_CAR: _draw_car, _PERSON: _draw_person, _TREE: _draw_tree}
 _SIZE = {_CAR: 0.16, _PERSON: 0.32, _TREE: 0.45}  # object height at the bottom edge, fraction of H
 
 
-def _render_scene(rng: np.random.Generator, height: int, width: int,
-                 objects: list[tuple[int, float, float]] | None = None,
-                 layout: tuple[float, float, float] | None = None):
+def _render_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    objects: list[tuple[int, float, float]] | None = None,
+    layout: tuple[float, float, float] | None = None,
+):
     """Draw one street scene with `rng`: numpy (image (H, W, 3), mask (H, W), instances (H, W)).
 
     `objects` is an optional list of (class_id, bottom, center) in fractions of the image height
@@ -208,7 +252,15 @@ def _render_scene(rng: np.random.Generator, height: int, width: int,
         x0, x1 = max(int(center - 1.3 * size) - 2, 0), min(int(center + 1.3 * size) + 2, width)
         window = (slice(y0, y1), slice(x0, x1))  # every part of the object lies inside
 
-        def paint_part(region, color, label=True, texture=0.0):
+        def paint_part(
+            region,
+            color,
+            label=True,
+            texture=0.0,
+            class_id=class_id,
+            instance_id=instance_id,
+            window=window,
+        ):
             """A part of the object; a detail such as a car window keeps the label below it."""
             paint(region, color, class_id if label else None, instance_id, texture, window)
 
@@ -238,8 +290,14 @@ class _SyntheticDataset(Dataset):
     thing_classes: tuple[int, ...] = ()
     stuff_classes: tuple[int, ...] = ()
 
-    def __init__(self, length: int = 64, image_size: int | tuple[int, int] = 128, seed: int = 0,
-                 transform: Callable | None = None, return_instances: bool = False):
+    def __init__(
+        self,
+        length: int = 64,
+        image_size: int | tuple[int, int] = 128,
+        seed: int = 0,
+        transform: Callable | None = None,
+        return_instances: bool = False,
+    ):
         self.length = _check_nonnegative_int("length", length)
         self.image_size = _check_size(image_size)
         self.seed = _check_nonnegative_int("seed", seed)
@@ -248,8 +306,10 @@ class _SyntheticDataset(Dataset):
         if not isinstance(return_instances, bool):
             raise TypeError(f"return_instances must be a bool, got {return_instances!r}")
         if transform is not None and return_instances:
-            raise ValueError("transform and return_instances=True cannot be combined: a transform "
-                             "only moves image and mask; draw instances without a transform")
+            raise ValueError(
+                "transform and return_instances=True cannot be combined: a transform "
+                "only moves image and mask; draw instances without a transform"
+            )
         self.transform = transform
         self.return_instances = return_instances
 
@@ -281,8 +341,10 @@ class _SyntheticDataset(Dataset):
         return (image, mask, instances) if self.return_instances else (image, mask)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(length={self.length}, image_size={self.image_size}, "
-                f"seed={self.seed}, num_classes={self.num_classes})")
+        return (
+            f"{type(self).__name__}(length={self.length}, image_size={self.image_size}, "
+            f"seed={self.seed}, num_classes={self.num_classes})"
+        )
 
 
 class ScenesDataset(_SyntheticDataset):

@@ -143,7 +143,7 @@ class ConfusionMatrix:
         self.threshold = threshold
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)  # (K, K)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> "ConfusionMatrix":
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> ConfusionMatrix:
         """Add the counts of one batch (see `confusion_matrix` for the accepted inputs)."""
         counts = confusion_matrix(
             pred.detach(), target, self.num_classes, self.ignore_index, self.threshold
@@ -161,7 +161,7 @@ class ConfusionMatrix:
         """Forget every count (start a new evaluation)."""
         self.matrix.zero_()
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add the counts of another accumulator with the same settings; returns self."""
         if not isinstance(other, ConfusionMatrix):
             raise TypeError(f"can only merge a ConfusionMatrix, got {type(other).__name__}")
@@ -174,7 +174,7 @@ class ConfusionMatrix:
         self.matrix += other.matrix.to(self.matrix.device)
         return self
 
-    def all_reduce(self, group=None) -> "ConfusionMatrix":
+    def all_reduce(self, group=None) -> ConfusionMatrix:
         """Sum the matrix over all processes of `group` (no-op outside torch.distributed).
 
         Counts are integers, so the sum is exact and every rank ends with the same matrix. With

@@ -179,8 +179,10 @@ def panoptic_quality(
     crowd = {int(i) for i in (crowd_ids if crowd_ids is not None else ())}
     bad_crowd = sorted(i for i in crowd if not 0 <= i // label_divisor < num_classes)
     if bad_crowd:
-        raise ValueError(f"crowd_ids {bad_crowd} are not segment ids of a class in "
-                         f"[0, {num_classes}) (id // label_divisor={label_divisor})")
+        raise ValueError(
+            f"crowd_ids {bad_crowd} are not segment ids of a class in "
+            f"[0, {num_classes}) (id // label_divisor={label_divisor})"
+        )
 
     stats: dict[int, list[float]] = {}
     for p, t in zip(pred, target):

@@ -30,7 +30,9 @@ MODELS: dict[str, type[nn.Module]] = {
 def build_model(name: str, **kwargs) -> nn.Module:
     """Build the model registered as `name` in `MODELS` with keyword arguments `kwargs`."""
     if not isinstance(name, str):
-        raise TypeError(f"name must be a string, one of {sorted(MODELS)}; got {type(name).__name__}")
+        raise TypeError(
+            f"name must be a string, one of {sorted(MODELS)}; got {type(name).__name__}"
+        )
     key = name.lower()
     if key not in MODELS:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(sorted(MODELS))}")
@@ -38,6 +40,18 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "build_model", "copy_weights_in_order", "randomize_batchnorm", "ConvBNReLU", "DoubleConv", "bilinear_kernel",
-    "UNet", "FCN", "ASPP", "DeepLabV3", "DeepLabV3Plus", "FastSCNN", "SegFormer",
+    "MODELS",
+    "build_model",
+    "copy_weights_in_order",
+    "randomize_batchnorm",
+    "ConvBNReLU",
+    "DoubleConv",
+    "bilinear_kernel",
+    "UNet",
+    "FCN",
+    "ASPP",
+    "DeepLabV3",
+    "DeepLabV3Plus",
+    "FastSCNN",
+    "SegFormer",
 ]

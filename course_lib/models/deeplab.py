@@ -38,7 +38,9 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 _BASE_RATES = (6, 12, 18)  # ASPP rates of the paper at output stride 16 (Sec. 3.3)
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> ConvBNReLU:
+def _conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1
+) -> ConvBNReLU:
     """`blocks.ConvBNReLU` padded to keep H and W (odd kernels), at any dilation."""
     padding = dilation * (kernel_size - 1) // 2
     return ConvBNReLU(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation)
@@ -50,8 +52,15 @@ class _PoolingBatchNorm(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, 1, 1)
         if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                training=False, eps=self.eps)
+            return F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                training=False,
+                eps=self.eps,
+            )
         return super().forward(x)
 
 
@@ -67,7 +76,9 @@ class _ImagePooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(x, 1)  # (N, C_in, 1, 1)
         pooled = self.relu(self.bn(self.conv(pooled)))  # (N, C_out, 1, 1)
-        return pooled.expand(-1, -1, x.shape[2], x.shape[3])  # (N, C_out, H, W): same value everywhere
+        return pooled.expand(
+            -1, -1, x.shape[2], x.shape[3]
+        )  # (N, C_out, H, W): same value everywhere
 
 
 class ASPP(nn.Module):
@@ -78,19 +89,30 @@ class ASPP(nn.Module):
     dropout). (N, in_channels, H, W) -> (N, out_channels, H, W).
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 256,
-                 atrous_rates: Sequence[int] = _BASE_RATES, dropout: float = 0.5):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 256,
+        atrous_rates: Sequence[int] = _BASE_RATES,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
         rates = tuple(atrous_rates)
-        if not rates or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates):
-            raise ValueError(f"atrous_rates must be a non-empty sequence of ints >= 1, got {atrous_rates!r}")
+        if not rates or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates
+        ):
+            raise ValueError(
+                f"atrous_rates must be a non-empty sequence of ints >= 1, got {atrous_rates!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.atrous_rates = rates
         self.conv1x1 = _conv_bn_relu(in_channels, out_channels, 1)
-        self.atrous = nn.ModuleList(_conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates)
+        self.atrous = nn.ModuleList(
+            _conv_bn_relu(in_channels, out_channels, 3, dilation=r) for r in rates
+        )
         self.pooling = _ImagePooling(in_channels, out_channels)
         num_branches = 2 + len(rates)
         self.project = nn.Sequential(
@@ -114,7 +136,11 @@ class _AtrousResNet(nn.Module):
 
     def __init__(self, name: str, in_channels: int, output_stride: int, weights):
         super().__init__()
-        dilate = [False, output_stride == 8, True]  # which of layer2..layer4 trade stride for dilation
+        dilate = [
+            False,
+            output_stride == 8,
+            True,
+        ]  # which of layer2..layer4 trade stride for dilation
         builder = getattr(resnet, name)
         bottleneck = name in ("resnet50", "resnet101")
         # torchvision's BasicBlock refuses dilation > 1, so resnet18/34 are built plain and
@@ -128,7 +154,12 @@ class _AtrousResNet(nn.Module):
         if in_channels != 3:
             net.conv1 = _adapt_first_conv(net.conv1, in_channels)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         expansion = 4 if bottleneck else 1  # Bottleneck blocks widen their output 4x
         self.low_channels = 64 * expansion
         self.high_channels = 512 * expansion
@@ -159,8 +190,14 @@ def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int) -> int:
 def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A copy of the stem conv for `in_channels` inputs. Pretrained RGB filters are averaged over
     colour and repeated, scaled by 3 / in_channels so activations keep their magnitude."""
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                    padding=conv.padding, bias=False)
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        bias=False,
+    )
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)  # (64, 1, 7, 7)
         new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
@@ -186,8 +223,15 @@ class DeepLabV3(nn.Module):
     touches the network.
     """
 
-    def __init__(self, num_classes: int = 21, in_channels: int = 3, backbone: str = "resnet50",
-                 output_stride: int = 16, backbone_weights=None, aspp_channels: int = 256):
+    def __init__(
+        self,
+        num_classes: int = 21,
+        in_channels: int = 3,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        backbone_weights=None,
+        aspp_channels: int = 256,
+    ):
         super().__init__()
         _check_common(num_classes, in_channels, backbone, output_stride)
         self.in_channels = in_channels
@@ -214,9 +258,16 @@ class DeepLabV3Plus(nn.Module):
     classified, and upsampled to the input size.
     """
 
-    def __init__(self, num_classes: int = 21, in_channels: int = 3, backbone: str = "resnet50",
-                 output_stride: int = 16, backbone_weights=None, aspp_channels: int = 256,
-                 low_level_channels: int = 48):
+    def __init__(
+        self,
+        num_classes: int = 21,
+        in_channels: int = 3,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        backbone_weights=None,
+        aspp_channels: int = 256,
+        low_level_channels: int = 48,
+    ):
         super().__init__()
         _check_common(num_classes, in_channels, backbone, output_stride)
         check_positive_int("low_level_channels", low_level_channels)

@@ -24,8 +24,13 @@ from torch import nn
 from course_lib.checks import check_images, check_positive_int
 from course_lib.models.blocks import ConvBNReLU
 
-__all__ = ["DepthwiseSeparableConv", "InvertedResidual", "PyramidPooling",
-           "FeatureFusion", "FastSCNN"]
+__all__ = [
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "PyramidPooling",
+    "FeatureFusion",
+    "FastSCNN",
+]
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -75,14 +80,19 @@ class PyramidPooling(nn.Module):
             nn.Sequential(nn.Conv2d(in_channels, branch_channels, 1), nn.ReLU(inplace=True))
             for _ in bins
         )
-        self.project = ConvBNReLU(in_channels + branch_channels * len(bins), out_channels, 1,
-                                  padding=0)
+        self.project = ConvBNReLU(
+            in_channels + branch_channels * len(bins), out_channels, 1, padding=0
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pooled = [
-            F.interpolate(branch(F.adaptive_avg_pool2d(x, bin_size)), size=size, mode="bilinear",
-                          align_corners=False)  # (N, C / len(bins), h, w)
+            F.interpolate(
+                branch(F.adaptive_avg_pool2d(x, bin_size)),
+                size=size,
+                mode="bilinear",
+                align_corners=False,
+            )  # (N, C / len(bins), h, w)
             for bin_size, branch in zip(self.bins, self.branches)
         ]
         return self.project(torch.cat([x, *pooled], dim=1))  # (N, out_channels, h, w)
@@ -94,12 +104,15 @@ class FeatureFusion(nn.Module):
     def __init__(self, high_channels: int, low_channels: int, out_channels: int, scale: int = 4):
         super().__init__()
         # The depthwise conv on the upsampled map is dilated by the upsampling factor (paper).
-        self.low_depthwise = ConvBNReLU(low_channels, low_channels, 3, padding=scale,
-                                        dilation=scale, groups=low_channels)
-        self.low_project = nn.Sequential(nn.Conv2d(low_channels, out_channels, 1, bias=False),
-                                         nn.BatchNorm2d(out_channels))
-        self.high_project = nn.Sequential(nn.Conv2d(high_channels, out_channels, 1, bias=False),
-                                          nn.BatchNorm2d(out_channels))
+        self.low_depthwise = ConvBNReLU(
+            low_channels, low_channels, 3, padding=scale, dilation=scale, groups=low_channels
+        )
+        self.low_project = nn.Sequential(
+            nn.Conv2d(low_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        )
+        self.high_project = nn.Sequential(
+            nn.Conv2d(high_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        )
 
     def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         low = F.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
@@ -121,17 +134,30 @@ class FastSCNN(nn.Module):
         dropout: dropout before the last 1x1 conv.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3,
-                 downsample_channels: tuple[int, int, int] = (32, 48, 64),
-                 block_channels: tuple[int, int, int] = (64, 96, 128),
-                 num_blocks: tuple[int, int, int] = (3, 3, 3), expansion: int = 6,
-                 fusion_channels: int = 128, dropout: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        downsample_channels: tuple[int, int, int] = (32, 48, 64),
+        block_channels: tuple[int, int, int] = (64, 96, 128),
+        num_blocks: tuple[int, int, int] = (3, 3, 3),
+        expansion: int = 6,
+        fusion_channels: int = 128,
+        dropout: float = 0.1,
+    ):
         super().__init__()
-        for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
-                            ("expansion", expansion), ("fusion_channels", fusion_channels)):
+        for name, value in (
+            ("num_classes", num_classes),
+            ("in_channels", in_channels),
+            ("expansion", expansion),
+            ("fusion_channels", fusion_channels),
+        ):
             check_positive_int(name, value)
-        for name, value in (("downsample_channels", downsample_channels),
-                            ("block_channels", block_channels), ("num_blocks", num_blocks)):
+        for name, value in (
+            ("downsample_channels", downsample_channels),
+            ("block_channels", block_channels),
+            ("num_blocks", num_blocks),
+        ):
             if len(value) != 3 or any(not isinstance(v, int) or v < 1 for v in value):
                 raise ValueError(f"{name} must be three positive ints, got {value!r}")
         if not 0.0 <= dropout < 1.0:

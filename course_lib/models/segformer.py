@@ -23,8 +23,15 @@ from torch import nn
 
 from course_lib.checks import check_images, check_positive_int
 
-__all__ = ["OverlapPatchEmbed", "EfficientSelfAttention", "MixFFN", "TransformerBlock",
-           "MixTransformerStage", "AllMLPDecoder", "SegFormer"]
+__all__ = [
+    "OverlapPatchEmbed",
+    "EfficientSelfAttention",
+    "MixFFN",
+    "TransformerBlock",
+    "MixTransformerStage",
+    "AllMLPDecoder",
+    "SegFormer",
+]
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -112,12 +119,22 @@ class TransformerBlock(nn.Module):
 class MixTransformerStage(nn.Module):
     """Patch embedding, `depth` transformer blocks, LayerNorm; returns a map (N, C, h, w)."""
 
-    def __init__(self, in_channels: int, dim: int, depth: int, num_heads: int, sr_ratio: int,
-                 mlp_ratio: int, patch_size: int, stride: int):
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        sr_ratio: int,
+        mlp_ratio: int,
+        patch_size: int,
+        stride: int,
+    ):
         super().__init__()
         self.embed = OverlapPatchEmbed(in_channels, dim, patch_size, stride)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, sr_ratio, mlp_ratio)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, num_heads, sr_ratio, mlp_ratio) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,8 +148,9 @@ class MixTransformerStage(nn.Module):
 class AllMLPDecoder(nn.Module):
     """Project every stage to `channels`, upsample to the 1/4 map, concatenate, fuse, classify."""
 
-    def __init__(self, in_channels: tuple[int, ...], channels: int, num_classes: int,
-                 dropout: float):
+    def __init__(
+        self, in_channels: tuple[int, ...], channels: int, num_classes: int, dropout: float
+    ):
         super().__init__()
         self.project = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         self.fuse = nn.Sequential(
@@ -172,25 +190,42 @@ class SegFormer(nn.Module):
         dropout: dropout before the classifier.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3,
-                 embed_dims: tuple[int, int, int, int] = (16, 32, 64, 128),
-                 depths: tuple[int, int, int, int] = (2, 2, 2, 2),
-                 num_heads: tuple[int, int, int, int] = (1, 2, 4, 8),
-                 sr_ratios: tuple[int, int, int, int] = (8, 4, 2, 1),
-                 mlp_ratio: int = 4, decoder_channels: int = 64, dropout: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        embed_dims: tuple[int, int, int, int] = (16, 32, 64, 128),
+        depths: tuple[int, int, int, int] = (2, 2, 2, 2),
+        num_heads: tuple[int, int, int, int] = (1, 2, 4, 8),
+        sr_ratios: tuple[int, int, int, int] = (8, 4, 2, 1),
+        mlp_ratio: int = 4,
+        decoder_channels: int = 64,
+        dropout: float = 0.1,
+    ):
         super().__init__()
-        for name, value in (("num_classes", num_classes), ("in_channels", in_channels),
-                            ("mlp_ratio", mlp_ratio), ("decoder_channels", decoder_channels)):
+        for name, value in (
+            ("num_classes", num_classes),
+            ("in_channels", in_channels),
+            ("mlp_ratio", mlp_ratio),
+            ("decoder_channels", decoder_channels),
+        ):
             check_positive_int(name, value)
-        for name, value in (("embed_dims", embed_dims), ("depths", depths),
-                            ("num_heads", num_heads), ("sr_ratios", sr_ratios)):
+        for name, value in (
+            ("embed_dims", embed_dims),
+            ("depths", depths),
+            ("num_heads", num_heads),
+            ("sr_ratios", sr_ratios),
+        ):
             if len(value) != 4 or any(not isinstance(v, int) or v < 1 for v in value):
-                raise ValueError(f"{name} must be four positive ints (one per stage), "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{name} must be four positive ints (one per stage), got {value!r}"
+                )
         for dim, heads in zip(embed_dims, num_heads):
             if dim % heads != 0:
-                raise ValueError(f"embed_dims {embed_dims} must be divisible by "
-                                 f"num_heads {num_heads}, stage by stage")
+                raise ValueError(
+                    f"embed_dims {embed_dims} must be divisible by "
+                    f"num_heads {num_heads}, stage by stage"
+                )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.num_classes = num_classes
@@ -200,8 +235,9 @@ class SegFormer(nn.Module):
         patch = ((7, 4), (3, 2), (3, 2), (3, 2))  # (kernel, stride): overlapping patches
         self.stages = nn.ModuleList(
             MixTransformerStage(c_in, dim, depth, heads, sr, mlp_ratio, kernel, stride)
-            for c_in, dim, depth, heads, sr, (kernel, stride)
-            in zip(stage_inputs, embed_dims, depths, num_heads, sr_ratios, patch)
+            for c_in, dim, depth, heads, sr, (kernel, stride) in zip(
+                stage_inputs, embed_dims, depths, num_heads, sr_ratios, patch
+            )
         )
         self.decoder = AllMLPDecoder(embed_dims, decoder_channels, num_classes, dropout)
 

@@ -19,12 +19,16 @@ def copy_weights_in_order(source: nn.Module, target: nn.Module) -> None:
     """Load `source`'s state dict into `target` tensor by tensor, in registration order."""
     src, dst = list(source.state_dict().items()), target.state_dict()
     if len(src) != len(dst):
-        raise ValueError(f"source has {len(src)} weight tensors (parameters and buffers), target "
-                         f"{len(dst)}: the two modules do not register the same tensors")
+        raise ValueError(
+            f"source has {len(src)} weight tensors (parameters and buffers), target "
+            f"{len(dst)}: the two modules do not register the same tensors"
+        )
     for (src_name, value), (name, tensor) in zip(src, dst.items()):
         if value.shape != tensor.shape:
-            raise ValueError(f"target {name} has shape {tuple(tensor.shape)}, source {src_name} "
-                             f"{tuple(value.shape)}: the modules register tensors in another order")
+            raise ValueError(
+                f"target {name} has shape {tuple(tensor.shape)}, source {src_name} "
+                f"{tuple(value.shape)}: the modules register tensors in another order"
+            )
     target.load_state_dict(dict(zip(dst.keys(), (value for _, value in src))))
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from course_lib.data import ScenesDataset
 from course_grader.learner.fixtures import expect_raises, unpack
+from course_lib.data import ScenesDataset
 
 EXERCISE = "ex01_segmentation_types"
 
@@ -34,10 +34,14 @@ def partition_problem(got, expected: np.ndarray) -> str | None:
     wrong_zero = np.argwhere((got == 0) != (expected == 0))
     if len(wrong_zero):
         y, x = wrong_zero[0]
-        return (f"pixel ({y}, {x}) should be {'0' if expected[y, x] == 0 else 'labelled (not 0)'}, "
-                f"got {got[y, x]}")
-    for mine, theirs, name in ((got, expected, "one of your labels covers two separate regions"),
-                               (expected, got, "one region is split over several of your labels")):
+        return (
+            f"pixel ({y}, {x}) should be {'0' if expected[y, x] == 0 else 'labelled (not 0)'}, "
+            f"got {got[y, x]}"
+        )
+    for mine, theirs, name in (
+        (got, expected, "one of your labels covers two separate regions"),
+        (expected, got, "one region is split over several of your labels"),
+    ):
         for value in np.unique(mine[mine > 0]):
             inside = np.unique(theirs[mine == value])
             if len(inside) > 1:
@@ -46,8 +50,9 @@ def partition_problem(got, expected: np.ndarray) -> str | None:
     return None
 
 
-def random_mask(seed: int, shape=(14, 17), num_classes: int = 3,
-                density: float = 0.45) -> torch.Tensor:
+def random_mask(
+    seed: int, shape=(14, 17), num_classes: int = 3, density: float = 0.45
+) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     classes = torch.randint(1, num_classes + 1, shape, generator=generator)
     keep = torch.rand(shape, generator=generator) < density
@@ -56,13 +61,20 @@ def random_mask(seed: int, shape=(14, 17), num_classes: int = 3,
 
 # ----------------------------------------------------------------------- semantic_from_instances
 
+
 @pytest.mark.points(1)
 def test_semantic_from_instances_small_case(exercise):
     instances = torch.tensor([[0, 1, 1], [2, 0, 3]])
     got = exercise.semantic_from_instances(instances, [0, 3, 3, 4])
     expected = torch.tensor([[0, 3, 3], [3, 0, 4]])
-    torch.testing.assert_close(got, expected, msg=lambda m: f"instances {instances.tolist()} with "
-                               f"table [0, 3, 3, 4] should give {expected.tolist()}: {m}")
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"instances {instances.tolist()} with "
+            f"table [0, 3, 3, 4] should give {expected.tolist()}: {m}"
+        ),
+    )
 
 
 @pytest.mark.points(2)
@@ -75,20 +87,32 @@ def test_semantic_from_instances_on_a_scene(exercise):
     for k, class_id in enumerate(table):  # pixel look-up, one instance at a time
         expected[instances == k] = class_id
     got = exercise.semantic_from_instances(instances, table)
-    torch.testing.assert_close(got, expected, msg=lambda m: f"scene with {len(table) - 1} objects, "
-                               f"class table {table}: {m}")
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: f"scene with {len(table) - 1} objects, class table {table}: {m}",
+    )
 
 
 @pytest.mark.points(1)
 def test_semantic_from_instances_rejects_unknown_ids(exercise):
-    got = exercise.semantic_from_instances(torch.tensor([[0, 1, 1]]), [0, 5])  # valid: must not raise
-    torch.testing.assert_close(got, torch.tensor([[0, 5, 5]]),
-                               msg=lambda m: f"instances [[0, 1, 1]] with table [0, 5]: {m}")
-    expect_raises(lambda: exercise.semantic_from_instances(torch.tensor([[0, 1, 2]]), [0, 5]),
-                  ValueError, when="instance id 2 meets a class table of only 2 entries")
+    got = exercise.semantic_from_instances(
+        torch.tensor([[0, 1, 1]]), [0, 5]
+    )  # valid: must not raise
+    torch.testing.assert_close(
+        got,
+        torch.tensor([[0, 5, 5]]),
+        msg=lambda m: f"instances [[0, 1, 1]] with table [0, 5]: {m}",
+    )
+    expect_raises(
+        lambda: exercise.semantic_from_instances(torch.tensor([[0, 1, 2]]), [0, 5]),
+        ValueError,
+        when="instance id 2 meets a class table of only 2 entries",
+    )
 
 
 # ----------------------------------------------------------------------- connected_components
+
 
 @pytest.mark.points(1)
 def test_connected_components_empty_and_single_pixel(exercise):
@@ -96,8 +120,11 @@ def test_connected_components_empty_and_single_pixel(exercise):
         exercise.connected_components(torch.zeros(4, 5, dtype=torch.bool)), "labels", "count"
     )
     assert count == 0, f"an all-False mask has 0 regions, you returned count={count}"
-    torch.testing.assert_close(labels, torch.zeros(4, 5, dtype=torch.int64),
-                               msg=lambda m: f"an all-False mask must be labelled all 0: {m}")
+    torch.testing.assert_close(
+        labels,
+        torch.zeros(4, 5, dtype=torch.int64),
+        msg=lambda m: f"an all-False mask must be labelled all 0: {m}",
+    )
     single = torch.zeros(3, 3, dtype=torch.bool)
     single[1, 2] = True
     labels, count = unpack(exercise.connected_components(single), "labels", "count")
@@ -109,16 +136,16 @@ def test_connected_components_empty_and_single_pixel(exercise):
 
 @pytest.mark.points(2)
 def test_connected_components_diagonal_4_vs_8(exercise):
-    binary = torch.tensor([[1, 0, 0, 1],
-                           [0, 1, 0, 1],
-                           [0, 0, 1, 0]], dtype=torch.bool)
+    binary = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 0]], dtype=torch.bool)
     for connectivity, regions in ((4, 4), (8, 1)):
         labels, count = unpack(
             exercise.connected_components(binary, connectivity), "labels", "count"
         )
-        assert count == regions, (f"with connectivity={connectivity} the mask "
-                                  f"{binary.int().tolist()} "
-                                  f"has {regions} regions, you returned count={count}")
+        assert count == regions, (
+            f"with connectivity={connectivity} the mask "
+            f"{binary.int().tolist()} "
+            f"has {regions} regions, you returned count={count}"
+        )
         problem = partition_problem(labels, scipy_components(binary, connectivity)[0])
         assert problem is None, f"connectivity={connectivity}: {problem}"
 
@@ -132,9 +159,11 @@ def test_connected_components_match_scipy(exercise, connectivity):
         labels, count = unpack(
             exercise.connected_components(binary, connectivity), "labels", "count"
         )
-        assert count == regions, (f"random mask (seed {seed}, connectivity {connectivity}): "
-                                  f"scipy.ndimage.label finds {regions} regions, "
-                                  f"you returned {count}")
+        assert count == regions, (
+            f"random mask (seed {seed}, connectivity {connectivity}): "
+            f"scipy.ndimage.label finds {regions} regions, "
+            f"you returned {count}"
+        )
         problem = partition_problem(labels, expected)
         assert problem is None, f"random mask (seed {seed}, connectivity {connectivity}): {problem}"
         ids = sorted(set(labels[labels > 0].tolist()))
@@ -149,14 +178,23 @@ def test_connected_components_rejects_bad_connectivity(exercise):
             "labels",
             "count",
         )
-        assert count == 1, f"a 2x2 block is 1 region (connectivity={connectivity}), got count={count}"
-        torch.testing.assert_close(labels, torch.ones(2, 2, dtype=torch.int64), msg=lambda m: (
-            f"a 2x2 block labelled 1 (connectivity={connectivity}): {m}"))
-    expect_raises(lambda: exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), 6),
-                  ValueError, when="connectivity=6 (only 4 and 8 exist)")
+        assert count == 1, (
+            f"a 2x2 block is 1 region (connectivity={connectivity}), got count={count}"
+        )
+        torch.testing.assert_close(
+            labels,
+            torch.ones(2, 2, dtype=torch.int64),
+            msg=lambda m: f"a 2x2 block labelled 1 (connectivity={connectivity}): {m}",
+        )
+    expect_raises(
+        lambda: exercise.connected_components(torch.ones(2, 2, dtype=torch.bool), 6),
+        ValueError,
+        when="connectivity=6 (only 4 and 8 exist)",
+    )
 
 
 # ----------------------------------------------------------------------- instances_from_semantic
+
 
 def expected_instances(mask: torch.Tensor, thing_classes, connectivity: int) -> np.ndarray:
     out = np.zeros(mask.shape, np.int64)
@@ -183,14 +221,14 @@ def test_instances_from_semantic_match_scipy_per_class(exercise):
 
 @pytest.mark.points(1)
 def test_instances_from_semantic_neighbouring_classes_stay_apart(exercise):
-    mask = torch.tensor([[3, 3, 4, 4],
-                         [3, 3, 4, 4],
-                         [0, 0, 0, 3]])
+    mask = torch.tensor([[3, 3, 4, 4], [3, 3, 4, 4], [0, 0, 0, 3]])
     got = exercise.instances_from_semantic(mask, [3, 4], 8)
     problem = partition_problem(got, expected_instances(mask, [3, 4], 8))
-    assert problem is None, ("a car (3) next to a person (4) are two instances, and the lone "
-                             "car pixel at (2, 3) touches no other car pixel, so it is a third: "
-                             f"{problem}")
+    assert problem is None, (
+        "a car (3) next to a person (4) are two instances, and the lone "
+        "car pixel at (2, 3) touches no other car pixel, so it is a third: "
+        f"{problem}"
+    )
 
 
 @pytest.mark.points(1)
@@ -203,10 +241,12 @@ def test_instances_from_semantic_touching_cars_merge(exercise):
     assert isinstance(got, torch.Tensor), f"expected a tensor, got {type(got).__name__}"
     assert int(got.max()) == 1 and int(got[0, 9]) == 0, (
         "two touching cars form ONE connected region, so one instance; the sky pixel gets 0; "
-        f"you returned ids {sorted(set(got.flatten().tolist()))}")
+        f"you returned ids {sorted(set(got.flatten().tolist()))}"
+    )
 
 
 # ----------------------------------------------------------------------- panoptic ids
+
 
 @pytest.mark.points(1)
 def test_encode_panoptic_small_case(exercise):
@@ -216,8 +256,9 @@ def test_encode_panoptic_small_case(exercise):
     got = exercise.encode_panoptic(semantic, instances)
     torch.testing.assert_close(got, expected, msg=lambda m: f"label_divisor=1000: {m}")
     got = exercise.encode_panoptic(semantic, instances, 10)
-    torch.testing.assert_close(got, semantic * 10 + instances,
-                               msg=lambda m: f"label_divisor=10: {m}")
+    torch.testing.assert_close(
+        got, semantic * 10 + instances, msg=lambda m: f"label_divisor=10: {m}"
+    )
 
 
 @pytest.mark.points(1)
@@ -230,17 +271,25 @@ def test_decode_panoptic_inverts_encode(exercise):
         got_semantic, got_instances = unpack(
             exercise.decode_panoptic(panoptic, divisor), "semantic", "instances"
         )
-        torch.testing.assert_close(got_semantic, semantic,
-                                   msg=lambda m: f"classes, divisor {divisor}: {m}")
-        torch.testing.assert_close(got_instances, instances,
-                                   msg=lambda m: f"instance ids, divisor {divisor}: {m}")
+        torch.testing.assert_close(
+            got_semantic, semantic, msg=lambda m: f"classes, divisor {divisor}: {m}"
+        )
+        torch.testing.assert_close(
+            got_instances, instances, msg=lambda m: f"instance ids, divisor {divisor}: {m}"
+        )
 
 
 @pytest.mark.points(1)
 def test_encode_panoptic_rejects_ids_that_do_not_fit(exercise):
     semantic, instances = torch.tensor([[1, 2]]), torch.tensor([[0, 10]])
     got = exercise.encode_panoptic(semantic, torch.tensor([[0, 9]]), 10)  # valid: must not raise
-    torch.testing.assert_close(got, torch.tensor([[10, 29]]),
-                               msg=lambda m: f"instance id 9 with label_divisor=10 fits: {m}")
-    expect_raises(lambda: exercise.encode_panoptic(semantic, instances, 10),
-                  ValueError, when="instance id 10 does not fit below label_divisor=10")
+    torch.testing.assert_close(
+        got,
+        torch.tensor([[10, 29]]),
+        msg=lambda m: f"instance id 9 with label_divisor=10 fits: {m}",
+    )
+    expect_raises(
+        lambda: exercise.encode_panoptic(semantic, instances, 10),
+        ValueError,
+        when="instance id 10 does not fit below label_divisor=10",
+    )

@@ -38,8 +38,9 @@ def test_resize_mask_is_nearest_neighbour(exercise, in_size, out_size):
     image, mask = labelled_pair(*in_size)
     _, got = unpack(exercise.resize_and_flip(image, mask, out_size, False), "image", "mask")
     expected = nearest_by_formula(mask, out_size)
-    torch.testing.assert_close(got, expected,
-                               msg=lambda m: f"mask resized {in_size} -> {out_size}: {m}")
+    torch.testing.assert_close(
+        got, expected, msg=lambda m: f"mask resized {in_size} -> {out_size}: {m}"
+    )
 
 
 @pytest.mark.points(1)
@@ -48,8 +49,9 @@ def test_resize_never_invents_labels(exercise):
     for size in [(9, 13), (4, 5), (17, 3)]:
         _, got = unpack(exercise.resize_and_flip(image, mask, size, True), "image", "mask")
         invented = set(got.unique().tolist()) - {0, 3, 7, 255}
-        assert not invented, (f"resizing to {size} created labels {sorted(invented)} "
-                              "that were not in the mask")
+        assert not invented, (
+            f"resizing to {size} created labels {sorted(invented)} that were not in the mask"
+        )
 
 
 @pytest.mark.points(1)
@@ -70,13 +72,17 @@ def test_flip_keeps_image_and_mask_aligned(exercise):
     flipped_image, flipped_mask = unpack(
         exercise.resize_and_flip(image, mask, (7, 9), True), "image", "mask"
     )
-    torch.testing.assert_close(plain_mask, mask,
-                               msg=lambda m: f"same size, no flip: mask unchanged: {m}")
+    torch.testing.assert_close(
+        plain_mask, mask, msg=lambda m: f"same size, no flip: mask unchanged: {m}"
+    )
     torch.testing.assert_close(flipped_mask, mask.flip(-1), msg=lambda m: f"flipped mask: {m}")
     torch.testing.assert_close(flipped_image, image.flip(-1), msg=lambda m: f"flipped image: {m}")
     # the first image channel stores the label: it must still agree with the mask after the flip
-    torch.testing.assert_close(flipped_image[0].long(), flipped_mask,
-                               msg=lambda m: f"image and mask no longer aligned: {m}")
+    torch.testing.assert_close(
+        flipped_image[0].long(),
+        flipped_mask,
+        msg=lambda m: f"image and mask no longer aligned: {m}",
+    )
 
 
 @pytest.mark.points(1)
@@ -85,19 +91,30 @@ def test_resize_checks_its_inputs(exercise):
     _, got = unpack(  # valid: must not raise
         exercise.resize_and_flip(image, mask, (4, 4), False), "image", "mask"
     )
-    torch.testing.assert_close(got, nearest_by_formula(mask, (4, 4)),
-                               msg=lambda m: f"mask resized (6, 8) -> (4, 4): {m}")
+    torch.testing.assert_close(
+        got, nearest_by_formula(mask, (4, 4)), msg=lambda m: f"mask resized (6, 8) -> (4, 4): {m}"
+    )
     _, got = unpack(  # 1 is a positive size
         exercise.resize_and_flip(image, mask, (1, 5), False), "image", "mask"
     )
-    torch.testing.assert_close(got, nearest_by_formula(mask, (1, 5)),
-                               msg=lambda m: f"mask resized (6, 8) -> (1, 5): {m}")
-    expect_raises(lambda: exercise.resize_and_flip(image, mask[:5], (4, 4), False), ValueError,
-                  when="the mask has 5 rows and the image 6")
-    expect_raises(lambda: exercise.resize_and_flip(image[0], mask, (4, 4), False), ValueError,
-                  when="the image is (H, W) instead of (C, H, W)")
-    expect_raises(lambda: exercise.resize_and_flip(image, mask, (0, 4), False), ValueError,
-                  when="size=(0, 4) has a zero height")
+    torch.testing.assert_close(
+        got, nearest_by_formula(mask, (1, 5)), msg=lambda m: f"mask resized (6, 8) -> (1, 5): {m}"
+    )
+    expect_raises(
+        lambda: exercise.resize_and_flip(image, mask[:5], (4, 4), False),
+        ValueError,
+        when="the mask has 5 rows and the image 6",
+    )
+    expect_raises(
+        lambda: exercise.resize_and_flip(image[0], mask, (4, 4), False),
+        ValueError,
+        when="the image is (H, W) instead of (C, H, W)",
+    )
+    expect_raises(
+        lambda: exercise.resize_and_flip(image, mask, (0, 4), False),
+        ValueError,
+        when="size=(0, 4) has a zero height",
+    )
 
 
 @pytest.mark.points(2)
@@ -112,23 +129,30 @@ def test_one_hot_matches_a_loop_over_classes(exercise):
             expected[n, k] = (mask[n] == k).float()
     torch.testing.assert_close(got, expected, msg=lambda m: f"one_hot of a (2, 5, 6) batch: {m}")
     single = exercise.one_hot(mask[1], 4)
-    torch.testing.assert_close(single, expected[1],
-                               msg=lambda m: f"one_hot of one (5, 6) mask: {m}")
+    torch.testing.assert_close(
+        single, expected[1], msg=lambda m: f"one_hot of one (5, 6) mask: {m}"
+    )
 
 
 @pytest.mark.points(1)
 def test_one_hot_rejects_labels_out_of_range(exercise):
     got = exercise.one_hot(torch.tensor([[0, 1], [255, 2]]), 3)  # valid: must not raise
-    expected = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]],
-                             [[0.0, 0.0], [0.0, 1.0]]])
-    torch.testing.assert_close(got, expected,
-                               msg=lambda m: f"one_hot([[0, 1], [255, 2]], 3), 255 ignored: {m}")
-    expect_raises(lambda: exercise.one_hot(torch.tensor([[0, 1], [5, 2]]), 3), ValueError,
-                  when="the mask holds label 5 and num_classes=3")
+    expected = torch.tensor(
+        [[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]]
+    )
+    torch.testing.assert_close(
+        got, expected, msg=lambda m: f"one_hot([[0, 1], [255, 2]], 3), 255 ignored: {m}"
+    )
+    expect_raises(
+        lambda: exercise.one_hot(torch.tensor([[0, 1], [5, 2]]), 3),
+        ValueError,
+        when="the mask holds label 5 and num_classes=3",
+    )
 
 
-MASKS = torch.tensor([[[0, 0], [0, 1]],
-                      [[0, 2], [2, 255]]])  # counts: class 0: 4, class 1: 1, class 2: 2; 7 counted
+MASKS = torch.tensor(
+    [[[0, 0], [0, 1]], [[0, 2], [2, 255]]]
+)  # counts: class 0: 4, class 1: 1, class 2: 2; 7 counted
 
 
 @pytest.mark.points(1)
@@ -151,25 +175,38 @@ def test_median_frequency_weights_by_hand(exercise):
 def test_balanced_data_gets_equal_weights_and_unknown_method_fails(exercise):
     masks = torch.tensor([[[0, 1], [2, 3]], [[3, 2], [1, 0]]])
     for method in ("inverse", "median"):
-        torch.testing.assert_close(exercise.class_weights(masks, 4, method), torch.ones(4),
-                                   msg=lambda m: f"{method} weights of balanced masks: {m}")
-    expect_raises(lambda: exercise.class_weights(masks, 4, "sqrt"), ValueError,
-                  when="method='sqrt' (only 'inverse' and 'median' exist)")
-    expect_raises(lambda: exercise.class_weights(masks, 3, "inverse"), ValueError,
-                  when="the masks hold label 3 and num_classes=3")
+        torch.testing.assert_close(
+            exercise.class_weights(masks, 4, method),
+            torch.ones(4),
+            msg=lambda m: f"{method} weights of balanced masks: {m}",
+        )
+    expect_raises(
+        lambda: exercise.class_weights(masks, 4, "sqrt"),
+        ValueError,
+        when="method='sqrt' (only 'inverse' and 'median' exist)",
+    )
+    expect_raises(
+        lambda: exercise.class_weights(masks, 3, "inverse"),
+        ValueError,
+        when="the masks hold label 3 and num_classes=3",
+    )
 
 
 @pytest.mark.points(1)
 def test_median_frequency_weights_with_four_classes(exercise):
-    masks = torch.tensor([[[0, 0, 0, 1], [2, 2, 3, 3]],
-                          [[0, 0, 1, 1], [0, 3, 3, 3]]])
+    masks = torch.tensor([[[0, 0, 0, 1], [2, 2, 3, 3]], [[0, 0, 1, 1], [0, 3, 3, 3]]])
     # c = (6, 3, 2, 5); P = (16, 16, 8, 16) (class 2 only in the first image), so
     # f = (6/16, 3/16, 2/8, 5/16). Four classes: the median is the mean of the two middle values,
     # (4/16 + 5/16) / 2, not torch.median's lower one (4/16)
     frequency = np.array([6 / 16, 3 / 16, 2 / 8, 5 / 16])
     expected = torch.tensor(float(np.median(frequency)) / frequency, dtype=torch.float32)
     got = exercise.class_weights(masks, 4, "median")
-    torch.testing.assert_close(got, expected, msg=lambda m: (
-        f"median-frequency weights with 4 classes: expected {[round(w, 3) for w in expected.tolist()]} "
-        f"(median = mean of the two middle frequencies), got "
-        f"{got.tolist() if isinstance(got, torch.Tensor) else got}: {m}"))
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"median-frequency weights with 4 classes: expected {[round(w, 3) for w in expected.tolist()]} "
+            f"(median = mean of the two middle frequencies), got "
+            f"{got.tolist() if isinstance(got, torch.Tensor) else got}: {m}"
+        ),
+    )

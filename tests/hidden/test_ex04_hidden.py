@@ -11,9 +11,9 @@
   labels, and a float32 input with two colour channels and the default parameters.
 
 References: `course_lib.receptive_field.receptive_field` and hand-computed values,
-`torch.nn.functional.conv2d` output shapes, `course_lib.models.ASPP` (run in this process, `probes.ex04.aspp_case`), and the
-all-pairs CRF of `course_lib.crf` (`exact_kernels` without normalisation, `exact_message`,
-`mean_field_step`) computed in float64.
+`torch.nn.functional.conv2d` output shapes, `course_lib.models.ASPP` (run in this process,
+`probes.ex04.aspp_case`), and the all-pairs CRF of `course_lib.crf` (`exact_kernels` without
+normalisation, `exact_message`, `mean_field_step`) computed in float64.
 """
 
 from __future__ import annotations
@@ -22,22 +22,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import crf
 from course_grader.learner.fixtures import expect_raises
 from course_grader.probes.ex04 import aspp_case
+from course_lib import crf
 from course_lib.receptive_field import receptive_field as reference_receptive_field
 
 EXERCISE = "ex04_deeplab"
 
-CRF_DEFAULTS = {"spatial_std": 3.0, "spatial_weight": 3.0, "bilateral_spatial_std": 80.0,
-                "bilateral_color_std": 13.0, "bilateral_weight": 10.0}
+CRF_DEFAULTS = {
+    "spatial_std": 3.0,
+    "spatial_weight": 3.0,
+    "bilateral_spatial_std": 80.0,
+    "bilateral_color_std": 13.0,
+    "bilateral_weight": 10.0,
+}
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
-                     dilation: int = 1) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     """Length of nn.Conv2d's output along the height axis, measured on a zero input."""
-    out = F.conv2d(torch.zeros(1, 1, size, 1), torch.zeros(1, 1, kernel, 1), stride=stride,
-                   padding=(padding, 0), dilation=dilation)
+    out = F.conv2d(
+        torch.zeros(1, 1, size, 1),
+        torch.zeros(1, 1, kernel, 1),
+        stride=stride,
+        padding=(padding, 0),
+        dilation=dilation,
+    )
     return out.shape[2]
 
 
@@ -47,9 +58,12 @@ def reference_step(probs, image, q, params):
     probs, q (K, H, W); image (C, H, W) -> new marginals (K, H, W) float64."""
     probs, image, q = (t.to(torch.float64).unsqueeze(0) for t in (probs, image, q))  # (1, ., H, W)
     smooth, appearance = crf.exact_kernels(
-        image, spatial_std=params["spatial_std"],
+        image,
+        spatial_std=params["spatial_std"],
         bilateral_spatial_std=params["bilateral_spatial_std"],
-        bilateral_color_std=params["bilateral_color_std"], normalize=False)  # each (1, HW, HW)
+        bilateral_color_std=params["bilateral_color_std"],
+        normalize=False,
+    )  # each (1, HW, HW)
     kernel = params["spatial_weight"] * smooth + params["bilateral_weight"] * appearance
     message = crf.exact_message(kernel, q)  # (1, K, H, W)
     return crf.mean_field_step(probs.log(), message)[0]  # (K, H, W)
@@ -91,7 +105,8 @@ def test_dilated_conv_output_size_defaults_and_boundaries(exercise):
     got = exercise.dilated_conv_output_size(11, 4)  # stride 1, padding 0, dilation 1
     assert got == conv_output_size(11, 4), (
         f"dilated_conv_output_size(11, 4) with the default stride/padding/dilation returned {got}, "
-        f"expected {conv_output_size(11, 4)}")
+        f"expected {conv_output_size(11, 4)}"
+    )
     for args in [
         (10, 1, 4, 0, 1),  # stride larger than the kernel: pixels 0, 4, 8
         (3, 3, 1, 1, 2),  # padded length 5 == effective kernel 5: exactly one output
@@ -102,9 +117,13 @@ def test_dilated_conv_output_size_defaults_and_boundaries(exercise):
         expected = conv_output_size(*args)
         got = exercise.dilated_conv_output_size(*args)
         assert got == expected, (
-            f"dilated_conv_output_size{args} returned {got}; nn.Conv2d gives {expected}")
-    expect_raises(lambda: exercise.dilated_conv_output_size(2, 3, 1, 1, 2), ValueError,
-                  when="the padded length (4) is shorter than the effective kernel (5)")
+            f"dilated_conv_output_size{args} returned {got}; nn.Conv2d gives {expected}"
+        )
+    expect_raises(
+        lambda: exercise.dilated_conv_output_size(2, 3, 1, 1, 2),
+        ValueError,
+        when="the padded length (4) is shorter than the effective kernel (5)",
+    )
 
 
 # ----------------------------------------------------------------------------- ASPP
@@ -120,10 +139,13 @@ def test_aspp_forward_on_batch_one_tiny_and_non_square_maps(exercise):
     ]
     for in_channels, out_channels, rates, height, width, batch in cases:
         case = aspp_case(in_channels, out_channels, rates, height, width, 3, batch)  # seed 3
-        what = (f"ASPP({in_channels}, {out_channels}, {rates}) on a ({batch}, {in_channels}, "
-                f"{height}, {width}) input, weights copied from course_lib")
-        torch.testing.assert_close(case.run(exercise).output, case.expected,
-                                   msg=lambda m, what=what: f"{what}: {m}")
+        what = (
+            f"ASPP({in_channels}, {out_channels}, {rates}) on a ({batch}, {in_channels}, "
+            f"{height}, {width}) input, weights copied from course_lib"
+        )
+        torch.testing.assert_close(
+            case.run(exercise).output, case.expected, msg=lambda m, what=what: f"{what}: {m}"
+        )
 
 
 # ----------------------------------------------------------------------------- CRF step
@@ -131,16 +153,22 @@ def test_aspp_forward_on_batch_one_tiny_and_non_square_maps(exercise):
 
 @pytest.mark.points(1)
 def test_mean_field_step_on_one_pixel_and_grayscale_rows_and_columns(exercise):
-    params = {"spatial_std": 1.5, "spatial_weight": 0.4, "bilateral_spatial_std": 5.0,
-              "bilateral_color_std": 30.0, "bilateral_weight": 0.7}
+    params = {
+        "spatial_std": 1.5,
+        "spatial_weight": 0.4,
+        "bilateral_spatial_std": 5.0,
+        "bilateral_color_std": 30.0,
+        "bilateral_weight": 0.7,
+    }
     # (K, C, H, W): one pixel has no pair, so the update is softmax(log probs) = probs
     for seed, (k, c, h, w) in enumerate([(3, 3, 1, 1), (2, 1, 1, 7), (2, 1, 6, 1)]):
         probs, image, q = crf_inputs(seed, k, c, h, w)
         expected = probs.clone() if h * w == 1 else reference_step(probs, image, q, params)
         got = exercise.mean_field_step(probs, image, q, **params)
         what = f"mean_field_step with K={k} labels on a {h}x{w} image, {c} channel(s), {params}"
-        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9,
-                                   msg=lambda m, what=what: f"{what}: {m}")
+        torch.testing.assert_close(
+            got, expected, rtol=1e-6, atol=1e-9, msg=lambda m, what=what: f"{what}: {m}"
+        )
 
 
 @pytest.mark.points(1)
@@ -150,6 +178,12 @@ def test_mean_field_step_float32_two_channels_default_parameters(exercise):
     expected = reference_step(probs, image, q, CRF_DEFAULTS).to(torch.float32)
     got = exercise.mean_field_step(probs, image, q)
     torch.testing.assert_close(
-        got, expected, rtol=1e-4, atol=1e-6,
-        msg=lambda m: f"mean_field_step with its default parameters on float32 inputs (K=4 "
-                      f"labels, a 3x5 image with 2 channels; a float32 result is expected): {m}")
+        got,
+        expected,
+        rtol=1e-4,
+        atol=1e-6,
+        msg=lambda m: (
+            f"mean_field_step with its default parameters on float32 inputs (K=4 "
+            f"labels, a 3x5 image with 2 channels; a float32 result is expected): {m}"
+        ),
+    )

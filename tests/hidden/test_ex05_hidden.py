@@ -24,8 +24,9 @@ from course_lib import losses
 EXERCISE = "ex05_losses_metrics"
 
 
-def random_batch(seed: int, n: int, k: int, h: int, w: int, scale: float = 2.0,
-                 dtype=torch.float64):
+def random_batch(
+    seed: int, n: int, k: int, h: int, w: int, scale: float = 2.0, dtype=torch.float64
+):
     """Logits (N, K, H, W) of `dtype` and a target (N, H, W) int64 with labels in [0, K)."""
     g = torch.Generator().manual_seed(seed)
     logits = (torch.randn(n, k, h, w, generator=g, dtype=torch.float64) * scale).to(dtype)
@@ -84,8 +85,9 @@ def test_soft_dice_with_a_class_or_negative_ignore_index(exercise, ignore_index)
         logits, target = random_batch(11, n=1, k=3, h=7, w=3, dtype=torch.float32)
         g = torch.Generator().manual_seed(12)
         target[(target == 0) | (torch.rand(target.shape, generator=g) < 0.3)] = -1
-    expected = losses.dice_loss(logits.double(), target, mode="multiclass", smooth=0.0,
-                                ignore_index=ignore_index)
+    expected = losses.dice_loss(
+        logits.double(), target, mode="multiclass", smooth=0.0, ignore_index=ignore_index
+    )
     got = exercise.soft_dice_loss(logits, target, ignore_index=ignore_index)
     torch.testing.assert_close(
         torch.as_tensor(got, dtype=torch.float64),
@@ -138,18 +140,24 @@ def test_confusion_matrix_on_1d_and_4d_labels_with_absent_classes(exercise):
     g = torch.Generator().manual_seed(14)
     cases = []
     # 1-D, 6 classes of which 4 and 5 never occur; ignore_index 0 is a class label too
-    cases.append((torch.randint(0, 4, (23,), generator=g), torch.randint(0, 4, (23,), generator=g),
-                  6, 0))
+    cases.append(
+        (torch.randint(0, 4, (23,), generator=g), torch.randint(0, 4, (23,), generator=g), 6, 0)
+    )
     # (2, 1, 3, 4), 3 classes, about a third of the target ignored as -1
     target = torch.randint(0, 3, (2, 1, 3, 4), generator=g)
     target[torch.rand(2, 1, 3, 4, generator=g) < 0.35] = -1
     cases.append((torch.randint(0, 3, (2, 1, 3, 4), generator=g), target, 3, -1))
     for pred, target, num_classes, ignore_index in cases:
         got = exercise.confusion_matrix(pred, target, num_classes, ignore_index=ignore_index)
-        what = (f"labels of shape {tuple(target.shape)}, {num_classes} classes, "
-                f"ignore_index={ignore_index} (rows = target)")
-        torch.testing.assert_close(got, loop_confusion(pred, target, num_classes, ignore_index),
-                                   msg=lambda m, what=what: f"{what}: {m}")
+        what = (
+            f"labels of shape {tuple(target.shape)}, {num_classes} classes, "
+            f"ignore_index={ignore_index} (rows = target)"
+        )
+        torch.testing.assert_close(
+            got,
+            loop_confusion(pred, target, num_classes, ignore_index),
+            msg=lambda m, what=what: f"{what}: {m}",
+        )
 
 
 # ----------------------------------------------------------------------------- IoU and mIoU
@@ -164,14 +172,21 @@ def test_iou_and_mean_iou_on_one_class_no_hits_and_huge_counts(exercise):
         (torch.tensor([[0]]), [math.nan]),
         (torch.tensor([[0, 3], [5, 0]]), [0.0, 0.0]),  # no correct pixel: 0, not NaN
         # float32 would round big + 1 to big (IoU 1.0) and 1 / (big + 1) to 1 / big
-        (torch.tensor([[big + 1, 0, 1], [0, 1, big], [0, 0, 0]]),
-         [(big + 1) / (big + 2), 1 / (big + 2), 0.0]),
+        (
+            torch.tensor([[big + 1, 0, 1], [0, 1, big], [0, 0, 0]]),
+            [(big + 1) / (big + 2), 1 / (big + 2), 0.0],
+        ),
     ]
     for cm, iou in cases:
         expected = torch.tensor(iou, dtype=torch.float64)
         torch.testing.assert_close(
-            exercise.iou_per_class(cm), expected, equal_nan=True, rtol=1e-12, atol=0.0,
-            msg=lambda m, cm=cm: f"iou_per_class of {cm.tolist()} (float64 expected): {m}")
+            exercise.iou_per_class(cm),
+            expected,
+            equal_nan=True,
+            rtol=1e-12,
+            atol=0.0,
+            msg=lambda m, cm=cm: f"iou_per_class of {cm.tolist()} (float64 expected): {m}",
+        )
         defined = [v for v in iou if not math.isnan(v)]
         expected_miou = sum(defined) / len(defined) if defined else math.nan
         got = exercise.mean_iou(cm)

@@ -56,14 +56,23 @@ def test_resize_then_flip_on_odd_non_square_sizes(exercise):
             exercise.resize_and_flip(image, mask, out_size, hflip), "image", "mask"
         )
         expected_mask = nearest_then_flip(mask, out_size, hflip)  # (H_out, W_out)
-        torch.testing.assert_close(got_mask, expected_mask, msg=lambda m, what=what: (
-            f"mask of a {what} (resize with the index formula, then flip): {m}"))
-        expected_image = F.interpolate(image[None].float(), size=out_size, mode="bilinear",
-                                       align_corners=False)[0]  # (C, H_out, W_out) float32
+        torch.testing.assert_close(
+            got_mask,
+            expected_mask,
+            msg=lambda m, what=what: (
+                f"mask of a {what} (resize with the index formula, then flip): {m}"
+            ),
+        )
+        expected_image = F.interpolate(
+            image[None].float(), size=out_size, mode="bilinear", align_corners=False
+        )[0]  # (C, H_out, W_out) float32
         if hflip:
             expected_image = expected_image.flip(-1)
-        torch.testing.assert_close(got_image, expected_image, msg=lambda m, what=what: (
-            f"image of a {what} (bilinear, float32 out): {m}"))
+        torch.testing.assert_close(
+            got_image,
+            expected_image,
+            msg=lambda m, what=what: f"image of a {what} (bilinear, float32 out): {m}",
+        )
 
 
 @pytest.mark.points(1)
@@ -72,13 +81,22 @@ def test_resize_rejects_sizes_that_are_not_two_positive_ints(exercise):
     _, got = unpack(  # valid: must not raise
         exercise.resize_and_flip(image, mask, (3, 5), True), "image", "mask"
     )
-    torch.testing.assert_close(got, nearest_then_flip(mask, (3, 5), True),
-                               msg=lambda m: f"mask resized (4, 6) -> (3, 5) and flipped: {m}")
+    torch.testing.assert_close(
+        got,
+        nearest_then_flip(mask, (3, 5), True),
+        msg=lambda m: f"mask resized (4, 6) -> (3, 5) and flipped: {m}",
+    )
     for size in [(4, 5, 6), (3, -2), (4.5, 5), (7,)]:
-        expect_raises(lambda size=size: exercise.resize_and_flip(image, mask, size, False),
-                      ValueError, when=f"size={size!r} is not two positive ints")
-    expect_raises(lambda: exercise.resize_and_flip(image, mask[None], (4, 4), False), ValueError,
-                  when="the mask is (1, H, W) instead of (H, W)")
+        expect_raises(
+            lambda size=size: exercise.resize_and_flip(image, mask, size, False),
+            ValueError,
+            when=f"size={size!r} is not two positive ints",
+        )
+    expect_raises(
+        lambda: exercise.resize_and_flip(image, mask[None], (4, 4), False),
+        ValueError,
+        when="the mask is (1, H, W) instead of (H, W)",
+    )
 
 
 @pytest.mark.points(1)
@@ -88,15 +106,25 @@ def test_one_hot_with_ignore_index_minus_one_and_absent_classes(exercise):
     expected = torch.zeros(1, 5, 1, 7)  # classes 1, 3, 4 never appear but keep their channel
     for k in range(5):
         expected[0, k] = (mask[0] == k).float()
-    torch.testing.assert_close(got, expected, msg=lambda m: (
-        f"one_hot(mask (1, 1, 7), num_classes=5, ignore_index=-1): {m}"))
+    torch.testing.assert_close(
+        got, expected, msg=lambda m: f"one_hot(mask (1, 1, 7), num_classes=5, ignore_index=-1): {m}"
+    )
     all_ignored = torch.full((2, 3), 255)
-    torch.testing.assert_close(exercise.one_hot(all_ignored, 2), torch.zeros(2, 2, 3),
-                               msg=lambda m: f"one_hot of a mask whose pixels are all 255: {m}")
-    expect_raises(lambda: exercise.one_hot(torch.tensor([[0, 255]]), 3, ignore_index=-1),
-                  ValueError, when="ignore_index=-1, so 255 is a label, and num_classes=3")
-    expect_raises(lambda: exercise.one_hot(torch.tensor([[0, -2]]), 3), ValueError,
-                  when="the mask holds label -2 (default ignore_index=255)")
+    torch.testing.assert_close(
+        exercise.one_hot(all_ignored, 2),
+        torch.zeros(2, 2, 3),
+        msg=lambda m: f"one_hot of a mask whose pixels are all 255: {m}",
+    )
+    expect_raises(
+        lambda: exercise.one_hot(torch.tensor([[0, 255]]), 3, ignore_index=-1),
+        ValueError,
+        when="ignore_index=-1, so 255 is a label, and num_classes=3",
+    )
+    expect_raises(
+        lambda: exercise.one_hot(torch.tensor([[0, -2]]), 3),
+        ValueError,
+        when="the mask holds label -2 (default ignore_index=255)",
+    )
 
 
 def counts_by_loop(masks: torch.Tensor, num_classes: int, ignore_index: int):
@@ -126,30 +154,48 @@ def test_median_weights_with_an_even_number_of_classes(exercise):
     median = float(np.median(list(frequency.values())))  # mean of the two middle values
     expected = torch.tensor([median / frequency[k] if k in frequency else 0.0 for k in range(5)])
     got = exercise.class_weights(masks, 5, "median")
-    torch.testing.assert_close(got, expected, msg=lambda m: (
-        f"median-frequency weights with 4 classes present (median = mean of the middle two, "
-        f"not torch.median's lower one), class 2 absent: {m}"))
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"median-frequency weights with 4 classes present (median = mean of the middle two, "
+            f"not torch.median's lower one), class 2 absent: {m}"
+        ),
+    )
 
 
 @pytest.mark.points(1)
 def test_inverse_weights_with_absent_classes_and_another_ignore_index(exercise):
-    masks = torch.tensor([[[2, 2, 2, 0, 7, 7]],
-                          [[0, 7, 7, 7, 7, 2]]])  # (2, 1, 6); 7 is ignored, classes 1, 3 absent
+    masks = torch.tensor(
+        [[[2, 2, 2, 0, 7, 7]], [[0, 7, 7, 7, 7, 2]]]
+    )  # (2, 1, 6); 7 is ignored, classes 1, 3 absent
     counts, _ = counts_by_loop(masks, 4, 7)
     total = sum(counts)  # T = 6 counted pixels
     expected = torch.tensor([total / (4 * c) if c else 0.0 for c in counts])  # K = 4, not 2
     got = exercise.class_weights(masks, 4, "inverse", ignore_index=7)
-    torch.testing.assert_close(got, expected, msg=lambda m: (
-        f"inverse weights T / (num_classes * c_k) with num_classes=4, classes 1 and 3 absent, "
-        f"ignore_index=7: {m}"))
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"inverse weights T / (num_classes * c_k) with num_classes=4, classes 1 and 3 absent, "
+            f"ignore_index=7: {m}"
+        ),
+    )
     everything_ignored = torch.full((1, 2, 3), 255)
     for method in ("inverse", "median"):
-        torch.testing.assert_close(exercise.class_weights(everything_ignored, 3, method),
-                                   torch.zeros(3), msg=lambda m: (
-                                       f"{method} weights when every pixel is ignored (no class "
-                                       f"appears, all weights 0.0): {m}"))
-    expect_raises(lambda: exercise.class_weights(torch.tensor([[[0, 4]]]), 4, "inverse"),
-                  ValueError, when="the masks hold label 4 and num_classes=4")
+        torch.testing.assert_close(
+            exercise.class_weights(everything_ignored, 3, method),
+            torch.zeros(3),
+            msg=lambda m: (
+                f"{method} weights when every pixel is ignored (no class "
+                f"appears, all weights 0.0): {m}"
+            ),
+        )
+    expect_raises(
+        lambda: exercise.class_weights(torch.tensor([[[0, 4]]]), 4, "inverse"),
+        ValueError,
+        when="the masks hold label 4 and num_classes=4",
+    )
 
 
 @pytest.mark.points(1)
@@ -157,6 +203,11 @@ def test_one_hot_with_a_single_class_and_ignored_pixels(exercise):
     mask = torch.tensor([[0, 255, 0], [255, 0, 0]])  # (2, 3): one class, two ignored pixels
     expected = (mask == 0).float()[None]  # (1, 2, 3): 1.0 on class 0, 0.0 on ignored pixels
     got = exercise.one_hot(mask, 1)
-    torch.testing.assert_close(got, expected, msg=lambda m: (
-        f"one_hot(mask with 255 pixels, num_classes=1): an ignored pixel must not be encoded "
-        f"as a label that does not exist: {m}"))
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"one_hot(mask with 255 pixels, num_classes=1): an ignored pixel must not be encoded "
+            f"as a label that does not exist: {m}"
+        ),
+    )

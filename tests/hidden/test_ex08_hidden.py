@@ -34,21 +34,26 @@ def merge_both(exercise, what, semantic, masks, scores, labels, **options):
     labels = torch.tensor(labels, dtype=torch.int64)
     expected = reference_merge(semantic, masks, scores, labels, **options)
     got = exercise.merge_panoptic(semantic, masks, scores, labels, **options)
-    torch.testing.assert_close(got, expected, msg=lambda m: (
-        f"merge_panoptic, {what}: expected\n{expected.tolist()}\ngot\n"
-        f"{got.tolist() if isinstance(got, torch.Tensor) else got}\n{m}"))
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"merge_panoptic, {what}: expected\n{expected.tolist()}\ngot\n"
+            f"{got.tolist() if isinstance(got, torch.Tensor) else got}\n{m}"
+        ),
+    )
     return expected
 
 
 # ------------------------------------------------------------------------------- merge_panoptic
 
+
 @pytest.mark.points(2)
 def test_merge_numbers_only_the_kept_instances(exercise):
     shape = (4, 6)
-    semantic = torch.tensor([[0, 0, 0, 1, 1, 1],
-                             [0, 6, 6, 1, 1, 1],
-                             [0, 6, 6, 7, 7, 1],
-                             [0, 0, 0, 7, 7, 1]])
+    semantic = torch.tensor(
+        [[0, 0, 0, 1, 1, 1], [0, 6, 6, 1, 1, 1], [0, 6, 6, 7, 7, 1], [0, 0, 0, 7, 7, 1]]
+    )
     first = boxes_mask(shape, (0, 0, 3, 3))  # 9 px, score 0.95: id 1
     empty = torch.zeros(shape, dtype=torch.bool)  # score 0.9, empty: skipped, no id
     inside = boxes_mask(shape, (1, 1, 3, 3))  # score 0.85, all taken: nothing free, no id
@@ -58,33 +63,56 @@ def test_merge_numbers_only_the_kept_instances(exercise):
     # listed out of score order; overlap_threshold=1.0 lets the fully covered mask through the
     # overlap rule, so only "no free pixel" can drop it
     expected = merge_both(
-        exercise, "an empty mask, a fully covered mask, a score equal to score_threshold",
-        semantic, [weak, half, empty, at_threshold, inside, first],
-        [0.45, 0.7, 0.9, 0.5, 0.85, 0.95], [6, 6, 7, 7, 6, 6], stuff_classes=[0, 1],
-        score_threshold=0.5, overlap_threshold=1.0, stuff_area_threshold=2)
+        exercise,
+        "an empty mask, a fully covered mask, a score equal to score_threshold",
+        semantic,
+        [weak, half, empty, at_threshold, inside, first],
+        [0.45, 0.7, 0.9, 0.5, 0.85, 0.95],
+        [6, 6, 7, 7, 6, 6],
+        stuff_classes=[0, 1],
+        score_threshold=0.5,
+        overlap_threshold=1.0,
+        stuff_area_threshold=2,
+    )
     assert sorted(set(expected[expected % 1000 > 0].tolist())) == [6001, 6002, 7003]
 
 
 @pytest.mark.points(1)
 def test_merge_with_another_label_divisor_ignore_index_and_no_instances(exercise):
-    semantic = torch.tensor([[2, 2, 2, 5, 5, 99, 0],
-                             [2, 2, 3, 3, 5, 5, 0],
-                             [3, 3, 3, 3, 5, 5, 0]])  # (3, 7); 99 is a class no one claims
+    semantic = torch.tensor(
+        [[2, 2, 2, 5, 5, 99, 0], [2, 2, 3, 3, 5, 5, 0], [3, 3, 3, 3, 5, 5, 0]]
+    )  # (3, 7); 99 is a class no one claims
     car = boxes_mask((3, 7), (1, 2, 3, 5))
-    options = {"stuff_classes": [0, 2, 3], "score_threshold": 0.4, "overlap_threshold": 0.5,
-               "stuff_area_threshold": 3, "label_divisor": 256, "ignore_index": 99}
-    expected = merge_both(exercise, "label_divisor=256, ignore_index=99", semantic, [car],
-                          [0.6], [5], **options)
+    options = {
+        "stuff_classes": [0, 2, 3],
+        "score_threshold": 0.4,
+        "overlap_threshold": 0.5,
+        "stuff_area_threshold": 3,
+        "label_divisor": 256,
+        "ignore_index": 99,
+    }
+    expected = merge_both(
+        exercise, "label_divisor=256, ignore_index=99", semantic, [car], [0.6], [5], **options
+    )
     assert expected[0, 5] == 99 * 256 and expected[1, 2] == 5 * 256 + 1
     # no instances at all: masks (0, 3, 7); stuff 3 keeps 3 px, stuff 0 and 2 as above
-    merge_both(exercise, "no instances (masks of shape (0, 3, 7)), label_divisor=256", semantic,
-               [], [], [], **options)
+    merge_both(
+        exercise,
+        "no instances (masks of shape (0, 3, 7)), label_divisor=256",
+        semantic,
+        [],
+        [],
+        [],
+        **options,
+    )
 
 
 # ------------------------------------------------------------------------------ match_segments
 
+
 def matches_by_pixel_sets(pred, target, label_divisor, ignore_index):
     """Every (pred_id, target_id, iou) with the same non-void class and IoU > 0.5, by target id."""
+
     def segments(panoptic):
         found = {}
         for r, row in enumerate(panoptic.tolist()):
@@ -93,8 +121,9 @@ def matches_by_pixel_sets(pred, target, label_divisor, ignore_index):
         return found
 
     pred_segments, target_segments = segments(pred), segments(target)
-    void = set().union(*[pixels for t, pixels in target_segments.items()
-                         if t // label_divisor == ignore_index])
+    void = set().union(
+        *[pixels for t, pixels in target_segments.items() if t // label_divisor == ignore_index]
+    )
     matches = []
     for t, t_pixels in sorted(target_segments.items()):
         for p, p_pixels in sorted(pred_segments.items()):
@@ -109,14 +138,17 @@ def matches_by_pixel_sets(pred, target, label_divisor, ignore_index):
 
 def check_matches(got, expected, what):
     assert isinstance(got, list), (
-        f"match_segments ({what}) should return a list, got {type(got).__name__}")
+        f"match_segments ({what}) should return a list, got {type(got).__name__}"
+    )
     assert [(p, t) for p, t, _ in got] == [(p, t) for p, t, _ in expected], (
         f"match_segments ({what}): expected pairs (pred_id, target_id) sorted by target_id "
-        f"{[(p, t) for p, t, _ in expected]}, got {[tuple(g[:2]) for g in got]}")
+        f"{[(p, t) for p, t, _ in expected]}, got {[tuple(g[:2]) for g in got]}"
+    )
     for (p, t, iou), (_, _, expected_iou) in zip(got, expected):
         assert math.isclose(iou, expected_iou, rel_tol=1e-6), (
             f"match_segments ({what}): IoU of pred {p} with target {t} should be "
-            f"{expected_iou:.4f}, got {iou}")
+            f"{expected_iou:.4f}, got {iou}"
+        )
 
 
 @pytest.mark.points(2)
@@ -135,37 +167,44 @@ def test_match_segments_on_random_maps_with_void_on_both_sides(exercise):
         expected = matches_by_pixel_sets(pred, target, divisor, void)
         assert len(expected) >= 3, "the case should produce several matches"
         got = exercise.match_segments(pred, target, label_divisor=divisor, ignore_index=void)
-        check_matches(got, expected, f"random (5, 7) maps {case}, label_divisor=100, "
-                                     f"ignore_index=9, void in both maps is never matched")
+        check_matches(
+            got,
+            expected,
+            f"random (5, 7) maps {case}, label_divisor=100, "
+            f"ignore_index=9, void in both maps is never matched",
+        )
     one = torch.tensor([[2003]])  # a single pixel segment matches itself
     check_matches(exercise.match_segments(one, one), [(2003, 2003, 1.0)], "one-pixel maps")
 
 
 # ---------------------------------------------------------------------------- panoptic_quality
 
+
 @pytest.mark.points(1)
 def test_pq_half_on_void_class_only_predicted_and_one_pixel_maps(exercise):
     divisor, void_class = 100, 9
     void = void_class * divisor
-    target = torch.tensor([[void, void, 301, 301, 301],
-                           [0, 0, 301, 301, 301]])
-    pred = torch.tensor([[402, 402, 301, 301, 301],
-                         [402, 402, 301, 301, 301]])
+    target = torch.tensor([[void, void, 301, 301, 301], [0, 0, 301, 301, 301]])
+    pred = torch.tensor([[402, 402, 301, 301, 301], [402, 402, 301, 301, 301]])
     # person 402: 2 of its 4 px on void, exactly half, not more: a false positive of class 4
     # (a class only the prediction has), and stuff 0 is missed: FN
-    reference = metrics.panoptic_quality(pred, target, 5, label_divisor=divisor,
-                                         ignore_index=void_class)
+    reference = metrics.panoptic_quality(
+        pred, target, 5, label_divisor=divisor, ignore_index=void_class
+    )
     assert reference["per_class"][4]["fp"] == 1 and reference["per_class"][0]["fn"] == 1
     cases = [(pred, target, "a segment exactly half on void, label_divisor=100, ignore_index=9")]
     cases.append((torch.tensor([[301]]), torch.tensor([[301]]), "one-pixel maps, same id"))
     cases.append((torch.tensor([[void]]), torch.tensor([[301]]), "one-pixel void prediction"))
     for pred, target, what in cases:
-        expected = metrics.panoptic_quality(pred, target, 5, label_divisor=divisor,
-                                            ignore_index=void_class)
-        got = exercise.panoptic_quality(pred, target, 5, label_divisor=divisor,
-                                        ignore_index=void_class)
+        expected = metrics.panoptic_quality(
+            pred, target, 5, label_divisor=divisor, ignore_index=void_class
+        )
+        got = exercise.panoptic_quality(
+            pred, target, 5, label_divisor=divisor, ignore_index=void_class
+        )
         assert isinstance(got, dict), f"panoptic_quality ({what}) should return a dict"
         for key in ("pq", "sq", "rq"):
             assert key in got, f"panoptic_quality ({what}) has no key {key!r}"
             assert math.isclose(got[key], expected[key], rel_tol=1e-6, abs_tol=1e-9), (
-                f"panoptic_quality ({what}): {key} should be {expected[key]:.4f}, got {got[key]}")
+                f"panoptic_quality ({what}): {key} should be {expected[key]:.4f}, got {got[key]}"
+            )
