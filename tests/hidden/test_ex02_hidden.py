@@ -1,4 +1,4 @@
-"""Hidden graded tests of exercise 02: the same four functions, on cases the public tests skip.
+"""Hidden graded tests of exercise 02: the same five functions, on cases the public tests skip.
 
 - `transposed_conv_output_size` with its default arguments and stride 1 (reference: the shape
   `F.conv_transpose2d` gives);
@@ -6,19 +6,26 @@
   (reference: a per-tap loop over the docstring's triangle formula), and odd kernels used as
   upsamplers (reference: `F.interpolate(..., align_corners=True)`, which they reproduce exactly);
 - `linear_to_conv` on a 1x1 map and a VGG-like fc6 -> fc7 chain in float64 (reference: `F.linear` on
-  every window, a loop);
+  every window, a loop), and a weight whose width does not match the map (a ValueError, after a
+  valid call);
 - `skip_fusion` with batch 1, one class, a single coarse pixel, offset 0 and non-square maps
   (reference: a brute-force loop that scatters each coarse pixel through the 4x4 kernel and scores
-  each skip pixel on its own).
+  each skip pixel on its own);
+- `fcn8s_head` with batches of 2 and 3, one class, odd map sizes (5x7 -> 3x4 -> 2x2, a single row
+  at 1/16 and 1/32) and an image that is not 8 times the c3 map (reference: 1x1 scores by a loop
+  over channels, bilinear resizing as two interpolation matrices built from the align_corners=False
+  sampling formula, in float64).
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_grader.learner.fixtures import unpack
+from course_grader.learner.fixtures import expect_raises, unpack
 
 EXERCISE = "ex02_fcn"
 
@@ -174,6 +181,95 @@ def test_skip_fusion_edge_sizes_against_a_loop(exercise):
         )
         assert tuple(got.shape) == tuple(expected.shape), (
             f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        )
+        torch.testing.assert_close(
+            got, expected, rtol=1e-4, atol=1e-4, msg=lambda m, what=what: f"{what}: {m}"
+        )
+
+
+@pytest.mark.points(1)
+def test_linear_to_conv_rejects_a_weight_of_the_wrong_width(exercise):
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(4, 2 * 3 * 3, generator=generator)  # (4, 18)
+    bias = torch.randn(4, generator=generator)
+    conv_weight, _ = unpack(
+        exercise.linear_to_conv(weight, bias, 2, 3, 3), "conv_weight", "conv_bias"
+    )
+    assert tuple(conv_weight.shape) == (4, 2, 3, 3), (
+        f"linear_to_conv of a (4, 18) weight for a 2x3x3 map: conv weight "
+        f"{tuple(conv_weight.shape)}, expected (4, 2, 3, 3)"
+    )
+    # 18 input features cannot come from a 2x3x4 map (24): a clear ValueError, not a reshape error
+    expect_raises(
+        lambda: exercise.linear_to_conv(weight, bias, 2, 3, 4),
+        ValueError,
+        when="the weight has 18 input features and the map 2 * 3 * 4 = 24",
+    )
+
+
+def _bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) float64 matrix of align_corners=False bilinear resizing along one axis.
+
+    Output pixel i samples the input at (i + 0.5) * size_in / size_out - 0.5, clamped at 0 below
+    and at the last pixel above; the two neighbouring input pixels share the weight linearly.
+    """
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for i in range(size_out):
+        source = max((i + 0.5) * size_in / size_out - 0.5, 0.0)
+        low = min(int(math.floor(source)), size_in - 1)
+        high = min(low + 1, size_in - 1)
+        fraction = source - low if low < size_in - 1 else 0.0
+        matrix[i, low] += 1.0 - fraction
+        matrix[i, high] += fraction
+    return matrix
+
+
+def _resize_by_matrices(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, K, h, w) -> (N, K, H, W) float64: rows then columns through `_bilinear_matrix`."""
+    rows = _bilinear_matrix(x.shape[-2], size[0])  # (H, h)
+    columns = _bilinear_matrix(x.shape[-1], size[1])  # (W, w)
+    return torch.einsum("Hh,nkhw,Ww->nkHW", rows, x.double(), columns)
+
+
+def _score_by_loop(c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution class by class: sum over channels of weight[k, c] * map[c], + bias[k]."""
+    n, channels, h, w = c.shape
+    scores = torch.zeros(n, weight.shape[0], h, w, dtype=torch.float64)  # (N, K, h, w)
+    for k in range(weight.shape[0]):
+        scores[:, k] = bias[k].double()
+        for ci in range(channels):
+            scores[:, k] += weight[k, ci, 0, 0].double() * c[:, ci].double()
+    return scores
+
+
+@pytest.mark.points(2)
+def test_fcn8s_head_odd_sizes_batches_and_one_class_against_interpolation_matrices(exercise):
+    cases = [  # batch, classes K, channels (C3, C4, C5), c3 size (h3, w3), image (H, W)
+        (2, 3, (4, 5, 6), (5, 7), (37, 53)),  # odd maps: 5x7 -> 3x4 -> 2x2, batch of two
+        (1, 1, (2, 3, 1), (2, 9), (16, 72)),  # one class, one c5 channel, 1 row at 1/16, 1/32
+        (3, 2, (3, 2, 4), (4, 3), (30, 23)),  # an image that is not 8 times the c3 map
+    ]
+    generator = torch.Generator().manual_seed(6)
+    for batch, k, (ch3, ch4, ch5), (h3, w3), image_size in cases:
+        h4, w4 = (h3 + 1) // 2, (w3 + 1) // 2
+        h5, w5 = (h4 + 1) // 2, (w4 + 1) // 2
+        maps = [
+            torch.randn(batch, ch, h, w, generator=generator)
+            for ch, (h, w) in ((ch3, (h3, w3)), (ch4, (h4, w4)), (ch5, (h5, w5)))
+        ]
+        weights = [torch.randn(k, ch, 1, 1, generator=generator) for ch in (ch3, ch4, ch5)]
+        biases = [torch.randn(k, generator=generator) for _ in range(3)]
+        s3, s4, s5 = (_score_by_loop(c, w, b) for c, w, b in zip(maps, weights, biases))
+        fused = _resize_by_matrices(s5, (h4, w4)) + s4  # FCN-16s
+        fused = _resize_by_matrices(fused, (h3, w3)) + s3  # FCN-8s
+        expected = _resize_by_matrices(fused, image_size).float()  # (N, K, H, W)
+        got = exercise.fcn8s_head(*maps, weights, biases, image_size)
+        what = (
+            f"fcn8s_head (batch {batch}, {k} classes, maps {h3}x{w3}, {h4}x{w4}, {h5}x{w5}, "
+            f"image {image_size[0]}x{image_size[1]})"
+        )
+        assert tuple(got.shape) == (batch, k, *image_size), (
+            f"{what}: shape {tuple(got.shape)}, expected {(batch, k, *image_size)}"
         )
         torch.testing.assert_close(
             got, expected, rtol=1e-4, atol=1e-4, msg=lambda m, what=what: f"{what}: {m}"
