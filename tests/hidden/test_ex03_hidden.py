@@ -4,7 +4,8 @@
   offsets, a 1x1 window, a crop along one axis only, integer maps (reference: slices at offsets
   computed by hand);
 - `DoubleConv` with "same" padding and no batch norm (the combination the public tests leave out)
-  and "valid" padding on the smallest input it accepts, batch 1;
+  and "valid" padding on the smallest input it accepts, batch 1, and a padding that is neither
+  "same" nor "valid" (a ValueError, after a valid call with the same weights);
 - `UNet.forward` with a single level (depth 1), batch 1, one output class, odd channel widths, and
   with three levels, "valid" padding and batch norm on a non-square input, and four levels on a
   wide input (reference: `course_lib.models.UNet` run in this process, its weights copied into the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from course_grader.learner.fixtures import expect_raises
 from course_grader.probes.ex03 import double_conv_case, unet_case
 
 EXERCISE = "ex03_unet"
@@ -106,3 +108,24 @@ def test_unet_deeper_valid_with_batch_norm_and_wide_input(exercise):
     _check_unet(exercise, (1, 3, 2, 3, "valid", True, 92, 100), 2, (2, 3, 4, 12))
     # depth 4, "same", no batch norm, a 16x48 input: the bottleneck is 1x3
     _check_unet(exercise, (3, 2, 2, 4, "same", False, 16, 48), 1, (1, 2, 16, 48))
+
+
+@pytest.mark.points(1)
+def test_double_conv_rejects_an_unknown_padding(exercise):
+    case = double_conv_case(2, 3, "valid", False, 6, 7, seed=5, batch=1)
+    got = case.run(exercise)
+    assert tuple(got.output.shape) == (1, 3, 2, 3), (
+        f"DoubleConv(2, 3, 'valid', batch_norm=False) on 6x7: output shape "
+        f"{tuple(got.output.shape)}, expected (1, 3, 2, 3)"
+    )
+    torch.testing.assert_close(
+        got.output,
+        case.expected,
+        msg=lambda m: f"DoubleConv(2, 3, 'valid', batch_norm=False), reference weights: {m}",
+    )
+    # the same weights fit a block built with padding "full", but that is neither "same" nor "valid"
+    expect_raises(
+        lambda: exercise.probe("double_conv_forward", 2, 3, "full", False, case.weights, case.x),
+        ValueError,
+        when="DoubleConv is given padding='full' (only 'same' and 'valid' exist)",
+    )
