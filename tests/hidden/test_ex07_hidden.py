@@ -1,6 +1,7 @@
 """Hidden graded tests of exercise 07: poly_lr with other powers and short schedules, a training
-epoch with another loss and batches of one image, and an evaluation with uneven batches and
-classes that only the prediction or only the target holds.
+epoch with another loss and batches of one image, an evaluation with uneven batches and
+classes that only the prediction or only the target holds, and one with classes of a single pixel
+(a union of 1 still gives an IoU).
 
 References: the poly formula written out with `math`, `course_lib.engine.train_one_epoch` on the
 identical seeded case (`probes.ex07.build_case`; the worker is sent its `case_data`), and confusion
@@ -115,3 +116,26 @@ def test_evaluate_with_uneven_batches_and_one_sided_classes(exercise):
                                        f"only predicted has IoU 0.0): {m}"))
         assert got["miou"] == pytest.approx(expected_miou, rel=1e-9), (
             f"{what}: expected mIoU {expected_miou:.6f} over all 4 classes, got {got['miou']}")
+
+
+@pytest.mark.points(1)
+def test_evaluate_with_classes_of_a_single_pixel(exercise):
+    # K = 3, 2 images of 2 x 3: class 1 is one target pixel, predicted right (IoU 1.0 from a union
+    # of 1); class 2 is one wrongly predicted pixel (IoU 0.0 from a union of 1). Both count.
+    target = torch.zeros(2, 2, 3, dtype=torch.long)
+    target[0, 1, 1] = 1
+    pred = target.clone()
+    pred[1, 0, 2] = 2
+    logits = nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()  # (2, 3, 2, 3)
+    cm = cm_by_loop(pred, target, 3)
+    expected_iou = iou_by_loop(cm)
+    assert expected_iou.tolist() == pytest.approx([10 / 11, 1.0, 0.0])  # by hand: union 11, 1, 1
+    expected_miou = (10 / 11 + 1.0 + 0.0) / 3
+    got = exercise.probe("evaluate_fixed_logits", logits, target, 1)
+    torch.testing.assert_close(got["confusion_matrix"], cm,
+                               msg=lambda m: f"confusion matrix (rows = target): {m}")
+    torch.testing.assert_close(got["iou_per_class"], expected_iou, equal_nan=True,
+                               msg=lambda m: ("iou_per_class (a class whose union is a single "
+                                              f"pixel has an IoU, not NaN): {m}"))
+    assert got["miou"] == pytest.approx(expected_miou, rel=1e-9), (
+        f"expected mIoU {expected_miou:.6f} over all 3 classes, got {got['miou']}")
