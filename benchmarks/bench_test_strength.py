@@ -44,33 +44,64 @@ HIDDEN = ROOT / "tests" / "hidden"
 # "exNN:line:mutation" (as printed in the survivors list) -> why no test can tell it apart.
 # These are left out of the share; every other survivor is a test to write.
 EQUIVALENT: dict[str, str] = {
-    "ex01:73:`+` -> `-` in `cy + dy`": (
-        "the neighbour steps are symmetric ((dy, dx) comes with (-dy, dx)): same neighbours"),
-    "ex01:73:`+` -> `-` in `cx + dx`": (
-        "the neighbour steps are symmetric ((dy, dx) comes with (dy, -dx)): same neighbours"),
+    "ex01:75:`+` -> `-` in `cy + dy`": (
+        "the neighbour steps are symmetric ((dy, dx) comes with (-dy, dx)): same neighbours"
+    ),
+    "ex01:75:`+` -> `-` in `cx + dx`": (
+        "the neighbour steps are symmetric ((dy, dx) comes with (dy, -dx)): same neighbours"
+    ),
     "ex03:49:`True` -> `False`": (
-        "nn.ReLU(inplace=False) gives the same numbers and parameters; only memory use differs"),
+        "nn.ReLU(inplace=False) gives the same numbers and parameters; only memory use differs"
+    ),
     "ex07:47:delete `images, targets = (images.to(device), ta...`": (
-        "the grader runs on the CPU: .to('cpu') returns CPU tensors unchanged"),
+        "the grader runs on the CPU: .to('cpu') returns CPU tensors unchanged"
+    ),
     "ex07:82:`1` -> `0`": (
         "clamp(min=0) differs from clamp(min=1) only where the union is 0, where torch.where "
-        "takes NaN anyway"),
-    "ex08:90:delete `continue`": (
+        "takes NaN anyway"
+    ),
+    "ex08:102:delete `continue`": (
         "pred_ids has no void segment and a match needs the same class: a void target never "
-        "matches anyway"),
-    "ex08:98:delete `continue`": (
+        "matches anyway"
+    ),
+    "ex08:110:delete `continue`": (
         "the shortcut only saves time: with no overlap the IoU is 0 (union >= |T| >= 1), "
-        "never > 0.5"),
+        "never > 0.5"
+    ),
 }
 
-COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
-                 ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
-                 ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+COMPARE_SWAPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+}
 ARITH_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
 BOOL_SWAPS = {ast.And: ast.Or, ast.Or: ast.And}
-SYMBOLS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
-           ast.In: "in", ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not", ast.Add: "+",
-           ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.And: "and", ast.Or: "or"}
+SYMBOLS = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.In: "in",
+    ast.NotIn: "not in",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.And: "and",
+    ast.Or: "or",
+}
 
 
 @dataclass(frozen=True)
@@ -131,8 +162,13 @@ def find_mutants(path: Path) -> list[Mutant]:
         return line is not None and any(a <= line and end <= b for a, b in ranges)
 
     # nodes that are part of an f-string's formatting are never mutated
-    in_fstring = {id(n) for f in ast.walk(tree) if isinstance(f, ast.JoinedStr)
-                  for n in ast.walk(f) if n is not f}
+    in_fstring = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.JoinedStr)
+        for n in ast.walk(f)
+        if n is not f
+    }
     mutants = []
     for site, node in enumerate(ast.walk(tree)):
         if not inside(node) or id(node) in in_fstring:
@@ -142,23 +178,52 @@ def find_mutants(path: Path) -> list[Mutant]:
             for i, op in enumerate(node.ops):
                 if type(op) in COMPARE_SWAPS:
                     new = COMPARE_SWAPS[type(op)]
-                    mutants.append(Mutant(exercise, line, site, "compare", i,
-                                          f"`{SYMBOLS[type(op)]}` -> `{SYMBOLS[new]}` in "
-                                          f"`{_short(node)}`"))
+                    mutants.append(
+                        Mutant(
+                            exercise,
+                            line,
+                            site,
+                            "compare",
+                            i,
+                            f"`{SYMBOLS[type(op)]}` -> `{SYMBOLS[new]}` in `{_short(node)}`",
+                        )
+                    )
         elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in ARITH_SWAPS:
             new = ARITH_SWAPS[type(node.op)]
             kind = "binop" if isinstance(node, ast.BinOp) else "augassign"
-            mutants.append(Mutant(exercise, line, site, kind, 0,
-                                  f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[new]}` in "
-                                  f"`{_short(node)}`"))
+            mutants.append(
+                Mutant(
+                    exercise,
+                    line,
+                    site,
+                    kind,
+                    0,
+                    f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[new]}` in `{_short(node)}`",
+                )
+            )
         elif isinstance(node, ast.BoolOp):
             new = BOOL_SWAPS[type(node.op)]
-            mutants.append(Mutant(exercise, line, site, "boolop", 0,
-                                  f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[new]}` in "
-                                  f"`{_short(node)}`"))
+            mutants.append(
+                Mutant(
+                    exercise,
+                    line,
+                    site,
+                    "boolop",
+                    0,
+                    f"`{SYMBOLS[type(node.op)]}` -> `{SYMBOLS[new]}` in `{_short(node)}`",
+                )
+            )
         elif isinstance(node, ast.Constant) and _new_constant(node.value) is not None:
-            mutants.append(Mutant(exercise, line, site, "constant", 0,
-                                  f"`{node.value!r}` -> `{_new_constant(node.value)!r}`"))
+            mutants.append(
+                Mutant(
+                    exercise,
+                    line,
+                    site,
+                    "constant",
+                    0,
+                    f"`{node.value!r}` -> `{_new_constant(node.value)!r}`",
+                )
+            )
         if isinstance(node, ast.stmt) and not isinstance(node, ast.Pass):
             mutants.append(Mutant(exercise, line, site, "delete", 0, f"delete `{_short(node)}`"))
     return mutants
@@ -179,7 +244,7 @@ def apply(source: str, mutant: Mutant) -> str:
     elif mutant.kind == "delete":
         replacement = ast.copy_location(ast.Pass(), node)
         for parent in ast.walk(tree):
-            for field, value in ast.iter_fields(parent):
+            for _, value in ast.iter_fields(parent):
                 if isinstance(value, list) and any(item is node for item in value):
                     value[[id(item) for item in value].index(id(node))] = replacement
     return ast.unparse(ast.fix_missing_locations(tree)) + "\n"
@@ -201,15 +266,21 @@ class Runner:
         if use_zygote:
             try:
                 from course_grader.learner.zygote import Zygote
+
                 self.zygote = Zygote().start()
             except (OSError, RuntimeError, ImportError):
                 self.zygote = None
 
     def env(self, target: Path) -> dict:
         env = dict(os.environ)
-        env.update({"COURSE_MODE": "fast", "PYTHONDONTWRITEBYTECODE": "1",
-                    "COURSE_GRADE_CALL_TIMEOUT": str(self.timeout),
-                    "COURSE_GRADE_EXERCISE_TIMEOUT": str(self.timeout)})
+        env.update(
+            {
+                "COURSE_MODE": "fast",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "COURSE_GRADE_CALL_TIMEOUT": str(self.timeout),
+                "COURSE_GRADE_EXERCISE_TIMEOUT": str(self.timeout),
+            }
+        )
         env.pop("COURSE_GRADE_TARGET", None)
         if self.zygote is not None:
             env["COURSE_GRADE_ZYGOTE"] = self.zygote.socket_path
@@ -217,23 +288,42 @@ class Runner:
 
     def fails(self, target: Path, tests: list[Path]) -> bool:
         """True when the tests fail (or time out) on `target`: the mutant is caught."""
-        args = ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "--target", str(target),
-                *map(str, tests)]
+        args = [
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--no-header",
+            "--target",
+            str(target),
+            *map(str, tests),
+        ]
         if self.zygote is not None:
             from course_grader.learner.zygote import spawn_child
+
             with open(os.devnull, "r+b") as null:
-                child = spawn_child(self.zygote.socket_path, "session", cwd=str(ROOT),
-                                    env=self.env(target), args=args,
-                                    fds=[null.fileno(), null.fileno(), null.fileno()])
+                child = spawn_child(
+                    self.zygote.socket_path,
+                    "session",
+                    cwd=str(ROOT),
+                    env=self.env(target),
+                    args=args,
+                    fds=[null.fileno(), null.fileno(), null.fileno()],
+                )
             try:
                 return child.wait(self.timeout) != 0
             except subprocess.TimeoutExpired:
                 child.kill()
                 return True
         try:
-            done = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=ROOT,
-                                  env=self.env(target), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, timeout=self.timeout)
+            done = subprocess.run(
+                [sys.executable, "-m", "pytest", *args],
+                cwd=ROOT,
+                env=self.env(target),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=self.timeout,
+            )
         except subprocess.TimeoutExpired:
             return True
         return done.returncode != 0
@@ -250,13 +340,22 @@ def grade_exercise(path: Path, runner: Runner, max_mutants: int | None, verbose:
     source = path.read_text(encoding="utf-8")
     every = find_mutants(path)
     mutants = sample(every, max_mutants, exercise)
-    result = {"exercise": exercise, "generated": len(every), "graded": len(mutants),
-              "public": 0, "both": 0, "survivors": [], "equivalent": []}
+    result = {
+        "exercise": exercise,
+        "generated": len(every),
+        "graded": len(mutants),
+        "public": 0,
+        "both": 0,
+        "survivors": [],
+        "equivalent": [],
+    }
     with tempfile.TemporaryDirectory(prefix=f"mutants-{exercise}-") as folder:
         target = Path(folder) / "solutions"
         shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
         if runner.fails(target, public + hidden):
-            raise SystemExit(f"{exercise}: the tests fail on the unmutated solutions; fix that first")
+            raise SystemExit(
+                f"{exercise}: the tests fail on the unmutated solutions; fix that first"
+            )
         for number, mutant in enumerate(mutants, start=1):
             (target / path.name).write_text(apply(source, mutant), encoding="utf-8")
             start = time.monotonic()
@@ -271,19 +370,27 @@ def grade_exercise(path: Path, runner: Runner, max_mutants: int | None, verbose:
                 result.setdefault("hidden_only", []).append(mutant)
             if verbose:
                 status = "public" if by_public else "hidden" if by_both else "SURVIVED"
-                print(f"  [{number}/{len(mutants)}] {status:8} {time.monotonic() - start:5.1f}s "
-                      f"{path.name}:{mutant.line} {mutant.description}", flush=True)
+                print(
+                    f"  [{number}/{len(mutants)}] {status:8} {time.monotonic() - start:5.1f}s "
+                    f"{path.name}:{mutant.line} {mutant.description}",
+                    flush=True,
+                )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exercises", nargs="*", default=None, help="e.g. ex01 ex06 (default all)")
-    parser.add_argument("--max-mutants", type=int, default=None,
-                        help="grade a deterministic sample of at most N mutants per exercise")
+    parser.add_argument(
+        "--max-mutants",
+        type=int,
+        default=None,
+        help="grade a deterministic sample of at most N mutants per exercise",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per pytest run")
-    parser.add_argument("--no-zygote", action="store_true",
-                        help="run each pytest as a fresh interpreter (slower)")
+    parser.add_argument(
+        "--no-zygote", action="store_true", help="run each pytest as a fresh interpreter (slower)"
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants, grade nothing")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per mutant")
     options = parser.parse_args(argv)
@@ -308,26 +415,34 @@ def main(argv: list[str] | None = None) -> int:
         runner.close()
 
     print()
-    print(f"{'exercise':8} {'mutants':>8} {'graded':>7} {'equiv':>6} {'public':>7} "
-          f"{'pub+hid':>8} {'share pub':>10} {'share all':>10}")
+    print(
+        f"{'exercise':8} {'mutants':>8} {'graded':>7} {'equiv':>6} {'public':>7} "
+        f"{'pub+hid':>8} {'share pub':>10} {'share all':>10}"
+    )
     totals = {"graded": 0, "equivalent": 0, "public": 0, "both": 0}
     for r in results:
         counted = r["graded"] - len(r["equivalent"])
         share_public = r["public"] / counted if counted else float("nan")
         share_both = r["both"] / counted if counted else float("nan")
-        print(f"{r['exercise']:8} {r['generated']:8d} {r['graded']:7d} {len(r['equivalent']):6d} "
-              f"{r['public']:7d} {r['both']:8d} {share_public:10.1%} {share_both:10.1%}")
+        print(
+            f"{r['exercise']:8} {r['generated']:8d} {r['graded']:7d} {len(r['equivalent']):6d} "
+            f"{r['public']:7d} {r['both']:8d} {share_public:10.1%} {share_both:10.1%}"
+        )
         totals["graded"] += r["graded"]
         totals["equivalent"] += len(r["equivalent"])
         totals["public"] += r["public"]
         totals["both"] += r["both"]
     counted = totals["graded"] - totals["equivalent"]
     if counted:
-        print(f"{'all':8} {'':8} {totals['graded']:7d} {totals['equivalent']:6d} "
-              f"{totals['public']:7d} {totals['both']:8d} {totals['public'] / counted:10.1%} "
-              f"{totals['both'] / counted:10.1%}")
-    print("\ntarget: >= 90 % caught by public tests, >= 95 % by public + hidden "
-          "(equivalent mutants left out)")
+        print(
+            f"{'all':8} {'':8} {totals['graded']:7d} {totals['equivalent']:6d} "
+            f"{totals['public']:7d} {totals['both']:8d} {totals['public'] / counted:10.1%} "
+            f"{totals['both'] / counted:10.1%}"
+        )
+    print(
+        "\ntarget: >= 90 % caught by public tests, >= 95 % by public + hidden "
+        "(equivalent mutants left out)"
+    )
     for r in results:
         for mutant in r.get("hidden_only", []):
             print(f"  caught only by hidden: {mutant.key}")

@@ -495,11 +495,8 @@ print(
     f"V3+ decoder: final loss {train_head(v3plus_head, nn.ModuleList([v3plus.low_project, v3plus.decoder]), cache, seed=2):.3f}"
 )
 print(f"heads trained in {time.perf_counter() - start:.0f} s")
-del (
-    cache,
-    low_train,
-    context_train,
-)  # the cache has done its job: its memory is free for what follows
+# The cache has done its job: its memory is free for what follows.
+del cache, low_train, context_train
 
 # %%
 probs_v3, probs_v3plus = predict(v3, val_images), predict(v3plus, val_images)

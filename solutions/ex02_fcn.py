@@ -68,6 +68,7 @@ def linear_to_conv(
     Return `(conv_weight, conv_bias)` with conv_weight of shape (out_features, in_channels, height,
     width) such that `F.conv2d(x, conv_weight, conv_bias)` is (N, out_features, 1, 1) and equals
     the linear layer. On a larger map the same convolution slides and gives a map of scores.
+    Raises ValueError when `weight` does not have in_channels * height * width columns.
     """
     # BEGIN SOLUTION
     # HINT: flatten(1) orders the features as (channel, row, column): a reshape is all it takes.

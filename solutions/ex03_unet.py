@@ -22,7 +22,7 @@ class DoubleConv(nn.Module):
     """(N, in_channels, H, W) -> (N, out_channels, H', W'): [conv 3x3 -> BN -> ReLU] twice.
 
     padding="same": 1 pixel of zero padding per conv, H' = H. padding="valid" (the paper): no
-    padding, each conv removes 2 pixels, H' = H - 4.
+    padding, each conv removes 2 pixels, H' = H - 4. Any other `padding` raises a ValueError.
     With `batch_norm=True` the convs have no bias (BN follows); without, they keep their bias.
     Keep this layer order (conv, BN, ReLU, conv, BN, ReLU) in one `nn.Sequential` called `block`:
     the grader copies weights in that order.

@@ -161,11 +161,14 @@ class NotebookSource:
 
     def deletes(self, name: str) -> bool:
         """Whether the notebook has a top-level `del name` (it frees what `name` held)."""
-        return any(
-            isinstance(node, ast.Delete)
-            and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+        deleted = [
+            target
             for node in self.tree.body
-        )
+            if isinstance(node, ast.Delete)
+            for t in node.targets
+            for target in (t.elts if isinstance(t, ast.Tuple) else [t])  # del (a, b)
+        ]
+        return any(isinstance(t, ast.Name) and t.id == name for t in deleted)
 
     def function_calls(self, function: str, func: str) -> bool:
         """Whether the body of the notebook's `def function` calls `func` (a name or attribute)."""

@@ -47,7 +47,9 @@ def double_conv_case(
     return reference_case(
         "double_conv_forward",
         (in_channels, out_channels, padding, batch_norm),
-        lambda: ReferenceDoubleConv(in_channels, out_channels, padding=padding, batch_norm=batch_norm),
+        lambda: ReferenceDoubleConv(
+            in_channels, out_channels, padding=padding, batch_norm=batch_norm
+        ),
         (batch, in_channels, height, width),
         seed,
     )
@@ -86,8 +88,13 @@ def unet_case(
 
 # -- the worker's side: the learner's module, nothing else ------------------------------------
 def double_conv_forward(
-    module, in_channels: int, out_channels: int, padding: str, batch_norm: bool,
-    weights: dict, x: torch.Tensor,
+    module,
+    in_channels: int,
+    out_channels: int,
+    padding: str,
+    batch_norm: bool,
+    weights: dict,
+    x: torch.Tensor,
 ) -> dict:
     """{"output", "parameters"} of the learner's DoubleConv loaded with `weights`, on `x`."""
     learner = module.DoubleConv(in_channels, out_channels, padding, batch_norm)
@@ -95,8 +102,15 @@ def double_conv_forward(
 
 
 def unet_forward(
-    module, in_channels: int, num_classes: int, base_channels: int, depth: int, padding: str,
-    batch_norm: bool, weights: dict, x: torch.Tensor,
+    module,
+    in_channels: int,
+    num_classes: int,
+    base_channels: int,
+    depth: int,
+    padding: str,
+    batch_norm: bool,
+    weights: dict,
+    x: torch.Tensor,
 ) -> dict:
     """{"output", "parameters"} of the learner's UNet loaded with `weights`, on `x`."""
     learner = module.UNet(in_channels, num_classes, base_channels, depth, padding, batch_norm)

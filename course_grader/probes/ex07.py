@@ -12,8 +12,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["TinyNet", "build_case", "case_data", "case_from_data", "train_one_epoch_run",
-           "train_one_epoch_weighted_run", "evaluate_run", "evaluate_fixed_logits", "FixedLogits"]
+__all__ = [
+    "TinyNet",
+    "build_case",
+    "case_data",
+    "case_from_data",
+    "train_one_epoch_run",
+    "train_one_epoch_weighted_run",
+    "evaluate_run",
+    "evaluate_fixed_logits",
+    "FixedLogits",
+]
 
 
 class TinyNet(nn.Module):
@@ -30,8 +39,9 @@ class TinyNet(nn.Module):
         return self.conv2(self.drop(torch.relu(self.bn(self.conv1(x)))))  # (N, K, H, W)
 
 
-def case_data(seed: int, num_images: int, batch_size: int, num_classes: int = 3,
-              size: int = 8) -> dict:
+def case_data(
+    seed: int, num_images: int, batch_size: int, num_classes: int = 3, size: int = 8
+) -> dict:
     """Plain data of a seeded case: {"weights": TinyNet's state_dict, "images" (N, 1, size, size),
     "targets" (N, size, size), "batch_size", "num_classes"}. The global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -42,8 +52,13 @@ def case_data(seed: int, num_images: int, batch_size: int, num_classes: int = 3,
     # Labels follow the brightness, so the task is learnable and every class appears.
     targets = (images[:, 0] * num_classes).long().clamp(max=num_classes - 1)
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    return {"weights": weights, "images": images, "targets": targets, "batch_size": batch_size,
-            "num_classes": num_classes}
+    return {
+        "weights": weights,
+        "images": images,
+        "targets": targets,
+        "batch_size": batch_size,
+        "num_classes": num_classes,
+    }
 
 
 def case_from_data(data: dict):
@@ -78,8 +93,9 @@ def train_one_epoch_run(module, data: dict, rng_seed: int) -> dict:
     return {"loss": float(loss), "weights": _weights(model), "training": model.training}
 
 
-def train_one_epoch_weighted_run(module, data: dict, rng_seed: int, class_weight: list[float],
-                                 label_smoothing: float) -> dict:
+def train_one_epoch_weighted_run(
+    module, data: dict, rng_seed: int, class_weight: list[float], label_smoothing: float
+) -> dict:
     """`train_one_epoch_run` with `loss_fn = nn.CrossEntropyLoss(weight=class_weight,
     label_smoothing=label_smoothing)` instead of the plain cross-entropy.
 
@@ -88,12 +104,18 @@ def train_one_epoch_weighted_run(module, data: dict, rng_seed: int, class_weight
     """
     model, loader, optimizer = case_from_data(data)
     model.eval()
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weight, dtype=torch.float32),
-                                  label_smoothing=label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=torch.tensor(class_weight, dtype=torch.float32), label_smoothing=label_smoothing
+    )
     torch.manual_seed(rng_seed)
     loss = module.train_one_epoch(model, loader, loss_fn, optimizer, "cpu")
-    return {"loss": float(loss), "weights": _weights(model), "training": model.training,
-            "loss_is_float": isinstance(loss, float), "loss_type": type(loss).__name__}
+    return {
+        "loss": float(loss),
+        "weights": _weights(model),
+        "training": model.training,
+        "loss_is_float": isinstance(loss, float),
+        "loss_type": type(loss).__name__,
+    }
 
 
 def evaluate_run(module, data: dict) -> dict:
@@ -108,9 +130,13 @@ def evaluate_run(module, data: dict) -> dict:
     num_classes = int(data["num_classes"])
     first = module.evaluate(model, loader, num_classes, "cpu")
     second = module.evaluate(model, loader, num_classes, "cpu")
-    return {"confusion_matrix": first["confusion_matrix"], "iou_per_class": first["iou_per_class"],
-            "miou": float(first["miou"]), "repeat_miou": float(second["miou"]),
-            "weights_unchanged": bool(torch.equal(before, _weights(model)))}
+    return {
+        "confusion_matrix": first["confusion_matrix"],
+        "iou_per_class": first["iou_per_class"],
+        "miou": float(first["miou"]),
+        "repeat_miou": float(second["miou"]),
+        "weights_unchanged": bool(torch.equal(before, _weights(model))),
+    }
 
 
 class FixedLogits(nn.Module):
@@ -125,13 +151,17 @@ class FixedLogits(nn.Module):
         return self.logits[images[:, 0, 0, 0].long()] + 0 * self.anchor  # (N, K, H, W)
 
 
-def evaluate_fixed_logits(module, logits: torch.Tensor, targets: torch.Tensor,
-                          batch_size: int) -> dict:
+def evaluate_fixed_logits(
+    module, logits: torch.Tensor, targets: torch.Tensor, batch_size: int
+) -> dict:
     """The learner's `evaluate` on a model that outputs the given logits (N, K, H, W) for targets
     (N, H, W), batched by `batch_size`. Returns its dict with "miou" as a float."""
     n, k, height, width = logits.shape
     images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, height, width)
     loader = DataLoader(TensorDataset(images.contiguous(), targets), batch_size=batch_size)
     result = module.evaluate(FixedLogits(logits), loader, k, "cpu")
-    return {"confusion_matrix": result["confusion_matrix"], "iou_per_class": result["iou_per_class"],
-            "miou": float(result["miou"])}
+    return {
+        "confusion_matrix": result["confusion_matrix"],
+        "iou_per_class": result["iou_per_class"],
+        "miou": float(result["miou"]),
+    }

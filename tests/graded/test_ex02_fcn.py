@@ -175,8 +175,10 @@ def _resnet18_maps(height, width, seed=0):
 
 
 def _reference_head(maps, weights, biases, size):
-    scores = [torch.einsum("nchw,kc->nkhw", c, w[:, :, 0, 0]) + b.view(1, -1, 1, 1)
-              for c, w, b in zip(maps, weights, biases)]
+    scores = [
+        torch.einsum("nchw,kc->nkhw", c, w[:, :, 0, 0]) + b.view(1, -1, 1, 1)
+        for c, w, b in zip(maps, weights, biases)
+    ]
     fused = scores[2]
     for finer in (scores[1], scores[0]):
         fused = F.interpolate(fused, size=finer.shape[-2:], mode="bilinear") + finer
@@ -197,7 +199,10 @@ def test_fcn8s_head_on_resnet18_maps(exercise, height, width):
         f"expected (1, 4, {height}, {width})"
     )
     torch.testing.assert_close(
-        got, expected, rtol=1e-4, atol=1e-4,
+        got,
+        expected,
+        rtol=1e-4,
+        atol=1e-4,
         msg=lambda m: f"fcn8s_head on ResNet-18 maps of a {height}x{width} image: {m}",
     )
 
@@ -214,6 +219,11 @@ def test_fcn8s_head_with_zero_skips_is_fcn32s(exercise):
     s5 = F.interpolate(s5, size=maps[0].shape[-2:], mode="bilinear")
     expected = F.interpolate(s5, size=(70, 45), mode="bilinear")
     torch.testing.assert_close(
-        got, expected, rtol=1e-4, atol=1e-4,
-        msg=lambda m: f"with zero pool3/pool4 score layers the head is FCN-32s upsampled in steps: {m}",
+        got,
+        expected,
+        rtol=1e-4,
+        atol=1e-4,
+        msg=lambda m: (
+            f"with zero pool3/pool4 score layers the head is FCN-32s upsampled in steps: {m}"
+        ),
     )

@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import engine
 from course_grader.probes.ex07 import build_case, case_data
+from course_lib import engine
 
 EXERCISE = "ex07_training"
 
@@ -48,10 +48,12 @@ def test_poly_lr_other_powers_and_short_schedules(exercise):
             got = exercise.poly_lr(base_lr, step, total, power)
             assert isinstance(got, float), (
                 f"poly_lr({base_lr}, {step}, {total}, {power}) must return a float, "
-                f"got {type(got).__name__}")
+                f"got {type(got).__name__}"
+            )
             assert got == pytest.approx(expected, rel=1e-9, abs=1e-15), (
                 f"poly_lr({base_lr}, {step}, {total}, power={power}): expected {expected:.6g}, "
-                f"got {got}" + (" (past the end the rate stays 0.0)" if step >= total else ""))
+                f"got {got}" + (" (past the end the rate stays 0.0)" if step >= total else "")
+            )
 
 
 WEIGHTED = ([0.5, 2.0, 1.25], 0.2)  # class weights and label smoothing of the loss_fn
@@ -62,31 +64,47 @@ def test_train_one_epoch_uses_the_given_loss_with_batches_of_one(exercise):
     class_weight, smoothing = WEIGHTED
     for seed, num_images, batch_size in ((9, 3, 1), (4, 6, 16)):  # batches of one; one batch
         what = f"{num_images} images in batches of {batch_size}"
-        got = exercise.probe("train_one_epoch_weighted_run", case_data(seed, num_images, batch_size),
-                             seed + 2, class_weight, smoothing)
+        got = exercise.probe(
+            "train_one_epoch_weighted_run",
+            case_data(seed, num_images, batch_size),
+            seed + 2,
+            class_weight,
+            smoothing,
+        )
         model, loader, optimizer = build_case(seed, num_images, batch_size)
         loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weight), label_smoothing=smoothing)
         torch.manual_seed(seed + 2)
         expected_loss = engine.train_one_epoch(model, loader, loss_fn, optimizer, "cpu")
-        expected_weights = torch.cat([t.detach().flatten().double()
-                                      for t in model.state_dict().values()])
+        expected_weights = torch.cat(
+            [t.detach().flatten().double() for t in model.state_dict().values()]
+        )
         assert got["training"], f"{what}: the model must be in training mode (model.train())"
-        torch.testing.assert_close(got["weights"], expected_weights, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m, what=what: (
-                                       f"{what}, loss_fn = weighted, label-smoothed cross-entropy: "
-                                       f"weights after one epoch differ from the reference (call "
-                                       f"the loss_fn you are given, one step per batch): {m}"))
+        torch.testing.assert_close(
+            got["weights"],
+            expected_weights,
+            rtol=1e-5,
+            atol=1e-6,
+            msg=lambda m, what=what: (
+                f"{what}, loss_fn = weighted, label-smoothed cross-entropy: "
+                f"weights after one epoch differ from the reference (call "
+                f"the loss_fn you are given, one step per batch): {m}"
+            ),
+        )
         assert got["loss"] == pytest.approx(expected_loss, rel=1e-5), (
             f"{what}, weighted cross-entropy: expected the mean loss per image "
-            f"{expected_loss:.6f}, got {got['loss']:.6f}")
+            f"{expected_loss:.6f}, got {got['loss']:.6f}"
+        )
 
 
 @pytest.mark.points(1)
 def test_train_one_epoch_returns_a_python_float(exercise):
-    got = exercise.probe("train_one_epoch_weighted_run", case_data(1, 5, 2), 3, [1.0, 1.0, 1.0], 0.0)
+    got = exercise.probe(
+        "train_one_epoch_weighted_run", case_data(1, 5, 2), 3, [1.0, 1.0, 1.0], 0.0
+    )
     assert got["loss_is_float"], (
         f"train_one_epoch must return the mean loss as a Python float (loss.item()), got a "
-        f"{got['loss_type']}; summing loss tensors also keeps every batch's graph alive")
+        f"{got['loss_type']}; summing loss tensors also keeps every batch's graph alive"
+    )
 
 
 @pytest.mark.points(2)
@@ -97,7 +115,8 @@ def test_evaluate_with_uneven_batches_and_one_sided_classes(exercise):
     target = torch.tensor([0, 1, 2])[torch.randint(0, 3, (5, 3, 5), generator=generator)]
     pred = torch.tensor([0, 1, 3])[torch.randint(0, 3, (5, 3, 5), generator=generator)]
     pred[target == 0] = torch.where(torch.rand(5, 3, 5, generator=generator) < 0.7, 0, 3)[
-        target == 0]
+        target == 0
+    ]
     logits = nn.functional.one_hot(pred, 4).permute(0, 3, 1, 2).float()  # (5, 4, 3, 5)
     logits = logits + 0.1 * torch.rand(5, 4, 3, 5, generator=generator)  # argmax unchanged
     cm = cm_by_loop(pred, target, 4)
@@ -107,15 +126,23 @@ def test_evaluate_with_uneven_batches_and_one_sided_classes(exercise):
     for batch_size in (2, 1):
         what = f"5 images of 3 x 5 pixels in batches of {batch_size}, K = 4"
         got = exercise.probe("evaluate_fixed_logits", logits, target, batch_size)
-        torch.testing.assert_close(got["confusion_matrix"], cm,
-                                   msg=lambda m, what=what: (
-                                       f"{what}: confusion matrix (rows = target): {m}"))
-        torch.testing.assert_close(got["iou_per_class"], expected_iou, equal_nan=True,
-                                   msg=lambda m, what=what: (
-                                       f"{what}: iou_per_class (a class only in the target or "
-                                       f"only predicted has IoU 0.0): {m}"))
+        torch.testing.assert_close(
+            got["confusion_matrix"],
+            cm,
+            msg=lambda m, what=what: f"{what}: confusion matrix (rows = target): {m}",
+        )
+        torch.testing.assert_close(
+            got["iou_per_class"],
+            expected_iou,
+            equal_nan=True,
+            msg=lambda m, what=what: (
+                f"{what}: iou_per_class (a class only in the target or "
+                f"only predicted has IoU 0.0): {m}"
+            ),
+        )
         assert got["miou"] == pytest.approx(expected_miou, rel=1e-9), (
-            f"{what}: expected mIoU {expected_miou:.6f} over all 4 classes, got {got['miou']}")
+            f"{what}: expected mIoU {expected_miou:.6f} over all 4 classes, got {got['miou']}"
+        )
 
 
 @pytest.mark.points(1)
@@ -132,10 +159,17 @@ def test_evaluate_with_classes_of_a_single_pixel(exercise):
     assert expected_iou.tolist() == pytest.approx([10 / 11, 1.0, 0.0])  # by hand: union 11, 1, 1
     expected_miou = (10 / 11 + 1.0 + 0.0) / 3
     got = exercise.probe("evaluate_fixed_logits", logits, target, 1)
-    torch.testing.assert_close(got["confusion_matrix"], cm,
-                               msg=lambda m: f"confusion matrix (rows = target): {m}")
-    torch.testing.assert_close(got["iou_per_class"], expected_iou, equal_nan=True,
-                               msg=lambda m: ("iou_per_class (a class whose union is a single "
-                                              f"pixel has an IoU, not NaN): {m}"))
+    torch.testing.assert_close(
+        got["confusion_matrix"], cm, msg=lambda m: f"confusion matrix (rows = target): {m}"
+    )
+    torch.testing.assert_close(
+        got["iou_per_class"],
+        expected_iou,
+        equal_nan=True,
+        msg=lambda m: (
+            f"iou_per_class (a class whose union is a single pixel has an IoU, not NaN): {m}"
+        ),
+    )
     assert got["miou"] == pytest.approx(expected_miou, rel=1e-9), (
-        f"expected mIoU {expected_miou:.6f} over all 3 classes, got {got['miou']}")
+        f"expected mIoU {expected_miou:.6f} over all 3 classes, got {got['miou']}"
+    )
