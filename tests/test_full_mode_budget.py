@@ -220,7 +220,7 @@ def test_notebook_04_cache_and_crf_follow_the_notebook_code():
                 'CACHE_DTYPE, CACHE_DEVICE = torch.float16, "cpu"',
                 'CACHE_DTYPE, CACHE_DEVICE = torch.float32, "cuda"',
             ),
-            "lows[i:i + 8].copy_(low)",
+            "lows[i : i + 8].copy_(low)",
             "lows = torch.cat([lows, low])",
         )
     )
