@@ -99,6 +99,7 @@ def test_predict_writes_masks_and_overlays_with_sliding_window(trained, tmp_path
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(source / "small.png")
     Image.fromarray(rng.integers(0, 255, (70, 45, 3), dtype=np.uint8)).save(source / "large.jpg")
+    Image.fromarray(rng.integers(0, 255, (33, 30, 3), dtype=np.uint8)).save(source / "web.webp")
     (source / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
     assert (
@@ -118,7 +119,8 @@ def test_predict_writes_masks_and_overlays_with_sliding_window(trained, tmp_path
         )
         == 0
     )
-    for stem, size in (("small", (24, 20)), ("large", (45, 70))):
+    # every file type `train --images` reads, .webp included
+    for stem, size in (("small", (24, 20)), ("large", (45, 70)), ("web", (30, 33))):
         with Image.open(out / f"{stem}_labels.png") as labels:
             assert labels.size == size and set(np.unique(np.asarray(labels))) <= {0, 1}
         with Image.open(out / f"{stem}_overlay.png") as overlay:

@@ -12,10 +12,9 @@ from course_lib.cli.run_folder import (
     rebuild_model,
     write_png,
 )
+from course_lib.data.folder import IMAGE_EXTENSIONS  # what `train --images` reads
 
-__all__ = ["IMAGE_EXTENSIONS", "predict_command", "predicted_labels"]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+__all__ = ["predict_command", "predicted_labels"]
 
 
 def predicted_labels(
