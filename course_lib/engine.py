@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 
 from course_lib import distributed, inference
 from course_lib.checkpoint import (
@@ -45,7 +46,8 @@ from course_lib.checkpoint import (
     save_checkpoint,
 )
 from course_lib.metrics import ConfusionMatrix, summarize
-from course_lib.schedules import SCHEDULES, schedule_factor
+from course_lib.preprocessing import Preprocessing
+from course_lib.schedules import SCHEDULES, LRFactor, schedule_factor
 from course_lib.utils import get_device, interactive, progress_bar, seed_everything
 
 __all__ = [
@@ -96,7 +98,7 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -111,7 +113,7 @@ def _progress_enabled(progress: bool | None) -> bool:
     return bool(progress)
 
 
-def _batch_bar(loader, description: str, progress: bool | None):
+def _batch_bar(loader: Iterable[Any], description: str, progress: bool | None) -> Any:
     """A progress bar updated by hand: wrapping the loader itself would let tqdm create an extra
     loader iterator, which draws from the global RNG and changes the shuffling of the run."""
     total = len(loader) if hasattr(loader, "__len__") else None
@@ -131,7 +133,7 @@ def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train_one_epoch(
     model: nn.Module,
-    loader,
+    loader: Iterable[Any],
     loss_fn: Callable,
     optimizer: torch.optim.Optimizer,
     device: torch.device | str,
@@ -206,7 +208,7 @@ def train_one_epoch(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader,
+    loader: Iterable[Any],
     num_classes: int,
     device: torch.device | str,
     *,
@@ -215,7 +217,7 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     progress: bool | None = False,
-    preprocessing: Any = None,
+    preprocessing: Preprocessing | None = None,
 ) -> dict:
     """Data-set metrics from one confusion matrix accumulated over every batch (and process).
 
@@ -273,7 +275,7 @@ def evaluate(
     return results
 
 
-def _declared_ignore_index(loader) -> int | None:
+def _declared_ignore_index(loader: Iterable[Any]) -> int | None:
     """The `ignore_index` that the loader's data set declares (through Subset/ConcatDataset)."""
     dataset = getattr(loader, "dataset", None)
     while dataset is not None and not hasattr(dataset, "ignore_index"):
@@ -286,7 +288,7 @@ def _declared_ignore_index(loader) -> int | None:
     return getattr(dataset, "ignore_index", None)
 
 
-def _loader_generators(loader) -> dict[str, torch.Generator]:
+def _loader_generators(loader: Iterable[Any]) -> dict[str, torch.Generator]:
     """Generators that decide the shuffling of `loader` (restored on resume)."""
     found = {}
     if getattr(loader, "generator", None) is not None:
@@ -300,18 +302,6 @@ def _is_better(value: float, best: float | None, mode: str, min_delta: float) ->
     if best is None or math.isnan(best):
         return not math.isnan(value)
     return value > best + min_delta if mode == "max" else value < best - min_delta
-
-
-def _epochs_since_best(
-    values: list[float], mode: str, min_delta: float
-) -> tuple[float | None, int]:
-    best, stale = None, 0
-    for value in values:
-        if _is_better(value, best, mode, min_delta):
-            best, stale = value, 0
-        else:
-            stale += 1
-    return best, stale
 
 
 @dataclass(frozen=True)
@@ -345,9 +335,9 @@ class FitOptions:
     seed: int | None = None
     progress: bool | None = None
     verbose: bool = False
-    preprocessing: Any = None
+    preprocessing: Preprocessing | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.monitor not in _MONITORS:
@@ -380,10 +370,10 @@ class Checkpointing:
 
 def fit(
     model: nn.Module,
-    train_loader,
-    val_loader,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
     *,
-    loss_fn: Callable,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     num_classes: int,
     epochs: int | None = None,
     minutes: float | None = None,
@@ -414,159 +404,55 @@ def fit(
         checkpoint = Checkpointing(path=checkpoint)
     if options.seed is not None:
         seed_everything(options.seed)
-    device = get_device() if device is None else torch.device(device)
-    amp_dtype = resolve_amp(options.amp, device)
-    if options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(device)
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=options.lr, weight_decay=options.weight_decay
-        )
-    budget = None if minutes is None else 60.0 * minutes  # seconds
-    factor = schedule_factor(
-        options.schedule,
-        warmup_steps=options.warmup_steps,
-        total_seconds=budget,
-        total_steps=None if budget is not None else epochs * len(train_loader),
-    )
-    # A plain function, not the factor object: the checkpoint then keeps only the step count, and
-    # a resumed run follows this call's schedule (e.g. one extended to more epochs).
-    scheduler = LambdaLR(optimizer, lambda step: factor(step))
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    generators = _loader_generators(train_loader)
+    clock = _Clock(minutes)  # the wall-time budget, if any: deadline, when to validate
+    # The model on its device, AdamW unless given, the per-step schedule, the fp16 grad scaler.
+    run = _set_up(model, train_loader, epochs, device, optimizer, options, clock)
+    history, start_epoch = _resume(checkpoint.resume, run, clock)  # empty and 0 for a new run
+    clock.start(run.factor)
     ignore_index = options.ignore_index
     if ignore_index is None:  # e.g. Oxford-IIIT Pet with boundary="ignore" declares 255
         ignore_index = _declared_ignore_index(val_loader)
-    extra = dict(checkpoint.extra or {})
-    if options.preprocessing is not None:
-        extra["preprocessing"] = options.preprocessing.to_dict()
-
-    history, start_epoch, spent_before = {key: [] for key in _HISTORY_KEYS}, 0, 0.0
-    if checkpoint.resume is not None:
-        state = load_checkpoint(
-            checkpoint.resume,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            map_location=device,
-        )
-        start_epoch, history = state["epoch"], state["history"]
-        restore_rng_state(state["rng"], generators)
-        spent_before = float(state.get("extra", {}).get("seconds", 0.0))  # wall time already used
-    started = time.monotonic()
-    deadline = None if budget is None else started + budget - spent_before
-    if budget is not None:
-        factor.spent_before = spent_before
-        factor.start()
-    mode = _MONITORS[options.monitor]
-    best, stale = _epochs_since_best(history.get(options.monitor, []), mode, options.min_delta)
-    save_to = Path(checkpoint.path) if checkpoint.path is not None else None
+    stopper = _EarlyStopping(options, history)
     show = _progress_enabled(options.progress)
-    if budget is None:
-        bar = progress_bar(total=epochs, initial=start_epoch, desc="epochs", disable=not show)
-    else:
-        bar = progress_bar(
-            total=round(budget),
-            initial=round(min(spent_before, budget)),
-            unit="s",
-            desc="minutes budget",
-            disable=not show,
-        )
+    bar = _FitBar(epochs, start_epoch, clock, show)
 
-    epoch, losses, last_check = start_epoch, [], started
-    while (epochs is None or epoch < epochs) and (deadline is None or time.monotonic() < deadline):
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+    epoch, losses = start_epoch, []
+    while (epochs is None or epoch < epochs) and clock.time_left():
         try:
-            losses.append(
-                train_one_epoch(
-                    model,
-                    train_loader,
-                    loss_fn,
-                    optimizer,
-                    device,
-                    scheduler=scheduler,
-                    scaler=scaler,
-                    amp_dtype=amp_dtype,
-                    grad_clip=options.grad_clip,
-                    channels_last=options.channels_last,
-                    progress=show and budget is None,
-                    description=f"epoch {epoch + 1}",
-                    deadline=deadline,
-                )
-            )
+            losses.append(_train_epoch(run, train_loader, loss_fn, epoch, options, clock, show))
         except NonFiniteLossError as error:
             raise _stopped_by_non_finite_loss(
-                error, epoch, save_to, history, start_epoch
+                error, epoch, checkpoint.path, history, start_epoch
             ) from error
         epoch += 1
-        now = time.monotonic()
-        if budget is not None:
-            bar.update(round(min(spent_before + now - started, budget)) - bar.n)
-            finished = now >= deadline or (epochs is not None and epoch >= epochs)
-            if not finished and now - last_check < budget / 4:
-                continue  # validate four times over a time budget
-        last_check = now
+        bar.after_epoch()
+        if not clock.validation_due(epoch, epochs):
+            continue  # over a time budget: after each quarter of it, and at the end
         results = evaluate(
-            model,
+            run.model,
             val_loader,
             num_classes,
-            device,
+            run.device,
             loss_fn=loss_fn,
             ignore_index=ignore_index,
-            amp_dtype=amp_dtype,
+            amp_dtype=run.amp_dtype,
             channels_last=options.channels_last,
             progress=False,
             preprocessing=options.preprocessing,
         )
-        seconds = spent_before + time.monotonic() - started
-        record = _history_record(epoch, optimizer, losses, results)
+        seconds = clock.seconds()
+        record = _history_record(epoch, run.optimizer, losses, results)
         losses = []
         for key, value in record.items():
             history.setdefault(key, []).append(value)
-        if budget is None:
-            bar.update(1)
-        if show:
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", miou=f"{results['miou']:.3f}")
+        bar.after_validation(record)
         if options.verbose and distributed.is_main_process():
-            total = f"/{epochs}" if epochs is not None else ""
-            clock = f"{seconds:.0f} s  " if budget is not None else ""
-            print(
-                f"epoch {epoch}{total}  {clock}"
-                f"train_loss {record['train_loss']:.4f}  val_loss {results['loss']:.4f}  "
-                f"miou {results['miou']:.4f}  dice {results['dice']:.4f}  "
-                f"lr {record['lr']:.2e}",
-                flush=True,
-            )
-        if save_to is not None and distributed.is_main_process():
-            save_checkpoint(
-                save_to,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                epoch=epoch,
-                history=history,
-                rng=capture_rng_state(generators),
-                model_name=checkpoint.model_name,
-                model_kwargs=checkpoint.model_kwargs,
-                extra={**extra, "seconds": seconds},
-            )
-        value = record[options.monitor]
-        if _is_better(value, best, mode, options.min_delta):
-            best, stale = value, 0
-        else:
-            stale += 1
-        if options.early_stopping is not None and stale >= options.early_stopping:
+            print(_validation_line(record, epochs, clock, seconds), flush=True)
+        if checkpoint.path is not None and distributed.is_main_process():
+            _save(checkpoint, run, epoch, history, options, seconds)
+        if stopper.should_stop(record[options.monitor]):  # options.early_stopping validations
             if options.verbose and distributed.is_main_process():
-                print(
-                    f"early stopping: {options.monitor} did not improve for {stale} validations "
-                    f"(best {best:.4f})",
-                    flush=True,
-                )
+                print(stopper.message(), flush=True)
             break
     bar.close()
     distributed.barrier()
@@ -587,7 +473,10 @@ _HISTORY_KEYS = (
 )
 
 
-def _check_fit_arguments(epochs, minutes, num_classes, loss_fn, train_loader) -> None:
+def _check_fit_arguments(
+    epochs: Any, minutes: Any, num_classes: Any, loss_fn: Any, train_loader: DataLoader
+) -> None:
+    """Clear errors for `fit`'s arguments before anything is built."""
     if epochs is None and minutes is None:
         raise ValueError("give epochs, minutes, or both")
     if epochs is not None and (
@@ -607,7 +496,9 @@ def _check_fit_arguments(epochs, minutes, num_classes, loss_fn, train_loader) ->
         raise ValueError("train_loader is empty: no batch to train on")
 
 
-def _history_record(epoch: int, optimizer, losses: list[float], results: dict) -> dict:
+def _history_record(
+    epoch: int, optimizer: torch.optim.Optimizer, losses: list[float], results: dict
+) -> dict:
     """One entry of every history list, after a validation."""
     return {
         "epoch": epoch,
@@ -618,8 +509,15 @@ def _history_record(epoch: int, optimizer, losses: list[float], results: dict) -
     }
 
 
-def _stopped_by_non_finite_loss(error, epoch: int, save_to, history: dict, start_epoch: int):
+def _stopped_by_non_finite_loss(
+    error: NonFiniteLossError,
+    epoch: int,
+    path: str | Path | None,
+    history: dict[str, list],
+    start_epoch: int,
+) -> NonFiniteLossError:
     """The error `fit` raises on a NaN/inf loss: what was kept and what to try."""
+    save_to = Path(path) if path is not None else None
     if save_to is not None and save_to.exists():
         last_good = history["epoch"][-1] if history["epoch"] else start_epoch
         kept = f"the last good checkpoint {save_to} (epoch {last_good}) is kept"
@@ -628,4 +526,246 @@ def _stopped_by_non_finite_loss(error, epoch: int, save_to, history: dict, start
     return NonFiniteLossError(
         f"training stopped in epoch {epoch + 1}: {error}; {kept}. Lower the learning rate, "
         f"set grad_clip, or check the data and the loss for invalid values."
+    )
+
+
+@dataclass
+class _Run:
+    """What `fit` trains with and what its checkpoint holds, set up once by `_set_up`."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    scaler: torch.amp.GradScaler | None
+    factor: LRFactor  # the schedule's step -> factor (a clock over a time budget)
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    generators: dict[str, torch.Generator]  # the training loader's shuffling, for a resume
+
+
+def _set_up(
+    model: nn.Module,
+    train_loader: DataLoader,
+    epochs: int | None,
+    device: torch.device | str | None,
+    optimizer: torch.optim.Optimizer | None,
+    options: FitOptions,
+    clock: _Clock,
+) -> _Run:
+    """The model on its device, the optimiser (AdamW by default), the per-step schedule, the scaler."""
+    device = get_device() if device is None else torch.device(device)
+    amp_dtype = resolve_amp(options.amp, device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        )
+    factor = schedule_factor(
+        options.schedule,
+        warmup_steps=options.warmup_steps,
+        total_seconds=clock.budget,
+        total_steps=None if clock.budget is not None else epochs * len(train_loader),
+    )
+    # A plain function, not the factor object: the checkpoint then keeps only the step count, and
+    # a resumed run follows this call's schedule (e.g. one extended to more epochs).
+    scheduler = LambdaLR(optimizer, lambda step: factor(step))
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    generators = _loader_generators(train_loader)
+    return _Run(model, optimizer, scheduler, scaler, factor, device, amp_dtype, generators)
+
+
+def _resume(path: str | Path | None, run: _Run, clock: _Clock) -> tuple[dict[str, list], int]:
+    """(history, epochs done): empty for a new run; for a resumed one, every state restored.
+
+    The weights, optimiser, scheduler, scaler and RNG states (the loaders' shuffling included)
+    come from the checkpoint at `path`, and the wall time it had spent goes on the clock.
+    """
+    if path is None:
+        return {key: [] for key in _HISTORY_KEYS}, 0
+    state = load_checkpoint(
+        path,
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        map_location=run.device,
+    )
+    restore_rng_state(state["rng"], run.generators)
+    clock.spent_before = float(state.get("extra", {}).get("seconds", 0.0))
+    return state["history"], state["epoch"]
+
+
+class _Clock:
+    """The wall time of a run: the budget of `fit(minutes=...)`, its deadline, when to validate.
+
+    Without a budget it only counts seconds (for the checkpoint); `validation_due` is then
+    always true.
+    """
+
+    def __init__(self, minutes: float | None) -> None:
+        self.budget = None if minutes is None else 60.0 * minutes  # seconds
+        self.spent_before = 0.0  # by the run this one resumes (set by `_resume`)
+        self.started = self.last_check = 0.0
+        self.deadline: float | None = None
+
+    def start(self, factor: LRFactor) -> None:
+        """Start counting now, and start the schedule's clock if it runs over the budget."""
+        self.started = self.last_check = time.monotonic()
+        if self.budget is not None:
+            self.deadline = self.started + self.budget - self.spent_before
+            factor.spent_before = self.spent_before
+            factor.start()
+
+    def seconds(self) -> float:
+        """Wall time spent by the run so far, the resumed run's included."""
+        return self.spent_before + time.monotonic() - self.started
+
+    def time_left(self) -> bool:
+        return self.deadline is None or time.monotonic() < self.deadline
+
+    def validation_due(self, epoch: int, epochs: int | None) -> bool:
+        """After every epoch without a budget; with one, after each quarter of it and at the end."""
+        now = time.monotonic()
+        if self.budget is not None:
+            finished = now >= self.deadline or (epochs is not None and epoch >= epochs)
+            if not finished and now - self.last_check < self.budget / 4:
+                return False
+        self.last_check = now
+        return True
+
+
+class _FitBar:
+    """The outer progress bar of `fit`: epochs done, or seconds of the time budget spent."""
+
+    def __init__(self, epochs: int | None, start_epoch: int, clock: _Clock, show: bool) -> None:
+        self.clock, self.show = clock, show
+        if clock.budget is None:
+            self.bar = progress_bar(
+                total=epochs, initial=start_epoch, desc="epochs", disable=not show
+            )
+        else:
+            self.bar = progress_bar(
+                total=round(clock.budget),
+                initial=round(min(clock.spent_before, clock.budget)),
+                unit="s",
+                desc="minutes budget",
+                disable=not show,
+            )
+
+    def after_epoch(self) -> None:
+        if self.clock.budget is not None:
+            spent = round(min(self.clock.seconds(), self.clock.budget))
+            self.bar.update(spent - self.bar.n)
+
+    def after_validation(self, record: dict[str, Any]) -> None:
+        if self.clock.budget is None:
+            self.bar.update(1)
+        if self.show:
+            self.bar.set_postfix(loss=f"{record['train_loss']:.4f}", miou=f"{record['miou']:.3f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _EarlyStopping:
+    """Counts validations since `options.monitor` last improved by more than `min_delta`.
+
+    The count starts from the history, so a resumed run stops where the uninterrupted one would.
+    """
+
+    def __init__(self, options: FitOptions, history: dict[str, list]) -> None:
+        self.monitor, self.patience = options.monitor, options.early_stopping
+        self.mode, self.min_delta = _MONITORS[options.monitor], options.min_delta
+        self.best, self.stale = None, 0
+        for value in history.get(options.monitor, []):
+            self._update(value)
+
+    def _update(self, value: float) -> None:
+        if _is_better(value, self.best, self.mode, self.min_delta):
+            self.best, self.stale = value, 0
+        else:
+            self.stale += 1
+
+    def should_stop(self, value: float) -> bool:
+        """Count the validation that gave `value`; True once the patience has run out."""
+        self._update(value)
+        return self.patience is not None and self.stale >= self.patience
+
+    def message(self) -> str:
+        return (
+            f"early stopping: {self.monitor} did not improve for {self.stale} validations "
+            f"(best {self.best:.4f})"
+        )
+
+
+def _train_epoch(
+    run: _Run,
+    loader: DataLoader,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    epoch: int,
+    options: FitOptions,
+    clock: _Clock,
+    show: bool,
+) -> float:
+    """`train_one_epoch` with the run's settings; a distributed sampler reshuffles per epoch."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    return train_one_epoch(
+        run.model,
+        loader,
+        loss_fn,
+        run.optimizer,
+        run.device,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        amp_dtype=run.amp_dtype,
+        grad_clip=options.grad_clip,
+        channels_last=options.channels_last,
+        progress=show and clock.budget is None,
+        description=f"epoch {epoch + 1}",
+        deadline=clock.deadline,
+    )
+
+
+def _validation_line(
+    record: dict[str, Any], epochs: int | None, clock: _Clock, seconds: float
+) -> str:
+    """The line `FitOptions(verbose=True)` prints after each validation."""
+    total = f"/{epochs}" if epochs is not None else ""
+    spent = f"{seconds:.0f} s  " if clock.budget is not None else ""
+    return (
+        f"epoch {record['epoch']}{total}  {spent}"
+        f"train_loss {record['train_loss']:.4f}  val_loss {record['val_loss']:.4f}  "
+        f"miou {record['miou']:.4f}  dice {record['dice']:.4f}  "
+        f"lr {record['lr']:.2e}"
+    )
+
+
+def _save(
+    checkpoint: Checkpointing,
+    run: _Run,
+    epoch: int,
+    history: dict[str, list],
+    options: FitOptions,
+    seconds: float,
+) -> None:
+    """Write the checkpoint: every state `_resume` restores, and what rebuilds the model."""
+    extra = dict(checkpoint.extra or {})
+    if options.preprocessing is not None:
+        extra["preprocessing"] = options.preprocessing.to_dict()
+    save_checkpoint(
+        Path(checkpoint.path),
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        epoch=epoch,
+        history=history,
+        rng=capture_rng_state(run.generators),
+        model_name=checkpoint.model_name,
+        model_kwargs=checkpoint.model_kwargs,
+        extra={**extra, "seconds": seconds},
     )
