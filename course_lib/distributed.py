@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -148,7 +149,7 @@ class ShardSampler(Sampler[int]):
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(f"rank must be in [0, {self.num_replicas}), got {self.rank}")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.length, self.num_replicas))
 
     def __len__(self) -> int:

@@ -62,8 +62,9 @@ def _check_divisor(label_divisor: int) -> int:
 
 
 def semantic_from_instances(
-    instances, instance_classes: Mapping[int, int] | Sequence[int] | torch.Tensor
-):
+    instances: torch.Tensor | np.ndarray,
+    instance_classes: Mapping[int, int] | Sequence[int] | torch.Tensor,
+) -> torch.Tensor | np.ndarray:
     """Class mask from an instance map and its class table: (H, W) -> (H, W) int64.
 
     `instance_classes[k]` is the class of the pixels with instance id k: a sequence, array or
@@ -102,7 +103,9 @@ def semantic_from_instances(
     return _back(table.to(ids.device)[ids], was_numpy)  # (H, W): a table look-up per pixel
 
 
-def instances_from_semantic(mask, classes: Iterable[int] | None = None, connectivity: int = 4):
+def instances_from_semantic(
+    mask: torch.Tensor | np.ndarray, classes: Iterable[int] | None = None, connectivity: int = 4
+) -> torch.Tensor | np.ndarray:
     """Instance map from a class mask by connected components per class: (H, W) -> (H, W) int64.
 
     Each connected region of pixels of one class becomes one instance. Ids are 1..n, numbered
@@ -135,7 +138,11 @@ def instances_from_semantic(mask, classes: Iterable[int] | None = None, connecti
     return _back(result, was_numpy)
 
 
-def encode_panoptic(semantic, instances, label_divisor: int = 1000):
+def encode_panoptic(
+    semantic: torch.Tensor | np.ndarray,
+    instances: torch.Tensor | np.ndarray,
+    label_divisor: int = 1000,
+) -> torch.Tensor | np.ndarray:
     """One map with class and object: panoptic = semantic * label_divisor + instances. (H, W) int64.
 
     Stuff pixels carry instance id 0, so their panoptic id is class_id * label_divisor.
@@ -157,7 +164,9 @@ def encode_panoptic(semantic, instances, label_divisor: int = 1000):
     return _back(classes * label_divisor + ids.to(classes.device), was_numpy)
 
 
-def decode_panoptic(panoptic, label_divisor: int = 1000):
+def decode_panoptic(
+    panoptic: torch.Tensor | np.ndarray, label_divisor: int = 1000
+) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]:
     """Split panoptic ids back into (semantic, instances), both (H, W) int64."""
     label_divisor = _check_divisor(label_divisor)
     ids, was_numpy = _as_long(panoptic, "panoptic")

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+from torchvision.models import WeightsEnum
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -76,10 +78,10 @@ def _class_ids(values: Iterable[int], name: str) -> tuple[int, ...]:
 
 
 def merge_panoptic(
-    semantic,
-    masks,
-    scores,
-    labels,
+    semantic: torch.Tensor | np.ndarray,
+    masks: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
     *,
     stuff_classes: Iterable[int],
     score_threshold: float = 0.5,
@@ -174,7 +176,11 @@ def merge_panoptic(
     return panoptic
 
 
-def instance_targets(mask, instances, thing_classes: Sequence[int]) -> dict[str, torch.Tensor]:
+def instance_targets(
+    mask: torch.Tensor | np.ndarray,
+    instances: torch.Tensor | np.ndarray,
+    thing_classes: Sequence[int],
+) -> dict[str, torch.Tensor]:
     """Turn a semantic mask and an instance map into the target dict of torchvision's Mask R-CNN.
 
     mask (H, W) class ids and instances (H, W) ids (0 = none, 1..n) -> {"boxes": (M, 4) float
@@ -240,8 +246,8 @@ def build_mask_rcnn(
     num_classes: int,
     *,
     backbone: str = "tiny",
-    weights=None,
-    weights_backbone=None,
+    weights: str | WeightsEnum | None = None,
+    weights_backbone: str | WeightsEnum | None = None,
     image_size: int = 128,
     channels: int = 32,
 ) -> MaskRCNN:
@@ -314,7 +320,7 @@ def build_mask_rcnn(
 
 def train_mask_rcnn(
     model: MaskRCNN,
-    dataset,
+    dataset: Dataset,
     thing_classes: Sequence[int],
     *,
     steps: int,

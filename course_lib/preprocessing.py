@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -116,7 +117,7 @@ class Preprocessing:
         )
 
 
-def read_image(path, image_mode: str = "RGB") -> torch.Tensor:
+def read_image(path: str | Path, image_mode: str = "RGB") -> torch.Tensor:
     """An image file as a (C, H, W) float32 tensor in [0, 1] (C = 3 for "RGB", 1 for "L")."""
     from PIL import Image, UnidentifiedImageError
 

@@ -15,9 +15,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["Block", "Edge", "architecture_graph", "draw_architecture"]
 
@@ -259,8 +264,8 @@ def draw_architecture(
     image_size: int = 256,
     in_channels: int | None = None,
     title: str | None = None,
-    ax=None,
-):
+    ax: Axes | None = None,
+) -> Figure:
     """Draw `model`'s schematic (see `architecture_graph`); returns the figure.
 
     Each box is a block's output: height grows with its spatial size (relative to the input),

@@ -28,7 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
-from torch.utils.data import get_worker_info  # noqa: E402
+from torch.utils.data import Dataset, get_worker_info  # noqa: E402
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -197,7 +197,7 @@ def val_transforms(
 
 
 def dataset_stats(
-    dataset,
+    dataset: Dataset,
     max_samples: int | None = None,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of a dataset's images (no transform applied).

@@ -12,11 +12,18 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+Weights = TypeVar("Weights")  # a torchvision weights name or enum, e.g. "DEFAULT"
 
 __all__ = [
     "get_device",
@@ -106,7 +113,7 @@ def rehearsal() -> bool:
     return course_mode() == "full" and os.environ.get("COURSE_REHEARSAL", "").strip() == "1"
 
 
-def pretrained(weights):
+def pretrained(weights: Weights) -> Weights | None:
     """`weights` as given, or None (random initialisation, said once per call) in a rehearsal."""
     if weights is None or not rehearsal():
         return weights
@@ -136,7 +143,7 @@ def interactive() -> bool:
     return sys.stdout.isatty() or (shell is not None and getattr(shell, "kernel", None) is not None)
 
 
-def progress_bar(*args, **kwargs):
+def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
     """A tqdm progress bar: a live widget in a notebook, text in a terminal.
 
     A notebook executed to be saved (`tools/build_notebooks.py` sets COURSE_TEXT_PROGRESS=1) gets
@@ -156,7 +163,7 @@ def progress_bar(*args, **kwargs):
 
 
 def median_seconds(
-    fn, repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0
+    fn: Callable[[], object], repeats: int = 3, device: str | torch.device = "cpu", warmup: int = 0
 ) -> float:
     """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls.
 

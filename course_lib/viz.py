@@ -16,9 +16,13 @@ cream. `class_palette(class_names)` gives classes with familiar names the colour
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "PALETTE",
@@ -140,7 +144,7 @@ def _image_hwc(image, name: str = "image") -> np.ndarray:
     return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
 
 
-def colorize(mask, palette: np.ndarray = PALETTE) -> np.ndarray:
+def colorize(mask: torch.Tensor | np.ndarray, palette: np.ndarray = PALETTE) -> np.ndarray:
     """Class ids (H, W) -> RGB (H, W, 3) uint8, one palette colour per class."""
     palette = np.asarray(palette)
     if palette.ndim != 2 or palette.shape[1] != 3:
@@ -150,7 +154,11 @@ def colorize(mask, palette: np.ndarray = PALETTE) -> np.ndarray:
 
 
 def overlay(
-    image, mask, alpha: float = 0.5, skip_background: bool = True, palette: np.ndarray = PALETTE
+    image: torch.Tensor | np.ndarray,
+    mask: torch.Tensor | np.ndarray,
+    alpha: float = 0.5,
+    skip_background: bool = True,
+    palette: np.ndarray = PALETTE,
 ) -> np.ndarray:
     """Blend the class colours of `mask` over `image`: (H, W, 3) uint8.
 
@@ -198,7 +206,9 @@ def _boundaries(labels: np.ndarray) -> np.ndarray:
     return edge
 
 
-def colorize_instances(instances, boundaries: bool = False) -> np.ndarray:
+def colorize_instances(
+    instances: torch.Tensor | np.ndarray, boundaries: bool = False
+) -> np.ndarray:
     """Instance ids (H, W) -> (H, W, 3) uint8: 0 black, each object its own colour.
 
     Colours depend only on the id, so the same id has the same colour in every picture.
@@ -212,7 +222,10 @@ def colorize_instances(instances, boundaries: bool = False) -> np.ndarray:
 
 
 def colorize_panoptic(
-    panoptic, label_divisor: int = 1000, boundaries: bool = True, palette: np.ndarray = PALETTE
+    panoptic: torch.Tensor | np.ndarray,
+    label_divisor: int = 1000,
+    boundaries: bool = True,
+    palette: np.ndarray = PALETTE,
 ) -> np.ndarray:
     """Panoptic ids (class_id * label_divisor + instance_id) -> (H, W, 3) uint8.
 
@@ -258,15 +271,15 @@ def _batch(x, name: str) -> list:
 
 
 def show_grid(
-    images,
-    masks,
-    predictions=None,
+    images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+    masks: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+    predictions: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray] | None = None,
     *,
     class_names: Sequence[str] | None = None,
     max_rows: int = 4,
     cell_size: float = 2.2,
     titles: Sequence[str] | None = None,
-):
+) -> Figure:
     """One row per sample: image | ground truth | prediction (colour-coded classes).
 
     images (N, C, H, W) or a list; masks (N, H, W); predictions (N, H, W) class ids or
@@ -325,7 +338,7 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
-def plot_history(history: dict, figsize: tuple[float, float] = (9.0, 3.2)):
+def plot_history(history: dict, figsize: tuple[float, float] = (9.0, 3.2)) -> Figure:
     """Training curves from a history dict of per-epoch lists: losses left, other metrics right.
 
     Entries that are not lists of numbers (for example per-class IoU lists) are skipped.

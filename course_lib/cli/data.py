@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset, TensorDataset
+
+if TYPE_CHECKING:
+    from course_lib.data import SegmentationFolder
 
 __all__ = [
     "PRESETS",
@@ -144,11 +148,11 @@ class DataSpec:
             raise ValueError(f"data spec has unknown keys {unknown}; train the model again")
         return cls(**values)
 
-    def with_changes(self, **changes) -> DataSpec:
+    def with_changes(self, **changes: Any) -> DataSpec:
         return replace(self, **changes)
 
 
-def data_spec(args, settings) -> DataSpec:
+def data_spec(args: argparse.Namespace, settings: dict[str, Any]) -> DataSpec:
     """The spec of the data the options name (the preset settings fill what they leave out)."""
     common = dict(
         image_size=settings["image_size"],
@@ -261,7 +265,7 @@ def _real_datasets(spec: DataSpec, train: bool, download: bool):
     )
 
 
-def folder_of(dataset: Dataset):
+def folder_of(dataset: Dataset) -> SegmentationFolder | None:
     """The `SegmentationFolder` under a (possibly nested) `Subset`, or None."""
     from course_lib.data import SegmentationFolder
 
@@ -270,7 +274,9 @@ def folder_of(dataset: Dataset):
     return dataset if isinstance(dataset, SegmentationFolder) else None
 
 
-def normalisation(spec: DataSpec):
+def normalisation(
+    spec: DataSpec,
+) -> tuple[tuple[float, ...], tuple[float, ...]] | tuple[None, None]:
     """(mean, std) of the model input, or (None, None) for synthetic data used as it is."""
     if spec.kind in SYNTHETIC:
         return None, None
@@ -281,7 +287,9 @@ def normalisation(spec: DataSpec):
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def build_datasets(spec: DataSpec | dict, train: bool = True, download: bool = False):
+def build_datasets(
+    spec: DataSpec | dict, train: bool = True, download: bool = False
+) -> tuple[Dataset | None, Dataset, int, tuple[str, ...] | None]:
     """(train_set or None, val_set, num_classes, class_names or None) for a data spec.
 
     `spec` may also be the plain dict a checkpoint stores (`DataSpec.to_dict()`).

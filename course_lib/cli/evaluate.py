@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from torch.utils.data import DataLoader
 
 from course_lib.cli.data import SYNTHETIC, DataSpec, UsageError, build_datasets
@@ -31,7 +33,7 @@ def other_dataset(kind: str, trained_on: DataSpec) -> DataSpec:
     return DataSpec(kind=kind, image_size=trained_on.image_size, scale=trained_on.scale)
 
 
-def evaluate_command(args) -> int:
+def evaluate_command(args: argparse.Namespace) -> int:
     from course_lib import engine
     from course_lib.utils import get_device
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+from torch import nn
 
 from course_lib.cli.data import UsageError
 from course_lib.cli.run_folder import (
@@ -14,16 +18,19 @@ from course_lib.cli.run_folder import (
 )
 from course_lib.data.folder import IMAGE_EXTENSIONS  # what `train --images` reads
 
+if TYPE_CHECKING:
+    from course_lib.preprocessing import Preprocessing
+
 __all__ = ["predict_command", "predicted_labels"]
 
 
 def predicted_labels(
-    model,
+    model: nn.Module,
     image: torch.Tensor,
-    preprocessing,
-    device,
+    preprocessing: Preprocessing,
+    device: torch.device | str,
     *,
-    window=None,
+    window: int | tuple[int, int] | None = None,
     overlap: float = 0.5,
     tta: bool = False,
 ) -> torch.Tensor:
@@ -41,7 +48,7 @@ def predicted_labels(
     return preprocessing.labels_from_probabilities(probabilities(logits))[0].cpu()  # (H, W)
 
 
-def predict_command(args) -> int:
+def predict_command(args: argparse.Namespace) -> int:
 
     from course_lib import viz
     from course_lib.preprocessing import read_image

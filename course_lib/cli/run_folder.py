@@ -7,12 +7,19 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from course_lib.atomic import write_bytes_atomic
 from course_lib.cli.data import UsageError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from course_lib.preprocessing import Preprocessing
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -31,7 +38,7 @@ def write_json(path: Path, content: dict) -> None:
     write_bytes_atomic(path, json.dumps(jsonable(content), indent=2, allow_nan=True).encode())
 
 
-def write_figure(path: Path, figure) -> None:
+def write_figure(path: Path, figure: Figure) -> None:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -48,7 +55,8 @@ def write_png(path: Path, array: np.ndarray) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def jsonable(value):
+def jsonable(value: Any) -> Any:
+    """`value` with tensors, tuples, paths and NaN turned into what JSON holds (NaN: null)."""
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -62,13 +70,13 @@ def jsonable(value):
     return value
 
 
-def load_run_checkpoint(path: Path, device) -> dict:
+def load_run_checkpoint(path: Path, device: torch.device | str | None) -> dict:
     from course_lib.checkpoint import load_checkpoint
 
     return load_checkpoint(path, map_location=device)
 
 
-def rebuild_model(checkpoint: dict):
+def rebuild_model(checkpoint: dict) -> nn.Module:
     from course_lib.models import build_model
 
     if not checkpoint.get("model_name"):
@@ -81,7 +89,7 @@ def rebuild_model(checkpoint: dict):
     return model.eval()
 
 
-def preprocessing_of(checkpoint: dict):
+def preprocessing_of(checkpoint: dict) -> Preprocessing:
     from course_lib.preprocessing import Preprocessing
 
     record = checkpoint.get("extra", {}).get("preprocessing")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from course_lib.cli.data import (
     REAL,
@@ -22,10 +26,22 @@ from course_lib.cli.parser import ENCODER_MODELS
 from course_lib.cli.predict import predicted_labels
 from course_lib.cli.run_folder import CHECKPOINT_FILE, write_figure, write_json
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from course_lib.distributed import DistributedContext
+    from course_lib.preprocessing import Preprocessing
+
 __all__ = ["train_command"]
 
 
-def model_kwargs(args, settings, in_channels: int, out_channels: int, mode: str) -> dict:
+def model_kwargs(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    in_channels: int,
+    out_channels: int,
+    mode: str,
+) -> dict:
     from course_lib.models import MODELS
 
     if args.model not in MODELS:
@@ -45,7 +61,7 @@ def model_kwargs(args, settings, in_channels: int, out_channels: int, mode: str)
     return kwargs
 
 
-def build_loss(name: str, num_classes: int, ignore_index: int):
+def build_loss(name: str, num_classes: int, ignore_index: int) -> nn.Module:
     from course_lib import losses
 
     if name == "bce_dice":
@@ -61,7 +77,13 @@ def build_loss(name: str, num_classes: int, ignore_index: int):
     return losses.LovaszLoss(ignore_index=ignore_index)
 
 
-def worst_gallery(model, val_set, preprocessing, device, count: int = 4):
+def worst_gallery(
+    model: nn.Module,
+    val_set: Dataset,
+    preprocessing: Preprocessing,
+    device: torch.device | str,
+    count: int = 4,
+) -> Figure:
     """image | ground truth | prediction for the validation images with the lowest mIoU."""
     import torch.nn.functional as F
 
@@ -99,7 +121,7 @@ def worst_gallery(model, val_set, preprocessing, device, count: int = 4):
     return figure
 
 
-def train_command(args) -> int:
+def train_command(args: argparse.Namespace) -> int:
     from course_lib import distributed
     from course_lib.utils import course_mode
 
@@ -155,8 +177,13 @@ def train_command(args) -> int:
 
 
 def preprocessing_for(
-    spec: DataSpec, settings: dict, val_set, num_classes: int, class_names, out_channels: int
-):
+    spec: DataSpec,
+    settings: dict,
+    val_set: Dataset,
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    out_channels: int,
+) -> Preprocessing:
     """The `Preprocessing` record of this run: what evaluate and predict will repeat."""
     from course_lib.preprocessing import Preprocessing
 
@@ -182,7 +209,13 @@ def preprocessing_for(
     )
 
 
-def train_run(args, mode: str, settings: dict, spec: DataSpec, context) -> int:
+def train_run(
+    args: argparse.Namespace,
+    mode: str,
+    settings: dict,
+    spec: DataSpec,
+    context: DistributedContext | None,
+) -> int:
     """Build data and model, run `engine.fit`, evaluate, and (on rank 0) write the run folder."""
     from course_lib import distributed, engine, viz
     from course_lib.utils import get_device, seed_everything

@@ -73,7 +73,7 @@ _IMAGE_MODES = ("RGB", "L")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # how PIL opens 16-bit grayscale files
 
 
-def image_array(pil: Image.Image, image_mode: str, path) -> np.ndarray:
+def image_array(pil: Image.Image, image_mode: str, path: str | Path) -> np.ndarray:
     """A PIL image as a (H, W, C) float32 array in [0, 1], C = 3 for "RGB", 1 for "L".
 
     16-bit grayscale (microscopy, medical scans) is divided by 65535: PIL's `convert("L")` would
@@ -204,7 +204,7 @@ class SegmentationFolder(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.samples[index]
         with Image.open(image_path) as pil:
             image = image_array(pil, self.image_mode, image_path)  # (H, W, C) in [0, 1]

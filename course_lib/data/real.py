@@ -175,7 +175,7 @@ class OxfordPetSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self._pets)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, trimap = self._pets[index]
         values = np.asarray(trimap, dtype=np.int64)  # (H, W) in {1, 2, 3}
         if values.min() < 1 or values.max() > 3:
@@ -251,7 +251,7 @@ class PascalVOCSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self._voc)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, target = self._voc[index]
         if target.mode != "P":
             raise ValueError(

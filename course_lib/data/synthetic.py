@@ -365,7 +365,9 @@ class ScenesDataset(_SyntheticDataset):
         return _render_scene(rng, *self.image_size)
 
 
-def classic_scene(image_size: int | tuple[int, int] = 128, seed: int = 0):
+def classic_scene(
+    image_size: int | tuple[int, int] = 128, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The classic illustration: two cars on a road and a person beside them, plus a tree.
 
     Returns tensors (image (3, H, W) float32, mask (H, W) int64, instances (H, W) int64) with the

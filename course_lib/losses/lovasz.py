@@ -17,6 +17,8 @@ Lovász hinge (binary): errors are hinge margins max(0, 1 - s x) with signs s = 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,7 +67,7 @@ def _check_classes(classes, num_classes: int) -> None:
 def lovasz_softmax(
     logits: torch.Tensor,
     target: torch.Tensor,
-    classes="present",
+    classes: str | Sequence[int] = "present",
     per_image: bool = False,
     ignore_index: int | None = 255,
 ) -> torch.Tensor:
@@ -119,7 +121,7 @@ class LovaszLoss(nn.Module):
     def __init__(
         self,
         mode: str = "multiclass",
-        classes="present",
+        classes: str | Sequence[int] = "present",
         per_image: bool = False,
         ignore_index: int | None = 255,
     ):

@@ -54,7 +54,7 @@ def soft_overlap_counts(
     mode: str = "multiclass",
     ignore_index: int | None = 255,
     per_image: bool = False,
-):
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Soft TP, FP, FN and target pixel count per class: four tensors (K,), or (N, K) per image."""
     check_mode(mode)
     if mode == "multiclass":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from course_lib.metrics.surface import _as_numpy_mask, mask_surface
@@ -28,7 +29,7 @@ from course_lib.metrics.surface import _as_numpy_mask, mask_surface
 __all__ = ["boundary_band", "boundary_iou", "boundary_f1"]
 
 
-def boundary_band(mask, width: float) -> np.ndarray:
+def boundary_band(mask: torch.Tensor | np.ndarray, width: float) -> np.ndarray:
     """Pixels of `mask` whose distance to the nearest pixel outside it (or the image) <= width."""
     mask = _as_numpy_mask(mask, "mask")
     padded = np.pad(mask, 1, constant_values=False)
@@ -44,7 +45,11 @@ def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
 
 
 def boundary_iou(
-    pred, target, dilation_ratio: float = 0.02, width: float | None = None, empty_score: float = 1.0
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    dilation_ratio: float = 0.02,
+    width: float | None = None,
+    empty_score: float = 1.0,
 ) -> float:
     """IoU of the inner boundary bands of prediction and target (see the module docstring)."""
     pred_np, target_np = _pair(pred, target)
@@ -59,7 +64,12 @@ def boundary_iou(
     return float((pred_band & target_band).sum() / union)
 
 
-def boundary_f1(pred, target, tolerance: float = 2.0, empty_score: float = 1.0) -> float:
+def boundary_f1(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    tolerance: float = 2.0,
+    empty_score: float = 1.0,
+) -> float:
     """Boundary F-score: contours matched within `tolerance` pixels (see the module docstring)."""
     pred_np, target_np = _pair(pred, target)
     if not pred_np.any() and not target_np.any():

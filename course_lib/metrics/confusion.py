@@ -174,7 +174,7 @@ class ConfusionMatrix:
         self.matrix += other.matrix.to(self.matrix.device)
         return self
 
-    def all_reduce(self, group=None) -> ConfusionMatrix:
+    def all_reduce(self, group: dist.ProcessGroup | None = None) -> ConfusionMatrix:
         """Sum the matrix over all processes of `group` (no-op outside torch.distributed).
 
         Counts are integers, so the sum is exact and every rank ends with the same matrix. With

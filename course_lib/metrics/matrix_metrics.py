@@ -18,9 +18,13 @@ Per-class results are float64 tensors (K,) on the matrix's device; means are Pyt
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from course_lib.metrics.confusion import ConfusionMatrix
 
 __all__ = [
     "iou_per_class",
@@ -65,7 +69,7 @@ def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.nan)
 
 
-def iou_per_class(cm) -> torch.Tensor:
+def iou_per_class(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> torch.Tensor:
     """IoU of every class, (K,) float64; NaN for classes absent from target and prediction."""
     cm = _as_matrix(cm)
     tp = cm.diagonal()
@@ -73,36 +77,36 @@ def iou_per_class(cm) -> torch.Tensor:
     return _ratio(tp, union)
 
 
-def mean_iou(cm) -> float:
+def mean_iou(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> float:
     """mIoU: mean of `iou_per_class` over the classes that are not NaN (see module docstring)."""
     return _nanmean(iou_per_class(cm))
 
 
-def dice_per_class(cm) -> torch.Tensor:
+def dice_per_class(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> torch.Tensor:
     """Dice (F1) of every class, (K,) float64; NaN for classes absent from target and prediction."""
     cm = _as_matrix(cm)
     tp = cm.diagonal()
     return _ratio(2 * tp, cm.sum(dim=0) + cm.sum(dim=1))
 
 
-def mean_dice(cm) -> float:
+def mean_dice(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> float:
     """Mean of `dice_per_class` over the classes that are not NaN."""
     return _nanmean(dice_per_class(cm))
 
 
-def precision_per_class(cm) -> torch.Tensor:
+def precision_per_class(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> torch.Tensor:
     """TP / (TP + FP) per class; NaN for classes never predicted."""
     cm = _as_matrix(cm)
     return _ratio(cm.diagonal(), cm.sum(dim=0))
 
 
-def recall_per_class(cm) -> torch.Tensor:
+def recall_per_class(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> torch.Tensor:
     """TP / (TP + FN) per class (the per-class accuracy); NaN for classes absent from the target."""
     cm = _as_matrix(cm)
     return _ratio(cm.diagonal(), cm.sum(dim=1))
 
 
-def pixel_accuracy(cm) -> float:
+def pixel_accuracy(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> float:
     """Fraction of counted pixels whose class is right; NaN for an empty matrix.
 
     On imbalanced data this is dominated by the largest class: predicting "background" everywhere
@@ -113,12 +117,12 @@ def pixel_accuracy(cm) -> float:
     return float(cm.diagonal().sum() / total) if total > 0 else math.nan
 
 
-def mean_class_accuracy(cm) -> float:
+def mean_class_accuracy(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> float:
     """Mean of `recall_per_class` over the classes present in the target."""
     return _nanmean(recall_per_class(cm))
 
 
-def frequency_weighted_iou(cm) -> float:
+def frequency_weighted_iou(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> float:
     """Sum over classes of (target frequency x IoU), classes absent from the target weigh 0."""
     cm = _as_matrix(cm)
     total = cm.sum()
@@ -129,7 +133,7 @@ def frequency_weighted_iou(cm) -> float:
     return float((frequency * iou).sum())
 
 
-def summarize(cm) -> dict:
+def summarize(cm: torch.Tensor | np.ndarray | ConfusionMatrix) -> dict:
     """Every metric of this module in one dict (per-class entries as Python lists)."""
     return {
         "miou": mean_iou(cm),

@@ -30,6 +30,7 @@ the same shape; with N images, segments are matched within each image and counts
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -130,14 +131,14 @@ def _mean(per_class: dict, classes, key: str) -> float:
 
 
 def panoptic_quality(
-    pred_panoptic,
-    target_panoptic,
+    pred_panoptic: torch.Tensor | np.ndarray,
+    target_panoptic: torch.Tensor | np.ndarray,
     num_classes: int,
     *,
     label_divisor: int = 1000,
     ignore_index: int = 255,
-    thing_classes=None,
-    crowd_ids=None,
+    thing_classes: Iterable[int] | None = None,
+    crowd_ids: Iterable[int] | None = None,
 ) -> dict:
     """PQ, SQ and RQ of predicted panoptic maps against targets (see the module docstring).
 

@@ -25,6 +25,7 @@ arrays; distance maps are computed on the host with `scipy.ndimage.distance_tran
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -77,12 +78,16 @@ def _per_image_ratio(pred, target, empty_score: float, jaccard: bool) -> torch.T
     )
 
 
-def dice_per_image(pred, target, empty_score: float = 1.0) -> torch.Tensor:
+def dice_per_image(
+    pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, empty_score: float = 1.0
+) -> torch.Tensor:
     """Dice of each image, (N,) float64, from binary masks (N, H, W); empty-mask policy above."""
     return _per_image_ratio(pred, target, empty_score, jaccard=False)
 
 
-def iou_per_image(pred, target, empty_score: float = 1.0) -> torch.Tensor:
+def iou_per_image(
+    pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, empty_score: float = 1.0
+) -> torch.Tensor:
     """IoU of each image, (N,) float64, from binary masks (N, H, W); empty-mask policy above."""
     return _per_image_ratio(pred, target, empty_score, jaccard=True)
 
@@ -96,14 +101,18 @@ def _as_numpy_mask(mask, name: str) -> np.ndarray:
     return mask.cpu().numpy()
 
 
-def mask_surface(mask) -> np.ndarray:
+def mask_surface(mask: torch.Tensor | np.ndarray) -> np.ndarray:
     """Boundary pixels: mask pixels with a face neighbour outside the mask or the image."""
     mask = _as_numpy_mask(mask, "mask")
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
 
-def surface_distances(pred, target, spacing=None) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    spacing: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances pred-surface -> target-surface and target-surface -> pred-surface (1-D arrays).
 
     Both masks must be non-empty (see `hausdorff_distance` for the empty-mask policy).
@@ -131,7 +140,12 @@ def _empty_case(pred, target) -> float | None:
     return None
 
 
-def hausdorff_distance(pred, target, percentile: float | None = None, spacing=None) -> float:
+def hausdorff_distance(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    percentile: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> float:
     """Symmetric Hausdorff distance; `percentile=95` gives HD95 (per direction, then the max)."""
     if percentile is not None and not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100] or None, got {percentile}")
@@ -144,7 +158,11 @@ def hausdorff_distance(pred, target, percentile: float | None = None, spacing=No
     return float(max(np.percentile(forward, percentile), np.percentile(backward, percentile)))
 
 
-def average_surface_distance(pred, target, spacing=None) -> float:
+def average_surface_distance(
+    pred: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray,
+    spacing: Sequence[float] | None = None,
+) -> float:
     """ASSD: mean distance over the surface pixels of both masks (symmetric)."""
     empty = _empty_case(pred, target)
     if empty is not None:
