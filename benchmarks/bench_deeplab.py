@@ -102,7 +102,7 @@ def measure(
             peak = _read_status("VmHWM") - base if base is not None else None
         seconds = median_seconds(forward, repeats, device, warmup=1)
         backbone_out = model.backbone(x)
-        high = backbone_out["out"] if isinstance(backbone_out, dict) else backbone_out[1]
+        high = backbone_out["out"] if isinstance(backbone_out, dict) else backbone_out[-1]
     assert out.shape[-2:] == x.shape[-2:]
     return {
         "seconds": seconds,

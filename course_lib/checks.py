@@ -5,7 +5,8 @@ Every message names the argument, what was expected and what came: the shape, th
 offending values. A wrong label caught here is a ValueError on the host, never a device-side
 assert inside a CUDA kernel or a silent broadcast of (N, H, W) against (N, 1, H, W).
 
-- sizes and model inputs: `check_positive_int`, `check_num_classes`, `check_images`;
+- sizes, options and model inputs: `check_positive_int`, `check_choice`, `check_num_classes`,
+  `check_images`;
 - losses: `check_mode`, `check_reduction`, `check_logits`, `multiclass_inputs`, `binary_inputs`;
 - confusion matrices: `check_confusion_inputs`, `raise_bad_target`.
 """
@@ -40,6 +41,14 @@ def check_positive_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple) -> object:
+    """Return `value` if it is one of `choices` (same type too: 16.0 is not 16), else raise a
+    ValueError naming `name`, the choices and the value."""
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 

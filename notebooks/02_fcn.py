@@ -626,7 +626,7 @@ with torch.no_grad():
     for h, w in [(375, 500), (97, 131), (33, 35)]:
         image = torch.rand(1, 3, h, w)
         hand_out, hand_maps = hand(image)
-        library_maps = library.encoder(image)
+        library_maps = library.encoder(image)[1:]  # c3, c4, c5 (c2, at 1/4, is not fused)
         same_maps = all(torch.allclose(a, b, atol=1e-5) for a, b in zip(hand_maps, library_maps))
         print(
             f"{h}×{w}: maps {[tuple(m.shape[-2:]) for m in hand_maps]} same values: {same_maps}; "

@@ -298,7 +298,7 @@ for cls in (DeepLabV3, DeepLabV3Plus):
                 model(x)
             for hook in hooks:
                 hook.remove()
-            feature_size = model.backbone(x)[1].shape[-1]
+            feature_size = model.backbone(x)[-1].shape[-1]  # c5, the map ASPP reads
         params = sum(p.numel() for p in model.parameters()) / 1e6
         gflops = counter.get_total_flops() / 1e9
         memory = sum(conv_outputs) * 4 / 2**20
@@ -429,9 +429,8 @@ def frozen_features(model, images):
     model.eval()
     lows = contexts = None
     for i in range(0, len(images), 8):
-        low, high = model.backbone(
-            images[i : i + 8].to(device)
-        )  # (8, C_low, H/4, W/4), (8, C_high, H/16, W/16)
+        low, *_, high = model.backbone(images[i : i + 8].to(device))  # c2 (8, C_low, H/4, W/4)
+        # and c5 (8, C_high, H/16, W/16); c3, c4 are not used
         context = model.aspp(high)  # (8, C_aspp, H/16, W/16)
         if lows is None:  # the shapes are known after the first batch
             lows = torch.empty(

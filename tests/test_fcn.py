@@ -10,7 +10,6 @@ from course_lib.models.fcn import (
     FCN,
     PAPER_OFFSETS,
     BilinearUpsampling,
-    ResNetEncoder,
     VGG16Encoder,
     crop,
     fuse_skip,
@@ -134,12 +133,18 @@ def test_resnet18_variants_return_input_size(variant):
 
 
 @pytest.mark.parametrize(
-    "backbone, channels", [("resnet34", (128, 256, 512)), ("resnet50", (512, 1024, 2048))]
+    "backbone, channels",
+    [
+        ("resnet34", (128, 256, 512)),
+        ("resnet50", (512, 1024, 2048)),
+        ("resnet101", (512, 1024, 2048)),
+    ],
 )
 def test_deeper_resnet_encoders(backbone, channels):
     model = FCN(num_classes=2, variant="8s", backbone=backbone).eval()
-    assert model.encoder.channels == channels
+    assert model.encoder.channels[-3:] == channels and model.encoder.output_stride == 32
     assert model.score_pool3.in_channels == channels[0]
+    assert model.score_pool4.in_channels == channels[1]
     if backbone == "resnet50":
         with torch.no_grad():
             assert model(torch.rand(1, 3, 33, 35)).shape == (1, 2, 33, 35)
@@ -206,13 +211,13 @@ def test_fully_connected_layers_load_as_convolutions(monkeypatch):
 def test_grey_input_adaptation_of_pretrained_stem(monkeypatch):
     real_resnet18 = torchvision.models.resnet18
 
-    def offline_resnet18(weights=None):
+    def offline_resnet18(weights=None, **kwargs):
         torch.manual_seed(3)
-        return real_resnet18(weights=None)
+        return real_resnet18(weights=None, **kwargs)
 
     monkeypatch.setattr(torchvision.models, "resnet18", offline_resnet18)
-    rgb = ResNetEncoder("resnet18", in_channels=3, weights="DEFAULT")
-    grey = ResNetEncoder("resnet18", in_channels=1, weights="DEFAULT")
+    rgb = FCN(2, "8s", "resnet18", in_channels=3, backbone_weights="DEFAULT").encoder
+    grey = FCN(2, "8s", "resnet18", in_channels=1, backbone_weights="DEFAULT").encoder
     image = torch.rand(1, 1, 20, 20)
     with torch.no_grad():  # a grey image gives the same response whether fed as 1 or 3 channels
         torch.testing.assert_close(

@@ -710,14 +710,14 @@ def notebook_04() -> list[Phase]:
     # the result coexist once, written into preallocated tensors they do not.
     with torch.no_grad():
         x = torch.randn(batch, 3, size, size, device="meta")
-        low, high = v3.eval().backbone(x)
+        low, *_, high = v3.eval().backbone(x)  # c2 and c5 of the encoder's four maps
         context = v3.aspp(high)
     cache_dtype, cache_device = nb["CACHE_DTYPE"], nb["CACHE_DEVICE"]
     cache_bytes = (low[0].numel() + context[0].numel()) * cache_dtype.itemsize * num_train
     concatenated = nb.function_calls("frozen_features", "cat")
     cache_peak = 2 * cache_bytes if concatenated else cache_bytes
     on_cpu = cache_device == "cpu"
-    features_peak = traced_peak(lambda: v3.aspp(v3.backbone(x)[1]), v3)
+    features_peak = traced_peak(lambda: v3.aspp(v3.backbone(x)[-1]), v3)
     v3plus = on_meta(lambda: DeepLabV3Plus(**v3_kwargs))
     resident = (
         encoder.model_bytes

@@ -11,6 +11,7 @@ from torch import nn
 
 from course_lib.models.blocks import ConvBNReLU, DoubleConv, bilinear_kernel
 from course_lib.models.deeplab import ASPP, DeepLabV3, DeepLabV3Plus
+from course_lib.models.encoders import ResNetEncoder
 from course_lib.models.fastscnn import FastSCNN
 from course_lib.models.fcn import FCN
 from course_lib.models.segformer import SegFormer
@@ -48,6 +49,7 @@ __all__ = [
     "DoubleConv",
     "bilinear_kernel",
     "UNet",
+    "ResNetEncoder",
     "FCN",
     "ASPP",
     "DeepLabV3",

@@ -6,8 +6,9 @@ Papers: "Rethinking Atrous Convolution for Semantic Image Segmentation" (arXiv:1
 Tensor contract: images (N, in_channels, H, W) float -> logits (N, num_classes, H, W) at the input
 size, for any H and W (odd sizes too).
 
-The encoder is a torchvision ResNet whose last stages trade stride for dilation, so the feature map
-keeps 1/output_stride of the input size (1/16 or 1/8) instead of 1/32. The head is Atrous Spatial
+The encoder is the course's ResNet (`encoders.ResNetEncoder`, shared with FCN) whose last stages
+trade stride for dilation, so the feature map keeps 1/output_stride of the input size (1/16 or
+1/8) instead of 1/32. The head is Atrous Spatial
 Pyramid Pooling (ASPP): parallel 3x3 convolutions with different dilation rates plus an image-level
 average, so one layer sees the scene at several scales. DeepLabV3+ adds a light decoder that mixes
 the ASPP output with stride-4 features to sharpen object boundaries.
@@ -27,14 +28,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet
 
-from course_lib.checks import check_images, check_positive_int
+from course_lib.checks import check_choice, check_images, check_positive_int
 from course_lib.models.blocks import ConvBNReLU
+from course_lib.models.encoders import BACKBONES, ResNetEncoder
 
 __all__ = ["ASPP", "DeepLabV3", "DeepLabV3Plus", "BACKBONES"]
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+OUTPUT_STRIDES = (8, 16)  # DeepLab's; the encoder also offers the classifier's 32
 _BASE_RATES = (6, 12, 18)  # ASPP rates of the paper at output stride 16 (Sec. 3.3)
 
 
@@ -130,87 +131,11 @@ class ASPP(nn.Module):
         return self.project(x)  # (N, C_out, H, W)
 
 
-class _AtrousResNet(nn.Module):
-    """A torchvision ResNet without its classifier, made atrous: returns the stride-4 features
-    (`low`) and the features at 1/output_stride (`high`)."""
-
-    def __init__(self, name: str, in_channels: int, output_stride: int, weights):
-        super().__init__()
-        dilate = [
-            False,
-            output_stride == 8,
-            True,
-        ]  # which of layer2..layer4 trade stride for dilation
-        builder = getattr(resnet, name)
-        bottleneck = name in ("resnet50", "resnet101")
-        # torchvision's BasicBlock refuses dilation > 1, so resnet18/34 are built plain and
-        # converted below with the same rule torchvision applies to Bottleneck networks.
-        net = builder(weights=weights, replace_stride_with_dilation=dilate if bottleneck else None)
-        if not bottleneck:
-            dilation = 1
-            for layer, use_dilation in zip((net.layer2, net.layer3, net.layer4), dilate):
-                if use_dilation:
-                    dilation = _dilate_basic_layer(layer, dilation)
-        if in_channels != 3:
-            net.conv1 = _adapt_first_conv(net.conv1, in_channels)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1,
-            net.layer2,
-            net.layer3,
-            net.layer4,
-        )
-        expansion = 4 if bottleneck else 1  # Bottleneck blocks widen their output 4x
-        self.low_channels = 64 * expansion
-        self.high_channels = 512 * expansion
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (N, C_in, H, W)
-        low = self.layer1(self.stem(x))  # (N, C_low, H/4, W/4)
-        high = self.layer4(self.layer3(self.layer2(low)))  # (N, C_high, H/os, W/os)
-        return low, high
-
-
-def _dilate_basic_layer(layer: nn.Sequential, previous_dilation: int) -> int:
-    """Turn a stride-2 BasicBlock stage into a stride-1 dilated one; return its dilation.
-
-    Same rule as torchvision's `replace_stride_with_dilation` for Bottleneck stages: the first
-    3x3 conv keeps the previous dilation, every later 3x3 conv uses twice the previous dilation.
-    """
-    dilation = previous_dilation * 2
-    for index, block in enumerate(layer):
-        for conv in (block.conv1, block.conv2):
-            conv.stride = (1, 1)
-            d = previous_dilation if index == 0 and conv is block.conv1 else dilation
-            conv.dilation, conv.padding = (d, d), (d, d)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
-    return dilation
-
-
-def _adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of the stem conv for `in_channels` inputs. Pretrained RGB filters are averaged over
-    colour and repeated, scaled by 3 / in_channels so activations keep their magnitude."""
-    new = nn.Conv2d(
-        in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        bias=False,
-    )
-    with torch.no_grad():
-        mean = conv.weight.mean(dim=1, keepdim=True)  # (64, 1, 7, 7)
-        new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
-    return new
-
-
 def _check_common(num_classes, in_channels, backbone, output_stride) -> None:
     check_positive_int("num_classes", num_classes)
     check_positive_int("in_channels", in_channels)
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-    if output_stride not in (8, 16):
-        raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+    check_choice("backbone", backbone, BACKBONES)
+    check_choice("output_stride", output_stride, OUTPUT_STRIDES)
 
 
 class DeepLabV3(nn.Module):
@@ -235,9 +160,9 @@ class DeepLabV3(nn.Module):
         super().__init__()
         _check_common(num_classes, in_channels, backbone, output_stride)
         self.in_channels = in_channels
-        self.backbone = _AtrousResNet(backbone, in_channels, output_stride, backbone_weights)
+        self.backbone = ResNetEncoder(backbone, in_channels, backbone_weights, output_stride)
         rates = tuple(r * 16 // output_stride for r in _BASE_RATES)
-        self.aspp = ASPP(self.backbone.high_channels, aspp_channels, rates)
+        self.aspp = ASPP(self.backbone.channels[-1], aspp_channels, rates)
         self.head = nn.Sequential(
             _conv_bn_relu(aspp_channels, aspp_channels, 3),
             nn.Conv2d(aspp_channels, num_classes, 1),
@@ -245,7 +170,7 @@ class DeepLabV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
         check_images(x, self.in_channels)
-        _, high = self.backbone(x)  # (N, C_high, H/os, W/os)
+        high = self.backbone(x)[-1]  # (N, C_high, H/os, W/os)
         logits = self.head(self.aspp(high))  # (N, K, H/os, W/os)
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -272,10 +197,10 @@ class DeepLabV3Plus(nn.Module):
         _check_common(num_classes, in_channels, backbone, output_stride)
         check_positive_int("low_level_channels", low_level_channels)
         self.in_channels = in_channels
-        self.backbone = _AtrousResNet(backbone, in_channels, output_stride, backbone_weights)
+        self.backbone = ResNetEncoder(backbone, in_channels, backbone_weights, output_stride)
         rates = tuple(r * 16 // output_stride for r in _BASE_RATES)
-        self.aspp = ASPP(self.backbone.high_channels, aspp_channels, rates)
-        self.low_project = _conv_bn_relu(self.backbone.low_channels, low_level_channels, 1)
+        self.aspp = ASPP(self.backbone.channels[-1], aspp_channels, rates)
+        self.low_project = _conv_bn_relu(self.backbone.channels[0], low_level_channels, 1)
         self.decoder = nn.Sequential(
             _conv_bn_relu(aspp_channels + low_level_channels, aspp_channels, 3),
             _conv_bn_relu(aspp_channels, aspp_channels, 3),
@@ -284,7 +209,7 @@ class DeepLabV3Plus(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
         check_images(x, self.in_channels)
-        low, high = self.backbone(x)  # (N, C_low, H/4, W/4), (N, C_high, H/os, W/os)
+        low, *_, high = self.backbone(x)  # (N, C_low, H/4, W/4), (N, C_high, H/os, W/os)
         context = self.aspp(high)  # (N, 256, H/os, W/os)
         context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
         x_dec = torch.cat([context, self.low_project(low)], dim=1)  # (N, 256 + 48, H/4, W/4)

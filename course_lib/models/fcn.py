@@ -15,7 +15,8 @@ Alignment of the fused maps, exact for every input size:
   same affine rule whatever the image size; the 100-pixel pad makes every map large enough.
   This path keeps the paper's geometry as it is, including its border: image pixels that lie
   before the first (or after the last) score centre receive less than the full bilinear weight.
-- `backbone="resnet18"|"resnet34"|"resnet50"` (torchvision encoders) and `backbone="small"` (five
+- `backbone="resnet18"|"resnet34"|"resnet50"|"resnet101"` (`encoders.ResNetEncoder`, the course's
+  one ResNet encoder, shared with DeepLab) and `backbone="small"` (five
   stages of two 3x3 `ConvBNReLU`, the first with stride 2, for CPU lessons) use "same" padding: a
   pixel `y` of a stride-`s` map sits at image pixel `s * y`. A transposed convolution with kernel
   `2f - 1`, stride `f` and padding `f - 1` places input pixel `y` at output pixel `f * y` and
@@ -42,8 +43,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from course_lib.checks import check_images, check_positive_int
+from course_lib.checks import check_choice, check_images, check_positive_int
 from course_lib.models.blocks import ConvBNReLU, bilinear_kernel
+from course_lib.models.encoders import BACKBONES as RESNETS
+from course_lib.models.encoders import ResNetEncoder, adapt_first_conv
 
 __all__ = [
     "VARIANTS",
@@ -53,13 +56,12 @@ __all__ = [
     "fuse_skip",
     "BilinearUpsampling",
     "VGG16Encoder",
-    "ResNetEncoder",
     "SmallEncoder",
     "FCN",
 ]
 
 VARIANTS = ("32s", "16s", "8s")
-BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "small")
+BACKBONES = ("vgg16", *RESNETS, "small")
 
 # Crop offsets of the paper's Caffe models (VGG16 encoder with a 100-pixel pad on conv1_1).
 PAPER_OFFSETS = {"pool4": 5, "pool3": 9, "32s": 19, "16s": 27, "8s": 31}
@@ -120,15 +122,6 @@ class BilinearUpsampling(nn.Module):
         return f"factor={factor}, kernel_size={kernel}, padding={padding}"
 
 
-def _first_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt RGB filters `(C_out, 3, k, k)` to `in_channels` inputs: their mean, rescaled.
-
-    The rescaling keeps the response to a grey image (the same value in every channel) unchanged.
-    """
-    mean = weight.mean(dim=1, keepdim=True)  # (C_out, 1, k, k)
-    return mean.repeat(1, in_channels, 1, 1) * (3 / in_channels)
-
-
 class VGG16Encoder(nn.Module):
     """VGG16 convolutions with fc6/fc7 as convolutions; returns pool3, pool4 and fc7 maps.
 
@@ -164,12 +157,11 @@ class VGG16Encoder(nn.Module):
         ours = [m for m in self.modules() if isinstance(m, nn.Conv2d)]
         theirs = [m for m in vgg.features if isinstance(m, nn.Conv2d)]
         theirs += [vgg.classifier[0], vgg.classifier[3]]  # Linear 25088 -> 4096 and 4096 -> 4096
+        if in_channels != 3:  # the encoders' one rule: RGB filters averaged, a grey image kept
+            theirs[0] = adapt_first_conv(theirs[0], in_channels)
         with torch.no_grad():
-            for index, (mine, source) in enumerate(zip(ours, theirs)):
-                weight = source.weight.view_as(mine.weight)  # a Linear layer is a conv over 7x7
-                if index == 0 and in_channels != 3:
-                    weight = _first_conv_weight(weight, in_channels)
-                mine.weight.copy_(weight)
+            for mine, source in zip(ours, theirs):
+                mine.weight.copy_(source.weight.view_as(mine.weight))  # Linear: a conv over 7x7
                 mine.bias.copy_(source.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -177,32 +169,6 @@ class VGG16Encoder(nn.Module):
         pool4 = self.to_pool4(pool3)  # (N, 512, H4, W4)
         fc7 = self.fc7(self.fc6(self.to_pool5(pool4)))  # (N, 4096, H5 - 6, W5 - 6)
         return pool3, pool4, fc7
-
-
-class ResNetEncoder(nn.Module):
-    """A torchvision ResNet without its pooling and classifier; returns the 1/8, 1/16, 1/32 maps."""
-
-    def __init__(self, name: str = "resnet18", in_channels: int = 3, weights: str | None = None):
-        super().__init__()
-        resnet = getattr(torchvision.models, name)(weights=weights)
-        if in_channels != 3:
-            conv = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            if weights is not None:
-                with torch.no_grad():
-                    conv.weight.copy_(_first_conv_weight(resnet.conv1.weight, in_channels))
-            resnet.conv1 = conv
-        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
-        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
-        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
-        expansion = 4 if name == "resnet50" else 1
-        self.channels = (128 * expansion, 256 * expansion, 512 * expansion)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.layer1(self.stem(x))  # (N, 64 e, H/4, W/4), sizes rounded up
-        c3 = self.layer2(x)  # (N, 128 e, H/8, W/8)
-        c4 = self.layer3(c3)  # (N, 256 e, H/16, W/16)
-        c5 = self.layer4(c4)  # (N, 512 e, H/32, W/32)
-        return c3, c4, c5
 
 
 class SmallEncoder(nn.Module):
@@ -253,12 +219,8 @@ class FCN(nn.Module):
         super().__init__()
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.in_channels = check_positive_int("in_channels", in_channels)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-        self.variant = variant
-        self.backbone = backbone
+        self.variant = check_choice("variant", variant, VARIANTS)
+        self.backbone = check_choice("backbone", backbone, BACKBONES)
         self.paper_alignment = backbone == "vgg16"
         if self.paper_alignment:
             self.encoder = VGG16Encoder(in_channels, backbone_weights)
@@ -270,8 +232,8 @@ class FCN(nn.Module):
                 )
             self.encoder = SmallEncoder(in_channels)
         else:
-            self.encoder = ResNetEncoder(backbone, in_channels, backbone_weights)
-        c3, c4, c5 = self.encoder.channels
+            self.encoder = ResNetEncoder(backbone, in_channels, backbone_weights)  # stride 32
+        c3, c4, c5 = self.encoder.channels[-3:]  # the ResNet's stride-4 map is not fused
 
         self.score_fr = nn.Conv2d(c5, num_classes, 1)  # the classifier, at 1/32
         if variant in ("16s", "8s"):
@@ -322,7 +284,7 @@ class FCN(nn.Module):
         check_images(x, self.in_channels)
         size = x.shape[-2:]
         offsets = PAPER_OFFSETS if self.paper_alignment else dict.fromkeys(PAPER_OFFSETS, 0)
-        pool3, pool4, top = self.encoder(x)
+        pool3, pool4, top = self.encoder(x)[-3:]  # 1/8, 1/16, 1/32 (VGG16: larger, cropped)
         score = self.score_fr(top)  # (N, K, h32, w32)
         if self.variant in ("16s", "8s"):
             score = self._upsample(self.upscore2, score, pool4.shape[-2:])  # (N, K, h16, w16)
