@@ -7,6 +7,8 @@ Every model takes the keyword arguments `in_channels` and `num_classes` and maps
 `(N, in_channels, H, W)` float images to logits `(N, num_classes, H, W)` for any H, W.
 """
 
+from typing import Any
+
 from torch import nn
 
 from course_lib.models.blocks import ConvBNReLU, DoubleConv, bilinear_kernel
@@ -28,7 +30,7 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
+def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as `name` in `MODELS` with keyword arguments `kwargs`."""
     if not isinstance(name, str):
         raise TypeError(

@@ -24,6 +24,7 @@ parameter count and the state dict match torchvision's ASPP.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from torch import nn
 from course_lib.checks import check_choice, check_images, check_positive_int
 from course_lib.models.blocks import ConvBNReLU
 from course_lib.models.encoders import BACKBONES, ResNetEncoder
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 __all__ = ["ASPP", "DeepLabV3", "DeepLabV3Plus", "BACKBONES"]
 
@@ -154,7 +158,7 @@ class DeepLabV3(nn.Module):
         in_channels: int = 3,
         backbone: str = "resnet50",
         output_stride: int = 16,
-        backbone_weights=None,
+        backbone_weights: str | WeightsEnum | None = None,
         aspp_channels: int = 256,
     ):
         super().__init__()
@@ -189,7 +193,7 @@ class DeepLabV3Plus(nn.Module):
         in_channels: int = 3,
         backbone: str = "resnet50",
         output_stride: int = 16,
-        backbone_weights=None,
+        backbone_weights: str | WeightsEnum | None = None,
         aspp_channels: int = 256,
         low_level_channels: int = 48,
     ):

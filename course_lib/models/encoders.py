@@ -28,11 +28,16 @@ them inside; the keys the FCN and DeepLab encoders have always had, so their che
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torchvision
 from torch import nn
 
 from course_lib.checks import check_choice, check_images, check_positive_int
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 __all__ = ["BACKBONES", "OUTPUT_STRIDES", "ResNetEncoder", "adapt_first_conv"]
 
@@ -87,7 +92,7 @@ class ResNetEncoder(nn.Module):
         self,
         name: str = "resnet18",
         in_channels: int = 3,
-        weights=None,
+        weights: str | WeightsEnum | None = None,
         output_stride: int = 32,
     ):
         super().__init__()
