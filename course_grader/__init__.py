@@ -9,7 +9,8 @@ It is a product of its own: `course_lib` never imports it (its probes build lear
 - `instructor/`: `build` and `release` (stubs, student release, instructor bundle), `intake` of
   submissions, the `manifest` of points, `bulk` class grading, `reports` and `package` for
   Gradescope / GitHub Classroom. It uses the learner's side; never the other way round.
-Shared by both: `layout` (where the course's folders are) and `stubs` (solution markers).
+Shared by both: `layout` (where the course's folders are), `stubs` (solution markers) and
+`records` (the typed per-test record, manifest and report row, with their JSON form).
 """
 
 from course_grader.learner.check import check, grade_exercise

@@ -39,9 +39,10 @@ def _learner(args: argparse.Namespace) -> int:
         from course_grader.learner import sandbox
 
         record = {k: v for k, v in graded.items() if k != "log"}
+        record["tests"] = [t.to_json() for t in graded["tests"]]
         record["sandbox"] = sandbox.mode()
         print(json.dumps(record, indent=1))
-    all_passed = graded["tests"] and all(t["outcome"] == "passed" for t in graded["tests"])
+    all_passed = graded["tests"] and all(t.passed for t in graded["tests"])
     return 0 if all_passed else 1
 
 

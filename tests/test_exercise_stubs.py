@@ -30,7 +30,7 @@ def runs():
 
 
 def _by_exercise(result):
-    return {name: [t for t in result.tests if t["exercise"] == name] for name in EXERCISES}
+    return {name: [t for t in result.tests if t.exercise == name] for name in EXERCISES}
 
 
 def test_every_exercise_has_graded_tests(runs):
@@ -45,7 +45,7 @@ def test_every_exercise_has_graded_tests(runs):
 
 
 def test_untouched_stubs_score_zero(runs):
-    passing = [t["nodeid"] for t in runs["exercises"].tests if t["outcome"] == "passed"]
+    passing = [t.nodeid for t in runs["exercises"].tests if t.passed]
     assert passing == [], (
         f"these graded tests pass on the untouched stub, so they cannot fail: {passing}"
     )
@@ -53,13 +53,11 @@ def test_untouched_stubs_score_zero(runs):
 
 def test_solutions_get_full_marks(runs):
     failing = [
-        f"{t['nodeid']}: {t['outcome']}: {t['message']}"
-        for t in runs["solutions"].tests
-        if t["outcome"] != "passed"
+        f"{t.nodeid}: {t.outcome}: {t.message}" for t in runs["solutions"].tests if not t.passed
     ]
     assert failing == [], "the reference solutions fail:\n" + "\n".join(failing)
 
 
 def test_every_graded_test_is_worth_points(runs):
-    pointless = [t["nodeid"] for t in runs["solutions"].tests if t["points"] <= 0]
+    pointless = [t.nodeid for t in runs["solutions"].tests if t.points <= 0]
     assert pointless == [], f"graded tests without @pytest.mark.points(n): {pointless}"

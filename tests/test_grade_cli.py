@@ -19,6 +19,7 @@ from course_grader.instructor import build
 from course_grader.instructor.bulk import grade_class
 from course_grader.instructor.package import write_packages
 from course_grader.layout import CourseLayout
+from course_grader.records import Manifest
 
 DEMO = Path(__file__).parent / "grading_cases" / "demo"
 
@@ -110,8 +111,8 @@ def test_grade_exercise_survives_os_exit_at_import(tmp_path, monkeypatch):
     (tmp_path / "ex91_more.py").write_text("import os\nos._exit(3)\n")
     report = grade_exercise("ex91", str(tmp_path))
     assert report["score"] == 0 and report["max_score"] == 1
-    assert "could not be imported" in report["tests"][0]["message"]
-    assert "exited with status 3" in report["tests"][0]["message"]
+    assert "could not be imported" in report["tests"][0].message
+    assert "exited with status 3" in report["tests"][0].message
 
 
 def test_instructor_bundle_and_packages(tmp_path):
@@ -125,7 +126,7 @@ def test_instructor_bundle_and_packages(tmp_path):
     assert [t["number"] for t in manifest["tests"]][:2] == ["1.1", "1.2"]
 
     zip_path, workflow_path = write_packages(
-        CourseLayout(DEMO), tmp_path / "packages", manifest=manifest
+        CourseLayout(DEMO), tmp_path / "packages", manifest=Manifest.from_json(manifest)
     )
     with zipfile.ZipFile(zip_path) as archive:
         names = archive.namelist()

@@ -11,6 +11,7 @@ import pytest
 from course_grader.learner.fixtures import expect_raises
 from course_grader.learner.runner import LearnerError, forget_last_request
 from course_grader.learner.table import failure_details, format_table
+from course_grader.records import TestRecord
 
 LONG = (
     "ex06.one_hot should raise ValueError when the mask holds label 5 and num_classes=3; instead "
@@ -26,15 +27,16 @@ WHERE = {
 
 
 def record(name, outcome="failed", points=1.0, message="", details=None, where=None):
-    return {
-        "nodeid": f"tests/graded/test_ex06.py::{name}",
-        "name": name,
-        "points": points,
-        "outcome": outcome,
-        "message": message,
-        "details": details if details is not None else ([message] if message else []),
-        "where": where,
-    }
+    return TestRecord(
+        nodeid=f"tests/graded/test_ex06.py::{name}",
+        name=name,
+        exercise="ex06_data_augmentation",
+        points=points,
+        outcome=outcome,
+        message=message,
+        details=tuple(details if details is not None else ([message] if message else [])),
+        where=where,
+    )
 
 
 def test_the_table_never_cuts_the_diagnosis():
@@ -77,8 +79,8 @@ def test_tests_with_the_same_diagnosis_are_listed_together():
 def test_failure_details_without_a_learner_line_or_details():
     lines = failure_details(record("test_x", message="ex90.add_one timed out after 2 s"), indent="")
     assert lines == ["ex90.add_one timed out after 2 s"]
-    older = {"name": "test_y", "points": 1, "outcome": "error", "message": "setup failed"}
-    assert failure_details(older) == ["  setup failed"]  # records written before `details` existed
+    bare = TestRecord("t.py::test_y", "test_y", None, 1.0, outcome="error", message="setup failed")
+    assert failure_details(bare) == ["  setup failed"]  # no details: the message stands in
 
 
 def learner_error(kind: str, message: str) -> LearnerError:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ from course_grader.learner.limits import Limits
 from course_grader.learner.runner import ExerciseHandle
 from course_grader.learner.session import SessionResult
 from course_grader.learner.zygote import Zygote, spawn_child
+from course_grader.records import ManifestTest, TestRecord
 from tests.test_grade_isolation import ODD_BUT_HONEST, _write_odd_but_honest
 
 CASES = Path(__file__).parent / "grading_cases"
@@ -347,6 +349,11 @@ def _reference_intake(tmp_path: Path):
     return take_in(folder, ["ex90_demo", "ex91_more"])
 
 
+def _passed(test: ManifestTest) -> TestRecord:
+    """The record a run would report for manifest `test` when it passed."""
+    return TestRecord(test.id, test.name, test.exercise, test.points, outcome="passed", message="")
+
+
 @pytest.mark.parametrize("cut", ["killed", "no_worker"])
 def test_an_unfinished_run_is_graded_again_in_a_fresh_process(tmp_path, manifest, monkeypatch, cut):
     calls, real = [], bulk.run_tests
@@ -355,14 +362,11 @@ def test_an_unfinished_run_is_graded_again_in_a_fresh_process(tmp_path, manifest
         calls.append(kwargs.get("zygote"))
         if len(calls) > 1:
             return real(files, target, layout, **kwargs)
-        tests = [
-            {"nodeid": t["id"], "outcome": "passed", "message": "", "kind": None}
-            for t in manifest["tests"]
-        ]
+        tests = [_passed(t) for t in manifest.tests]
         if cut == "killed":  # as if the zygote had been killed in the middle of the run: the test
-            tests = tests[:2] + [{**tests[2], "outcome": "running"}]  # running then never reported
+            tests = tests[:2] + [replace(tests[2], outcome="running")]  # running, never reported
         else:  # the sandboxed zygote could not start a worker for one test
-            tests[3] = {**tests[3], "outcome": "failed", "kind": "grader"}
+            tests[3] = replace(tests[3], outcome="failed", kind="grader")
         return SessionResult(tests=tests, status="ok", sandbox="bubblewrap")
 
     monkeypatch.setattr(bulk, "run_tests", cut_short_once)
@@ -402,7 +406,7 @@ def test_a_worker_the_grader_cannot_start_is_its_own_fault(tmp_path, monkeypatch
 
 def test_a_run_that_never_finishes_is_booked_as_zero_not_partially(tmp_path, manifest, monkeypatch):
     def always_killed(files, target, layout, **kwargs):
-        tests = [{"nodeid": t["id"], "outcome": "passed", "message": ""} for t in manifest["tests"]]
+        tests = [_passed(t) for t in manifest.tests]
         return SessionResult(tests=tests[:3], status="crash", sandbox="bubblewrap")
 
     monkeypatch.setattr(bulk, "run_tests", always_killed)
@@ -434,7 +438,7 @@ def test_tests_sha256_is_computed_from_the_files_used(tmp_path, manifest):
     row = grade_student(
         _reference_intake(tmp_path), layout, manifest, tmp_path / "out", forbidden=[], limits=LIMITS
     )
-    assert row["tests_sha256"] != manifest["tests_sha256"]
+    assert row["tests_sha256"] != manifest.tests_sha256
     assert row["tests_sha256"] == hash_of_tests(layout, ["ex90_demo", "ex91_more"], hidden=True)
 
 

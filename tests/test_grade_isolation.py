@@ -125,7 +125,7 @@ def test_every_student_finishes_within_the_budget_its_limits_allow(graded):
     # Not a speed target: the limits must bound each student's grading, whatever the code does
     # (endless loops, loops that swallow BaseException, floods). Per exercise at most the exercise
     # budget plus one worker start-up, plus a margin for the student's pytest process.
-    exercises = len(graded["summary"]["manifest"]["exercises"])
+    exercises = len(graded["summary"]["manifest"].exercises)
     budget = exercises * (LIMITS.exercise_timeout + LIMITS.startup_timeout) + 60
     rows = graded["summary"]["rows"]
     over = {row["student"]: row["seconds"] for row in rows if row["seconds"] > budget}

@@ -283,5 +283,5 @@ def test_real_grader_path_scores_solutions_full_and_stubs_zero(tmp_path, folder,
     result = run_tests(files, str(_demo_target(tmp_path, folder)), DEMO, limits=LIMITS)
     assert result.sandbox == "bubblewrap"
     assert result.tests, result.log
-    passed = [t["outcome"] == "passed" for t in result.tests]
+    passed = [t.passed for t in result.tests]
     assert all(passed) if full else not any(passed), result.tests

@@ -172,15 +172,13 @@ def test_hostile_submission_scores_zero_with_the_real_grader(hostile):
     files = [path for name in JUNK_MODULES for path in LAYOUT.test_files(name, hidden=True)]
     result = run_tests(files, str(hostile), LAYOUT, limits=LIMITS)
     assert result.status == "ok", result.log[-2000:]
-    by_exercise = {
-        name: [t for t in result.tests if t["exercise"] == name] for name in JUNK_MODULES
-    }
+    by_exercise = {name: [t for t in result.tests if t.exercise == name] for name in JUNK_MODULES}
     assert all(by_exercise.values()), f"no tests collected for some exercise\n{result.log[-2000:]}"
-    passed = [t["nodeid"] for t in result.tests if t["outcome"] == "passed"]
+    passed = [t.nodeid for t in result.tests if t.passed]
     assert passed == [], f"a forged reference earned points in {passed}"
-    imported = [t for t in result.tests if "could not be imported" in t["message"]]
+    imported = [t for t in result.tests if "could not be imported" in t.message]
     assert imported == [], f"the hostile file must import for the attack to count: {imported[0]}"
-    forged = [t["name"] for t in result.tests if "answered a dict with keys" in t["message"]]
+    forged = [t.name for t in result.tests if "answered a dict with keys" in t.message]
     for test in (
         "test_double_conv_matches_course_lib",
         "test_unet_forward_matches_course_lib",
@@ -188,7 +186,7 @@ def test_hostile_submission_scores_zero_with_the_real_grader(hostile):
     ):
         assert any(name.startswith(test) for name in forged), (
             f"{test} should fail on the forged answer, not for another reason: "
-            f"{[t['message'] for t in result.tests if t['name'].startswith(test)]}"
+            f"{[t.message for t in result.tests if t.name.startswith(test)]}"
         )
 
 

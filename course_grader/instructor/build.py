@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.instructor:
                 manifest = build_instructor_bundle(layout, args.instructor, hidden=True)
                 print(
-                    f"instructor bundle written to {args.instructor} ({len(manifest['tests'])} tests in the manifest)"
+                    f"instructor bundle written to {args.instructor} ({len(manifest.tests)} tests in the manifest)"
                 )
             return 0
         written = regenerate(layout)

@@ -48,14 +48,15 @@ from course_grader.instructor.reports import (
     feedback_markdown,
     gradescope_results,
     merge_with_manifest,
+    not_submitted,
     student_status,
 )
 from course_grader.layout import CourseLayout, course_layout
 from course_grader.learner import sandbox
 from course_grader.learner.limits import Limits
 from course_grader.learner.session import run_tests
-from course_grader.learner.table import earned
 from course_grader.learner.zygote import Zygote
+from course_grader.records import Manifest
 from course_lib.atomic import write_text_atomic
 
 __all__ = ["grade_class", "grade_student", "student_folder_name"]
@@ -109,20 +110,20 @@ def publish_folder(out: Path, name: str, files: dict[str, str]) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _finished(result, manifest: dict) -> bool:
+def _finished(result, manifest: Manifest) -> bool:
     """Whether a pytest run reported a final outcome for every manifest test."""
     if result.status == "crash":
         return False
-    if any(t.get("kind") == "grader" for t in result.tests):  # e.g. no sandboxed worker could start
+    if any(t.kind == "grader" for t in result.tests):  # e.g. no sandboxed worker could start
         return False
-    outcomes = {t.get("nodeid"): t.get("outcome") for t in result.tests}
-    return all(outcomes.get(t["id"]) not in (None, "missing", "running") for t in manifest["tests"])
+    outcomes = {t.nodeid: t.outcome for t in result.tests}
+    return all(outcomes.get(t.id) not in (None, "missing", "running") for t in manifest.tests)
 
 
 def grade_student(
     intake: Intake,
     layout: CourseLayout,
-    manifest: dict,
+    manifest: Manifest,
     out: Path,
     *,
     forbidden: list[Path],
@@ -139,10 +140,10 @@ def grade_student(
     fallback = fallback_results(manifest, "grading did not finish; ask your instructor")
     publish_folder(out, folder_name, {"results.json": json.dumps(fallback, indent=1)})
     started = time.monotonic()
-    names = manifest["exercises"]
-    files = [f for name in names for f in layout.test_files(name, hidden=manifest["hidden"])]
+    names = list(manifest.exercises)
+    files = [f for name in names for f in layout.test_files(name, hidden=manifest.hidden)]
     records, session_status, mode = [], "ok", sandbox.mode()
-    digest = tests_sha256(layout, names, manifest["hidden"])
+    digest = tests_sha256(layout, names, manifest.hidden)
     if intake.files:
         finished = False
         for attempt in (
@@ -153,7 +154,7 @@ def grade_student(
                 result = run_tests(
                     files, copy, layout, limits=limits, forbidden=forbidden, zygote=attempt
                 )
-            after = tests_sha256(layout, names, manifest["hidden"])
+            after = tests_sha256(layout, names, manifest.hidden)
             finished = _finished(result, manifest) and after == digest
             if result.status == "timeout" or finished:
                 break
@@ -168,16 +169,10 @@ def grade_student(
                 f"grading {intake.student} did not finish twice: {result.log[-500:]}"
             )
         records, session_status, mode = result.tests, result.status, result.sandbox
-    rows = merge_with_manifest(manifest, records)
-    for row in rows:
-        if f"{row['exercise']}.py" not in intake.files:
-            row["outcome"], row["kind"], row["message"], row["output"] = (
-                "missing",
-                "not submitted",
-                f"{row['exercise']}.py was not submitted",
-                "",
-            )
-            row["details"], row["where"] = [], None
+    rows = [
+        row if f"{row.test.exercise}.py" in intake.files else not_submitted(row)
+        for row in merge_with_manifest(manifest, records)
+    ]
     status = student_status(rows, session_status, len(intake.files))
     results = gradescope_results(intake.student, rows, intake.ignored, status)
     results["sandbox"] = mode
@@ -191,11 +186,11 @@ def grade_student(
     )
     row = {"student": intake.student}
     for name in names:
-        row[name] = sum(earned(r) for r in rows if r["exercise"] == name)
+        row[name] = sum(r.earned for r in rows if r.test.exercise == name)
     row.update(
         {
-            "total": sum(earned(r) for r in rows),
-            "max_score": sum(float(r["points"]) for r in rows),
+            "total": sum(r.earned for r in rows),
+            "max_score": sum(r.test.points for r in rows),
             "status": status,
             "sandbox": mode,
             "submission_sha256": intake.sha256(),
@@ -208,7 +203,7 @@ def grade_student(
 
 
 def _grader_fault_row(
-    intake: Intake, manifest: dict, names: list[str], error: Exception, layout: CourseLayout
+    intake: Intake, manifest: Manifest, names: list[str], error: Exception, layout: CourseLayout
 ) -> dict:
     """Gradebook row of a student whose grading itself failed: zero, status crash, fallback report kept."""
     print(f"grading {intake.student} failed: {type(error).__name__}: {error}", file=sys.stderr)
@@ -216,11 +211,11 @@ def _grader_fault_row(
     row.update(
         {
             "total": 0.0,
-            "max_score": sum(float(t["points"]) for t in manifest["tests"]),
+            "max_score": manifest.max_score,
             "status": "crash",
             "sandbox": sandbox.mode(),
             "submission_sha256": intake.sha256(),
-            "tests_sha256": tests_sha256(layout, names, manifest["hidden"]),
+            "tests_sha256": tests_sha256(layout, names, manifest.hidden),
             "ignored": len(intake.ignored),
             "seconds": 0.0,
         }
@@ -304,7 +299,8 @@ def grade_class(
     progress: bool = True,
     use_zygote: bool = True,
 ) -> dict:
-    """Grade every submission in `submissions` into `out`; return {"rows", "seconds", "manifest"}.
+    """Grade every submission in `submissions` into `out`; return {"rows", "seconds", "manifest"}
+    (the gradebook rows, as in grades.csv, and the `Manifest`).
 
     `use_zygote=False` starts a fresh interpreter for every pytest process and worker (slower; the
     benchmark's baseline).
@@ -324,7 +320,7 @@ def grade_class(
     if exercises:
         names = [layout.resolve(e) for e in exercises]
     elif manifest_path is not None:  # e.g. on Gradescope, where solutions/ is not shipped
-        names = load_manifest(manifest_path)["exercises"]
+        names = list(load_manifest(manifest_path).exercises)
     else:
         names = layout.exercise_names()
     if not use_zygote:
@@ -361,16 +357,12 @@ def _grade_all(
     socket_path = zygote.socket_path if zygote is not None else None
     if manifest_path is not None:
         manifest = load_manifest(manifest_path)
-        if manifest["hidden"] != hidden or any(n not in manifest["exercises"] for n in names):
+        if manifest.hidden != hidden or any(n not in manifest.exercises for n in names):
             raise ValueError(
-                f"manifest {manifest_path} was built for exercises={manifest['exercises']} "
-                f"hidden={manifest['hidden']}; rebuild it for this run"
+                f"manifest {manifest_path} was built for exercises={list(manifest.exercises)} "
+                f"hidden={manifest.hidden}; rebuild it for this run"
             )
-        manifest = {
-            **manifest,
-            "exercises": names,
-            "tests": [t for t in manifest["tests"] if t["exercise"] in names],
-        }
+        manifest = manifest.select(names)
     else:
         manifest = build_manifest(layout, names, hidden=hidden, limits=limits, zygote=socket_path)
     save_manifest(manifest, out / "manifest.json")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from course_grader.instructor.manifest import build_manifest
 from course_grader.layout import CourseLayout
+from course_grader.records import Manifest
 from course_lib.atomic import write_bytes_atomic, write_text_atomic
 
 __all__ = ["RUN_AUTOGRADER", "SETUP_SH", "classroom_workflow", "gradescope_zip", "write_packages"]
@@ -73,13 +74,17 @@ def _add_file(bundle: zipfile.ZipFile, name: str, data: bytes, executable: bool 
     bundle.writestr(info, data)
 
 
-def gradescope_zip(layout: CourseLayout, manifest: dict) -> bytes:
+def gradescope_zip(layout: CourseLayout, manifest: Manifest) -> bytes:
     """The autograder zip (bytes) for `layout`, with `manifest` inside; never solutions/."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
         _add_file(bundle, "setup.sh", SETUP_SH.encode(), executable=True)
         _add_file(bundle, "run_autograder", RUN_AUTOGRADER.encode(), executable=True)
-        _add_file(bundle, "course/manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
+        _add_file(
+            bundle,
+            "course/manifest.json",
+            (json.dumps(manifest.to_json(), indent=1) + "\n").encode(),
+        )
         for folder in _COURSE_FOLDERS:
             root = layout.root / folder
             if not root.is_dir():
@@ -97,15 +102,13 @@ def gradescope_zip(layout: CourseLayout, manifest: dict) -> bytes:
     return buffer.getvalue()
 
 
-def classroom_workflow(manifest: dict, timeout_minutes: int = 10) -> str:
+def classroom_workflow(manifest: Manifest, timeout_minutes: int = 10) -> str:
     """GitHub Classroom workflow: one command grader per exercise plus the reporter."""
     steps, runners, env = [], [], []
-    for name in manifest["exercises"]:
+    for name in manifest.exercises:
         short = name.split("_")[0]
         points = sum(
-            t["points"]
-            for t in manifest["tests"]
-            if t["exercise"] == name and t["visibility"] == "public"
+            t.points for t in manifest.tests if t.exercise == name and t.visibility == "public"
         )
         steps.append(
             f"      - name: {name}\n        id: {short}\n"
@@ -129,7 +132,7 @@ def classroom_workflow(manifest: dict, timeout_minutes: int = 10) -> str:
     )
 
 
-def write_packages(layout: CourseLayout, out: Path, manifest: dict | None = None) -> list[Path]:
+def write_packages(layout: CourseLayout, out: Path, manifest: Manifest | None = None) -> list[Path]:
     """Write the Gradescope zip and the GitHub Classroom workflow into `out`; return their paths."""
     manifest = manifest or build_manifest(layout, hidden=True)
     out = Path(out)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from course_grader.instructor.manifest import build_manifest, save_manifest
 from course_grader.layout import CourseLayout
+from course_grader.records import Manifest
 from course_grader.stubs import expected_stubs, solution_regions
 from course_lib.atomic import write_text_atomic
 
@@ -162,7 +163,7 @@ def build_student_release(layout: CourseLayout, out: Path) -> Path:
     return out
 
 
-def build_instructor_bundle(layout: CourseLayout, out: Path, *, hidden: bool = True) -> dict:
+def build_instructor_bundle(layout: CourseLayout, out: Path, *, hidden: bool = True) -> Manifest:
     """Write solutions, stubs, public and hidden tests, probes and manifest.json into `out`."""
     out = Path(out)
     manifest = build_manifest(layout, hidden=hidden)

@@ -8,7 +8,10 @@ names or failure messages.
 
 from __future__ import annotations
 
-from course_grader.learner.table import earned, what_went_wrong
+from dataclasses import replace
+
+from course_grader.learner.table import what_went_wrong
+from course_grader.records import Manifest, ReportRow, TestRecord
 
 __all__ = [
     "OUTPUT_LIMIT",
@@ -16,6 +19,7 @@ __all__ = [
     "feedback_markdown",
     "gradescope_results",
     "merge_with_manifest",
+    "not_submitted",
     "student_status",
 ]
 
@@ -33,28 +37,50 @@ def _file_name_only(where: dict | None) -> dict | None:
     return {**where, "file": str(where["file"]).replace("\\", "/").rsplit("/", 1)[-1]}
 
 
-def merge_with_manifest(manifest: dict, records: list[dict]) -> list[dict]:
-    """One row per manifest test: its manifest data plus outcome/message/output of the run."""
-    by_id = {r["nodeid"]: r for r in records}
+def merge_with_manifest(manifest: Manifest, records: list[TestRecord]) -> list[ReportRow]:
+    """One row per manifest test: the manifest's id, name, exercise and points, and the outcome,
+    message, details, where, output and kind the run reported (`missing` when it reported none)."""
+    by_id = {r.nodeid: r for r in records}
     rows = []
-    for test in manifest["tests"]:
-        record = by_id.get(test["id"])
-        outcome = record["outcome"] if record else "missing"
-        rows.append(
-            {
-                **test,
-                "outcome": outcome,
-                "message": record["message"] if record else "this test did not report a result",
-                "details": record.get("details", []) if record else [],
-                "where": _file_name_only(record.get("where")) if record else None,
-                "output": record.get("output", "") if record else "",
-                "kind": record.get("kind") if record else None,
-            }
+    for test in manifest.tests:
+        reported = by_id.get(test.id)
+        record = TestRecord(
+            nodeid=test.id,
+            name=test.name,
+            exercise=test.exercise,
+            points=test.points,
+            message="this test did not report a result",
         )
+        if reported is not None:
+            record = replace(
+                record,
+                outcome=reported.outcome,
+                message=reported.message,
+                details=reported.details,
+                where=_file_name_only(reported.where),
+                output=reported.output,
+                duration=reported.duration,
+                kind=reported.kind,
+            )
+        rows.append(ReportRow(test, record))
     return rows
 
 
-def student_status(rows: list[dict], session_status: str, accepted_files: int) -> str:
+def not_submitted(row: ReportRow) -> ReportRow:
+    """`row` for an exercise whose file the student did not hand in."""
+    record = replace(
+        row.record,
+        outcome="missing",
+        kind="not submitted",
+        message=f"{row.test.exercise}.py was not submitted",
+        output="",
+        details=(),
+        where=None,
+    )
+    return ReportRow(row.test, record)
+
+
+def student_status(rows: list[ReportRow], session_status: str, accepted_files: int) -> str:
     """ok | partial | error | timeout | crash | missing for one student's run.
 
     Decided from structured fields only (the run's status, each test's outcome and the `kind` the
@@ -64,37 +90,40 @@ def student_status(rows: list[dict], session_status: str, accepted_files: int) -
         return "missing"
     if session_status in ("timeout", "crash"):
         return session_status
-    kinds = {r.get("kind") for r in rows if r["outcome"] != "passed"}
+    records = [r.record for r in rows]
+    kinds = {r.kind for r in records if not r.passed}
     if "crash" in kinds:
         return "crash"
     if "timeout" in kinds:
         return "timeout"
-    ran = [r for r in rows if r.get("kind") != "not submitted"]
-    if kinds & {"import", "unreadable"} or any(r["outcome"] == "missing" for r in ran):
+    ran = [r for r in records if r.kind != "not submitted"]
+    if kinds & {"import", "unreadable"} or any(r.outcome == "missing" for r in ran):
         return "error"
-    return "ok" if all(r["outcome"] == "passed" for r in rows) else "partial"
+    return "ok" if all(r.passed for r in records) else "partial"
 
 
-def gradescope_results(student: str, rows: list[dict], ignored: list[str], status: str) -> dict:
+def gradescope_results(
+    student: str, rows: list[ReportRow], ignored: list[str], status: str
+) -> dict:
     """Gradescope results.json content for one student."""
     tests = []
     for row in rows:
-        hidden = row["visibility"] == "hidden"
-        if row["outcome"] == "passed":
+        test, record = row.test, row.record
+        if record.passed:
             text = "passed"
-        elif row["output"].startswith(row["message"]):
-            text = row["output"] or row["message"]
+        elif record.output.startswith(record.message):
+            text = record.output or record.message
         else:
-            text = f"{row['message']}\n\n{row['output']}".strip()
+            text = f"{record.message}\n\n{record.output}".strip()
         tests.append(
             {
-                "name": f"{row['exercise']}: {row['name']}",
-                "number": row["number"],
-                "score": earned(row),
-                "max_score": float(row["points"]),
-                "status": "passed" if row["outcome"] == "passed" else "failed",
+                "name": f"{test.exercise}: {test.name}",
+                "number": test.number,
+                "score": row.earned,
+                "max_score": test.points,
+                "status": "passed" if record.passed else "failed",
                 "output": _truncate(text),
-                "visibility": "after_due_date" if hidden else "visible",
+                "visibility": "after_due_date" if row.hidden else "visible",
             }
         )
     score = sum(t["score"] for t in tests)
@@ -113,19 +142,19 @@ def gradescope_results(student: str, rows: list[dict], ignored: list[str], statu
     }
 
 
-def fallback_results(manifest: dict, reason: str) -> dict:
+def fallback_results(manifest: Manifest, reason: str) -> dict:
     """What results.json says until grading finishes: zero points, every test listed."""
     tests = [
         {
-            "name": f"{t['exercise']}: {t['name']}",
-            "number": t["number"],
+            "name": f"{t.exercise}: {t.name}",
+            "number": t.number,
             "score": 0.0,
-            "max_score": float(t["points"]),
+            "max_score": t.points,
             "status": "failed",
             "output": reason,
-            "visibility": "after_due_date" if t["visibility"] == "hidden" else "visible",
+            "visibility": "after_due_date" if t.visibility == "hidden" else "visible",
         }
-        for t in manifest["tests"]
+        for t in manifest.tests
     ]
     return {
         "score": 0.0,
@@ -136,28 +165,28 @@ def fallback_results(manifest: dict, reason: str) -> dict:
     }
 
 
-def feedback_markdown(student: str, rows: list[dict], ignored: list[str], status: str) -> str:
+def feedback_markdown(student: str, rows: list[ReportRow], ignored: list[str], status: str) -> str:
     """A short Markdown report for the learner: public tests in full (each failure's first lines
     and the learner's line under the table), hidden tests as points only."""
     lines = [f"# Feedback for {student}", ""]
-    total, possible = sum(earned(r) for r in rows), sum(float(r["points"]) for r in rows)
+    total, possible = sum(r.earned for r in rows), sum(r.test.points for r in rows)
     lines += [f"**Score: {total:g} / {possible:g}** (status: {status})", ""]
-    for exercise in dict.fromkeys(r["exercise"] for r in rows):
-        own = [r for r in rows if r["exercise"] == exercise]
-        public = [r for r in own if r["visibility"] == "public"]
-        hidden = [r for r in own if r["visibility"] == "hidden"]
+    for exercise in dict.fromkeys(r.test.exercise for r in rows):
+        own = [r for r in rows if r.test.exercise == exercise]
+        public = [r.record for r in own if not r.hidden]
+        hidden = [r.record for r in own if r.hidden]
         lines += [f"## {exercise}", "", "| test | points | result |", "|---|---|---|"]
-        for row in public:
-            result = "passed" if row["outcome"] == "passed" else row["message"].replace("|", "\\|")
-            lines.append(f"| {row['name']} | {earned(row):g}/{float(row['points']):g} | {result} |")
+        for record in public:
+            result = "passed" if record.passed else record.message.replace("|", "\\|")
+            lines.append(f"| {record.name} | {record.earned:g}/{record.points:g} | {result} |")
         if hidden:
-            got = sum(earned(r) for r in hidden)
+            got = sum(r.earned for r in hidden)
             lines.append(
-                f"| hidden tests ({len(hidden)}) | {got:g}/{sum(float(r['points']) for r in hidden):g} | "
-                f"{sum(r['outcome'] == 'passed' for r in hidden)} of {len(hidden)} passed |"
+                f"| hidden tests ({len(hidden)}) | {got:g}/{sum(r.points for r in hidden):g} | "
+                f"{sum(r.passed for r in hidden)} of {len(hidden)} passed |"
             )
         lines.append("")
-        failures = what_went_wrong([r for r in public if r["details"]])
+        failures = what_went_wrong([r for r in public if r.details])
         if failures:
             lines += ["What went wrong:", "", "```", *failures[1:], "```", ""]
     if ignored:

@@ -15,7 +15,7 @@ from pathlib import Path
 from course_grader.layout import CourseLayout
 from course_grader.learner.runner import course_layout
 from course_grader.learner.session import run_tests
-from course_grader.learner.table import earned, format_table
+from course_grader.learner.table import format_table
 
 __all__ = ["check", "grade_exercise"]
 
@@ -28,6 +28,8 @@ def grade_exercise(
     layout: CourseLayout | None = None,
 ) -> dict:
     """Grade one exercise of `target`; returns {"exercise", "tests", "score", "max_score", "status"}.
+
+    "tests" holds one `course_grader.records.TestRecord` per graded test.
 
     Safe to call from a notebook: the tests run in a separate pytest process and the learner's
     code in a worker process below it, so nothing the learner wrote can stop the kernel.
@@ -43,8 +45,8 @@ def grade_exercise(
     return {
         "exercise": name,
         "tests": result.tests,
-        "score": sum(earned(t) for t in result.tests),
-        "max_score": sum(float(t["points"]) for t in result.tests),
+        "score": sum(t.earned for t in result.tests),
+        "max_score": sum(t.points for t in result.tests),
         "status": result.status,
         "log": result.log if result.status != "ok" or not result.tests else "",
     }

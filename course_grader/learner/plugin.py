@@ -3,29 +3,32 @@
 It writes a JSON report to the path in COURSE_GRADE_REPORT, rewritten atomically after every test,
 so a run that is killed part-way still leaves the outcomes it reached. A test counts as `passed`
 only when its set-up, call and tear-down all passed; skipped, xfailed and errored tests earn nothing.
-Each record: nodeid, exercise, points (from `@pytest.mark.points`), outcome, message (first line of
-the failure), details (the first lines of the failure, without the learner's traceback), where (the
-learner's line that raised, `{"file", "line", "function", "code"}`, or None), output (the failure
-text, truncated), duration and, for a failure, kind: what stopped the learner's call (timeout,
-import, unreadable, raised, crash, failed; None when the test's own check failed), decided by the
-grader's side (runner.py), never read from a message.
+Each record is a `course_grader.records.TestRecord`: nodeid, exercise, points (from
+`@pytest.mark.points`), outcome, message (first line of the failure), details (the first lines of
+the failure, without the learner's traceback), where (the learner's line that raised, `{"file",
+"line", "function", "code"}`, or None), output (the failure text, truncated), duration and, for a
+failure, kind: what stopped the learner's call (timeout, import, unreadable, raised, crash, failed;
+None when the test's own check failed), decided by the grader's side (runner.py), never read from
+a message.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from course_grader.learner.client import LearnerError
+from course_grader.records import TestRecord
 from course_lib.atomic import write_text_atomic
 
 OUTPUT_LIMIT = 4000
 LINE_LIMIT = 1000  # a first line longer than this is a flood, not a diagnosis
 DETAIL_LINES = 12
-_records: dict[str, dict] = {}
+_records: dict[str, TestRecord] = {}
 _order: list[str] = []
 
 
@@ -37,7 +40,9 @@ def _report_path() -> Path | None:
 def _save() -> None:
     path = _report_path()
     if path is not None:
-        write_text_atomic(path, json.dumps({"tests": [_records[n] for n in _order]}, indent=1))
+        write_text_atomic(
+            path, json.dumps({"tests": [_records[n].to_json() for n in _order]}, indent=1)
+        )
 
 
 def _cap(line: str) -> str:
@@ -79,18 +84,9 @@ def pytest_collection_modifyitems(session, config, items):
         marker = item.get_closest_marker("points")
         points = float(marker.args[0]) if marker and marker.args else 0.0
         exercise = getattr(item.module, "EXERCISE", None) if hasattr(item, "module") else None
-        _records[item.nodeid] = {
-            "nodeid": item.nodeid,
-            "name": item.name,
-            "exercise": exercise,
-            "points": points,
-            "outcome": "missing",
-            "message": "did not run",
-            "details": [],
-            "where": None,
-            "output": "",
-            "duration": 0.0,
-        }
+        _records[item.nodeid] = TestRecord(
+            nodeid=item.nodeid, name=item.name, exercise=exercise, points=points
+        )
         _order.append(item.nodeid)
     _save()
 
@@ -102,26 +98,32 @@ def pytest_runtest_makereport(item, call):
     record = _records.get(item.nodeid)
     if record is None:
         return
-    record["duration"] = round(record["duration"] + report.duration, 3)
+    record = replace(record, duration=round(record.duration + report.duration, 3))
     if report.when == "call" and hasattr(report, "wasxfail"):
-        record["outcome"], record["message"] = "xfail", "expected to fail (xfail earns nothing)"
+        record = replace(record, outcome="xfail", message="expected to fail (xfail earns nothing)")
     elif report.passed:
-        if report.when == "call" and record["outcome"] in ("missing", "running"):
-            record["outcome"], record["message"] = "passed", ""
+        if report.when == "call" and record.outcome in ("missing", "running"):
+            record = replace(record, outcome="passed", message="")
         elif report.when == "setup":
-            record["outcome"] = "running"
+            record = replace(record, outcome="running")
     elif report.skipped:
-        record["outcome"], record["message"] = "skipped", "skipped (earns nothing)"
+        record = replace(record, outcome="skipped", message="skipped (earns nothing)")
     else:
         first, details, where, output = _message(report, call.excinfo)
-        record["outcome"] = "failed" if report.when == "call" else "error"
-        record["message"], record["output"] = first, output
-        record["details"], record["where"] = details, where
         error = call.excinfo.value if call.excinfo is not None else None
         # set by the trusted side (runner.py) from the worker client's state; None: the test's own
         # check failed (a wrong answer)
         kind = getattr(error, "kind", None) if isinstance(error, LearnerError) else None
-        record["kind"] = kind if isinstance(kind, str) else None
-    if report.when == "teardown" and record["outcome"] == "running":
-        record["outcome"], record["message"] = "error", "the test did not report a result"
+        record = replace(
+            record,
+            outcome="failed" if report.when == "call" else "error",
+            message=first,
+            output=output,
+            details=tuple(details),
+            where=where,
+            kind=kind if isinstance(kind, str) else None,
+        )
+    if report.when == "teardown" and record.outcome == "running":
+        record = replace(record, outcome="error", message="the test did not report a result")
+    _records[item.nodeid] = record
     _save()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from course_grader.layout import CourseLayout
 from course_grader.learner.limits import Limits
+from course_grader.records import TestRecord
 
 __all__ = ["SessionResult", "run_tests"]
 
@@ -34,7 +35,7 @@ __all__ = ["SessionResult", "run_tests"]
 class SessionResult:
     """Outcome of one pytest run: per-test records, and how the run itself ended."""
 
-    tests: list[dict] = field(default_factory=list)
+    tests: list[TestRecord] = field(default_factory=list)
     status: str = "ok"  # ok | timeout | crash
     log: str = ""
     sandbox: str = "none"  # bubblewrap | none: how the learner's code was confined
@@ -185,11 +186,18 @@ def _run(files, target, layout, limits, timeout, forbidden, log_limit, zygote, w
                 process.wait()
         if status == "ok" and process.returncode not in (0, 1):
             status = "crash" if not report.is_file() else status
-        tests = json.loads(report.read_text(encoding="utf-8"))["tests"] if report.is_file() else []
+        tests = (
+            [
+                TestRecord.from_json(t)
+                for t in json.loads(report.read_text(encoding="utf-8"))["tests"]
+            ]
+            if report.is_file()
+            else []
+        )
         if (
             process.returncode not in (0, 1)
             and status == "ok"
-            and any(t["outcome"] == "missing" for t in tests)
+            and any(t.outcome == "missing" for t in tests)
         ):
             status = "crash"
         raw = log_path.read_bytes()[-log_limit:].decode("utf-8", errors="replace")

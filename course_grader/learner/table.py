@@ -12,16 +12,18 @@ import os
 import textwrap
 from pathlib import Path
 
+from course_grader.records import TestRecord
+
 __all__ = ["earned", "failure_details", "format_table", "learner_line", "what_went_wrong"]
 
 
-def earned(record: dict) -> float:
+def earned(record: TestRecord) -> float:
     """Points a test record earns: all of them when it passed, none otherwise."""
-    return float(record["points"]) if record["outcome"] == "passed" else 0.0
+    return record.earned
 
 
-def _short_name(record: dict) -> str:
-    return record.get("name") or record["nodeid"].split("::")[-1]
+def _short_name(record: TestRecord) -> str:
+    return record.name or record.nodeid.split("::")[-1]
 
 
 def _shown_path(file: str) -> str:
@@ -58,26 +60,26 @@ def _wrap(line: str, width: int, indent: str) -> list[str]:
     ) or [indent]
 
 
-def failure_details(record: dict, *, width: int = 100, indent: str = "  ") -> list[str]:
+def failure_details(record: TestRecord, *, width: int = 100, indent: str = "  ") -> list[str]:
     """The first message lines of a failed `record`, wrapped to `width`, and the learner's line."""
-    lines = record.get("details") or [record.get("message") or record["outcome"]]
+    lines = record.details or [record.message or record.outcome]
     out: list[str] = []
     for line in lines:
         out += _wrap(line, width, indent)
-    for line in learner_line(record.get("where")):
+    for line in learner_line(record.where):
         out += _wrap(line, width, indent)
     return out
 
 
-def what_went_wrong(tests: list[dict], *, width: int = 100) -> list[str]:
+def what_went_wrong(tests: list[TestRecord], *, width: int = 100) -> list[str]:
     """Each failed test's diagnosis in full, after a blank line; tests that share one are grouped."""
-    groups: dict[tuple, list[dict]] = {}  # same diagnosis -> the tests that share it
+    groups: dict[tuple, list[TestRecord]] = {}  # same diagnosis -> the tests that share it
     for record in tests:
-        if record["outcome"] != "passed":
+        if not record.passed:
             groups.setdefault(tuple(failure_details(record, width=width)), []).append(record)
     lines: list[str] = []
     for details, members in groups.items():
-        points = sum(float(r["points"]) for r in members)
+        points = sum(r.points for r in members)
         names = [_short_name(r) for r in members]
         if len(members) == 1:
             header = f"{names[0]} (0/{points:g})"
@@ -89,7 +91,7 @@ def what_went_wrong(tests: list[dict], *, width: int = 100) -> list[str]:
 
 
 def format_table(
-    exercise: str, tests: list[dict], *, width: int = 120, hidden_note: bool = True
+    exercise: str, tests: list[TestRecord], *, width: int = 120, hidden_note: bool = True
 ) -> str:
     """Plain-text table of `tests` (plugin records) for `exercise`, the total, then the failures."""
     if not tests:
@@ -101,15 +103,13 @@ def format_table(
     room = max(20, width - name_width - 13)
     for record, name in zip(tests, names):
         shown = name if len(name) <= name_width else name[: name_width - 1] + "…"
-        points = f"{earned(record):g}/{float(record['points']):g}"
-        result = (
-            "passed" if record["outcome"] == "passed" else record["message"] or record["outcome"]
-        )
+        points = f"{record.earned:g}/{record.points:g}"
+        result = "passed" if record.passed else record.message or record.outcome
         if len(result) > room:  # the whole text is below the table
             result = result[: room - 14].rsplit(" ", 1)[0] + " … (see below)"
         lines.append(f"{shown:<{name_width}}  {points:>9}  {result}")
-    total = sum(earned(t) for t in tests)
-    possible = sum(float(t["points"]) for t in tests)
+    total = sum(t.earned for t in tests)
+    possible = sum(t.points for t in tests)
     lines += [rule, f"{'total':<{name_width}}  {f'{total:g}/{possible:g}':>9}"]
     failures = what_went_wrong(tests, width=min(width, 100))
     if failures:
