@@ -905,6 +905,8 @@ def notebook_07() -> list[Phase]:
     exp_val = min(nb["EXP_VAL_IMAGES"], PET_TEST)
     kwargs = nb.calls("DeepLabV3")[0].kwargs
     runs = len(nb.dict_keys("experiment"))  # the loss experiment's fits
+    # Fits of the main run's length: section 2's, and section 7's with the encoder from scratch.
+    main_runs = sum(1 for call in nb.calls("fit") if call.kwargs.get("epochs") == epochs)
     step = measure_step(
         on_meta(lambda: DeepLabV3(**kwargs)), _image_batch(batch, 3, size), bce_dice, batch
     )
@@ -912,7 +914,7 @@ def notebook_07() -> list[Phase]:
     per_image = step.forward_flops / batch
     # (training steps, validation images): the main fit (drop_last=True), sections 3 and 4
     # (three passes over the validation images), the loss experiment
-    main = (epochs * (PET_TRAINVAL // batch), epochs * val_images)
+    main = (main_runs * epochs * (PET_TRAINVAL // batch), main_runs * epochs * val_images)
     sections = (0, 3 * val_images)
     experiment = (runs * exp_epochs * math.ceil(exp_images / batch), runs * exp_epochs * exp_val)
     parts = [main, sections, experiment]
@@ -923,7 +925,7 @@ def notebook_07() -> list[Phase]:
     # for the training images and for the validation images separately.
     train_gpu = step.step_flops * train_steps / rate
     train_load = (
-        (epochs * (PET_TRAINVAL // batch) * batch + runs * exp_epochs * exp_images)
+        (main_runs * epochs * (PET_TRAINVAL // batch) * batch + runs * exp_epochs * exp_images)
         * photo_s
         / max(workers, 1)
     )
@@ -937,7 +939,8 @@ def notebook_07() -> list[Phase]:
     return [
         Phase(
             "07",
-            f"DeepLabV3 {kwargs['backbone']} on Oxford-IIIT Pet: {epochs} epochs + "
+            f"DeepLabV3 {kwargs['backbone']} on Oxford-IIIT Pet: "
+            f"{f'{main_runs} × ' if main_runs > 1 else ''}{epochs} epochs + "
             f"{runs} × {exp_epochs} epochs on {exp_images} images",
             f"{batch} × {size}²",
             nb.where("IMAGE_SIZE"),
