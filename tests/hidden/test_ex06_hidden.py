@@ -1,5 +1,6 @@
 """Hidden graded tests of exercise 06: resize and flip together on odd shapes, one-hot with another
-ignore index, class weights with an even number of classes, absent classes and ignored pixels.
+ignore index and with a label equal to num_classes (a ValueError, not one_hot's own error), class
+weights with an even number of classes, absent classes and ignored pixels.
 
 References: the docstring's nearest-neighbour index formula and `torch.nn.functional.interpolate`
 for the resize, a loop over classes for one-hot, per-pixel counting loops and `numpy.median` for
@@ -210,4 +211,21 @@ def test_one_hot_with_a_single_class_and_ignored_pixels(exercise):
             f"one_hot(mask with 255 pixels, num_classes=1): an ignored pixel must not be encoded "
             f"as a label that does not exist: {m}"
         ),
+    )
+
+
+@pytest.mark.points(1)
+def test_one_hot_rejects_the_label_equal_to_num_classes(exercise):
+    mask = torch.tensor([[[3, 0, 255], [1, 2, 3]], [[2, 2, 0], [255, 1, 3]]])  # (2, 2, 3), K = 4
+    expected = torch.stack([(mask == k).float() for k in range(4)], dim=1)  # (2, 4, 2, 3)
+    got = exercise.one_hot(mask, 4)  # valid: labels 0..3 and the ignore index
+    torch.testing.assert_close(
+        got, expected, msg=lambda m: f"one_hot of a (2, 2, 3) batch with labels 0..3, K=4: {m}"
+    )
+    too_high = mask.clone()
+    too_high[1, 0, 1] = 4  # one pixel holds label 4 == num_classes: classes run from 0 to 3
+    expect_raises(
+        lambda: exercise.one_hot(too_high, 4),
+        ValueError,
+        when="one pixel holds label 4 and num_classes=4 (labels must be below num_classes)",
     )
