@@ -79,6 +79,14 @@ EQUIVALENT: dict[str, str] = {
         "clamp(min=0) differs from clamp(min=1) only where the union is 0, where torch.where "
         "takes NaN anyway"
     ),
+    "ex08:70:`1` -> `0`": (
+        "max(threshold, 0) differs from max(threshold, 1) only when the region is empty, and "
+        "writing an empty region changes nothing"
+    ),
+    "ex08:72:delete `taken |= region`": (
+        "only later stuff classes read `taken`, and their regions (semantic == c) are disjoint "
+        "from this one; a class listed twice writes the same ids again"
+    ),
     "ex08:102:delete `continue`": (
         "pred_ids has no void segment and a match needs the same class: a void target never "
         "matches anyway"

@@ -37,17 +37,17 @@ def merge_panoptic(
     semantic (H, W) int64 class ids; masks (M, H, W) bool; scores (M,) float; labels (M,) int64
     class ids of the instances. Rules, in this order:
     1. Start with every pixel void: ignore_index * label_divisor.
-    2. Visit the instances by decreasing score; skip those with score < score_threshold and
-       those with an empty mask. If more than `overlap_threshold` of an instance's mask is
-       already taken by earlier instances, skip it; otherwise it gets the next instance id
-       (1, 2, 3, ... in the order instances are kept) and only its pixels that are still free:
-       id = label * label_divisor + instance_id.
+    2. Visit the instances by decreasing score (equal scores in the given order); skip those with
+       score < score_threshold and those with an empty mask. If more than `overlap_threshold` of
+       an instance's mask is already taken by earlier instances, skip it; otherwise it gets the
+       next instance id (1, 2, 3, ... in the order instances are kept) and only its pixels that
+       are still free: id = label * label_divisor + instance_id.
     3. For each class c in `stuff_classes`, in the given order: the free pixels where
        semantic == c become c * label_divisor, if there are at least max(stuff_area_threshold, 1)
        of them (fewer stay void).
     Pixels that the semantic map calls a thing class and no kept instance covers stay void.
     """
-    # HINT: keep a bool (H, W) map `taken`; torch.argsort(scores, descending=True) gives the order.
+    # HINT: keep a bool (H, W) map `taken`; torch.argsort(scores, descending=True, stable=True) gives the order.
     # HINT: the overlap fraction is (mask & taken).sum() / mask.sum(); the free pixels are
     # HINT: mask & ~taken. Give them their id with boolean indexing: panoptic[free] = ...
     raise NotImplementedError

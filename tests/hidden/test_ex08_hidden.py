@@ -1,6 +1,7 @@
 """Hidden graded tests of exercise 08: instance ids when instances are skipped, another label
-divisor and ignore index, no instances at all, matching on random maps with void on both sides,
-and PQ edge cases (a segment exactly half on void, a class only predicted, one-pixel maps).
+divisor and ignore index, no instances at all, ids in the given order among equal scores,
+matching on random maps with void on both sides, and PQ edge cases (a segment exactly half on
+void, a class only predicted, one-pixel maps).
 
 References: `course_lib.panoptic.merge_panoptic`, `course_lib.metrics.panoptic_quality`, and a
 pixel-set loop for the matches; hand-worked expectations are in the comments.
@@ -104,6 +105,35 @@ def test_merge_with_another_label_divisor_ignore_index_and_no_instances(exercise
         [],
         [],
         **options,
+    )
+
+
+@pytest.mark.points(1)
+def test_merge_keeps_the_given_order_for_equal_scores(exercise):
+    # 20 one-pixel instances on a (4, 5) map, instance i on pixel i: 18 of them tie at 0.8 (more
+    # ties than a sort keeps in order by chance), instance 7 scores 0.9 and instance 3 scores 0.6
+    shape, count = (4, 5), 20
+    masks = torch.zeros(count, *shape, dtype=torch.bool)
+    for i in range(count):
+        masks[i, i // 5, i % 5] = True
+    scores = torch.full((count,), 0.8)
+    scores[7], scores[3] = 0.9, 0.6
+    labels = torch.tensor([4, 5, 6, 5] * 5)
+    order = [7] + [i for i in range(count) if i not in (3, 7)] + [3]  # ties: the given order
+    expected = torch.zeros(shape, dtype=torch.int64)  # (4, 5)
+    for instance_id, i in enumerate(order, start=1):
+        expected[i // 5, i % 5] = int(labels[i]) * 1000 + instance_id
+    semantic = torch.zeros(shape, dtype=torch.int64)  # every pixel is taken by an instance
+    got = exercise.merge_panoptic(semantic, masks, scores, labels, [0], stuff_area_threshold=0)
+    torch.testing.assert_close(
+        got,
+        expected,
+        msg=lambda m: (
+            f"merge_panoptic with 20 one-pixel instances, 18 of them of equal score 0.8: the ids "
+            f"follow the score, and the given order among equal scores (a stable sort): expected"
+            f"\n{expected.tolist()}\ngot\n"
+            f"{got.tolist() if isinstance(got, torch.Tensor) else got}\n{m}"
+        ),
     )
 
 
