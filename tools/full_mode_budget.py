@@ -564,6 +564,7 @@ def notebook_02() -> list[Phase]:
 
     nb = NotebookSource("02")
     size, steps, batch, num_val = nb["SIZE"], nb["STEPS"], nb["BATCH"], nb["NUM_VAL"]
+    num_train, seeds = nb["NUM_TRAIN"], nb["SEEDS"]
     variants = nb.loop_values("variant")
     small = next(c.kwargs for c in nb.calls("FCN") if c.kwargs.get("backbone") == "small")
     k = ScenesDataset.num_classes
@@ -578,19 +579,24 @@ def notebook_02() -> list[Phase]:
     ]
     heaviest = max(costs, key=lambda c: c.peak_bytes)
     heaviest_variant = variants[costs.index(heaviest)]
+    runs = len(variants) * len(seeds)
+    # map(torch.stack, zip(*(...))): the per-image list and the stacked copy coexist once.
+    scene_bytes = (num_train + num_val) * (3 * 4 + 8) * size * size  # float32 image, int64 mask
     scenes = Phase(
         "02",
-        f"FCN-{'/'.join(variants)} (small encoder) on scenes, {len(variants)} runs",
+        f"FCN-{'/'.join(variants)} (small encoder) on scenes, {len(seeds)} seeds: {runs} runs",
         f"{batch} × {size}²",
         nb.where("SIZE"),
         params=heaviest.params,
         gpu_bytes=heaviest.peak_bytes,
         step=heaviest,
         step_name=f"FCN-{heaviest_variant} small",
-        flops=sum(c.step_flops * steps + c.forward_flops / batch * num_val for c in costs),
-        cpu_seconds=len(variants) * (steps * batch + num_val) * _scenes_ms(size) / 1e3,
-        note=f"{len(variants)} × {steps} steps; scenes rendered in the main process",
-        fix="fewer steps, or DataLoader workers for the rendering",
+        flops=len(seeds)
+        * sum(c.step_flops * steps + c.forward_flops / batch * num_val for c in costs),
+        host_bytes=2 * scene_bytes,
+        cpu_seconds=(num_train + num_val) * _scenes_ms(size) / 1e3,
+        note=f"{runs} × {steps} steps; the scenes rendered once and stacked in RAM",
+        fix="fewer steps or seeds",
     )
 
     voc_kwargs = next(c.kwargs for c in nb.calls("FCN") if c.kwargs.get("backbone") == "resnet18")
@@ -686,23 +692,32 @@ def notebook_04() -> list[Phase]:
 
     v3 = on_meta(lambda: DeepLabV3(**v3_kwargs))
     encoder = measure_step(v3, _image_batch(batch, 3, size, classes=k), cross_entropy(), batch)
+    # OS_SEEDS models trained alike (the first is v3, which stays resident while the others
+    # train), each evaluated on the val images at output stride 16 and, rebuilt, at 8.
+    seeds = nb["OS_SEEDS"]
+    os8 = on_meta(lambda: DeepLabV3(**{**v3_kwargs, "output_stride": 8}))
+    with flop_counter() as os8_flops, torch.no_grad():
+        os8.eval()(torch.randn(batch, 3, size, size, device="meta"))
+    eval_flops = (encoder.forward_flops + os8_flops.get_total_flops()) / batch * num_val
     end_to_end = Phase(
         "04",
-        f"DeepLabV3 {nb['BACKBONE']} end to end on scenes",
+        f"DeepLabV3 {nb['BACKBONE']} end to end on scenes, {len(seeds)} seeds, "
+        "each evaluated at OS 16 and 8",
         f"{batch} × {size}²",
         nb.where("ENCODER_STEPS"),
         params=encoder.params,
-        gpu_bytes=encoder.peak_bytes,
+        gpu_bytes=encoder.peak_bytes + (encoder.model_bytes if len(seeds) > 1 else 0),
         step=encoder,
         step_name=f"DeepLabV3 {nb['BACKBONE']}",
-        flops=encoder.step_flops * nb["ENCODER_STEPS"],
+        flops=len(seeds) * (encoder.step_flops * nb["ENCODER_STEPS"] + eval_flops),
         host_bytes=2 * data_bytes,
         cpu_seconds=(num_train + num_val) * _scenes_ms(size) / 1e3,
         note=(
-            f"{nb['ENCODER_STEPS']} steps; all {num_train} + {num_val} scenes stacked in RAM "
-            "first (list and stacked copy coexist)"
+            f"{len(seeds)} × {nb['ENCODER_STEPS']} steps (the first model stays resident while "
+            f"the others train); all {num_train} + {num_val} scenes stacked in RAM first (list "
+            "and stacked copy coexist)"
         ),
-        fix="fewer end-to-end steps, or stack the scenes into preallocated tensors",
+        fix="fewer end-to-end steps or seeds, or stack the scenes into preallocated tensors",
     )
 
     # Frozen features: low (N, 256, H/4, W/4) and ASPP output (N, 256, H/16, W/16) of every
