@@ -187,6 +187,33 @@ def test_notebook_source_reads_dtypes_deletions_and_calls_inside_a_function():
         source.function_calls("missing", "cat")
 
 
+def test_notebook_source_reads_the_keys_of_a_dict_comprehension_over_a_literal():
+    source = budget.NotebookSource(
+        "xx",
+        text=textwrap.dedent("""\
+        LOSSES = {'a': f, 'b': g, 'c': h}
+        SOME = {name: LOSSES[name] for name in ('a', 'c')}
+        VALUES = {LOSSES[name]: name for name in ('a', 'c')}
+        """),
+    )
+    assert source.dict_keys("LOSSES") == ("a", "b", "c")
+    assert source.dict_keys("SOME") == ("a", "c")
+    with pytest.raises(KeyError, match="no dict literal VALUES"):
+        source.dict_keys("VALUES")  # its keys are not the loop's values
+
+
+def test_notebooks_05_and_06_count_their_measured_comparisons(computed):
+    phases = [p for p in computed[0] if p.notebook in ("05", "06")]
+    names = " | ".join(p.name for p in phases)
+    nb05, nb06 = budget.NotebookSource("05"), budget.NotebookSource("06")
+    small = f"4 losses × {len(nb05['SMALL_SEEDS'])} seeds"
+    augmentation = f"augmentation on and off × {len(nb06['AUG_SEEDS'])} seeds"
+    assert small in names and augmentation in names
+    (training_06,) = [p for p in phases if p.notebook == "06" and p.step is not None]
+    runs = 2 * len(nb06["AUG_SEEDS"])
+    assert training_06.flops > runs * nb06["AUG_STEPS"] * training_06.step.step_flops * 0.999
+
+
 def _notebook_04_phases(edit=lambda text: text) -> dict:
     """notebook_04()'s phases, by the start of their names, from an edited copy of the notebook."""
     path = next(budget.NOTEBOOKS.glob("04_*.py"))

@@ -73,6 +73,7 @@ MEASURED_ON_CPU = {
     "scene_ms": {128: 1.2, 192: 2.1, 256: 3.4},  # ScenesDataset.__getitem__ at that size
     "cells_ms": {128: 2.7, 256: 4.0},  # CellsDataset.__getitem__
     "photo_ms": 10.0,  # 500 x 375 JPEG + PNG mask decoded, train/val transforms to 256^2
+    "augment_64_ms": 0.74,  # train_transforms(64) on one 64^2 scene and its mask (notebook 06)
     "crf_s_per_megapixel": 2.3,  # dense_crf(window=7, num_iterations=5), six classes
 }
 
@@ -148,15 +149,25 @@ class NotebookSource:
         raise KeyError(f"no `for {target} in ...` loop in {self.path.name}")
 
     def dict_keys(self, name: str) -> tuple:
-        """The keys of a dict literal assigned to `name` (its values need not be simple)."""
+        """The keys of a dict literal assigned to `name` (its values need not be simple), or of a
+        comprehension `{key: ... for key in (literal tuple)}`."""
         for node in ast.walk(self.tree):
-            if (
+            if not (
                 isinstance(node, ast.Assign)
                 and isinstance(node.targets[0], ast.Name)
                 and node.targets[0].id == name
-                and isinstance(node.value, ast.Dict)
             ):
+                continue
+            if isinstance(node.value, ast.Dict):
                 return tuple(self._eval(k) for k in node.value.keys)
+            if (
+                isinstance(node.value, ast.DictComp)
+                and len(node.value.generators) == 1
+                and isinstance(node.value.key, ast.Name)
+                and isinstance(node.value.generators[0].target, ast.Name)
+                and node.value.key.id == node.value.generators[0].target.id
+            ):
+                return tuple(self._eval(node.value.generators[0].iter))
         raise KeyError(f"no dict literal {name} in {self.path.name}")
 
     def deletes(self, name: str) -> bool:
@@ -890,13 +901,57 @@ def notebook_05() -> list[Phase]:
             ),
             fix_by="the issue's",
             fix="train on the device, with DataLoader workers",
-        )
+        ),
+        _small_objects_05(nb, kwargs, batch),
     ]
 
 
+def _small_objects_05(nb: NotebookSource, kwargs: dict, batch: int) -> Phase:
+    """Notebook 05's small-object experiment: the same U-Net and loop on scenes, person vs rest."""
+    from course_lib.models import UNet
+
+    size, steps, seeds = nb["SMALL_SIZE"], nb["SMALL_STEPS"], nb["SMALL_SEEDS"]
+    num_train, num_val = nb["SMALL_TRAIN"], nb["SMALL_VAL"]
+    runs = len(seeds) * len(nb.dict_keys("SMALL_OBJECT_LOSSES"))
+    step = measure_step(
+        on_meta(lambda: UNet(**kwargs)), _image_batch(batch, 3, size), bce_dice, batch
+    )
+    stacked = (num_train + num_val) * (3 * 4 + 8 + 8) * size * size  # images, masks, instance ids
+    return Phase(
+        "05",
+        f"the same U-Net on {size}² scenes, person vs rest, {runs // len(seeds)} losses × "
+        f"{len(seeds)} seeds",
+        f"{batch} × {size}²",
+        nb.where("SMALL_SIZE"),
+        params=step.params,
+        gpu_bytes=step.peak_bytes,
+        step=step,
+        step_name="U-Net",
+        flops=runs * (step.step_flops * steps + step.forward_flops / batch * num_val),
+        host_bytes=stacked,
+        # scenes are rendered once; a 128² scene's time bounds a smaller one's
+        cpu_seconds=(num_train + num_val) * _scenes_ms(128) / 1e3,
+        note=f"{runs} runs × {steps} steps, float32; {num_train + num_val} scenes rendered once",
+    )
+
+
 def notebook_06() -> list[Phase]:
+    from course_lib.data import ScenesDataset
+    from course_lib.models import UNet
+
     nb = NotebookSource("06")
     draws = 4  # notebook 06, section 8: `draws = [pets[i] for i in range(4)]`
+    size, steps, seeds = nb["AUG_SIZE"], nb["AUG_STEPS"], nb["AUG_SEEDS"]
+    few, held_out = nb["FEW"], nb["HELD_OUT"]
+    kwargs = nb.calls("UNet", having=("base_channels", "depth"))[0].kwargs
+    batch = nb.calls("randint", having=("generator",))[0].args[2][0]  # train_on_few's draw
+    runs = 2 * len(seeds)  # with and without train_transforms
+    step = measure_step(
+        on_meta(lambda: UNet(**kwargs)),
+        _image_batch(batch, 3, size, classes=ScenesDataset.num_classes),
+        cross_entropy(255),
+        batch,
+    )
     return [
         Phase(
             "06",
@@ -906,7 +961,25 @@ def notebook_06() -> list[Phase]:
             precision="CPU",
             cpu_seconds=draws * MEASURED_ON_CPU["photo_ms"] / 1e3,
             note="download time not estimated",
-        )
+        ),
+        Phase(
+            "06",
+            f"U-Net (base {kwargs['base_channels']}, depth {kwargs['depth']}) on {few} scenes, "
+            f"augmentation on and off × {len(seeds)} seeds",
+            f"{batch} × {size}²",
+            nb.where("AUG_SIZE"),
+            params=step.params,
+            gpu_bytes=step.peak_bytes,
+            step=step,
+            step_name="U-Net",
+            flops=runs * (step.step_flops * steps + step.forward_flops / batch * (few + held_out)),
+            # every step augments its batch on the CPU (measured at 64²; AUG_SIZE is 64 in full mode)
+            cpu_seconds=runs * steps * batch * MEASURED_ON_CPU["augment_64_ms"] / 1e3,
+            note=(
+                f"{runs} runs × {steps} steps, float32; each batch transformed on the CPU (every "
+                "run counted at train_transforms' cost: half of them only normalise)"
+            ),
+        ),
     ]
 
 
@@ -1448,6 +1521,11 @@ def measure_cpu_constants() -> dict:
     out["cells_ms"] = {
         s: 1e3 * per_call(lambda s=s: CellsDataset(8, s, seed=0)[3]) for s in (128, 256)
     }
+    scene, scene_mask = ScenesDataset(length=1, image_size=64, seed=0)[0]
+    augment = train_transforms(64, seed=0)
+    out["augment_64_ms"] = 1e3 * per_call(
+        lambda: augment(image=scene.permute(1, 2, 0).numpy(), mask=scene_mask.numpy()), 200
+    )
     photo = ScenesDataset(length=1, image_size=(375, 500), seed=0)[0][0]
     jpeg, png = io.BytesIO(), io.BytesIO()
     Image.fromarray((photo.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(jpeg, "JPEG")
