@@ -87,9 +87,15 @@ EQUIVALENT: dict[str, str] = {
         "only later stuff classes read `taken`, and their regions (semantic == c) are disjoint "
         "from this one; a class listed twice writes the same ids again"
     ),
+    "ex08:101:delete `if t // label_divisor == ignore_index: ...`": (
+        "as ex08:102, the whole if: a void target goes through the loop and never matches"
+    ),
     "ex08:102:delete `continue`": (
         "pred_ids has no void segment and a match needs the same class: a void target never "
         "matches anyway"
+    ),
+    "ex08:109:delete `if intersection == 0: ...`": (
+        "as ex08:110, the whole if: with no overlap the IoU is 0, never > 0.5"
     ),
     "ex08:110:delete `continue`": (
         "the shortcut only saves time: with no overlap the IoU is 0 (union >= |T| >= 1), "

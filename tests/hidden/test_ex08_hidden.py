@@ -1,7 +1,8 @@
 """Hidden graded tests of exercise 08: instance ids when instances are skipped, another label
 divisor and ignore index, no instances at all, ids in the given order among equal scores,
-matching on random maps with void on both sides, and PQ edge cases (a segment exactly half on
-void, a class only predicted, one-pixel maps).
+matching on random maps with void on both sides, matches sorted by target id when the pred ids
+run the other way, and PQ edge cases (a segment exactly half on void, a class only predicted,
+one-pixel maps).
 
 References: `course_lib.panoptic.merge_panoptic`, `course_lib.metrics.panoptic_quality`, and a
 pixel-set loop for the matches; hand-worked expectations are in the comments.
@@ -208,6 +209,21 @@ def test_match_segments_on_random_maps_with_void_on_both_sides(exercise):
 
 
 # ---------------------------------------------------------------------------- panoptic_quality
+
+
+@pytest.mark.points(1)
+def test_match_segments_sorted_by_target_id_when_pred_ids_run_the_other_way(exercise):
+    # pred 1002 lies on target 1001 and pred 1001 on target 1002: sorted by target id, the pred
+    # ids come out descending; a third pair of another class follows
+    target = torch.tensor([[1001, 1001, 1002, 1002, 2001], [1001, 1001, 1002, 1002, 2001]])
+    pred = torch.tensor([[1002, 1002, 1001, 1001, 2007], [1002, 1002, 1001, 1001, 2007]])
+    expected = matches_by_pixel_sets(pred, target, 1000, 255)
+    assert [(p, t) for p, t, _ in expected] == [(1002, 1001), (1001, 1002), (2007, 2001)]
+    check_matches(
+        exercise.match_segments(pred, target),
+        expected,
+        "pred ids in the opposite order of the target ids they match",
+    )
 
 
 @pytest.mark.points(1)
