@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ class LearnerError(AssertionError):
     file in the traceback, `{"file", "line", "function", "code"}`, or None.
     """
 
-    def __init__(self, message: str, *, raised=(), where: dict | None = None):
+    def __init__(
+        self, message: str, *, raised: Iterable[str] = (), where: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.raised = tuple(raised)
         self.where = where

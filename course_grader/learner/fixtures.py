@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -37,7 +38,9 @@ from course_grader.learner.zygote import Zygote
 __all__ = ["exercise", "expect_raises", "unpack"]
 
 
-def expect_raises(call, expected: type[BaseException] = ValueError, *, when: str) -> LearnerError:
+def expect_raises(
+    call: Callable[[], object], expected: type[BaseException] = ValueError, *, when: str
+) -> LearnerError:
     """Run `call()` (a call into the learner's code); pass only if the learner raised `expected`.
 
     A subclass of `expected` counts. Returns the learner's error; otherwise fails (LearnerError,
@@ -66,7 +69,7 @@ def expect_raises(call, expected: type[BaseException] = ValueError, *, when: str
     raise LearnerError(f"{subject} should raise {shown} when {when}, but returned normally")
 
 
-def unpack(answer, *names: str) -> tuple:
+def unpack(answer: object, *names: str) -> tuple:
     """`answer` as a tuple of `len(names)` values, after checking that it is a tuple or list of
     exactly that length (LearnerError naming the function and what came back otherwise).
 
@@ -124,7 +127,7 @@ def exercise(request, _worker_zygote):
     handle.close()
 
 
-def add_target_option(parser) -> None:
+def add_target_option(parser: pytest.Parser) -> None:
     """Register `--target exercises|solutions|PATH` once, whichever conftest pytest loads first.
 
     The course's root conftest.py registers it when pytest runs without paths; tests/conftest.py

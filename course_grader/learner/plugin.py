@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from course_grader.learner.client import LearnerError
@@ -71,7 +73,7 @@ def _message(report: pytest.TestReport, call_excinfo) -> tuple[str, list[str], d
     return first, lines or [first], where, output
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     """In a grading run (COURSE_GRADE_REPORT set), this trusted process gets limits too (limits.py)."""
     if _report_path() is not None:
         from course_grader.learner.limits import Limits, apply_in_session
@@ -79,7 +81,9 @@ def pytest_configure(config):
         apply_in_session(Limits.from_env())
 
 
-def pytest_collection_modifyitems(session, config, items):
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     for item in items:
         marker = item.get_closest_marker("points")
         points = float(marker.args[0]) if marker and marker.args else 0.0
@@ -92,7 +96,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     record = _records.get(item.nodeid)

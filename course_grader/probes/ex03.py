@@ -9,6 +9,8 @@ runs it in eval mode and sends back only its output and parameter count (`ModelC
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 
 from course_grader.probes._models import (
@@ -88,7 +90,7 @@ def unet_case(
 
 # -- the worker's side: the learner's module, nothing else ------------------------------------
 def double_conv_forward(
-    module,
+    module: ModuleType,
     in_channels: int,
     out_channels: int,
     padding: str,
@@ -102,7 +104,7 @@ def double_conv_forward(
 
 
 def unet_forward(
-    module,
+    module: ModuleType,
     in_channels: int,
     num_classes: int,
     base_channels: int,
@@ -118,7 +120,12 @@ def unet_forward(
 
 
 def unet_parameter_count(
-    module, in_channels: int, num_classes: int, base_channels: int, depth: int, batch_norm: bool
+    module: ModuleType,
+    in_channels: int,
+    num_classes: int,
+    base_channels: int,
+    depth: int,
+    batch_norm: bool,
 ) -> int:
     """Number of parameters of the learner's U-Net."""
     return parameter_count(
@@ -127,7 +134,7 @@ def unet_parameter_count(
 
 
 def unet_output_shape(
-    module,
+    module: ModuleType,
     in_channels: int,
     num_classes: int,
     base_channels: int,

@@ -8,6 +8,8 @@ only its output comes back (`ModelCase.run`).
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 
 from course_grader.probes._models import ModelCase, forward_with_weights, reference_case
@@ -38,7 +40,7 @@ def aspp_case(
 
 
 def aspp_forward(
-    module,
+    module: ModuleType,
     in_channels: int,
     out_channels: int,
     atrous_rates: list[int],

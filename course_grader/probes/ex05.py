@@ -6,6 +6,8 @@ learner's code and returns tensors.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 
 __all__ = ["loss_and_gradient"]
@@ -14,7 +16,7 @@ _LOSSES = ("soft_dice_loss", "focal_loss")
 
 
 def loss_and_gradient(
-    module, loss_name: str, logits: torch.Tensor, target: torch.Tensor, kwargs: dict
+    module: ModuleType, loss_name: str, logits: torch.Tensor, target: torch.Tensor, kwargs: dict
 ) -> dict:
     """Call `module.<loss_name>(logits, target, **kwargs)` and backpropagate.
 

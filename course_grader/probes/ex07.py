@@ -8,6 +8,8 @@ sent, runs the learner's loop on it and returns only what the loop produced.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -61,7 +63,7 @@ def case_data(
     }
 
 
-def case_from_data(data: dict):
+def case_from_data(data: dict) -> tuple[nn.Module, DataLoader, torch.optim.Optimizer]:
     """(model, loader, optimizer) of a case: SGD with momentum, no shuffling."""
     model = TinyNet(num_classes=int(data["num_classes"]))
     model.load_state_dict(data["weights"])
@@ -71,7 +73,9 @@ def case_from_data(data: dict):
     return model, loader, optimizer
 
 
-def build_case(seed: int, num_images: int, batch_size: int, num_classes: int = 3, size: int = 8):
+def build_case(
+    seed: int, num_images: int, batch_size: int, num_classes: int = 3, size: int = 8
+) -> tuple[nn.Module, DataLoader, torch.optim.Optimizer]:
     """(model, loader, optimizer) of the case `case_data(seed, ...)` describes."""
     return case_from_data(case_data(seed, num_images, batch_size, num_classes, size))
 
@@ -80,7 +84,7 @@ def _weights(model: nn.Module) -> torch.Tensor:
     return torch.cat([t.detach().flatten().double() for t in model.state_dict().values()])
 
 
-def train_one_epoch_run(module, data: dict, rng_seed: int) -> dict:
+def train_one_epoch_run(module: ModuleType, data: dict, rng_seed: int) -> dict:
     """Run the learner's `train_one_epoch` once on the case `data` (see `case_data`), the model in
     eval mode beforehand; the RNG is seeded with `rng_seed` for dropout.
 
@@ -94,7 +98,7 @@ def train_one_epoch_run(module, data: dict, rng_seed: int) -> dict:
 
 
 def train_one_epoch_weighted_run(
-    module, data: dict, rng_seed: int, class_weight: list[float], label_smoothing: float
+    module: ModuleType, data: dict, rng_seed: int, class_weight: list[float], label_smoothing: float
 ) -> dict:
     """`train_one_epoch_run` with `loss_fn = nn.CrossEntropyLoss(weight=class_weight,
     label_smoothing=label_smoothing)` instead of the plain cross-entropy.
@@ -118,7 +122,7 @@ def train_one_epoch_weighted_run(
     }
 
 
-def evaluate_run(module, data: dict) -> dict:
+def evaluate_run(module: ModuleType, data: dict) -> dict:
     """Run the learner's `evaluate` twice on the case `data` (untrained, in train mode).
 
     Returns the first result (tensors and floats) plus "repeat_miou" of the second call and
@@ -152,7 +156,7 @@ class FixedLogits(nn.Module):
 
 
 def evaluate_fixed_logits(
-    module, logits: torch.Tensor, targets: torch.Tensor, batch_size: int
+    module: ModuleType, logits: torch.Tensor, targets: torch.Tensor, batch_size: int
 ) -> dict:
     """The learner's `evaluate` on a model that outputs the given logits (N, K, H, W) for targets
     (N, H, W), batched by `batch_size`. Returns its dict with "miou" as a float."""
