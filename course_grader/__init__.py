@@ -13,6 +13,6 @@ Shared by both: `layout` (where the course's folders are), `stubs` (solution mar
 `records` (the typed per-test record, manifest and report row, with their JSON form).
 """
 
-from course_grader.learner.check import check, grade_exercise
+from course_grader.learner.check import ExerciseResult, check, grade_exercise
 
-__all__ = ["check", "grade_exercise"]
+__all__ = ["ExerciseResult", "check", "grade_exercise"]

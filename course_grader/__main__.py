@@ -38,12 +38,16 @@ def _learner(args: argparse.Namespace) -> int:
     if args.json:
         from course_grader.learner import sandbox
 
-        record = {k: v for k, v in graded.items() if k != "log"}
-        record["tests"] = [t.to_json() for t in graded["tests"]]
-        record["sandbox"] = sandbox.mode()
+        record = {
+            "exercise": graded.exercise,
+            "tests": [t.to_json() for t in graded.tests],
+            "score": graded.score,
+            "max_score": graded.max_score,
+            "status": graded.status,
+            "sandbox": sandbox.mode(),
+        }
         print(json.dumps(record, indent=1))
-    all_passed = graded["tests"] and all(t.passed for t in graded["tests"])
-    return 0 if all_passed else 1
+    return 0 if graded.all_passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -181,7 +181,7 @@ print("scene classes:", ", ".join(ScenesDataset.CLASSES))
 # %%
 from course_grader import check
 
-check("ex01")  # prints the table; the ";" stops Jupyter from also showing the returned summary
+check("ex01")  # prints the table, then the one-line summary it returns
 
 # %% [markdown]
 # The reference answers live in `solutions/`; an instructor can check that they earn full marks

@@ -110,9 +110,10 @@ def test_grade_exercise_survives_os_exit_at_import(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_GRADE_ROOT", str(DEMO))
     (tmp_path / "ex91_more.py").write_text("import os\nos._exit(3)\n")
     report = grade_exercise("ex91", str(tmp_path))
-    assert report["score"] == 0 and report["max_score"] == 1
-    assert "could not be imported" in report["tests"][0].message
-    assert "exited with status 3" in report["tests"][0].message
+    assert report.score == 0 and report.max_score == 1
+    assert "could not be imported" in report.tests[0].message
+    assert "exited with status 3" in report.tests[0].message
+    assert repr(report) == ("ExerciseResult(ex91_more: 0/1 points, 0/1 tests passed, status 'ok')")
 
 
 def test_instructor_bundle_and_packages(tmp_path):
