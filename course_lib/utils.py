@@ -38,6 +38,7 @@ __all__ = [
     "interactive",
     "progress_bar",
     "median_seconds",
+    "seed_verdict",
 ]
 
 _MODES = ("fast", "full")
@@ -188,6 +189,23 @@ def median_seconds(
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def seed_verdict(differences: np.ndarray | list[float]) -> str:
+    """What per-seed differences (method minus baseline, one per seed) let a lesson claim.
+
+    "higher on every seed" or "lower on every seed" only when every seed agrees in sign (a tie
+    agrees with neither); otherwise "within seed spread". With three seeds, two equally good
+    methods agree by chance one time in four (either sign), so it is a floor, not a test.
+    """
+    differences = np.asarray(differences, dtype=float)
+    if differences.ndim != 1 or differences.size == 0 or not np.isfinite(differences).all():
+        raise ValueError(f"expected a 1-D array of finite differences, got {differences!r}")
+    if (differences > 0).all():
+        return "higher on every seed"
+    if (differences < 0).all():
+        return "lower on every seed"
+    return "within seed spread: not the same sign on every seed"
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -46,7 +46,7 @@ from torch.utils.data import Subset
 from course_lib import losses, metrics, viz
 from course_lib.data import CellsDataset, ScenesDataset
 from course_lib.models import UNet
-from course_lib.utils import course_mode, get_device, rehearsal, seed_everything
+from course_lib.utils import course_mode, get_device, rehearsal, seed_everything, seed_verdict
 
 seed_everything(0)
 FAST = course_mode() == "fast"
@@ -600,12 +600,7 @@ for key, label in (("iou", "person IoU"), ("recall", "object recall")):
         if name == "BCE":
             continue
         difference = np.array([r[key] for r in runs]) - baseline
-        if (difference > 0).all():
-            verdict = "higher on every seed"
-        elif (difference < 0).all():
-            verdict = "lower on every seed"
-        else:
-            verdict = "within seed spread: not the same sign on every seed"
+        verdict = seed_verdict(difference)
         print(
             f"  {label:13s} {name:24s} {difference.mean():+.3f}  (per seed "
             + " ".join(f"{d:+.3f}" for d in difference)

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from course_lib.data import CellsDataset, ScenesDataset
-from course_lib.utils import course_mode, get_device, rehearsal, seed_everything
+from course_lib.utils import course_mode, get_device, rehearsal, seed_everything, seed_verdict
 from course_lib.viz import PALETTE, class_palette, colorize, overlay, show_grid
 
 seed_everything(0)
@@ -681,16 +681,10 @@ for split in ("held-out", "training"):
         augmentation_runs["train_transforms"][split]
         - augmentation_runs["none (val_transforms)"][split]
     )
-    if (difference > 0).all():
-        verdict = "higher on every seed"
-    elif (difference < 0).all():
-        verdict = "lower on every seed"
-    else:
-        verdict = "within seed spread: not the same sign on every seed"
     print(
         f"with minus without, {split} mIoU: {difference.mean():+.3f} (per seed "
         + " ".join(f"{d:+.3f}" for d in difference)
-        + f")  {verdict}"
+        + f")  {seed_verdict(difference)}"
     )
 
 # %% [markdown]

@@ -119,3 +119,22 @@ def test_progress_bar_is_text_on_stdout_when_a_notebook_is_executed_to_be_saved(
     with progress_bar(total=1, disable=True) as bar:
         pass
     assert type(bar) is auto_tqdm
+
+
+@pytest.mark.parametrize(
+    "differences, verdict",
+    [
+        ([0.2, 0.01, 0.3], "higher on every seed"),
+        (np.array([-0.1, -0.2]), "lower on every seed"),
+        ([0.2, -0.01, 0.3], "within seed spread: not the same sign on every seed"),
+        ([0.2, 0.0, 0.3], "within seed spread: not the same sign on every seed"),  # a tie
+    ],
+)
+def test_seed_verdict_claims_a_direction_only_when_every_seed_agrees(differences, verdict):
+    assert utils.seed_verdict(differences) == verdict
+
+
+@pytest.mark.parametrize("bad", [[], [[0.1, 0.2]], [0.1, float("nan")]])
+def test_seed_verdict_refuses_what_is_not_one_difference_per_seed(bad):
+    with pytest.raises(ValueError, match="1-D array of finite differences"):
+        utils.seed_verdict(bad)
